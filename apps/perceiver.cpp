@@ -1,0 +1,52 @@
+// `perceiver`: one CLI for every job. It parses and dispatches; the work lives in the library.
+#include <torch/torch.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "apps/command.h"
+#include "perceiver/runtime.h"
+
+namespace perceiver::cli {
+
+std::map<std::string, Command>& registry() {
+  static std::map<std::string, Command> commands;
+  return commands;
+}
+
+namespace {
+
+void print_usage(std::ostream& out) {
+  out << "usage: perceiver <command> [options]   (perceiver <command> --help for details)\n\ncommands:\n";
+  for (const auto& [name, command] : registry()) {
+    out << "  " << name << std::string(name.size() < 12 ? 12 - name.size() : 1, ' ') << command.summary << "\n";
+  }
+}
+
+}  // namespace
+}  // namespace perceiver::cli
+
+int main(int argc, char** argv) {
+  perceiver::runtime::ensure_blas_environment(argc, argv);
+  using perceiver::cli::registry;
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    perceiver::cli::print_usage(argc < 2 ? std::cerr : std::cout);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string name = argv[1];
+  const auto it = registry().find(name);
+  if (it == registry().end()) {
+    std::cerr << "perceiver: unknown command '" << name << "'\n";
+    perceiver::cli::print_usage(std::cerr);
+    return 2;
+  }
+  try {
+    perceiver::runtime::set_threads(0);
+    return it->second.run(std::vector<std::string>(argv + 2, argv + argc));
+  } catch (const c10::Error& e) {
+    std::cerr << "perceiver " << name << ": error: " << e.what_without_backtrace() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "perceiver " << name << ": error: " << e.what() << "\n";
+  }
+  return 1;
+}

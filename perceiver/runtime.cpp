@@ -1,0 +1,96 @@
+#include "perceiver/runtime.h"
+
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+namespace perceiver::runtime {
+namespace {
+
+bool cpu_has_flag(const std::string& flag) {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    std::string word;
+    while (words >> word)
+      if (word == flag) return true;
+    return false;
+  }
+  return false;
+}
+
+// Sets name=value unless the user already chose a value; returns whether it changed anything.
+bool set_default_env(const char* name, const std::string& value) {
+  if (value.empty() || std::getenv(name) != nullptr) return false;
+  ::setenv(name, value.c_str(), 0);
+  return true;
+}
+
+}  // namespace
+
+std::string preferred_openblas_coretype() {
+  if (cpu_has_flag("avx512f")) return "SkylakeX";
+  if (cpu_has_flag("avx2")) return "Haswell";
+  return "";
+}
+
+void ensure_blas_environment(int argc, char** argv) {
+  if (std::getenv("PERCEIVER_NO_REEXEC") != nullptr) return;
+  bool changed = set_default_env("OPENBLAS_CORETYPE", preferred_openblas_coretype());
+  // A spinning OpenMP pool fights torch's own threads on small machines.
+  changed |= set_default_env("OMP_WAIT_POLICY", "passive");
+  if (!changed) return;
+  ::setenv("PERCEIVER_NO_REEXEC", "1", 1);  // guard against a loop whatever happens below
+  std::vector<char*> args(argv, argv + argc);
+  args.push_back(nullptr);
+  ::execv("/proc/self/exe", args.data());
+  // execv only returns on failure: carry on with the slower kernels rather than stop.
+}
+
+void set_threads(int n) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n > 0 ? n : cores);
+}
+
+std::string loaded_blas_library() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    const auto slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string path = line.substr(slash);
+    const std::string file = path.substr(path.rfind('/') + 1);
+    if (file.find("blas") != std::string::npos) {
+      std::error_code ec;
+      const auto real = std::filesystem::canonical(path, ec);
+      return ec ? path : real.string();
+    }
+  }
+  return "(none mapped)";
+}
+
+std::string environment_report() {
+  std::ostringstream out;
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  out << "perceiver-cpp " << PERCEIVER_VERSION << "\n"
+      << "libtorch " << TORCH_VERSION << "\n"
+      << "blas library " << loaded_blas_library() << "\n"
+      << "OPENBLAS_CORETYPE " << (coretype ? coretype : "(unset)") << " (preferred for this CPU: "
+      << (preferred_openblas_coretype().empty() ? "default" : preferred_openblas_coretype()) << ")\n"
+      << "intra-op threads " << at::get_num_threads() << "\n"
+      << "inter-op threads " << at::get_num_interop_threads() << "\n"
+      << "hardware threads " << std::thread::hardware_concurrency() << "\n"
+      << "onednn (mkldnn) " << (at::hasMKLDNN() ? "yes" : "no") << "\n"
+      << "openmp " << (at::hasOpenMP() ? "yes" : "no") << "\n"
+      << "cuda " << (torch::cuda::is_available() ? "available, " + std::to_string(torch::cuda::device_count()) + " device(s)" : "not available") << "\n";
+  return out.str();
+}
+
+}  // namespace perceiver::runtime

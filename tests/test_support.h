@@ -1,0 +1,34 @@
+// Helpers shared by the tests: where the shared fixtures live, running the CLI.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace perceiver::testing {
+
+// ../shared/fixtures/hf relative to the project root (PERCEIVER_FIXTURES overrides).
+std::filesystem::path hf_fixtures_dir();
+
+// A fresh, empty temporary directory removed by the caller's TempDir.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Runs the built `perceiver` CLI with the given argument string (shell-quoted by the caller).
+CommandResult run_cli(const std::string& args);
+
+}  // namespace perceiver::testing
