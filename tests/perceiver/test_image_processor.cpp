@@ -3,14 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstring>
 #include <fstream>
-#include <random>
 #include <type_traits>
 
 #include <opencv2/imgcodecs.hpp>
 
 #include "perceiver/image_processor.h"
+#include "perceiver/io/safetensors.h"
 #include "perceiver/pil_resample.h"
 #include "tests/test_support.h"
 
@@ -32,31 +31,9 @@ json read_json(const fs::path& p) {
   return json::parse(in);
 }
 
-// A minimal safetensors reader (8-byte little-endian header length, JSON header, raw data), enough
-// for the F32 and U8 tensors of these fixtures.
-std::map<std::string, torch::Tensor> read_safetensors(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot open " + p.string());
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  uint64_t header_len = 0;
-  std::memcpy(&header_len, bytes.data(), 8);
-  const json header = json::parse(bytes.substr(8, header_len));
-  const char* data = bytes.data() + 8 + header_len;
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& [name, info] : header.items()) {
-    if (name == "__metadata__") continue;
-    const auto dtype = info["dtype"].get<std::string>();
-    const auto shape = info["shape"].get<std::vector<int64_t>>();
-    const auto begin = info["data_offsets"][0].get<size_t>();
-    const auto scalar = dtype == "F32" ? torch::kFloat32 : dtype == "U8" ? torch::kUInt8 : throw std::runtime_error(dtype);
-    out[name] = torch::from_blob(const_cast<char*>(data + begin), shape, scalar).clone();
-  }
-  return out;
-}
-
-torch::Tensor mat_to_tensor(const cv::Mat& m) {
-  return torch::from_blob(const_cast<uint8_t*>(m.ptr<uint8_t>()), {m.rows, m.cols, m.channels()}, torch::kUInt8)
-      .clone();
+torch::Tensor mat_to_tensor(const cv::Mat& image) {
+  cv::Mat m = image.isContinuous() ? image : image.clone();
+  return torch::from_blob(m.ptr<uint8_t>(), {m.rows, m.cols, m.channels()}, torch::kUInt8).clone();
 }
 
 cv::Mat random_image(int h, int w, int type, unsigned seed) {
@@ -82,7 +59,7 @@ TEST(ImageProcessorFixture, EveryCaseMatchesHf) {
     EXPECT_EQ((std::vector<int64_t>{cropped.rows, cropped.cols, cropped.channels()}),
               c["center_crop_shape_hwc"].get<std::vector<int64_t>>());
 
-    const auto expected = read_safetensors(fixture_dir() / c["expected_file"].get<std::string>());
+    const auto expected = io::load_safetensors(fixture_dir() / c["expected_file"].get<std::string>());
     const torch::Tensor resized = mat_to_tensor(processor.crop_and_resize(rgb));
     const torch::Tensor& want_resized = expected.at("resized");
     ASSERT_EQ(resized.sizes(), want_resized.sizes());
@@ -103,7 +80,7 @@ TEST(ImageProcessorFixture, BatchOfDifferentSizesStacksPerImageResults) {
   std::vector<torch::Tensor> expected;
   for (const auto& c : meta["cases"]) {
     files.push_back(fixture_dir() / c["image"].get<std::string>());
-    expected.push_back(read_safetensors(fixture_dir() / c["expected_file"].get<std::string>()).at("pixel_values"));
+    expected.push_back(io::load_safetensors(fixture_dir() / c["expected_file"].get<std::string>()).at("pixel_values"));
   }
   const torch::Tensor batch = processor.preprocess_files(files);
   ASSERT_EQ(batch.sizes(), (std::vector<int64_t>{static_cast<int64_t>(files.size()), 3, 224, 224}));
