@@ -308,6 +308,97 @@ TEST(Tokenizer, PairTruncationStrategies) {
   }
 }
 
+// Behaviour read off HF's prepare_for_model / pad / _pad that the fixtures do not reach, checked against the
+// unpadded encodings.
+TEST(Tokenizer, PaddingFollowsHFRules) {
+  const PerceiverTokenizer tok;
+  const std::vector<std::string> texts = {"hi", "a longer text"};
+  const auto plain = tok.batch_encode(texts);
+
+  // Single examples report the padded length, batches the unpadded one.
+  EncodeOptions o;
+  o.padding = perceiver::Padding::MaxLength;
+  o.max_length = 20;
+  o.return_length = true;
+  o.return_special_tokens_mask = true;
+  const auto single = tok.encode(texts[0], std::nullopt, o);
+  EXPECT_EQ(single.length, 20);
+  const auto batch = tok.batch_encode(texts, o);
+  for (size_t i = 0; i < texts.size(); ++i) {
+    EXPECT_EQ(batch[i].length, static_cast<int64_t>(plain[i].input_ids.size()));
+    EXPECT_EQ(batch[i].input_ids.size(), 20u);
+    // Padding counts as special in the special-tokens mask.
+    const auto& mask = *batch[i].special_tokens_mask;
+    EXPECT_EQ(std::count(mask.begin(), mask.end(), 1), static_cast<std::ptrdiff_t>(20 - plain[i].input_ids.size() + 2));
+  }
+
+  // HF's pad() returns an empty single example as it is, even with padding="max_length"; in a batch it pads.
+  o.add_special_tokens = false;
+  EXPECT_TRUE(tok.encode("", std::nullopt, o).input_ids.empty());
+  EXPECT_EQ(tok.batch_encode({""}, o)[0].input_ids, std::vector<int64_t>(20, PerceiverTokenizer::pad_token_id));
+
+  // Left padding puts the same pad ids and zero mask in front; pad_to_multiple_of rounds the longest up.
+  EncodeOptions left;
+  left.padding = perceiver::Padding::Longest;
+  left.padding_side = perceiver::Side::Left;
+  left.pad_to_multiple_of = 8;
+  const auto padded = tok.batch_encode(texts, left);
+  const size_t target = (plain[1].input_ids.size() + 7) / 8 * 8;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const auto& ids = plain[i].input_ids;
+    const size_t k = target - ids.size();
+    std::vector<int64_t> expected_ids(k, PerceiverTokenizer::pad_token_id);
+    expected_ids.insert(expected_ids.end(), ids.begin(), ids.end());
+    std::vector<int64_t> expected_mask(k, 0);
+    expected_mask.resize(target, 1);
+    EXPECT_EQ(padded[i].input_ids, expected_ids);
+    EXPECT_EQ(padded[i].attention_mask, expected_mask);
+  }
+
+  // max_length alone turns on longest_first truncation; with padding=longest it is ignored.
+  EncodeOptions only_max;
+  only_max.max_length = 5;
+  EXPECT_EQ(tok.encode(texts[1], std::nullopt, only_max).input_ids.size(), 5u);
+  only_max.padding = perceiver::Padding::Longest;
+  EXPECT_EQ(tok.encode(texts[1], std::nullopt, only_max).input_ids, plain[1].input_ids);
+
+  // Left truncation keeps the end of the text.
+  EncodeOptions cut_left;
+  cut_left.max_length = 6;
+  cut_left.truncation = perceiver::Truncation::LongestFirst;
+  cut_left.truncation_side = perceiver::Side::Left;
+  EXPECT_EQ(tok.encode(texts[1], std::nullopt, cut_left).input_ids, tok.encode("text").input_ids);
+
+  EncodeOptions bad;
+  bad.max_length = -1;
+  EXPECT_THROW(tok.encode("x", std::nullopt, bad), std::runtime_error);
+  bad.max_length = 10;
+  bad.padding = perceiver::Padding::MaxLength;
+  bad.truncation = perceiver::Truncation::LongestFirst;
+  bad.pad_to_multiple_of = 4;  // HF refuses: 10 is not a multiple of 4
+  EXPECT_THROW(tok.encode("x", std::nullopt, bad), std::runtime_error);
+  EXPECT_THROW(tok.batch_encode({"a", "b"}, std::vector<std::string>{"c"}), std::runtime_error);
+}
+
+TEST(Tokenizer, ModelInputsPadRaggedRows) {
+  const PerceiverTokenizer tok;
+  const auto batch = tok.batch_encode({"hi", "a longer text"});
+  const auto inputs = perceiver::to_model_inputs(batch);
+  ASSERT_EQ(inputs.input_ids.sizes(), (std::vector<int64_t>{2, static_cast<int64_t>(batch[1].input_ids.size())}));
+  EXPECT_EQ(inputs.input_ids.scalar_type(), torch::kInt64);
+  EXPECT_EQ(inputs.attention_mask.scalar_type(), torch::kInt64);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    for (int64_t t = 0; t < inputs.input_ids.size(1); ++t) {
+      const bool real = t < static_cast<int64_t>(batch[i].input_ids.size());
+      EXPECT_EQ(inputs.input_ids[i][t].item<int64_t>(),
+                real ? batch[i].input_ids[t] : PerceiverTokenizer::pad_token_id);
+      EXPECT_EQ(inputs.attention_mask[i][t].item<int64_t>(), real ? 1 : 0);
+    }
+  }
+  const auto empty = perceiver::to_model_inputs({});
+  EXPECT_EQ(empty.input_ids.numel(), 0);
+}
+
 // ---- UTF-8 with errors="replace": an oracle built from the encoder side ----
 //
 // The Unicode Standard's "maximal subpart" rule: at each position take the longest complete well-formed sequence;
