@@ -1,0 +1,65 @@
+#include <fstream>
+#include <iostream>
+
+#include "apps/command.h"
+#include "apps/options.h"
+#include "perceiver/inference.h"
+#include "perceiver/io/safetensors.h"
+#include "perceiver/runtime.h"
+
+namespace {
+
+int run_infer(const std::vector<std::string>& args) {
+  namespace po = boost::program_options;
+  po::options_description desc(
+      "perceiver infer: run a model directory on named tensors\n"
+      "  input names: inputs (or input_ids / pixel_values), inputs.<modality>, attention_mask, labels,\n"
+      "               subsampled_output_points.<modality>\n"
+      "  output names: loss, logits, logits.<modality>, last_hidden_state, hidden_states.<i>, attentions.<i>,\n"
+      "                cross_attentions.<i>\n\noptions");
+  desc.add_options()("help,h", "show this help")("model", po::value<std::string>()->required(),
+                                                 "HF model directory (config.json + model.safetensors or pytorch_model.bin)")(
+      "inputs", po::value<std::string>()->required(), "safetensors file with the forward arguments")(
+      "output", po::value<std::string>()->required(), "safetensors file to write the outputs to")(
+      "output-attentions", po::bool_switch(), "also write attentions and cross-attentions")(
+      "output-hidden-states", po::bool_switch(), "also write hidden states")(
+      "interpolate-pos-encoding", po::bool_switch(), "resample learned/Fourier positions to the input size")(
+      "construction", po::value<std::string>(),
+      "PerceiverModel only: JSON file with the components (an object, or a meta.json with a \"construction\" key)")(
+      "non-strict", po::bool_switch(), "load what matches and report the rest instead of failing")(
+      "threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)");
+  for (const auto& a : args)
+    if (a == "--help" || a == "-h") {
+      std::cout << desc;
+      return 0;
+    }
+  const auto vm = perceiver::cli::parse(desc, args);
+  perceiver::runtime::set_threads(vm["threads"].as<int>());
+
+  perceiver::InferOptions options;
+  options.forward.output_attentions = vm["output-attentions"].as<bool>();
+  options.forward.output_hidden_states = vm["output-hidden-states"].as<bool>();
+  options.forward.interpolate_pos_encoding = vm["interpolate-pos-encoding"].as<bool>();
+  options.load.strict = !vm["non-strict"].as<bool>();
+  if (vm.count("construction")) {
+    const auto path = vm["construction"].as<std::string>();
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error(path + ": cannot open construction file");
+    nlohmann::json doc;
+    try {
+      doc = nlohmann::json::parse(in);
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error(path + ": invalid JSON: " + e.what());
+    }
+    options.load.construction = doc.contains("construction") ? doc["construction"] : doc;
+  }
+  const auto inputs = perceiver::io::load_safetensors(vm["inputs"].as<std::string>());
+  const auto outputs = perceiver::infer(vm["model"].as<std::string>(), inputs, options);
+  perceiver::io::save_safetensors(vm["output"].as<std::string>(), outputs);
+  std::cerr << "wrote " << outputs.size() << " tensors to " << vm["output"].as<std::string>() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+PERCEIVER_COMMAND("infer", "run a model directory on named tensors (safetensors in, safetensors out)", run_infer);

@@ -1,0 +1,111 @@
+// The attention core, mirroring HF's PerceiverSelfAttention, PerceiverSelfOutput,
+// PerceiverAttention, PerceiverMLP and PerceiverLayer (module names equal HF's attribute names).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <optional>
+#include <string>
+
+#include "perceiver/config.h"
+
+namespace perceiver {
+
+// HF's ACT2FN for the names PerceiverConfig.hidden_act accepts ("gelu" is the exact erf form).
+torch::Tensor apply_activation(const std::string& name, const torch::Tensor& x);
+
+// HF's invert_attention_mask: (B, N) 1/0 mask -> (B, 1, 1, N) additive float mask
+// (1 - mask) * finfo(float32).min, so a fully masked row stays finite (uniform attention).
+torch::Tensor invert_attention_mask(const torch::Tensor& mask);
+
+struct AttentionResult {
+  torch::Tensor output;
+  torch::Tensor attention_probs;  // undefined unless requested
+};
+
+struct PerceiverSelfAttentionOptions {
+  bool is_cross_attention = false;
+  int64_t qk_channels = 0;  // already resolved (PerceiverAttention applies HF's defaults)
+  int64_t v_channels = 0;
+  int64_t num_heads = 1;
+  int64_t q_dim = 0;
+  int64_t kv_dim = 0;
+  double dropout = 0.0;
+};
+
+class PerceiverSelfAttentionImpl : public torch::nn::Module {
+ public:
+  explicit PerceiverSelfAttentionImpl(const PerceiverSelfAttentionOptions& options);
+  // inputs undefined = self-attention over hidden_states; mask is additive, broadcastable to scores.
+  AttentionResult forward(const torch::Tensor& hidden_states, const torch::Tensor& inputs,
+                          const torch::Tensor& attention_mask, bool output_attentions);
+  int64_t v_channels() const { return options_.v_channels; }
+
+ private:
+  PerceiverSelfAttentionOptions options_;
+  torch::nn::LayerNorm layernorm1{nullptr}, layernorm2{nullptr};
+  torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
+  torch::nn::Dropout dropout{nullptr};
+};
+TORCH_MODULE(PerceiverSelfAttention);
+
+class PerceiverSelfOutputImpl : public torch::nn::Module {
+ public:
+  PerceiverSelfOutputImpl(int64_t input_channels, int64_t output_channels);
+  torch::Tensor forward(const torch::Tensor& x) { return dense(x); }
+
+ private:
+  torch::nn::Linear dense{nullptr};
+};
+TORCH_MODULE(PerceiverSelfOutput);
+
+// Arguments of HF's PerceiverAttention / PerceiverLayer; unset channels follow HF's rules.
+struct PerceiverLayerOptions {
+  bool is_cross_attention = false;
+  std::optional<int64_t> qk_channels;
+  std::optional<int64_t> v_channels;
+  int64_t num_heads = 1;
+  int64_t q_dim = 0;
+  int64_t kv_dim = 0;
+  int64_t widening_factor = 4;
+  bool use_query_residual = true;
+};
+
+class PerceiverAttentionImpl : public torch::nn::Module {
+ public:
+  PerceiverAttentionImpl(const PerceiverConfig& config, const PerceiverLayerOptions& options);
+  AttentionResult forward(const torch::Tensor& hidden_states, const torch::Tensor& inputs,
+                          const torch::Tensor& attention_mask, bool output_attentions);
+
+ private:
+  PerceiverSelfAttention self{nullptr};
+  PerceiverSelfOutput output{nullptr};
+  bool use_query_residual_;
+};
+TORCH_MODULE(PerceiverAttention);
+
+class PerceiverMLPImpl : public torch::nn::Module {
+ public:
+  PerceiverMLPImpl(const PerceiverConfig& config, int64_t input_size, int64_t widening_factor);
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  std::string activation_;
+  torch::nn::Linear dense1{nullptr}, dense2{nullptr};
+};
+TORCH_MODULE(PerceiverMLP);
+
+class PerceiverLayerImpl : public torch::nn::Module {
+ public:
+  PerceiverLayerImpl(const PerceiverConfig& config, const PerceiverLayerOptions& options);
+  AttentionResult forward(const torch::Tensor& hidden_states, const torch::Tensor& inputs = {},
+                          const torch::Tensor& attention_mask = {}, bool output_attentions = false);
+
+ private:
+  PerceiverAttention attention{nullptr};
+  torch::nn::LayerNorm layernorm{nullptr};
+  PerceiverMLP mlp{nullptr};
+};
+TORCH_MODULE(PerceiverLayer);
+
+}  // namespace perceiver

@@ -1,0 +1,48 @@
+// Abstract bases of the pluggable parts of PerceiverModel (HF's AbstractPreprocessor,
+// PerceiverAbstractDecoder and the postprocessors). Concrete classes keep HF's names.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <optional>
+
+#include "perceiver/outputs.h"
+
+namespace perceiver {
+
+struct PreprocessorOutput {
+  torch::Tensor inputs;                         // (B, N, num_channels), positions included
+  std::optional<ModalitySizes> modality_sizes;  // multimodal only
+  torch::Tensor inputs_without_pos;             // undefined where HF returns None
+};
+
+class PreprocessorImpl : public torch::nn::Module {
+ public:
+  virtual int64_t num_channels() const = 0;
+  virtual PreprocessorOutput forward(const TensorOrDict& inputs, bool interpolate_pos_encoding) = 0;
+};
+
+class DecoderImpl : public torch::nn::Module {
+ public:
+  virtual int64_t num_query_channels() const = 0;
+  // subsampled_points: undefined, a tensor of flat indices (uni-modal decoders) or one per modality.
+  virtual torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
+                                      const torch::Tensor& inputs_without_pos,
+                                      const TensorOrDict& subsampled_points) = 0;
+  virtual PerceiverDecoderOutput forward(const torch::Tensor& query, const torch::Tensor& z,
+                                         const torch::Tensor& query_mask, bool output_attentions) = 0;
+};
+
+class PostprocessorImpl : public torch::nn::Module {
+ public:
+  virtual TensorOrDict forward(const TensorOrDict& inputs, const std::optional<ModalitySizes>& modality_sizes) = 0;
+};
+
+using Preprocessor = std::shared_ptr<PreprocessorImpl>;
+using Decoder = std::shared_ptr<DecoderImpl>;
+using Postprocessor = std::shared_ptr<PostprocessorImpl>;
+
+// Requires a single tensor (not a per-modality dict) and returns it; `who` names the caller.
+const torch::Tensor& single_tensor(const TensorOrDict& value, const char* who);
+
+}  // namespace perceiver

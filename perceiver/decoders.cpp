@@ -1,0 +1,145 @@
+#include "perceiver/decoders.h"
+
+#include <numeric>
+
+namespace perceiver {
+
+PerceiverBasicDecoderImpl::PerceiverBasicDecoderImpl(const PerceiverConfig& config, const BasicDecoderOptions& options)
+    : options_(options) {
+  if (options.position_encoding.type != "none") {
+    auto built = build_position_encoding(options.position_encoding);
+    output_position_encodings = register_module("output_position_encodings", built.encoding);
+    if (built.projection) positions_projection = register_module("positions_projection", built.projection);
+  }
+  if (!options.position_encoding_only) {
+    PerceiverLayerOptions layer;
+    layer.is_cross_attention = true;
+    layer.qk_channels = options.qk_channels;
+    layer.v_channels = options.v_channels;
+    layer.num_heads = options.num_heads;
+    layer.q_dim = options.num_channels;
+    layer.kv_dim = config.d_latents;
+    layer.widening_factor = options.widening_factor;
+    layer.use_query_residual = options.use_query_residual;
+    decoding_cross_attention = register_module("decoding_cross_attention", PerceiverLayer(config, layer));
+    if (options.final_project)
+      final_layer = register_module("final_layer", torch::nn::Linear(options.num_channels, options.output_num_channels));
+  }
+}
+
+int64_t PerceiverBasicDecoderImpl::num_query_channels() const {
+  TORCH_CHECK(options_.position_encoding.type != "none",
+              "cannot compute the number of decoder query channels when position_encoding_type is none");
+  if (options_.position_encoding_only) {
+    if (options_.position_encoding.project_pos_dim > 0) return options_.position_encoding.project_pos_dim;
+    return output_position_encodings->output_size();
+  }
+  return options_.final_project ? options_.output_num_channels : options_.num_channels;
+}
+
+torch::Tensor PerceiverBasicDecoderImpl::project_positions(const torch::Tensor& pos_emb) {
+  return positions_projection ? positions_projection(pos_emb) : pos_emb;
+}
+
+torch::Tensor PerceiverBasicDecoderImpl::decoder_query(const torch::Tensor& inputs,
+                                                       const std::optional<ModalitySizes>& /*modality_sizes*/,
+                                                       const torch::Tensor& inputs_without_pos,
+                                                       const TensorOrDict& subsampled_points) {
+  TORCH_CHECK(options_.position_encoding.type != "none",
+              "cannot construct decoder queries when position_encoding_type is none");
+  const int64_t batch_size = inputs.size(0);
+  PositionQuery query;
+  query.batch_size = batch_size;
+  query.dtype = inputs.scalar_type();
+  query.device = inputs.device();
+  torch::Tensor pos_emb;
+  if (subsampled_points.tensor.defined()) {
+    // Flat indices into output_index_dims -> coordinates in [-1, 1) (HF: -1 + 2 * idx / dim).
+    const auto& dims = options_.output_index_dims;
+    auto remaining = subsampled_points.tensor.to(torch::kCPU, torch::kLong).flatten();
+    const int64_t total = std::accumulate(dims.begin(), dims.end(), int64_t{1}, std::multiplies<>());
+    if (remaining.numel() > 0) {
+      TORCH_CHECK(remaining.min().item<int64_t>() >= 0 && remaining.max().item<int64_t>() < total,
+                  "subsampled output points must be in [0, ", total, ")");
+    }
+    std::vector<torch::Tensor> coords(dims.size());
+    for (int64_t d = static_cast<int64_t>(dims.size()) - 1; d >= 0; --d) {
+      coords[d] = torch::remainder(remaining, dims[d]);
+      remaining = torch::div(remaining, dims[d], "floor");
+    }
+    auto pos = torch::stack(coords, 1);
+    const auto dims_t = torch::tensor(dims, torch::kLong).unsqueeze(0);
+    pos = -1 + 2 * pos / dims_t;  // int64 / int64 -> float32 true division, as in HF
+    pos = pos.unsqueeze(0).expand({batch_size, pos.size(0), pos.size(1)});
+    query.index_dims = dims;
+    query.pos = pos;
+    pos_emb = project_positions(output_position_encodings->forward(query));
+    pos_emb = pos_emb.reshape({pos_emb.size(0), -1, pos_emb.size(-1)});
+  } else {
+    query.index_dims = inputs.sizes().slice(2).vec();
+    pos_emb = project_positions(output_position_encodings->forward(query));
+  }
+  if (options_.concat_preprocessed_input) {
+    TORCH_CHECK(inputs_without_pos.defined(), "concat_preprocessed_input needs the inputs without positions");
+    pos_emb = torch::cat({inputs_without_pos, pos_emb}, -1);
+  }
+  return pos_emb;
+}
+
+PerceiverDecoderOutput PerceiverBasicDecoderImpl::forward(const torch::Tensor& query, const torch::Tensor& z,
+                                                          const torch::Tensor& /*query_mask: HF ignores it*/,
+                                                          bool output_attentions) {
+  TORCH_CHECK(decoding_cross_attention, "this decoder only builds position encodings (position_encoding_only)");
+  auto layer = decoding_cross_attention->forward(query, z, {}, output_attentions);
+  PerceiverDecoderOutput out;
+  out.logits = final_layer ? final_layer(layer.output) : layer.output;
+  if (output_attentions) out.cross_attentions.push_back(layer.attention_probs);
+  return out;
+}
+
+PerceiverClassificationDecoderImpl::PerceiverClassificationDecoderImpl(const PerceiverConfig& config,
+                                                                       BasicDecoderOptions options) {
+  options.output_num_channels = config.num_labels();
+  options.output_index_dims = {1};
+  decoder = register_module("decoder", PerceiverBasicDecoder(config, options));
+}
+
+torch::Tensor PerceiverClassificationDecoderImpl::decoder_query(const torch::Tensor& inputs,
+                                                                const std::optional<ModalitySizes>& modality_sizes,
+                                                                const torch::Tensor& inputs_without_pos,
+                                                                const TensorOrDict& subsampled_points) {
+  return decoder->decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points);
+}
+
+PerceiverDecoderOutput PerceiverClassificationDecoderImpl::forward(const torch::Tensor& query, const torch::Tensor& z,
+                                                                   const torch::Tensor& /*query_mask*/,
+                                                                   bool output_attentions) {
+  auto out = decoder->forward(query, z, {}, output_attentions);
+  out.logits = out.logits.tensor.select(1, 0);  // (B, 1, num_labels) -> (B, num_labels)
+  return out;
+}
+
+PerceiverProjectionDecoderImpl::PerceiverProjectionDecoderImpl(const PerceiverConfig& config) {
+  classifier = register_module("classifier", torch::nn::Linear(config.d_latents, config.num_labels()));
+}
+
+PerceiverDecoderOutput PerceiverProjectionDecoderImpl::forward(const torch::Tensor& /*query*/, const torch::Tensor& z,
+                                                               const torch::Tensor& /*query_mask*/,
+                                                               bool /*output_attentions*/) {
+  PerceiverDecoderOutput out;
+  out.logits = classifier(z.mean(1));
+  return out;
+}
+
+PerceiverEmbeddingDecoderImpl::PerceiverEmbeddingDecoderImpl(const PerceiverConfig& config) {
+  bias = register_parameter("bias", torch::zeros({config.vocab_size}));
+}
+
+torch::Tensor PerceiverEmbeddingDecoderImpl::forward(const torch::Tensor& hidden_states,
+                                                     const torch::Tensor& embedding_weight) {
+  const auto b = hidden_states.size(0), t = hidden_states.size(1), d = hidden_states.size(2);
+  auto out = torch::matmul(hidden_states.reshape({-1, d}), embedding_weight.t()) + bias;
+  return out.reshape({b, t, bias.size(0)});
+}
+
+}  // namespace perceiver

@@ -1,0 +1,44 @@
+// PerceiverEmbeddings (the latent array) and PerceiverEncoder (one cross-attention layer followed
+// by num_blocks applications of a shared stack of self-attention layers).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "perceiver/attention.h"
+#include "perceiver/config.h"
+
+namespace perceiver {
+
+class PerceiverEmbeddingsImpl : public torch::nn::Module {
+ public:
+  explicit PerceiverEmbeddingsImpl(const PerceiverConfig& config);
+  torch::Tensor forward(int64_t batch_size) { return latents.expand({batch_size, -1, -1}); }
+
+  torch::Tensor latents;
+};
+TORCH_MODULE(PerceiverEmbeddings);
+
+struct EncoderOutput {
+  torch::Tensor last_hidden_state;
+  std::vector<torch::Tensor> hidden_states;
+  std::vector<torch::Tensor> attentions;
+  std::vector<torch::Tensor> cross_attentions;
+};
+
+class PerceiverEncoderImpl : public torch::nn::Module {
+ public:
+  PerceiverEncoderImpl(const PerceiverConfig& config, int64_t kv_dim);
+  // inputs_mask is the additive (B,1,1,N) mask of the inputs (see invert_attention_mask).
+  EncoderOutput forward(const torch::Tensor& latents, const torch::Tensor& inputs, const torch::Tensor& inputs_mask,
+                        bool output_attentions, bool output_hidden_states);
+
+ private:
+  int64_t num_blocks_;
+  PerceiverLayer cross_attention{nullptr};
+  torch::nn::ModuleList self_attends{nullptr};
+};
+TORCH_MODULE(PerceiverEncoder);
+
+}  // namespace perceiver

@@ -1,0 +1,160 @@
+#include "perceiver/heads.h"
+
+#include "perceiver/composition.h"
+#include "perceiver/vision_heads.h"
+#include "perceiver/preprocessors.h"
+
+namespace perceiver {
+
+torch::Tensor classification_loss(PerceiverConfig& config, const torch::Tensor& logits, const torch::Tensor& labels) {
+  const int64_t num_labels = config.num_labels();
+  if (!config.problem_type) {
+    if (num_labels == 1) {
+      config.problem_type = "regression";
+    } else if (labels.scalar_type() == torch::kLong || labels.scalar_type() == torch::kInt) {
+      config.problem_type = "single_label_classification";
+    } else {
+      config.problem_type = "multi_label_classification";
+    }
+  }
+  const auto y = labels.to(logits.device());
+  if (*config.problem_type == "regression") {
+    const auto target = y.to(logits.scalar_type());
+    return num_labels == 1 ? torch::mse_loss(logits.squeeze(), target.squeeze()) : torch::mse_loss(logits, target);
+  }
+  if (*config.problem_type == "single_label_classification") {
+    TORCH_CHECK(!y.is_floating_point(), "single-label classification needs integer labels, got ", y.scalar_type());
+    return torch::nn::functional::cross_entropy(logits.reshape({-1, num_labels}), y.reshape({-1}).to(torch::kLong));
+  }
+  TORCH_CHECK(y.sizes() == logits.sizes(), "multi-label classification needs labels of shape ", logits.sizes(),
+              ", got ", y.sizes());
+  return torch::nn::functional::binary_cross_entropy_with_logits(logits, y.to(logits.scalar_type()));
+}
+
+PerceiverForMaskedLMImpl::PerceiverForMaskedLMImpl(const PerceiverConfig& config)
+    : PerceiverPreTrainedModelImpl(config) {
+  auto text = std::make_shared<PerceiverTextPreprocessorImpl>(config);
+  BasicDecoderOptions d;
+  d.output_num_channels = config.d_latents;
+  d.output_index_dims = {config.max_position_embeddings};
+  d.num_channels = text->num_channels();
+  d.qk_channels = 8 * 32;
+  d.v_channels = text->num_channels();
+  d.num_heads = 8;
+  d.use_query_residual = false;
+  d.final_project = false;
+  d.position_encoding.type = "trainable";
+  d.position_encoding.trainable = TrainablePositionEncodingOptions{{config.max_position_embeddings}, text->num_channels()};
+  perceiver = register_module(
+      "perceiver", PerceiverModel(config, std::make_shared<PerceiverBasicDecoderImpl>(config, d), text));
+  embedding_decoder = register_module("embedding_decoder", PerceiverEmbeddingDecoder(config));
+}
+
+PerceiverMaskedLMOutput PerceiverForMaskedLMImpl::forward(const torch::Tensor& inputs,
+                                                          const torch::Tensor& attention_mask,
+                                                          const torch::Tensor& labels, const ForwardOptions& options) {
+  auto out = perceiver->forward(inputs, attention_mask, {}, options);
+  auto* text = dynamic_cast<PerceiverTextPreprocessorImpl*>(perceiver->input_preprocessor().get());
+  PerceiverMaskedLMOutput result;
+  result.logits = embedding_decoder->forward(out.logits.tensor, text->embeddings->weight);
+  if (labels.defined()) {
+    TORCH_CHECK(labels.numel() == result.logits.size(0) * result.logits.size(1),
+                "labels must have shape (batch, max_position_embeddings) = (", result.logits.size(0), ", ",
+                result.logits.size(1), ") because the decoder predicts every position; got ", labels.sizes());
+    result.loss = torch::nn::functional::cross_entropy(result.logits.reshape({-1, config_.vocab_size}),
+                                                       labels.reshape({-1}).to(torch::kLong));
+  }
+  result.hidden_states = std::move(out.hidden_states);
+  result.attentions = std::move(out.attentions);
+  result.cross_attentions = std::move(out.cross_attentions);
+  return result;
+}
+
+NamedTensors PerceiverForMaskedLMImpl::forward_named(const NamedTensors& inputs, const ForwardOptions& options) {
+  named::check_known(inputs, {"inputs", "input_ids", "attention_mask", "labels"});
+  auto out = forward(single_tensor(named::model_inputs(inputs, {"input_ids"}), "PerceiverForMaskedLM"),
+                     named::optional(inputs, "attention_mask"), named::optional(inputs, "labels"), options);
+  return named::outputs(out.loss, out.logits, {}, out.hidden_states, out.attentions, out.cross_attentions);
+}
+
+PerceiverClassifierHeadImpl::PerceiverClassifierHeadImpl(const PerceiverConfig& config, std::string architecture)
+    : PerceiverPreTrainedModelImpl(config), architecture_(std::move(architecture)) {}
+
+PerceiverClassifierOutput PerceiverClassifierHeadImpl::forward(const TensorOrDict& inputs,
+                                                               const torch::Tensor& attention_mask,
+                                                               const torch::Tensor& labels,
+                                                               const ForwardOptions& options) {
+  auto out = perceiver->forward(inputs, attention_mask, {}, options);
+  PerceiverClassifierOutput result;
+  if (labels.defined()) result.loss = classification_loss(config_, out.logits.tensor, labels);
+  result.logits = std::move(out.logits);
+  result.hidden_states = std::move(out.hidden_states);
+  result.attentions = std::move(out.attentions);
+  result.cross_attentions = std::move(out.cross_attentions);
+  return result;
+}
+
+NamedTensors PerceiverClassifierHeadImpl::forward_named(const NamedTensors& inputs, const ForwardOptions& options) {
+  named::check_known(inputs, {"inputs", input_alias(), "attention_mask", "labels"});
+  auto out = forward(named::model_inputs(inputs, {input_alias()}), named::optional(inputs, "attention_mask"),
+                     named::optional(inputs, "labels"), options);
+  return named::outputs(out.loss, out.logits, {}, out.hidden_states, out.attentions, out.cross_attentions);
+}
+
+BasicDecoderOptions classification_decoder_options(const PerceiverConfig& config) {
+  BasicDecoderOptions d;
+  d.num_channels = config.d_latents;
+  d.use_query_residual = true;
+  d.position_encoding.type = "trainable";
+  d.position_encoding.trainable = TrainablePositionEncodingOptions{{1}, config.d_latents};
+  return d;
+}
+
+PerceiverForSequenceClassificationImpl::PerceiverForSequenceClassificationImpl(const PerceiverConfig& config)
+    : PerceiverClassifierHeadImpl(config, "PerceiverForSequenceClassification") {
+  set_model(PerceiverModel(
+      config, std::make_shared<PerceiverClassificationDecoderImpl>(config, classification_decoder_options(config)),
+      std::make_shared<PerceiverTextPreprocessorImpl>(config)));
+}
+
+const std::map<std::string, ArchitectureBuilder>& architecture_registry() {
+  static const std::map<std::string, ArchitectureBuilder> registry = [] {
+    std::map<std::string, ArchitectureBuilder> r;
+    r["PerceiverModel"] = [](const PerceiverConfig& c, const nlohmann::json& construction) -> PerceiverPreTrainedModel {
+      return build_perceiver_model(c, construction).ptr();
+    };
+    r["PerceiverForMaskedLM"] = [](const PerceiverConfig& c, const nlohmann::json&) -> PerceiverPreTrainedModel {
+      return std::make_shared<PerceiverForMaskedLMImpl>(c);
+    };
+    r["PerceiverForSequenceClassification"] = [](const PerceiverConfig& c,
+                                                 const nlohmann::json&) -> PerceiverPreTrainedModel {
+      return std::make_shared<PerceiverForSequenceClassificationImpl>(c);
+    };
+    register_vision_architectures(r);
+    return r;
+  }();
+  return registry;
+}
+
+std::vector<std::string> known_architectures() {
+  std::vector<std::string> names;
+  for (const auto& [name, builder] : architecture_registry()) names.push_back(name);
+  return names;
+}
+
+PerceiverPreTrainedModel build_model(const PerceiverConfig& config, const nlohmann::json& construction) {
+  const std::string arch = config.architecture().empty() ? "PerceiverModel" : config.architecture();
+  const auto& registry = architecture_registry();
+  auto it = registry.find(arch);
+  if (it == registry.end()) {
+    std::string known;
+    for (const auto& name : known_architectures()) known += (known.empty() ? "" : ", ") + name;
+    throw std::invalid_argument("unknown architecture '" + arch + "' (known: " + known + ")");
+  }
+  auto model = it->second(config, construction);
+  model->config().architectures = {arch};
+  model->init_weights();
+  return model;
+}
+
+}  // namespace perceiver

@@ -1,0 +1,76 @@
+// The PerceiverFor* heads and the architecture registry (HF class name -> builder).
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "perceiver/decoders.h"
+#include "perceiver/model.h"
+#include "perceiver/outputs.h"
+
+namespace perceiver {
+
+// HF's classification loss: infers config.problem_type from labels when unset (and records it),
+// then MSE (regression), cross-entropy (single label, ignore_index -100) or BCE-with-logits.
+torch::Tensor classification_loss(PerceiverConfig& config, const torch::Tensor& logits, const torch::Tensor& labels);
+
+class PerceiverForMaskedLMImpl : public PerceiverPreTrainedModelImpl {
+ public:
+  explicit PerceiverForMaskedLMImpl(const PerceiverConfig& config);
+  std::string architecture() const override { return "PerceiverForMaskedLM"; }
+  PerceiverMaskedLMOutput forward(const torch::Tensor& inputs, const torch::Tensor& attention_mask = {},
+                                  const torch::Tensor& labels = {}, const ForwardOptions& options = {});
+  NamedTensors forward_named(const NamedTensors& inputs, const ForwardOptions& options) override;
+
+  PerceiverModel perceiver{nullptr};
+  PerceiverEmbeddingDecoder embedding_decoder{nullptr};
+};
+TORCH_MODULE(PerceiverForMaskedLM);
+
+// Shared by every head that is PerceiverModel + classifier logits (+ HF's classification loss).
+class PerceiverClassifierHeadImpl : public PerceiverPreTrainedModelImpl {
+ public:
+  PerceiverClassifierHeadImpl(const PerceiverConfig& config, std::string architecture);
+  std::string architecture() const override { return architecture_; }
+  PerceiverClassifierOutput forward(const TensorOrDict& inputs, const torch::Tensor& attention_mask = {},
+                                    const torch::Tensor& labels = {}, const ForwardOptions& options = {});
+  NamedTensors forward_named(const NamedTensors& inputs, const ForwardOptions& options) override;
+
+  PerceiverModel perceiver{nullptr};
+
+ protected:
+  // Called once by each concrete head's constructor.
+  void set_model(PerceiverModel model) { perceiver = register_module("perceiver", std::move(model)); }
+  // The name HF's forward also accepts for `inputs` (input_ids or pixel_values).
+  virtual std::string input_alias() const = 0;
+
+ private:
+  std::string architecture_;
+};
+
+class PerceiverForSequenceClassificationImpl : public PerceiverClassifierHeadImpl {
+ public:
+  explicit PerceiverForSequenceClassificationImpl(const PerceiverConfig& config);
+
+ protected:
+  std::string input_alias() const override { return "input_ids"; }
+};
+TORCH_MODULE(PerceiverForSequenceClassification);
+
+// Decoder options of HF's classification heads: one trainable query of d_latents channels, query residual.
+BasicDecoderOptions classification_decoder_options(const PerceiverConfig& config);
+
+using ArchitectureBuilder =
+    std::function<PerceiverPreTrainedModel(const PerceiverConfig& config, const nlohmann::json& construction)>;
+
+// Every architecture this build knows, by HF class name.
+const std::map<std::string, ArchitectureBuilder>& architecture_registry();
+std::vector<std::string> known_architectures();
+
+// Builds the head named by config.architectures[0] (PerceiverModel when absent). `construction`
+// describes PerceiverModel's components as in the fixtures' meta.json (see composition.h).
+PerceiverPreTrainedModel build_model(const PerceiverConfig& config, const nlohmann::json& construction = nullptr);
+
+}  // namespace perceiver

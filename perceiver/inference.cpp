@@ -1,0 +1,14 @@
+#include "perceiver/inference.h"
+
+namespace perceiver {
+
+NamedTensors infer(const std::filesystem::path& model_dir, const NamedTensors& inputs, const InferOptions& options) {
+  auto model = io::load_pretrained(model_dir, options.load);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  NamedTensors outputs = model->forward_named(inputs, options.forward);
+  for (auto& [name, t] : outputs) t = t.contiguous();
+  return outputs;
+}
+
+}  // namespace perceiver

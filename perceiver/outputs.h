@@ -1,0 +1,58 @@
+// Output structs mirroring HF's PerceiverModelOutput, PerceiverDecoderOutput, PerceiverMaskedLMOutput
+// and PerceiverClassifierOutput. Optional tensors are undefined when absent; lists are empty when
+// their output_* flag is off.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace perceiver {
+
+// One tensor (text, images, flow) or one tensor per modality (multimodal), ordered by modality name.
+struct TensorOrDict {
+  torch::Tensor tensor;
+  std::map<std::string, torch::Tensor> dict;
+
+  TensorOrDict() = default;
+  TensorOrDict(torch::Tensor t) : tensor(std::move(t)) {}  // NOLINT: implicit on purpose
+  TensorOrDict(std::map<std::string, torch::Tensor> d) : dict(std::move(d)) {}  // NOLINT
+  bool is_dict() const { return !dict.empty(); }
+  bool defined() const { return tensor.defined() || !dict.empty(); }
+};
+
+// Number of positions each modality occupies in the flattened input, by modality name.
+using ModalitySizes = std::map<std::string, int64_t>;
+
+struct PerceiverDecoderOutput {
+  TensorOrDict logits;
+  std::vector<torch::Tensor> cross_attentions;
+};
+
+struct PerceiverModelOutput {
+  TensorOrDict logits;
+  torch::Tensor last_hidden_state;
+  std::vector<torch::Tensor> hidden_states;
+  std::vector<torch::Tensor> attentions;
+  std::vector<torch::Tensor> cross_attentions;  // encoder's, then the decoder's
+};
+
+struct PerceiverMaskedLMOutput {
+  torch::Tensor loss;
+  torch::Tensor logits;
+  std::vector<torch::Tensor> hidden_states;
+  std::vector<torch::Tensor> attentions;
+  std::vector<torch::Tensor> cross_attentions;
+};
+
+struct PerceiverClassifierOutput {
+  torch::Tensor loss;
+  TensorOrDict logits;
+  std::vector<torch::Tensor> hidden_states;
+  std::vector<torch::Tensor> attentions;
+  std::vector<torch::Tensor> cross_attentions;
+};
+
+}  // namespace perceiver

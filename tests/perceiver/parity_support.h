@@ -1,0 +1,32 @@
+// The generic HF parity harness: every model fixture under ../shared/fixtures/hf is run the way
+// its meta.json describes and every output is compared with numpy's allclose(atol=rtol=1e-5).
+#pragma once
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "perceiver/model.h"
+
+namespace perceiver::testing {
+
+struct ModelFixture {
+  std::string name;
+  std::filesystem::path dir;
+  nlohmann::json meta;
+};
+
+// Every fixture of kind "model" listed in index.json (empty if the index is unreadable).
+std::vector<ModelFixture> model_fixtures();
+
+// The fixture's forward arguments: `$name` references resolved against inputs.safetensors.
+NamedTensors fixture_inputs(const ModelFixture& fixture);
+ForwardOptions fixture_forward_options(const ModelFixture& fixture);
+
+// Compares outputs with outputs.safetensors; returns "" when all match, else a report of every
+// missing, extra, wrongly shaped or out-of-tolerance tensor (with the worst element).
+std::string compare_outputs(const NamedTensors& expected, const NamedTensors& actual, double atol = 1e-5,
+                            double rtol = 1e-5);
+
+}  // namespace perceiver::testing
