@@ -1,0 +1,248 @@
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "trainers/optim.h"
+#include "trainers/schedule.h"
+
+namespace {
+
+using perceiver::trainers::build_optimizer;
+using perceiver::trainers::Lamb;
+using perceiver::trainers::LambOptions;
+using perceiver::trainers::NamedParameters;
+using perceiver::trainers::OptimizerOptions;
+
+// The paper's update (You et al. 2019, Algorithm 2) written out with plain tensor ops.
+struct ReferenceLamb {
+  double lr, b1, b2, eps, wd;
+  torch::Tensor m, v;
+  int64_t t = 0;
+  void step(torch::Tensor& w, const torch::Tensor& g) {
+    if (!m.defined()) m = torch::zeros_like(w), v = torch::zeros_like(w);
+    ++t;
+    m = b1 * m + (1 - b1) * g;
+    v = b2 * v + (1 - b2) * g * g;
+    const auto m_hat = m / (1 - std::pow(b1, t));
+    const auto v_hat = v / (1 - std::pow(b2, t));
+    const auto r = m_hat / (torch::sqrt(v_hat) + eps) + wd * w;
+    const double wn = w.norm().item<double>(), rn = r.norm().item<double>();
+    const double trust = (wn > 0 && rn > 0) ? wn / rn : 1.0;
+    w = w - lr * trust * r;
+  }
+};
+
+TEST(TrainOptim, LambMatchesHandComputedSteps) {
+  torch::manual_seed(0);
+  auto w = torch::randn({2, 3}, torch::kFloat64).requires_grad_();
+  auto expected = w.detach().clone();
+  Lamb lamb({w}, LambOptions(0.05).beta1(0.8).beta2(0.95).eps(1e-6).weight_decay(0.1));
+  ReferenceLamb ref{0.05, 0.8, 0.95, 1e-6, 0.1};
+  for (int i = 0; i < 3; ++i) {
+    const auto g = torch::randn({2, 3}, torch::kFloat64);
+    w.mutable_grad() = g.clone();
+    lamb.step();
+    ref.step(expected, g);
+    ASSERT_TRUE(torch::allclose(w.detach(), expected, 1e-12, 1e-12)) << "step " << i;
+  }
+}
+
+TEST(TrainOptim, LambTrustRatioIsOneForZeroWeights) {
+  auto w = torch::zeros({4}, torch::kFloat64).requires_grad_();
+  w.mutable_grad() = torch::tensor({1.0, -2.0, 0.5, 0.0}, torch::kFloat64);
+  Lamb lamb({w}, LambOptions(0.1).eps(1e-8));
+  lamb.step();
+  // First step, bias-corrected: m_hat = g, v_hat = g^2, update = sign(g) (0 where g = 0), trust ratio 1.
+  const auto g = torch::tensor({1.0, -2.0, 0.5, 0.0}, torch::kFloat64);
+  const auto expected = -0.1 * g / (g.abs() + 1e-8);
+  EXPECT_TRUE(torch::allclose(w.detach(), expected, 1e-9, 1e-12));
+}
+
+TEST(TrainOptim, LambStateRoundTripResumesExactly) {
+  torch::manual_seed(1);
+  const auto init = torch::randn({3, 2});
+  std::vector<torch::Tensor> grads;
+  for (int i = 0; i < 4; ++i) grads.push_back(torch::randn({3, 2}));
+
+  auto a = init.clone().requires_grad_();
+  Lamb opt_a({a}, LambOptions(0.01).weight_decay(0.01));
+  for (int i = 0; i < 2; ++i) {
+    a.mutable_grad() = grads[i].clone();
+    opt_a.step();
+  }
+  std::stringstream buffer;
+  {
+    torch::serialize::OutputArchive archive;
+    opt_a.save(archive);
+    archive.save_to(buffer);
+  }
+  auto b = a.detach().clone().requires_grad_();
+  Lamb opt_b({b}, LambOptions(0.01).weight_decay(0.01));
+  {
+    torch::serialize::InputArchive archive;
+    archive.load_from(buffer);
+    opt_b.load(archive);
+  }
+  for (int i = 2; i < 4; ++i) {
+    a.mutable_grad() = grads[i].clone();
+    b.mutable_grad() = grads[i].clone();
+    opt_a.step();
+    opt_b.step();
+  }
+  EXPECT_TRUE(torch::equal(a.detach(), b.detach()));
+}
+
+NamedParameters perceiver_like_params() {
+  NamedParameters p;
+  for (const char* name : {"embeddings.latents", "encoder.cross_attention.attention.self.query.weight",
+                           "encoder.cross_attention.attention.self.query.bias",
+                           "encoder.cross_attention.attention.self.layernorm1.weight",
+                           "input_preprocessor.position_embeddings.weight", "decoder.decoder.output_position_encodings.position_embeddings",
+                           "decoder.decoder.final_layer.weight", "decoder.decoder.final_layer.bias"}) {
+    p.emplace_back(name, torch::ones({2}).requires_grad_());
+  }
+  return p;
+}
+
+TEST(TrainOptim, AdamWDecaysOnlyDecayParameters) {
+  const auto params = perceiver_like_params();
+  OptimizerOptions o;
+  o.name = "adamw";
+  o.lr = 0.1;
+  o.weight_decay = 0.5;
+  auto built = build_optimizer(params, o);
+  ASSERT_EQ(built.groups.size(), 2u);
+  std::vector<std::string> decayed, plain;
+  for (size_t i = 0; i < built.groups.size(); ++i) {
+    const auto& opts = static_cast<const torch::optim::AdamWOptions&>(built.optimizer->param_groups()[i].options());
+    EXPECT_DOUBLE_EQ(opts.weight_decay(), built.groups[i].decay ? 0.5 : 0.0);
+    auto& target = built.groups[i].decay ? decayed : plain;
+    target.insert(target.end(), built.groups[i].names.begin(), built.groups[i].names.end());
+  }
+  EXPECT_EQ(decayed, (std::vector<std::string>{"encoder.cross_attention.attention.self.query.weight",
+                                               "decoder.decoder.final_layer.weight"}));
+  EXPECT_EQ(plain.size(), 6u);
+
+  // Zero gradients: the Adam term vanishes and only decoupled decay moves decay parameters.
+  for (const auto& [name, t] : params) t.mutable_grad() = torch::zeros_like(t);
+  built.optimizer->step();
+  for (const auto& [name, t] : params) {
+    const bool decays = std::find(decayed.begin(), decayed.end(), name) != decayed.end();
+    const double expected = decays ? 1.0 * (1 - 0.1 * 0.5) : 1.0;
+    EXPECT_NEAR(t[0].item<double>(), expected, 1e-7) << name;
+  }
+}
+
+TEST(TrainOptim, ExcludeFromDecayIsConfigurable) {
+  OptimizerOptions o;
+  o.exclude_from_decay = {"re:bias$"};
+  auto built = build_optimizer(perceiver_like_params(), o);
+  size_t decayed = 0;
+  for (const auto& g : built.groups) decayed += g.decay ? g.names.size() : 0;
+  EXPECT_EQ(decayed, 6u);  // latents, norms and position embeddings decay once asked
+}
+
+TEST(TrainOptim, LrMultipliersFreezeAndScheduleKeepMultipliers) {
+  const auto params = perceiver_like_params();
+  OptimizerOptions o;
+  o.name = "sgd";
+  o.lr = 1.0;
+  o.momentum = 0.9;
+  o.lr_multipliers = {{"re:^decoder\\.", 0.1}, {"encoder.*", 2.0}};
+  o.freeze = {"embeddings.*", "input_preprocessor.*"};
+  auto built = build_optimizer(params, o);
+  EXPECT_EQ(built.frozen, (std::vector<std::string>{"embeddings.latents", "input_preprocessor.position_embeddings.weight"}));
+  EXPECT_FALSE(params[0].second.requires_grad());
+  size_t total = 0;
+  for (size_t i = 0; i < built.groups.size(); ++i) {
+    const auto& info = built.groups[i];
+    total += info.names.size();
+    for (const auto& n : info.names) {
+      const double want = n.rfind("decoder.", 0) == 0 ? 0.1 : n.rfind("encoder.", 0) == 0 ? 2.0 : 1.0;
+      EXPECT_DOUBLE_EQ(info.lr_multiplier, want) << n;
+    }
+    EXPECT_DOUBLE_EQ(built.optimizer->param_groups()[i].options().get_lr(), info.lr_multiplier);
+  }
+  EXPECT_EQ(total, 6u);
+
+  perceiver::trainers::set_learning_rate(*built.optimizer, 0.25, built.lr_multipliers());
+  for (size_t i = 0; i < built.groups.size(); ++i) {
+    EXPECT_DOUBLE_EQ(built.optimizer->param_groups()[i].options().get_lr(), 0.25 * built.groups[i].lr_multiplier);
+  }
+  EXPECT_THROW(perceiver::trainers::set_learning_rate(*built.optimizer, 0.1, {1.0}), std::invalid_argument);
+}
+
+TEST(TrainOptim, RejectsBadOptions) {
+  OptimizerOptions o;
+  o.name = "adam";
+  EXPECT_THROW(build_optimizer(perceiver_like_params(), o), std::invalid_argument);
+  o.name = "adamw";
+  o.beta1 = 1.0;
+  EXPECT_THROW(build_optimizer(perceiver_like_params(), o), std::invalid_argument);
+  o.beta1 = 0.9;
+  o.freeze = {"*"};
+  EXPECT_THROW(build_optimizer(perceiver_like_params(), o), std::invalid_argument);
+  o.freeze = {"re:("};
+  EXPECT_THROW(build_optimizer(perceiver_like_params(), o), std::invalid_argument);
+}
+
+TEST(TrainOptim, GlobAndRegexPatterns) {
+  using perceiver::trainers::name_matches;
+  EXPECT_TRUE(name_matches("*norm*", "encoder.layernorm1.weight"));
+  EXPECT_TRUE(name_matches("a?c", "abc"));
+  EXPECT_FALSE(name_matches("a?c", "abbc"));
+  EXPECT_FALSE(name_matches("*bias", "bias.weight"));
+  EXPECT_TRUE(name_matches("re:layer\\.[0-9]+\\.", "encoder.layer.11.x"));
+  EXPECT_FALSE(name_matches("re:^layer", "encoder.layer.1"));
+}
+
+// ---- schedules: expectations follow the formulas written independently here ----
+
+using perceiver::trainers::learning_rate_at;
+using perceiver::trainers::ScheduleOptions;
+
+TEST(TrainSchedule, ConstantWithWarmup) {
+  ScheduleOptions s{"constant", 10, 0, 0.0, 0.5};
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 1e-3, 0), 0.0);
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 1e-3, 5), 0.5e-3);
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 1e-3, 10), 1e-3);
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 1e-3, 100000), 1e-3);
+}
+
+TEST(TrainSchedule, LinearWarmupThenDecay) {
+  ScheduleOptions s{"linear", 10, 110, 0.0, 0.5};
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 2.0, 3), 2.0 * 3 / 10);
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 2.0, 10), 2.0);
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 2.0, 60), 1.0);
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 2.0, 110), 0.0);
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 2.0, 500), 0.0);
+}
+
+TEST(TrainSchedule, CosineToMinLr) {
+  ScheduleOptions s{"cosine", 100, 1100, 0.1, 0.5};
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 1.0, 50), 0.5);
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 1.0, 100), 1.0);
+  EXPECT_NEAR(learning_rate_at(s, 1.0, 600), 0.1 + 0.9 * 0.5, 1e-12);  // half-way
+  EXPECT_NEAR(learning_rate_at(s, 1.0, 350), 0.1 + 0.9 * 0.5 * (1 + std::cos(M_PI / 4)), 1e-12);
+  EXPECT_NEAR(learning_rate_at(s, 1.0, 1100), 0.1, 1e-12);
+  EXPECT_NEAR(learning_rate_at(s, 1.0, 5000), 0.1, 1e-12);
+}
+
+TEST(TrainSchedule, ConstantThenCosine) {
+  ScheduleOptions s{"constant_cosine", 0, 1000, 0.0, 0.6};
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 1.0, 0), 1.0);
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 1.0, 599), 1.0);
+  EXPECT_DOUBLE_EQ(learning_rate_at(s, 1.0, 600), 1.0);
+  EXPECT_NEAR(learning_rate_at(s, 1.0, 800), 0.5, 1e-12);
+  EXPECT_NEAR(learning_rate_at(s, 1.0, 1000), 0.0, 1e-12);
+}
+
+TEST(TrainSchedule, RejectsInconsistentOptions) {
+  EXPECT_THROW(learning_rate_at(ScheduleOptions{"step", 0, 10, 0, 0.5}, 1.0, 0), std::invalid_argument);
+  EXPECT_THROW(learning_rate_at(ScheduleOptions{"cosine", 20, 10, 0, 0.5}, 1.0, 0), std::invalid_argument);
+  EXPECT_THROW(learning_rate_at(ScheduleOptions{"linear", 0, 0, 0, 0.5}, 1.0, 0), std::invalid_argument);
+}
+
+}  // namespace

@@ -1,0 +1,57 @@
+#include "trainers/schedule.h"
+
+#include <torch/optim/optimizer.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace perceiver::trainers {
+
+void validate(const ScheduleOptions& o) {
+  const std::string where = "lr schedule '" + o.name + "': ";
+  if (o.name != "constant" && o.name != "linear" && o.name != "cosine" && o.name != "constant_cosine") {
+    throw std::invalid_argument(where + "unknown name (expected constant, linear, cosine or constant_cosine)");
+  }
+  if (o.warmup_steps < 0) throw std::invalid_argument(where + "warmup_steps must be >= 0");
+  if (o.name != "constant") {
+    if (o.total_steps <= 0) throw std::invalid_argument(where + "total_steps must be > 0");
+    if (o.warmup_steps > o.total_steps) {
+      throw std::invalid_argument(where + "warmup_steps (" + std::to_string(o.warmup_steps) +
+                                  ") exceeds total_steps (" + std::to_string(o.total_steps) + ")");
+    }
+  }
+  if (!(o.constant_fraction >= 0 && o.constant_fraction <= 1)) {
+    throw std::invalid_argument(where + "constant_fraction must be in [0, 1]");
+  }
+  if (!(o.min_lr >= 0)) throw std::invalid_argument(where + "min_lr must be >= 0");
+}
+
+double learning_rate_at(const ScheduleOptions& o, double base_lr, int64_t step) {
+  validate(o);
+  step = std::max<int64_t>(step, 0);
+  if (step < o.warmup_steps) return base_lr * static_cast<double>(step) / static_cast<double>(o.warmup_steps);
+  if (o.name == "constant") return base_lr;
+
+  // Decay phase over [start, total_steps], progress in [0, 1].
+  int64_t start = o.warmup_steps;
+  if (o.name == "constant_cosine") {
+    start = std::max(start, static_cast<int64_t>(std::llround(o.constant_fraction * o.total_steps)));
+    if (step < start) return base_lr;
+  }
+  const double span = static_cast<double>(o.total_steps - start);
+  const double progress = span <= 0 ? 1.0 : std::clamp((step - start) / span, 0.0, 1.0);
+  const double factor = o.name == "linear" ? 1.0 - progress : 0.5 * (1.0 + std::cos(M_PI * progress));
+  return o.min_lr + (base_lr - o.min_lr) * factor;
+}
+
+void set_learning_rate(torch::optim::Optimizer& optimizer, double lr, const std::vector<double>& multipliers) {
+  auto& groups = optimizer.param_groups();
+  if (multipliers.size() != groups.size()) {
+    throw std::invalid_argument("set_learning_rate: " + std::to_string(multipliers.size()) +
+                                " lr multipliers for " + std::to_string(groups.size()) + " param groups");
+  }
+  for (size_t i = 0; i < groups.size(); ++i) groups[i].options().set_lr(lr * multipliers[i]);
+}
+
+}  // namespace perceiver::trainers
