@@ -94,7 +94,9 @@ void write_line_chart(const std::filesystem::path& png, const std::string& title
   cv::Mat img(H, W, CV_8UC3, cv::Scalar(255, 255, 255));
   const cv::Rect area(95, 60, W - 95 - 30, H - 60 - 70);  // plot area inside the axes
   const Axis xa = nice_axis(x_lo, x_hi, 8, integer_x);
-  const Axis ya = nice_axis(y_lo, y_hi, 6, false);
+  // Headroom so that curves do not run along the frame (but no negative axis for positive data).
+  const double pad = 0.04 * (y_hi - y_lo);
+  const Axis ya = nice_axis(y_lo >= 0 ? std::max(0.0, y_lo - pad) : y_lo - pad, y_hi + pad, 6, false);
   auto px = [&](double x) { return area.x + (x - xa.lo) / (xa.hi - xa.lo) * area.width; };
   auto py = [&](double y) { return area.y + area.height - (y - ya.lo) / (ya.hi - ya.lo) * area.height; };
 
@@ -121,13 +123,20 @@ void write_line_chart(const std::filesystem::path& png, const std::string& title
   put_text(img, x_label, {area.x + area.width / 2, H - 28}, 0.6, 1, 0.5, 0.0);
 
   cv::Mat plot_area = img(area);  // a view: lines are clipped to the plot area
+  cv::Mat ink(area.size(), CV_8U, cv::Scalar(0));  // where data was drawn, to place the legend
   for (size_t k = 0; k < series.size(); ++k) {
     const auto& s = series[k];
     const auto color = kColors[k % std::size(kColors)];
     std::vector<cv::Point> run;
     auto flush = [&]() {
-      if (run.size() == 1) cv::circle(plot_area, run[0], 3, color, cv::FILLED, cv::LINE_AA);
-      if (run.size() > 1) cv::polylines(plot_area, run, false, color, 2, cv::LINE_AA);
+      if (run.size() == 1) {
+        cv::circle(plot_area, run[0], 3, color, cv::FILLED, cv::LINE_AA);
+        cv::circle(ink, run[0], 3, 255, cv::FILLED);
+      }
+      if (run.size() > 1) {
+        cv::polylines(plot_area, run, false, color, 2, cv::LINE_AA);
+        cv::polylines(ink, run, false, 255, 2);
+      }
       run.clear();
     };
     const bool markers = s.x.size() <= 40;
@@ -138,7 +147,10 @@ void write_line_chart(const std::filesystem::path& png, const std::string& title
       }
       const cv::Point p(static_cast<int>(std::lround(px(s.x[i]) - area.x)), static_cast<int>(std::lround(py(s.y[i]) - area.y)));
       run.push_back(p);
-      if (markers) cv::circle(plot_area, p, 3, color, cv::FILLED, cv::LINE_AA);
+      if (markers) {
+        cv::circle(plot_area, p, 3, color, cv::FILLED, cv::LINE_AA);
+        cv::circle(ink, p, 3, 255, cv::FILLED);
+      }
     }
     flush();
   }
@@ -151,7 +163,16 @@ void write_line_chart(const std::filesystem::path& png, const std::string& title
       text_w = std::max(text_w, cv::getTextSize(s.name, kFont, 0.5, 1, &baseline).width);
     }
     const int row_h = 22, box_w = text_w + 50, box_h = row_h * static_cast<int>(series.size()) + 10;
-    const cv::Rect box(area.x + area.width - box_w - 10, area.y + 10, box_w, box_h);
+    // The corner whose box covers the least data (top-right on ties).
+    cv::Rect box;
+    int least = -1;
+    for (const cv::Point corner : {cv::Point(area.width - box_w - 10, 10), cv::Point(10, 10),
+                                   cv::Point(area.width - box_w - 10, area.height - box_h - 10),
+                                   cv::Point(10, area.height - box_h - 10)}) {
+      const cv::Rect local = cv::Rect(corner, cv::Size(box_w, box_h)) & cv::Rect(0, 0, area.width, area.height);
+      const int covered = cv::countNonZero(ink(local));
+      if (least < 0 || covered < least) least = covered, box = local + area.tl();
+    }
     cv::rectangle(img, box, cv::Scalar(255, 255, 255), cv::FILLED);
     cv::rectangle(img, box, cv::Scalar(170, 170, 170), 1);
     for (size_t k = 0; k < series.size(); ++k) {

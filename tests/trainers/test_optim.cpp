@@ -135,6 +135,32 @@ TEST(TrainOptim, AdamWDecaysOnlyDecayParameters) {
   }
 }
 
+TEST(TrainOptim, LambGroupsMatchPerGroupReference) {
+  torch::manual_seed(2);
+  NamedParameters params = {{"layer.weight", torch::randn({3, 2}, torch::kFloat64).requires_grad_()},
+                            {"layer.bias", torch::randn({3}, torch::kFloat64).requires_grad_()}};
+  OptimizerOptions o;
+  o.name = "lamb";
+  o.lr = 0.02;
+  o.weight_decay = 0.3;
+  o.eps = 1e-6;
+  auto built = build_optimizer(params, o);
+  ASSERT_EQ(built.groups.size(), 2u);
+  // The bias is excluded from decay: its reference step uses wd = 0.
+  ReferenceLamb ref_w{0.02, 0.9, 0.999, 1e-6, 0.3}, ref_b{0.02, 0.9, 0.999, 1e-6, 0.0};
+  auto w = params[0].second.detach().clone(), b = params[1].second.detach().clone();
+  for (int i = 0; i < 2; ++i) {
+    const auto gw = torch::randn({3, 2}, torch::kFloat64), gb = torch::randn({3}, torch::kFloat64);
+    params[0].second.mutable_grad() = gw.clone();
+    params[1].second.mutable_grad() = gb.clone();
+    built.optimizer->step();
+    ref_w.step(w, gw);
+    ref_b.step(b, gb);
+  }
+  EXPECT_TRUE(torch::allclose(params[0].second.detach(), w, 1e-12, 1e-12));
+  EXPECT_TRUE(torch::allclose(params[1].second.detach(), b, 1e-12, 1e-12));
+}
+
 TEST(TrainOptim, ExcludeFromDecayIsConfigurable) {
   OptimizerOptions o;
   o.exclude_from_decay = {"re:bias$"};
