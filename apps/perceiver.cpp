@@ -16,6 +16,14 @@ std::map<std::string, Command>& registry() {
 
 namespace {
 
+// Errors print as exactly one line: fold any newline inside a message.
+std::string one_line(std::string message) {
+  for (auto& c : message)
+    if (c == '\n' || c == '\r') c = ' ';
+  while (!message.empty() && message.back() == ' ') message.pop_back();
+  return message;
+}
+
 void print_usage(std::ostream& out) {
   out << "usage: perceiver <command> [options]   (perceiver <command> --help for details)\n\ncommands:\n";
   for (const auto& [name, command] : registry()) {
@@ -44,9 +52,9 @@ int main(int argc, char** argv) {
     perceiver::runtime::set_threads(0);
     return it->second.run(std::vector<std::string>(argv + 2, argv + argc));
   } catch (const c10::Error& e) {
-    std::cerr << "perceiver " << name << ": error: " << e.what_without_backtrace() << "\n";
+    std::cerr << "perceiver " << name << ": error: " << perceiver::cli::one_line(e.what_without_backtrace()) << "\n";
   } catch (const std::exception& e) {
-    std::cerr << "perceiver " << name << ": error: " << e.what() << "\n";
+    std::cerr << "perceiver " << name << ": error: " << perceiver::cli::one_line(e.what()) << "\n";
   }
   return 1;
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <ostream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -16,6 +17,9 @@ struct ModelFixture {
   std::filesystem::path dir;
   nlohmann::json meta;
 };
+
+// GoogleTest prints a fixture parameter by its name.
+inline void PrintTo(const ModelFixture& fixture, std::ostream* os) { *os << fixture.name; }
 
 // Every fixture of kind "model" listed in index.json (empty if the index is unreadable).
 std::vector<ModelFixture> model_fixtures();
