@@ -93,6 +93,7 @@ TEST(TrainRunConfig, OverridesSetNestedValuesAndAreBlamedInErrors) {
   EXPECT_EQ(lookup(c.root, "optimizer.betas").as<std::vector<double>>(), (std::vector<double>{0.9, 0.95}));
   EXPECT_EQ(lookup(c.root, "trainer.run_name").as<std::string>(), "exp1");
   EXPECT_FALSE(lookup(c.root, "trainer.nope").IsDefined());
+  EXPECT_EQ(lookup(c.root, "trainer.nope").as<int>(7), 7);  // the idiom for optional settings
   EXPECT_FALSE(lookup(c.root, "model.num_latents.deeper").IsDefined());
   expect_problems(c, {"override 'model.dropout=lots': 'model.dropout' must be float, found 'lots'"});
 }
