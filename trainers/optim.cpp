@@ -1,5 +1,7 @@
 #include "trainers/optim.h"
 
+#include "trainers/run_config_util.h"
+
 #include <torch/optim/serialize.h>
 
 #include <cmath>
@@ -162,6 +164,50 @@ BuiltOptimizer build_optimizer(const NamedParameters& params, const OptimizerOpt
                                .weight_decay(options.weight_decay));
   }
   return built;
+}
+
+OptimizerOptions optimizer_options_from_yaml(const YAML::Node& section, const std::string& source,
+                                             const std::string& path) {
+  const SectionReader r(section, source, path);
+  OptimizerOptions o;
+  o.name = r.get<std::string>("name", o.name, "a string");
+  if (o.name != "adamw" && o.name != "lamb" && o.name != "sgd") {
+    r.fail("name", "must be one of adamw, lamb, sgd, found '" + o.name + "'");
+  }
+  o.lr = r.get<double>("lr", o.lr, "a float");
+  if (r.has("betas")) {
+    const auto betas = r.get<std::vector<double>>("betas", {}, "a list of two floats");
+    if (betas.size() != 2) r.fail("betas", "must be a list of two floats, found " + std::to_string(betas.size()) + " values");
+    o.beta1 = betas[0];
+    o.beta2 = betas[1];
+  }
+  o.eps = r.get<double>("eps", o.eps, "a float");
+  o.weight_decay = r.get<double>("weight_decay", o.weight_decay, "a float");
+  o.momentum = r.get<double>("momentum", o.momentum, "a float");
+  o.nesterov = r.get<bool>("nesterov", o.nesterov, "a bool");
+  o.exclude_from_decay = r.get<std::vector<std::string>>("exclude_from_decay", o.exclude_from_decay, "a list of patterns");
+  o.freeze = r.get<std::vector<std::string>>("freeze", o.freeze, "a list of patterns");
+  if (r.has("lr_multipliers")) {
+    const YAML::Node map = r.node("lr_multipliers");
+    if (!map.IsMap()) r.fail("lr_multipliers", "must be a map of pattern: multiplier");
+    for (const auto& kv : map) {
+      try {
+        o.lr_multipliers.push_back({kv.first.as<std::string>(), kv.second.as<double>()});
+      } catch (const YAML::Exception&) {
+        r.fail("lr_multipliers", "must map each pattern to a float, found '" + kv.first.Scalar() + "' -> " +
+                                     (kv.second.IsScalar() ? "'" + kv.second.Scalar() + "'" : "a collection"));
+      }
+    }
+  }
+  try {
+    check_hyperparameters(o);
+    for (const auto& p : o.exclude_from_decay) name_matches(p, "");  // bad regexes fail here, not mid-training
+    for (const auto& p : o.freeze) name_matches(p, "");
+    for (const auto& m : o.lr_multipliers) name_matches(m.pattern, "");
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError({source + ": '" + path + "': " + e.what()});
+  }
+  return o;
 }
 
 BuiltOptimizer build_optimizer(const torch::OrderedDict<std::string, torch::Tensor>& params,

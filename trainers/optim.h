@@ -3,6 +3,7 @@
 #pragma once
 
 #include <torch/torch.h>
+#include <yaml-cpp/yaml.h>
 
 #include <memory>
 #include <string>
@@ -37,6 +38,13 @@ struct OptimizerOptions {
   std::vector<LrMultiplier> lr_multipliers;  // first matching pattern wins
   std::vector<std::string> freeze;           // matching parameters get requires_grad=false
 };
+
+// From a run file's `optimizer` section: name, lr, betas: [b1, b2], eps, weight_decay, momentum,
+// nesterov, exclude_from_decay: [patterns] (replaces the defaults), lr_multipliers: {pattern: x}
+// (in file order), freeze: [patterns]. Absent keys keep their defaults. Throws ConfigError naming
+// source (the run file), line and key for wrong types and bad values.
+OptimizerOptions optimizer_options_from_yaml(const YAML::Node& section, const std::string& source,
+                                             const std::string& path = "optimizer");
 
 // What one optimizer param group holds (same order as optimizer->param_groups()).
 struct ParamGroupInfo {

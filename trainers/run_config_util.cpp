@@ -285,6 +285,34 @@ YAML::Node lookup(const YAML::Node& root, const std::string& dotted_key) {
   return cur;
 }
 
+SectionReader::SectionReader(YAML::Node section, std::string source, std::string path)
+    : section_(std::move(section)), source_(std::move(source)), path_(std::move(path)) {
+  if (section_.IsDefined() && !section_.IsNull() && !section_.IsMap()) {
+    const auto mark = section_.Mark();
+    throw ConfigError({source_ + (mark.is_null() ? "" : ":" + std::to_string(mark.line + 1)) + ": '" + path_ +
+                       "' must be a map, found " + describe(section_)});
+  }
+}
+
+bool SectionReader::has(const std::string& key) const {
+  const YAML::Node value = node(key);
+  return value.IsDefined() && !value.IsNull();
+}
+
+YAML::Node SectionReader::node(const std::string& key) const {
+  if (!section_.IsDefined() || !section_.IsMap()) return YAML::Node(YAML::NodeType::Undefined);
+  const YAML::Node& section = section_;
+  const YAML::Node value = section[key];
+  return value.IsDefined() ? value : YAML::Node(YAML::NodeType::Undefined);
+}
+
+void SectionReader::fail(const std::string& key, const std::string& what) const {
+  const YAML::Node value = node(key);
+  const auto mark = value.IsDefined() ? value.Mark() : section_.Mark();
+  throw ConfigError({source_ + (mark.is_null() ? "" : ":" + std::to_string(mark.line + 1)) + ": '" + key_path(key) +
+                     "' " + what});
+}
+
 Schema Schema::from_yaml(const std::string& text) {
   try {
     return parse_schema(YAML::Load(text), "");

@@ -41,6 +41,24 @@ void apply_overrides(RunConfig& config, const std::vector<std::string>& assignme
 // The node at a dotted path, or an invalid/undefined node (check with IsDefined()) when absent.
 YAML::Node lookup(const YAML::Node& root, const std::string& dotted_key);
 
+// Typed reads from one section of a run file; errors name the file, line and dotted key.
+class SectionReader {
+ public:
+  SectionReader(YAML::Node section, std::string source, std::string path);
+
+  bool has(const std::string& key) const;  // present and not null
+  YAML::Node node(const std::string& key) const;
+  std::string key_path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+  // `fallback` when absent or null; ConfigError "SOURCE:LINE: 'path.key' must be TYPE, found ..." otherwise.
+  template <typename T>
+  T get(const std::string& key, const T& fallback, const char* type_name) const;
+  [[noreturn]] void fail(const std::string& key, const std::string& what) const;
+
+ private:
+  YAML::Node section_;
+  std::string source_, path_;
+};
+
 // Expected shape of a config. Leaves are typed; a map either lists its known keys or, when
 // `open`, accepts any key (each value checked against `items` if set).
 struct Schema {
@@ -65,5 +83,17 @@ size_t levenshtein(const std::string& a, const std::string& b);
 // The effective config as YAML text / into a file (written to a temporary name, then renamed).
 std::string to_yaml(const YAML::Node& root);
 void write_yaml(const YAML::Node& root, const std::filesystem::path& file);
+
+template <typename T>
+T SectionReader::get(const std::string& key, const T& fallback, const char* type_name) const {
+  if (!has(key)) return fallback;
+  const YAML::Node value = node(key);
+  try {
+    return value.as<T>();
+  } catch (const YAML::Exception&) {
+    const std::string found = value.IsScalar() ? "'" + value.Scalar() + "'" : value.IsMap() ? "a map" : "a list";
+    fail(key, std::string("must be ") + type_name + ", found " + found);
+  }
+}
 
 }  // namespace perceiver::trainers

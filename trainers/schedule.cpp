@@ -2,6 +2,8 @@
 
 #include <torch/optim/optimizer.h>
 
+#include "trainers/run_config_util.h"
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -25,6 +27,25 @@ void validate(const ScheduleOptions& o) {
     throw std::invalid_argument(where + "constant_fraction must be in [0, 1]");
   }
   if (!(o.min_lr >= 0)) throw std::invalid_argument(where + "min_lr must be >= 0");
+}
+
+ScheduleOptions schedule_options_from_yaml(const YAML::Node& section, const std::string& source,
+                                           const std::string& path) {
+  const SectionReader r(section, source, path);
+  ScheduleOptions o;
+  o.name = r.get<std::string>("name", o.name, "a string");
+  o.warmup_steps = r.get<int64_t>("warmup_steps", o.warmup_steps, "an int");
+  o.total_steps = r.get<int64_t>("total_steps", o.total_steps, "an int");
+  o.min_lr = r.get<double>("min_lr", o.min_lr, "a float");
+  o.constant_fraction = r.get<double>("constant_fraction", o.constant_fraction, "a float");
+  try {
+    ScheduleOptions check = o;
+    if (!r.has("total_steps")) check.total_steps = std::max<int64_t>(o.warmup_steps, 1);  // trainer fills it in
+    validate(check);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError({source + ": '" + path + "': " + e.what()});
+  }
+  return o;
 }
 
 double learning_rate_at(const ScheduleOptions& o, double base_lr, int64_t step) {

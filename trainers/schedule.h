@@ -1,6 +1,8 @@
 // Learning-rate schedules as pure functions of the step, and applying a rate to every param group.
 #pragma once
 
+#include <yaml-cpp/yaml.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -26,6 +28,11 @@ struct ScheduleOptions {
   double min_lr = 0.0;
   double constant_fraction = 0.5;
 };
+
+// From a run file's `schedule` section (keys as the fields above); absent keys keep their defaults.
+// total_steps may be left out for the trainer to fill in (e.g. from its max_steps) before use.
+ScheduleOptions schedule_options_from_yaml(const YAML::Node& section, const std::string& source,
+                                           const std::string& path = "schedule");
 
 // Throws std::invalid_argument for an unknown name or inconsistent step counts.
 void validate(const ScheduleOptions& options);

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "trainers/optim.h"
+#include "trainers/run_config_util.h"
 #include "trainers/schedule.h"
 
 namespace {
@@ -269,6 +270,73 @@ TEST(TrainSchedule, RejectsInconsistentOptions) {
   EXPECT_THROW(learning_rate_at(ScheduleOptions{"step", 0, 10, 0, 0.5}, 1.0, 0), std::invalid_argument);
   EXPECT_THROW(learning_rate_at(ScheduleOptions{"cosine", 20, 10, 0, 0.5}, 1.0, 0), std::invalid_argument);
   EXPECT_THROW(learning_rate_at(ScheduleOptions{"linear", 0, 0, 0, 0.5}, 1.0, 0), std::invalid_argument);
+}
+
+// ---- run-file sections ----
+
+std::string config_error(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const perceiver::trainers::ConfigError& e) {
+    return e.what();
+  }
+  return "<no ConfigError>";
+}
+
+TEST(TrainOptim, OptionsFromRunFileSection) {
+  using perceiver::trainers::lookup;
+  using perceiver::trainers::parse_run_config;
+  const auto c = parse_run_config(
+      "optimizer:\n  name: lamb\n  lr: 2e-3\n  betas: [0.8, 0.98]\n  weight_decay: 0.05\n"
+      "  lr_multipliers: {'decoder.*': 0.1, 're:^enc': 2}\n  freeze: [embeddings.latents]\n"
+      "  exclude_from_decay: []\n",
+      "r.yaml");
+  const auto o = perceiver::trainers::optimizer_options_from_yaml(lookup(c.root, "optimizer"), c.source);
+  EXPECT_EQ(o.name, "lamb");
+  EXPECT_DOUBLE_EQ(o.lr, 2e-3);
+  EXPECT_DOUBLE_EQ(o.beta1, 0.8);
+  EXPECT_DOUBLE_EQ(o.beta2, 0.98);
+  EXPECT_DOUBLE_EQ(o.weight_decay, 0.05);
+  EXPECT_DOUBLE_EQ(o.eps, OptimizerOptions{}.eps);
+  ASSERT_EQ(o.lr_multipliers.size(), 2u);
+  EXPECT_EQ(o.lr_multipliers[0].pattern, "decoder.*");
+  EXPECT_DOUBLE_EQ(o.lr_multipliers[1].multiplier, 2.0);
+  EXPECT_EQ(o.freeze, std::vector<std::string>{"embeddings.latents"});
+  EXPECT_TRUE(o.exclude_from_decay.empty());
+  // An absent section gives the defaults.
+  EXPECT_EQ(perceiver::trainers::optimizer_options_from_yaml(lookup(c.root, "nothing"), c.source).name, "adamw");
+
+  auto section_error = [](const std::string& yaml) {
+    return config_error([&] {
+      const auto cfg = parse_run_config("optimizer:\n" + yaml, "r.yaml");
+      perceiver::trainers::optimizer_options_from_yaml(lookup(cfg.root, "optimizer"), cfg.source);
+    });
+  };
+  EXPECT_EQ(section_error("  lr: fast\n"), "r.yaml:2: 'optimizer.lr' must be a float, found 'fast'");
+  EXPECT_EQ(section_error("  lr: 1\n  betas: [0.9]\n"),
+            "r.yaml:3: 'optimizer.betas' must be a list of two floats, found 1 values");
+  EXPECT_EQ(section_error("  name: adam\n"), "r.yaml:2: 'optimizer.name' must be one of adamw, lamb, sgd, found 'adam'");
+  EXPECT_EQ(section_error("  lr_multipliers: {'a*': x}\n"),
+            "r.yaml:2: 'optimizer.lr_multipliers' must map each pattern to a float, found 'a*' -> 'x'");
+  EXPECT_EQ(section_error("  freeze: ['re:(']\n").rfind("r.yaml: 'optimizer': invalid regex", 0), 0u);
+}
+
+TEST(TrainSchedule, OptionsFromRunFileSection) {
+  using perceiver::trainers::lookup;
+  using perceiver::trainers::parse_run_config;
+  const auto c = parse_run_config("schedule:\n  name: constant_cosine\n  warmup_steps: 10\n  constant_fraction: 0.7\n", "r.yaml");
+  const auto s = perceiver::trainers::schedule_options_from_yaml(lookup(c.root, "schedule"), c.source);
+  EXPECT_EQ(s.name, "constant_cosine");
+  EXPECT_EQ(s.warmup_steps, 10);
+  EXPECT_EQ(s.total_steps, 0);  // left for the trainer
+  EXPECT_DOUBLE_EQ(s.constant_fraction, 0.7);
+  const auto bad = parse_run_config("schedule:\n  name: cosine\n  warmup_steps: 1.5\n", "r.yaml");
+  EXPECT_EQ(config_error([&] { perceiver::trainers::schedule_options_from_yaml(lookup(bad.root, "schedule"), bad.source); }),
+            "r.yaml:3: 'schedule.warmup_steps' must be an int, found '1.5'");
+  const auto odd = parse_run_config("schedule:\n  name: step\n", "r.yaml");
+  EXPECT_NE(config_error([&] { perceiver::trainers::schedule_options_from_yaml(lookup(odd.root, "schedule"), odd.source); })
+                .find("unknown name"),
+            std::string::npos);
 }
 
 }  // namespace
