@@ -1,6 +1,46 @@
 #include "perceiver/encoder.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 namespace perceiver {
+namespace {
+
+// Runs one self-attention layer without keeping its activations; backward replays it (with the
+// same dropout draws) and back-propagates through the replay. This is the "reentrant" scheme of
+// torch.utils.checkpoint.
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& hidden,
+                               PerceiverLayerImpl* layer) {
+    ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
+    ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    ctx->save_for_backward({hidden});
+    return layer->forward(hidden).output;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto* layer = reinterpret_cast<PerceiverLayerImpl*>(ctx->saved_data["layer"].toInt());
+    auto hidden = ctx->get_saved_variables()[0].detach().requires_grad_(true);
+    auto generator = at::detail::getDefaultCPUGenerator();
+    const auto current = generator.get_state();
+    generator.set_state(ctx->saved_data["rng"].toTensor());
+    torch::Tensor output;
+    {
+      torch::AutoGradMode enable(true);
+      output = layer->forward(hidden).output;
+    }
+    generator.set_state(current);
+    torch::autograd::backward({output}, {grads[0]});
+    return {hidden.grad(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+void set_activation_checkpointing(torch::nn::Module& model, bool enabled) {
+  for (auto& module : model.modules())
+    if (auto* encoder = module->as<PerceiverEncoderImpl>()) encoder->set_activation_checkpointing(enabled);
+}
 
 PerceiverEmbeddingsImpl::PerceiverEmbeddingsImpl(const PerceiverConfig& config) {
   latents = register_parameter("latents", torch::randn({config.num_latents, config.d_latents}));
@@ -42,9 +82,14 @@ EncoderOutput PerceiverEncoderImpl::forward(const torch::Tensor& latents, const 
   for (int64_t block = 0; block < num_blocks_; ++block) {
     for (const auto& module : *self_attends) {
       if (output_hidden_states) out.hidden_states.push_back(hidden);
-      auto layer = module->as<PerceiverLayerImpl>()->forward(hidden, {}, {}, output_attentions);
-      hidden = layer.output;
-      if (output_attentions) out.attentions.push_back(layer.attention_probs);
+      auto* layer = module->as<PerceiverLayerImpl>();
+      if (checkpointing_ && is_training() && torch::GradMode::is_enabled() && !output_attentions) {
+        hidden = CheckpointedLayer::apply(hidden, layer);
+        continue;
+      }
+      auto result = layer->forward(hidden, {}, {}, output_attentions);
+      hidden = result.output;
+      if (output_attentions) out.attentions.push_back(result.attention_probs);
     }
     if (output_hidden_states) out.hidden_states.push_back(hidden);
   }

@@ -33,12 +33,19 @@ class PerceiverEncoderImpl : public torch::nn::Module {
   // inputs_mask is the additive (B,1,1,N) mask of the inputs (see invert_attention_mask).
   EncoderOutput forward(const torch::Tensor& latents, const torch::Tensor& inputs, const torch::Tensor& inputs_mask,
                         bool output_attentions, bool output_hidden_states);
+  // Recompute each self-attention layer in backward instead of keeping its activations (training
+  // only; HF has no such option). Saves memory at the cost of a second forward per layer.
+  void set_activation_checkpointing(bool enabled) { checkpointing_ = enabled; }
 
  private:
+  bool checkpointing_ = false;
   int64_t num_blocks_;
   PerceiverLayer cross_attention{nullptr};
   torch::nn::ModuleList self_attends{nullptr};
 };
 TORCH_MODULE(PerceiverEncoder);
+
+// Turns activation checkpointing on or off for every PerceiverEncoder inside `model`.
+void set_activation_checkpointing(torch::nn::Module& model, bool enabled);
 
 }  // namespace perceiver

@@ -1,0 +1,68 @@
+#include <iostream>
+
+#include "apps/command.h"
+#include "apps/options.h"
+#include "trainers/run_config_util.h"
+#include "trainers/trainer.h"
+
+namespace {
+
+namespace po = boost::program_options;
+
+po::options_description train_options(const char* title, bool training) {
+  po::options_description desc(title);
+  desc.add_options()("help,h", "show this help")("config", po::value<std::string>()->required(), "YAML run file");
+  if (training) desc.add_options()("resume", po::value<std::string>()->default_value(""), "checkpoint directory or 'auto'");
+  else desc.add_options()("checkpoint", po::value<std::string>()->required(), "checkpoint or HF model directory");
+  desc.add_options()("overrides", po::value<std::vector<std::string>>()->default_value({}, ""),
+                     "dotted overrides KEY=VALUE (e.g. trainer.max_steps=200 optimizer.lr=3e-4)");
+  return desc;
+}
+
+perceiver::trainers::RunConfig load(const po::variables_map& vm) {
+  auto run = perceiver::trainers::load_run_config(vm["config"].as<std::string>());
+  perceiver::trainers::apply_overrides(run, vm["overrides"].as<std::vector<std::string>>());
+  return run;
+}
+
+bool wants_help(const std::vector<std::string>& args, const po::options_description& desc) {
+  for (const auto& a : args)
+    if (a == "--help" || a == "-h") {
+      std::cout << desc;
+      return true;
+    }
+  return false;
+}
+
+int run_train(const std::vector<std::string>& args) {
+  const auto desc = train_options("perceiver train --config RUN.yaml [--resume DIR|auto] [KEY=VALUE ...]", true);
+  if (wants_help(args, desc)) return 0;
+  po::positional_options_description pos;
+  pos.add("overrides", -1);
+  const auto vm = perceiver::cli::parse(desc, args, &pos);
+  perceiver::trainers::Trainer trainer(load(vm));
+  const auto result = trainer.train(vm["resume"].as<std::string>());
+  nlohmann::json summary = {{"steps", result.steps},
+                            {"seconds", result.seconds},
+                            {"run_dir", result.run_dir.string()},
+                            {"checkpoint", result.last_checkpoint.string()},
+                            {"metrics", result.final_metrics}};
+  std::cout << summary.dump(2) << std::endl;
+  return 0;
+}
+
+int run_evaluate(const std::vector<std::string>& args) {
+  const auto desc = train_options("perceiver evaluate --config RUN.yaml --checkpoint DIR [KEY=VALUE ...]", false);
+  if (wants_help(args, desc)) return 0;
+  po::positional_options_description pos;
+  pos.add("overrides", -1);
+  const auto vm = perceiver::cli::parse(desc, args, &pos);
+  perceiver::trainers::Trainer trainer(load(vm));
+  std::cout << nlohmann::json(trainer.evaluate(vm["checkpoint"].as<std::string>())).dump(2) << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+PERCEIVER_COMMAND("train", "train or fine-tune from a YAML run file (resume with --resume)", run_train);
+PERCEIVER_COMMAND("evaluate", "evaluate a checkpoint on a run file's eval data; prints metrics as JSON", run_evaluate);

@@ -1,0 +1,71 @@
+// Training objectives: each task knows which data it reads (the run file's `data` section), how a
+// collated batch becomes model inputs, and how loss and metrics are computed. The trainer only
+// sees this interface.
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "datasets/loader.h"
+#include "perceiver/config.h"
+#include "perceiver/model.h"
+
+namespace perceiver::trainers {
+
+// Sums of (value * weight) and weights per metric, merged over batches; mean = sum / weight.
+class MetricSums {
+ public:
+  void add(const std::string& name, double sum, double weight);
+  void merge(const MetricSums& other);
+  std::map<std::string, double> means() const;
+  bool empty() const { return sums_.empty(); }
+
+ private:
+  std::map<std::string, std::pair<double, double>> sums_;
+};
+
+struct StepOutput {
+  torch::Tensor loss;  // scalar, differentiable when training
+  MetricSums metrics;
+  int64_t samples = 0;
+};
+
+struct TaskData {
+  std::shared_ptr<const datasets::Dataset> train;
+  std::shared_ptr<const datasets::Dataset> eval;
+  std::string summary;  // one log line describing what was loaded
+};
+
+class Task {
+ public:
+  virtual ~Task() = default;
+  virtual std::string name() const = 0;
+  // Heads that this objective trains; the first is the default architecture.
+  virtual std::vector<std::string> architectures() const = 0;
+  // Reads the `data` section; may adapt the model config to the data (labels, sequence length).
+  virtual TaskData load_data(const YAML::Node& data, PerceiverConfig& config) = 0;
+  // One batch: builds the inputs (masking/augmentation drawn from `generator` when training),
+  // runs the model and returns the loss and metric sums.
+  virtual StepOutput step(PerceiverPreTrainedModelImpl& model, const datasets::Example& batch,
+                          at::Generator& generator, bool training) = 0;
+  // Evaluation artefacts (confusion matrix, sample fill-ins) are gathered between these two calls.
+  virtual void begin_eval() {}
+  virtual void end_eval(const std::filesystem::path& out_dir) { (void)out_dir; }
+  virtual std::string best_metric() const = 0;  // e.g. "eval/accuracy"
+  virtual std::string best_mode() const = 0;    // "max" or "min"
+};
+
+// `task` section: a name or {name: ..., options}. Throws naming the key for unknown tasks/options.
+std::unique_ptr<Task> make_task(const YAML::Node& task, const std::string& source);
+std::vector<std::string> known_tasks();
+
+// Moves every tensor of an example to `device`.
+datasets::Example to_device(const datasets::Example& batch, const torch::Device& device);
+
+}  // namespace perceiver::trainers

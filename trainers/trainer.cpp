@@ -1,0 +1,420 @@
+#include "trainers/trainer.h"
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "datasets/loader.h"
+#include "datasets/mlm_collator.h"
+#include "perceiver/heads.h"
+#include "perceiver/io/model_dir.h"
+#include "perceiver/io/torch_bin.h"
+#include "perceiver/runtime.h"
+#include "trainers/checkpoint_io.h"
+#include "trainers/metrics_log.h"
+#include "trainers/optim.h"
+#include "trainers/progress.h"
+#include "trainers/schedule.h"
+#include "trainers/tasks.h"
+
+namespace perceiver::trainers {
+namespace fs = std::filesystem;
+
+const Schema& run_schema() {
+  static const Schema schema = Schema::from_yaml(R"(
+model:
+  architecture: string
+  config: map
+  from: string
+  freeze: list[string]
+  activation_checkpointing: bool
+task: any
+data: map
+optimizer:
+  name: enum[adamw, lamb, sgd]
+  lr: float
+  weight_decay: float
+  betas: list[float]
+  eps: float
+  momentum: float
+  nesterov: bool
+  exclude_from_decay: list[string]
+  lr_multipliers: map
+schedule:
+  name: enum[constant, linear, cosine, constant_cosine]
+  warmup_steps: int
+  min_lr: float
+  constant_fraction: float
+trainer:
+  max_steps: int
+  epochs: int
+  batch_size: int
+  eval_batch_size: int
+  grad_accum: int
+  clip_grad_norm: float
+  seed: int
+  threads: int
+  device: enum[cpu, cuda, auto]
+  eval_every: int
+  eval_max_batches: int
+  checkpoint_every: int
+  keep_last: int
+  best_metric: string
+  best_mode: enum[min, max]
+  on_nonfinite: enum[stop, skip]
+  time_limit_minutes: float
+  num_workers: int
+  prefetch: int
+logging:
+  run_dir: string
+  log_every: int
+  log_every_seconds: float
+)");
+  return schema;
+}
+
+namespace {
+
+template <typename T>
+T value(const YAML::Node& root, const std::string& key, const T& fallback) {
+  const auto node = lookup(root, key);
+  return node.IsDefined() && !node.IsNull() ? node.as<T>() : fallback;
+}
+
+torch::Device pick_device(const std::string& name) {
+  if (name == "cuda" && !torch::cuda::is_available())
+    throw std::runtime_error("trainer.device is 'cuda' but CUDA is not available in this build/machine");
+  if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) return torch::kCUDA;
+  return torch::kCPU;
+}
+
+std::string format_metrics(const std::map<std::string, double>& m) {
+  std::string s;
+  for (const auto& [k, v] : m) s += (s.empty() ? "" : ", ") + fmt::format("{} {:.4f}", k, v);
+  return s;
+}
+
+}  // namespace
+
+struct Trainer::State {
+  RunConfig run;
+  std::unique_ptr<Task> task;
+  PerceiverConfig config;
+  PerceiverPreTrainedModel model;
+  TaskData data;
+  torch::Device device = torch::kCPU;
+  BuiltOptimizer optimizer;
+  ScheduleOptions schedule;
+  std::unique_ptr<datasets::DataLoader> train_loader;
+  at::Generator generator;  // masking / augmentation draws, saved in checkpoints
+  fs::path run_dir;
+  std::unique_ptr<CheckpointManager> checkpoints;
+  std::unique_ptr<MetricsLog> metrics;
+  int64_t step = 0;
+  int64_t batch_size = 32, eval_batch_size = 64, grad_accum = 1, max_steps = 0, seed = 0;
+  int64_t eval_every = 0, eval_max_batches = 0, checkpoint_every = 0;
+  int num_workers = 2, prefetch = 4;
+  double clip = 0.0;
+  bool skip_nonfinite = false;
+  int64_t skipped_batches = 0;
+  std::string best_metric, best_mode;
+
+  void build(bool training);
+  std::map<std::string, double> run_eval(const fs::path& out_dir);
+  void save_checkpoint(std::optional<double> metric);
+  void restore(const fs::path& checkpoint);
+  std::unique_ptr<datasets::DataLoader> make_loader(std::shared_ptr<const datasets::Dataset> set, bool train) const;
+};
+
+void Trainer::State::build(bool training) {
+  const auto& root = run.root;
+  check_schema(run, run_schema());
+  runtime::set_threads(value<int>(root, "trainer.threads", 0));
+  seed = value<int64_t>(root, "trainer.seed", 0);
+  torch::manual_seed(static_cast<uint64_t>(seed));
+  generator = datasets::make_generator(static_cast<uint64_t>(seed) + 1);
+  device = pick_device(value<std::string>(root, "trainer.device", "auto"));
+
+  task = make_task(root["task"], run.source);
+
+  // The model config: an HF/checkpoint directory's, or inline.
+  const auto from = value<std::string>(root, "model.from", "");
+  if (!from.empty()) {
+    config = PerceiverConfig::from_json_file(fs::path(from) / "config.json");
+  } else if (root["model"] && root["model"]["config"]) {
+    config = PerceiverConfig::from_yaml(root["model"]["config"], run.source + ": model.config");
+  } else {
+    throw std::invalid_argument(run.source + ": 'model' needs either 'from: DIR' or an inline 'config' mapping");
+  }
+  auto arch = value<std::string>(root, "model.architecture", "");
+  if (arch.empty()) arch = !from.empty() && !config.architecture().empty() ? config.architecture() : task->architectures().front();
+  const auto supported = task->architectures();
+  if (std::find(supported.begin(), supported.end(), arch) == supported.end()) {
+    std::string list;
+    for (const auto& a : supported) list += (list.empty() ? "" : ", ") + a;
+    throw std::invalid_argument(run.source + ": model.architecture '" + arch + "' cannot be trained by task '" +
+                                task->name() + "' (supported: " + list + ")");
+  }
+  config.architectures = {arch};
+
+  data = task->load_data(root["data"], config);
+  spdlog::info("{}", data.summary);
+
+  model = build_model(config);
+  if (!from.empty()) {
+    const auto report = io::load_weights(*model, io::load_state_dict(io::weights_file(from)), /*strict=*/false, from);
+    spdlog::info("fine-tuning from {}: {}", from, report.summary());
+    for (const auto& m : report.mismatched) spdlog::warn("re-initialised (shape differs): {}", m);
+  }
+  if (value<bool>(root, "model.activation_checkpointing", false)) set_activation_checkpointing(*model, true);
+  model->to(device);
+  int64_t params = 0;
+  for (const auto& p : model->parameters()) params += p.numel();
+  spdlog::info("model {}: {:.2f}M parameters, device {}", arch, params / 1e6, device.str());
+
+  batch_size = value<int64_t>(root, "trainer.batch_size", 32);
+  eval_batch_size = value<int64_t>(root, "trainer.eval_batch_size", batch_size);
+  grad_accum = value<int64_t>(root, "trainer.grad_accum", 1);
+  eval_max_batches = value<int64_t>(root, "trainer.eval_max_batches", 0);
+  num_workers = value<int>(root, "trainer.num_workers", 2);
+  prefetch = value<int>(root, "trainer.prefetch", 4);
+  if (batch_size < 1 || eval_batch_size < 1 || grad_accum < 1)
+    throw std::invalid_argument(run.source + ": trainer.batch_size, eval_batch_size and grad_accum must be >= 1");
+  best_metric = value<std::string>(root, "trainer.best_metric", task->best_metric());
+  best_mode = value<std::string>(root, "trainer.best_mode", task->best_mode());
+  run_dir = value<std::string>(root, "logging.run_dir", "runs/" + task->name());
+  if (!training) return;
+
+  OptimizerOptions o;
+  o.name = value<std::string>(root, "optimizer.name", "adamw");
+  o.lr = value<double>(root, "optimizer.lr", 1e-3);
+  o.weight_decay = value<double>(root, "optimizer.weight_decay", 0.01);
+  const auto betas = value<std::vector<double>>(root, "optimizer.betas", {0.9, 0.999});
+  if (betas.size() != 2) throw std::invalid_argument(run.source + ": optimizer.betas needs two values");
+  o.beta1 = betas[0];
+  o.beta2 = betas[1];
+  o.eps = value<double>(root, "optimizer.eps", o.name == "lamb" ? 1e-6 : 1e-8);
+  o.momentum = value<double>(root, "optimizer.momentum", 0.0);
+  o.nesterov = value<bool>(root, "optimizer.nesterov", false);
+  o.exclude_from_decay = value<std::vector<std::string>>(root, "optimizer.exclude_from_decay", o.exclude_from_decay);
+  o.freeze = value<std::vector<std::string>>(root, "model.freeze", {});
+  if (const auto mult = lookup(root, "optimizer.lr_multipliers"); mult.IsDefined() && mult.IsMap())
+    for (const auto& kv : mult) o.lr_multipliers.push_back({kv.first.as<std::string>(), kv.second.as<double>()});
+  optimizer = build_optimizer(model->named_parameters(), o);
+  if (!optimizer.frozen.empty()) spdlog::info("frozen parameters: {}", optimizer.frozen.size());
+
+  train_loader = make_loader(data.train, true);
+  const auto steps_per_epoch = std::max<int64_t>(1, train_loader->batches_per_epoch() / grad_accum);
+  max_steps = value<int64_t>(root, "trainer.max_steps", 0);
+  if (max_steps <= 0) max_steps = value<int64_t>(root, "trainer.epochs", 1) * steps_per_epoch;
+  schedule.name = value<std::string>(root, "schedule.name", "constant");
+  schedule.warmup_steps = value<int64_t>(root, "schedule.warmup_steps", 0);
+  schedule.min_lr = value<double>(root, "schedule.min_lr", 0.0);
+  schedule.constant_fraction = value<double>(root, "schedule.constant_fraction", 0.5);
+  schedule.total_steps = max_steps;
+  if (schedule.warmup_steps > max_steps) {
+    spdlog::warn("schedule.warmup_steps ({}) exceeds the run's {} steps: using {}", schedule.warmup_steps, max_steps,
+                 max_steps / 10);
+    schedule.warmup_steps = max_steps / 10;
+  }
+  validate(schedule);
+  eval_every = value<int64_t>(root, "trainer.eval_every", 0);
+  checkpoint_every = value<int64_t>(root, "trainer.checkpoint_every", 0);
+  clip = value<double>(root, "trainer.clip_grad_norm", 0.0);
+  skip_nonfinite = value<std::string>(root, "trainer.on_nonfinite", "stop") == "skip";
+
+  CheckpointOptions co;
+  co.run_dir = run_dir;
+  co.keep_last = value<int>(root, "trainer.keep_last", 2);
+  co.best_metric = best_metric;
+  co.mode = best_mode;
+  checkpoints = std::make_unique<CheckpointManager>(co);
+}
+
+std::unique_ptr<datasets::DataLoader> Trainer::State::make_loader(std::shared_ptr<const datasets::Dataset> set,
+                                                                  bool train) const {
+  datasets::LoaderOptions lo;
+  lo.batch_size = train ? batch_size : eval_batch_size;
+  lo.shuffle = train;
+  lo.seed = static_cast<uint64_t>(seed);
+  lo.drop_last = train;
+  lo.num_workers = num_workers;
+  lo.prefetch_batches = prefetch;
+  return std::make_unique<datasets::DataLoader>(std::move(set), lo);
+}
+
+std::map<std::string, double> Trainer::State::run_eval(const fs::path& out_dir) {
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto loader = make_loader(data.eval, false);
+  MetricSums sums;
+  // Evaluation draws (e.g. MLM masking) from its own fixed generator: every evaluation scores the
+  // same masks, and training randomness does not depend on when evaluations happen.
+  auto eval_generator = datasets::make_generator(static_cast<uint64_t>(seed) + 2);
+  task->begin_eval();
+  int64_t batches = 0;
+  while (auto batch = loader->next()) {
+    sums.merge(task->step(*model, to_device(*batch, device), eval_generator, false).metrics);
+    if (eval_max_batches > 0 && ++batches >= eval_max_batches) break;
+  }
+  fs::create_directories(out_dir);
+  task->end_eval(out_dir);
+  model->train();
+  std::map<std::string, double> out;
+  for (const auto& [k, v] : sums.means()) out["eval/" + k] = v;
+  if (out.count("eval/loss") && task->name() == "mlm") out["eval/perplexity"] = std::exp(out["eval/loss"]);
+  return out;
+}
+
+void Trainer::State::save_checkpoint(std::optional<double> metric) {
+  const auto dir = checkpoints->save(
+      step,
+      [&](const fs::path& tmp) {
+        io::save_pretrained(*model, tmp);
+        save_optimizer(tmp / "optimizer.pt", *optimizer.optimizer);
+        save_tensors(tmp / "rng.pt", {{"global", cpu_rng_state()}, {"task", generator.get_state()}});
+        save_json(tmp / "trainer_state.json", {{"step", step},
+                                               {"loader", train_loader->position().to_json()},
+                                               {"skipped_batches", skipped_batches},
+                                               {"seed", seed}});
+        write_yaml(run.root, tmp / "run.yaml");
+      },
+      metric);
+  spdlog::info("checkpoint written: {}", dir.string());
+}
+
+void Trainer::State::restore(const fs::path& checkpoint) {
+  const auto state = load_json(checkpoint / "trainer_state.json");
+  io::load_weights(*model, io::load_state_dict(checkpoint / "model.safetensors"), /*strict=*/true, checkpoint.string());
+  load_optimizer(checkpoint / "optimizer.pt", *optimizer.optimizer);
+  const auto rng = load_tensors(checkpoint / "rng.pt");
+  set_cpu_rng_state(rng.at("global"));
+  generator.set_state(rng.at("task"));
+  step = state.at("step").get<int64_t>();
+  skipped_batches = state.value("skipped_batches", int64_t{0});
+  train_loader->set_position(datasets::LoaderPosition::from_json(state.at("loader")));
+  spdlog::info("resumed from {} at step {}", checkpoint.string(), step);
+}
+
+Trainer::Trainer(RunConfig run) : state_(std::make_unique<State>()) { state_->run = std::move(run); }
+Trainer::~Trainer() = default;
+
+const fs::path& Trainer::run_dir() const { return state_->run_dir; }
+
+TrainResult Trainer::train(const std::string& resume) {
+  auto& s = *state_;
+  s.build(true);
+  fs::create_directories(s.run_dir);
+  write_yaml(s.run.root, s.run_dir / "config.yaml");  // the effective, fully resolved run file
+  if (!resume.empty()) {
+    std::optional<fs::path> ckpt;
+    if (resume == "auto") {
+      ckpt = find_latest_checkpoint(s.run_dir);
+      if (!ckpt) spdlog::info("--resume auto: no checkpoint in {}, starting fresh", s.run_dir.string());
+    } else {
+      ckpt = fs::path(resume);
+      if (!fs::exists(*ckpt / "trainer_state.json"))
+        throw std::runtime_error(resume + ": not a training checkpoint (no trainer_state.json)");
+    }
+    if (ckpt) s.restore(*ckpt);
+  }
+  s.metrics = std::make_unique<MetricsLog>(s.run_dir, s.step);
+
+  const auto& root = s.run.root;
+  ProgressOptions po;
+  po.total_steps = s.max_steps;
+  po.log_every_steps = value<int64_t>(root, "logging.log_every", 50);
+  po.log_every_seconds = value<double>(root, "logging.log_every_seconds", 30.0);
+  ProgressReporter progress(po);
+  const double time_limit = value<double>(root, "trainer.time_limit_minutes", 0.0) * 60.0;
+  const auto start = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+
+  TrainResult result;
+  result.run_dir = s.run_dir;
+  s.model->train();
+  MetricSums window;
+  const auto multipliers = s.optimizer.lr_multipliers();
+  const int64_t log_every = po.log_every_steps;
+  while (s.step < s.max_steps) {
+    const double lr = learning_rate_at(s.schedule, s.optimizer.base_lr, s.step);
+    set_learning_rate(*s.optimizer.optimizer, lr, multipliers);
+    s.optimizer.optimizer->zero_grad();
+    double step_loss = 0;
+    int64_t samples = 0;
+    bool finite = true;
+    for (int64_t micro = 0; micro < s.grad_accum; ++micro) {
+      auto batch = s.train_loader->next();
+      if (!batch) batch = s.train_loader->next();  // epoch boundary
+      if (!batch) throw std::runtime_error("the training set yields no batches (batch_size larger than the data?)");
+      auto out = s.task->step(*s.model, to_device(*batch, s.device), s.generator, true);
+      const double loss_value = out.loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        finite = false;
+        break;
+      }
+      (out.loss / static_cast<double>(s.grad_accum)).backward();
+      step_loss += loss_value / s.grad_accum;
+      samples += out.samples;
+      window.merge(out.metrics);
+    }
+    if (!finite) {
+      if (!s.skip_nonfinite)
+        throw std::runtime_error(fmt::format(
+            "non-finite loss at step {}; stopping without writing a checkpoint for it (set trainer.on_nonfinite: skip "
+            "to skip such batches, or lower optimizer.lr)",
+            s.step + 1));
+      ++s.skipped_batches;
+      spdlog::warn("non-finite loss at step {}: batch skipped ({} so far)", s.step + 1, s.skipped_batches);
+      s.optimizer.optimizer->zero_grad();
+      continue;
+    }
+    if (s.clip > 0) torch::nn::utils::clip_grad_norm_(s.model->parameters(), s.clip);
+    s.optimizer.optimizer->step();
+    ++s.step;
+    progress.update(s.step, step_loss, lr, samples);
+
+    if (s.step % log_every == 0 || s.step == s.max_steps) {
+      std::map<std::string, double> row;
+      for (const auto& [k, v] : window.means()) row["train/" + k] = v;
+      row["lr"] = lr;
+      row["data_wait_fraction"] = s.train_loader->wait_fraction();
+      s.metrics->log(s.step, row);
+      window = MetricSums();
+    }
+    const bool out_of_time = time_limit > 0 && elapsed() >= time_limit;
+    const bool last = s.step == s.max_steps || out_of_time;
+    std::optional<double> metric;
+    if ((s.eval_every > 0 && s.step % s.eval_every == 0) || last) {
+      const auto eval = s.run_eval(s.run_dir / "eval" / fmt::format("step-{:08d}", s.step));
+      s.metrics->log(s.step, eval);
+      progress.finish();
+      spdlog::info("eval at step {}: {}", s.step, format_metrics(eval));
+      if (eval.count(s.best_metric)) metric = eval.at(s.best_metric);
+      result.final_metrics = eval;
+    }
+    if ((s.checkpoint_every > 0 && s.step % s.checkpoint_every == 0) || last) s.save_checkpoint(metric);
+    if (out_of_time) {
+      spdlog::info("time limit reached after {} steps", s.step);
+      break;
+    }
+  }
+  progress.finish();
+  result.steps = s.step;
+  result.seconds = elapsed();
+  if (auto latest = s.checkpoints->latest()) result.last_checkpoint = latest->dir;
+  spdlog::info("training done: {} steps in {:.1f} s; data wait {:.1f}%; run directory {}", s.step, result.seconds,
+               100.0 * s.train_loader->wait_fraction(), s.run_dir.string());
+  return result;
+}
+
+std::map<std::string, double> Trainer::evaluate(const fs::path& checkpoint) {
+  auto& s = *state_;
+  s.build(false);
+  io::load_weights(*s.model, io::load_state_dict(io::weights_file(checkpoint)), /*strict=*/true, checkpoint.string());
+  s.model->to(s.device);
+  return s.run_eval(s.run_dir / "evaluate");
+}
+
+}  // namespace perceiver::trainers

@@ -1,0 +1,47 @@
+// The trainer: a YAML run file -> model, task, data, optimizer, schedule -> training with
+// evaluation, logging, atomic checkpoints and exact resume; also evaluation of a checkpoint.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "trainers/run_config_util.h"
+
+namespace perceiver::trainers {
+
+// The schema every run file is checked against (unknown keys and wrong types are errors).
+const Schema& run_schema();
+
+struct TrainResult {
+  int64_t steps = 0;
+  std::filesystem::path run_dir;
+  std::filesystem::path last_checkpoint;
+  std::map<std::string, double> final_metrics;  // the last evaluation ("eval/..." keys)
+  double seconds = 0;
+};
+
+class Trainer {
+ public:
+  explicit Trainer(RunConfig run);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // resume: "" (fresh run), "auto" (latest checkpoint of the run directory, if any) or a checkpoint dir.
+  TrainResult train(const std::string& resume = "");
+
+  // Loads `checkpoint` (a checkpoint or HF model directory) and evaluates it on the eval data.
+  std::map<std::string, double> evaluate(const std::filesystem::path& checkpoint);
+
+  const std::filesystem::path& run_dir() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace perceiver::trainers
