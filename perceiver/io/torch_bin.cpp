@@ -8,6 +8,9 @@
 #include <limits>
 #include <memory>
 #include <new>
+#include <optional>
+#include <string>
+#include <vector>
 #include <stdexcept>
 #include <unordered_map>
 
