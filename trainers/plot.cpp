@@ -31,6 +31,7 @@ Axis nice_axis(double lo, double hi, int target, bool integer) {
     const double pad = lo == 0 ? 1.0 : std::abs(lo) * 0.1;
     lo -= pad, hi += pad;
   }
+  if (!std::isfinite(hi - lo)) throw std::runtime_error("values span more than a double can hold");
   const double raw = (hi - lo) / target;
   const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
   const double n = raw / magnitude;
@@ -93,16 +94,21 @@ void write_line_chart(const std::filesystem::path& png, const std::string& title
   const int W = options.width, H = options.height;
   cv::Mat img(H, W, CV_8UC3, cv::Scalar(255, 255, 255));
   const cv::Rect area(95, 60, W - 95 - 30, H - 60 - 70);  // plot area inside the axes
-  const Axis xa = nice_axis(x_lo, x_hi, 8, integer_x);
-  // Headroom so that curves do not run along the frame (but no negative axis for positive data).
-  const double pad = 0.04 * (y_hi - y_lo);
-  const Axis ya = nice_axis(y_lo >= 0 ? std::max(0.0, y_lo - pad) : y_lo - pad, y_hi + pad, 6, false);
+  Axis xa{}, ya{};
+  try {
+    xa = nice_axis(x_lo, x_hi, 8, integer_x);
+    // Headroom so that curves do not run along the frame (but no negative axis for positive data).
+    const double pad = 0.04 * (y_hi - y_lo);
+    ya = nice_axis(y_lo >= 0 ? std::max(0.0, y_lo - pad) : y_lo - pad, y_hi + pad, 6, false);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error("plot '" + title + "': " + e.what());
+  }
   auto px = [&](double x) { return area.x + (x - xa.lo) / (xa.hi - xa.lo) * area.width; };
   auto py = [&](double y) { return area.y + area.height - (y - ya.lo) / (ya.hi - ya.lo) * area.height; };
 
   const cv::Scalar grid(228, 228, 228), axis_color(60, 60, 60);
   const double tick_scale = 0.48;
-  for (int i = 0;; ++i) {
+  for (int i = 0; i < 100; ++i) {  // nice_axis gives about 6 ticks; the bound guards rounding
     const double v = ya.lo + i * ya.spacing;
     if (v > ya.hi + ya.spacing * 1e-6) break;
     const int y = static_cast<int>(std::lround(py(v)));
@@ -110,7 +116,7 @@ void write_line_chart(const std::filesystem::path& png, const std::string& title
     cv::line(img, {area.x - 6, y}, {area.x, y}, axis_color, 1);
     put_text(img, tick_label(v, ya), {area.x - 10, y}, tick_scale, 1, 1.0, 0.5);
   }
-  for (int i = 0;; ++i) {
+  for (int i = 0; i < 100; ++i) {
     const double v = xa.lo + i * xa.spacing;
     if (v > xa.hi + xa.spacing * 1e-6) break;
     const int x = static_cast<int>(std::lround(px(v)));

@@ -104,6 +104,14 @@ TEST(TrainPlot, WritesOneChartPerGroupWithBothSeries) {
   EXPECT_GT(count_color(img, {180, 119, 31}), 200);  // train_loss line (first colour)
   EXPECT_GT(count_color(img, {14, 127, 255}), 50);   // eval_loss line (second colour)
 
+  // Degenerate data: errors, not hangs or garbage images.
+  const auto odd = run.path() / "odd.png";
+  EXPECT_THROW(write_line_chart(odd, "t", "step", {{"huge", {0, 1}, {-1e308, 1e308}}}), std::runtime_error);
+  EXPECT_THROW(write_line_chart(odd, "t", "step", {{"nan", {0, 1}, {NAN, NAN}}}), std::runtime_error);
+  EXPECT_THROW(write_line_chart(odd, "t", "step", {{"ragged", {0, 1}, {1}}}), std::invalid_argument);
+  write_line_chart(odd, "flat", "step", {{"one point", {5}, {0.25}}});
+  EXPECT_EQ(cv::imread(odd.string()).cols, 1000);
+
   EXPECT_EQ(metric_group("eval/accuracy"), "accuracy");
   EXPECT_EQ(metric_group("train_mlm_loss"), "loss");
   EXPECT_EQ(metric_group("learning_rate"), "lr");
