@@ -340,15 +340,10 @@ class SequenceClassificationTask : public Task {
     o.max_length = seq_len;
     o.truncation = Truncation::LongestFirst;
     o.padding = Padding::MaxLength;
-    const auto encodings = tok.batch_encode(data.texts, o);
-    const auto n = static_cast<int64_t>(encodings.size());
-    auto ids = torch::empty({n, seq_len}, torch::kLong), mask = torch::empty({n, seq_len}, torch::kLong);
-    for (int64_t i = 0; i < n; ++i) {
-      std::copy(encodings[i].input_ids.begin(), encodings[i].input_ids.end(), ids[i].data_ptr<int64_t>());
-      std::copy(encodings[i].attention_mask.begin(), encodings[i].attention_mask.end(), mask[i].data_ptr<int64_t>());
-    }
-    return std::make_shared<datasets::TensorDataset>(
-        Example{{"input_ids", ids}, {"attention_mask", mask}, {"labels", torch::tensor(data.labels, torch::kLong)}});
+    const auto inputs = to_model_inputs(tok.batch_encode(data.texts, o));
+    return std::make_shared<datasets::TensorDataset>(Example{{"input_ids", inputs.input_ids},
+                                                             {"attention_mask", inputs.attention_mask},
+                                                             {"labels", torch::tensor(data.labels, torch::kLong)}});
   }
 
   double label_smoothing_ = 0.0;

@@ -1,0 +1,99 @@
+#include <iostream>
+
+#include "apps/command.h"
+#include "apps/options.h"
+#include "perceiver/io/model_dir.h"
+#include "perceiver/runtime.h"
+#include "perceiver/tokenizer.h"
+
+namespace {
+
+namespace po = boost::program_options;
+
+std::vector<int64_t> to_vector(const torch::Tensor& t) {
+  const auto c = t.to(torch::kLong).contiguous();
+  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
+}
+
+// Masked LM: every [MASK] in the text is replaced by the model's most likely byte.
+nlohmann::json fill_masks(perceiver::PerceiverPreTrainedModelImpl& model, const std::vector<std::string>& texts) {
+  const perceiver::PerceiverTokenizer tok;
+  perceiver::EncodeOptions o;
+  o.padding = perceiver::Padding::Longest;
+  o.truncation = perceiver::Truncation::LongestFirst;
+  o.max_length = model.config().max_position_embeddings;
+  const auto enc = tok.batch_encode(texts, o);
+  const auto batch = perceiver::to_model_inputs(enc);
+  const auto out = model.forward_named({{"inputs", batch.input_ids}, {"attention_mask", batch.attention_mask}}, {});
+  const auto pred = out.at("logits").narrow(1, 0, batch.input_ids.size(1)).argmax(-1);
+  nlohmann::json result = nlohmann::json::array();
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const auto ids = batch.input_ids[i];
+    const auto masked = ids.eq(perceiver::PerceiverTokenizer::mask_token_id);
+    const auto filled = torch::where(masked, pred[i], ids);
+    result.push_back({{"text", texts[i]},
+                      {"filled", tok.decode(to_vector(filled), true)},
+                      {"predicted", tok.decode(to_vector(pred[i].masked_select(masked)), false)}});
+  }
+  return result;
+}
+
+nlohmann::json classify(perceiver::PerceiverPreTrainedModelImpl& model, const std::vector<std::string>& texts) {
+  const perceiver::PerceiverTokenizer tok;
+  perceiver::EncodeOptions o;
+  o.padding = perceiver::Padding::Longest;
+  o.truncation = perceiver::Truncation::LongestFirst;
+  o.max_length = model.config().max_position_embeddings;
+  const auto batch = perceiver::to_model_inputs(tok.batch_encode(texts, o));
+  const auto probs =
+      torch::softmax(model.forward_named({{"inputs", batch.input_ids}, {"attention_mask", batch.attention_mask}}, {})
+                         .at("logits"),
+                     -1);
+  nlohmann::json result = nlohmann::json::array();
+  const auto& names = model.config().id2label;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const auto best = probs[i].argmax().item<int64_t>();
+    nlohmann::json scores = nlohmann::json::object();
+    for (const auto& [id, name] : names) scores[name] = probs[i][id].item<double>();
+    result.push_back({{"text", texts[i]}, {"label", names.count(best) ? names.at(best) : std::to_string(best)},
+                      {"scores", scores}});
+  }
+  return result;
+}
+
+int run_predict(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "perceiver predict --model DIR TEXT...\n"
+      "  masked LM: fills every [MASK] in each TEXT; sequence classification: prints the label and scores\n\noptions");
+  desc.add_options()("help,h", "show this help")("model", po::value<std::string>()->required(),
+                                                 "model or checkpoint directory")(
+      "text", po::value<std::vector<std::string>>()->required(), "input texts")(
+      "threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)");
+  for (const auto& a : args)
+    if (a == "--help" || a == "-h") {
+      std::cout << desc;
+      return 0;
+    }
+  po::positional_options_description pos;
+  pos.add("text", -1);
+  const auto vm = perceiver::cli::parse(desc, args, &pos);
+  perceiver::runtime::set_threads(vm["threads"].as<int>());
+  auto model = perceiver::io::load_pretrained(vm["model"].as<std::string>());
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto texts = vm["text"].as<std::vector<std::string>>();
+  const auto arch = model->architecture();
+  if (arch == "PerceiverForMaskedLM") {
+    std::cout << fill_masks(*model, texts).dump(2) << std::endl;
+  } else if (arch == "PerceiverForSequenceClassification") {
+    std::cout << classify(*model, texts).dump(2) << std::endl;
+  } else {
+    throw std::invalid_argument("predict supports text models (PerceiverForMaskedLM, PerceiverForSequenceClassification); " +
+                                arch + " takes tensors: use 'perceiver infer'");
+  }
+  return 0;
+}
+
+}  // namespace
+
+PERCEIVER_COMMAND("predict", "fill [MASK]s or classify texts with a model/checkpoint directory", run_predict);
