@@ -92,6 +92,14 @@ void ProgressReporter::update(int64_t step, double loss, double lr, int64_t samp
   last_output_ = now;
 }
 
+void ProgressReporter::message(const std::string& text) {
+  const bool bar_shown = tty_ && drawn_ && !finished_;
+  if (bar_shown) *options_.stream << "\r\x1b[K" << std::flush;
+  options_.logger->info("{}", text);
+  options_.logger->flush();
+  if (bar_shown) *options_.stream << "\r" << format_progress(snapshot(Clock::now()), 30) << "\x1b[K" << std::flush;
+}
+
 void ProgressReporter::finish() {
   if (finished_) return;
   finished_ = true;

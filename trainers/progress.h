@@ -41,6 +41,9 @@ class ProgressReporter {
 
   // After each optimizer step: `samples` processed by that step.
   void update(int64_t step, double loss, double lr, int64_t samples);
+  // Logs a line (eval results, warnings) without tearing the bar: on a TTY the bar is cleared,
+  // the message logged, and the bar redrawn below it.
+  void message(const std::string& text);
   // Ends the bar line (TTY) / logs the last state.
   void finish();
 

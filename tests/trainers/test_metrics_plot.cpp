@@ -160,6 +160,30 @@ TEST(TrainProgress, TtyRedrawsOneLine) {
   EXPECT_NE(text.find("step 5/5 [==============================] 100% | loss 0.2000"), std::string::npos) << text;
 }
 
+TEST(TrainProgress, MessagesDoNotTearTheBar) {
+  std::ostringstream terminal;  // bar and log share the terminal, as stderr does
+  auto logger = std::make_shared<spdlog::logger>("progress-msg", std::make_shared<spdlog::sinks::ostream_sink_st>(terminal));
+  logger->set_pattern("%v");
+  ProgressOptions o;
+  o.total_steps = 4;
+  o.tty = true;
+  o.stream = &terminal;
+  o.logger = logger;
+  o.redraw_seconds = 0;
+  ProgressReporter p(o);
+  p.update(1, 0.5, 1e-3, 2);
+  p.message("eval accuracy 0.9");
+  p.finish();
+  const auto text = terminal.str();
+  const auto bar = text.find("\rstep 1/4");
+  const auto cleared = text.find("\r\x1b[Keval accuracy 0.9\n");
+  const auto redrawn = text.find("\rstep 1/4", cleared);
+  EXPECT_NE(bar, std::string::npos) << text;
+  EXPECT_NE(cleared, std::string::npos) << text;
+  EXPECT_NE(redrawn, std::string::npos) << text;
+  EXPECT_LT(bar, cleared);
+}
+
 TEST(TrainProgress, PlainLinesEveryNSteps) {
   std::ostringstream out;
   auto logger = std::make_shared<spdlog::logger>("progress-test", std::make_shared<spdlog::sinks::ostream_sink_mt>(out));
