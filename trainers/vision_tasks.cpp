@@ -1,7 +1,249 @@
 #include "trainers/vision_tasks.h"
 
-namespace perceiver::trainers {
+#include <opencv2/imgproc.hpp>
+#include <opencv2/video/tracking.hpp>
 
-std::unique_ptr<Task> make_vision_task(const std::string&, const YAML::Node&, const std::string&) { return nullptr; }
+#include <set>
+#include <spdlog/spdlog.h>
+
+#include "datasets/flow.h"
+#include "datasets/multimodal.h"
+#include "perceiver/vision_models.h"
+#include "trainers/run_config_util.h"
+
+namespace perceiver::trainers {
+namespace {
+
+using datasets::Example;
+
+// Reads `key` of a YAML mapping with a fallback; errors name the key path and the run file.
+template <typename T>
+T option(const YAML::Node& node, const std::string& path, const std::string& key, const T& fallback,
+         const std::string& source) {
+  if (!node || !node.IsMap() || !node[key] || node[key].IsNull()) return fallback;
+  try {
+    return node[key].as<T>();
+  } catch (const YAML::Exception&) {
+    throw std::invalid_argument(source + ": '" + path + "." + key + "' has the wrong type");
+  }
+}
+
+void reject_unknown(const YAML::Node& node, const std::string& path, const std::set<std::string>& known,
+                    const std::string& source) {
+  if (!node || !node.IsMap()) return;
+  for (const auto& kv : node) {
+    const auto key = kv.first.as<std::string>();
+    if (known.count(key)) continue;
+    std::string list;
+    for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+    throw std::invalid_argument(source + ": unknown key '" + path + "." + key + "' (known here: " + list + ")");
+  }
+}
+
+// ---------------------------------------- optical flow ----------------------------------------
+
+// Farneback's dense flow on the same pairs: the classical baseline the learned model must beat.
+torch::Tensor farneback_flow(const torch::Tensor& frame1, const torch::Tensor& frame2) {
+  auto gray = [](const torch::Tensor& rgb) {
+    const auto t = rgb.to(torch::kCPU).clamp(0, 255).to(torch::kUInt8).contiguous();
+    cv::Mat mat(static_cast<int>(t.size(0)), static_cast<int>(t.size(1)), CV_8UC3, t.data_ptr<uint8_t>());
+    cv::Mat g;
+    cv::cvtColor(mat, g, cv::COLOR_RGB2GRAY);
+    return g;
+  };
+  cv::Mat flow;
+  cv::calcOpticalFlowFarneback(gray(frame1), gray(frame2), flow, 0.5, 3, 15, 3, 5, 1.2, 0);
+  return torch::from_blob(flow.data, {flow.rows, flow.cols, 2}, torch::kFloat32).clone();
+}
+
+class OpticalFlowTask : public Task {
+ public:
+  OpticalFlowTask(const YAML::Node& options, std::string source) : source_(std::move(source)) {
+    reject_unknown(options, "task", {"name", "flow_scale", "farneback_baseline"}, source_);
+    flow_scale_ = option<double>(options, "task", "flow_scale", 20.0, source_);
+    farneback_ = option<bool>(options, "task", "farneback_baseline", true, source_);
+  }
+  std::string name() const override { return "optical_flow"; }
+  std::vector<std::string> architectures() const override { return {"PerceiverForOpticalFlow"}; }
+  std::string best_metric() const override { return "eval/epe"; }
+  std::string best_mode() const override { return "min"; }
+
+  TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
+    reject_unknown(data, "data", {"train", "eval", "num_workers", "prefetch"}, source_);
+    if (config.train_size.size() != 2) throw std::invalid_argument(source_ + ": model.config.train_size needs [H, W]");
+    TaskData out;
+    out.train = source(data["train"], "data.train", config);
+    out.eval = source(data["eval"], "data.eval", config);
+    out.summary = "optical flow: " + std::to_string(out.train->size()) + " train / " + std::to_string(out.eval->size()) +
+                  " eval pairs of " + std::to_string(config.train_size[0]) + "x" + std::to_string(config.train_size[1]);
+    return out;
+  }
+
+  StepOutput step(PerceiverPreTrainedModelImpl& model, const Example& batch, at::Generator&, bool training) override {
+    if (auto* flow = dynamic_cast<PerceiverForOpticalFlowImpl*>(&model)) flow->loss_options.flow_scale = flow_scale_;
+    auto out = model.forward_named({{"inputs", batch.at("inputs")}, {"labels", batch.at("labels")}}, {});
+    StepOutput r;
+    const auto& labels = batch.at("labels");
+    r.samples = labels.size(0);
+    r.loss = out.at("loss");
+    const double n = static_cast<double>(labels.size(0));
+    r.metrics.add("loss", r.loss.item<double>() * n, n);
+    r.metrics.add("epe", out.at("epe").item<double>() * n, n);
+    r.metrics.add("zero_flow_epe", labels.norm(2, -1).mean().item<double>() * n, n);
+    if (!training && farneback_) {
+      double sum = 0;
+      for (int64_t i = 0; i < labels.size(0); ++i)
+        sum += (farneback_flow(batch.at("frame1")[i], batch.at("frame2")[i]) - labels[i].to(torch::kCPU))
+                   .norm(2, -1)
+                   .mean()
+                   .item<double>();
+      r.metrics.add("farneback_epe", sum, n);
+    }
+    return r;
+  }
+
+ private:
+  std::shared_ptr<const datasets::Dataset> source(const YAML::Node& node, const std::string& path,
+                                                  const PerceiverConfig& config) const {
+    const auto type = option<std::string>(node, path, "type", "", source_);
+    const int64_t h = config.train_size[0], w = config.train_size[1];
+    auto to_example = [](const datasets::FlowSample& s) {
+      return Example{{"inputs", datasets::flow_model_input(s.frame1, s.frame2)[0]},
+                     {"labels", s.flow},
+                     {"frame1", s.frame1},
+                     {"frame2", s.frame2}};
+    };
+    if (type == "synthetic") {
+      reject_unknown(node, path, {"type", "count", "seed", "max_displacement"}, source_);
+      datasets::SyntheticFlowOptions o;
+      o.height = h;
+      o.width = w;
+      o.seed = option<uint64_t>(node, path, "seed", path == "data.train" ? 1 : 2, source_);
+      o.max_displacement = option<double>(node, path, "max_displacement", o.max_displacement, source_);
+      const auto count = option<int64_t>(node, path, "count", 1000, source_);
+      return std::make_shared<datasets::FunctionDataset>(
+          count, [o, to_example](int64_t i) { return to_example(datasets::synthetic_flow_sample(o, i)); });
+    }
+    if (type == "sintel" || type == "chairs") {
+      reject_unknown(node, path, {"type", "path", "pass"}, source_);
+      const auto root = option<std::string>(node, path, "path", "", source_);
+      if (root.empty()) throw std::invalid_argument(source_ + ": '" + path + ".path' is required");
+      auto files = type == "sintel"
+                       ? datasets::discover_sintel(root, option<std::string>(node, path, "pass", "clean", source_))
+                       : datasets::discover_flying_chairs(root);
+      if (files.empty()) throw std::runtime_error(source_ + ": " + path + ": no image pairs found under " + root);
+      return std::make_shared<datasets::FunctionDataset>(
+          static_cast<int64_t>(files.size()), [files, h, w, to_example](int64_t i) {
+            auto s = datasets::load_flow_sample(files[static_cast<size_t>(i)]);
+            if (s.frame1.size(0) < h || s.frame1.size(1) < w)
+              throw std::runtime_error(files[static_cast<size_t>(i)].frame1.string() + ": smaller than train_size");
+            // Top-left crop to the model's train_size (the decoder's output grid is fixed).
+            s.frame1 = s.frame1.narrow(0, 0, h).narrow(1, 0, w).contiguous();
+            s.frame2 = s.frame2.narrow(0, 0, h).narrow(1, 0, w).contiguous();
+            s.flow = s.flow.narrow(0, 0, h).narrow(1, 0, w).contiguous();
+            return to_example(s);
+          });
+    }
+    throw std::invalid_argument(source_ + ": '" + path + ".type' must be synthetic, sintel or chairs, found '" + type +
+                                "'");
+  }
+
+  std::string source_;
+  double flow_scale_ = 20.0;
+  bool farneback_ = true;
+};
+
+// --------------------------------- multimodal autoencoding ---------------------------------
+
+class MultimodalTask : public Task {
+ public:
+  MultimodalTask(const YAML::Node& options, std::string source) : source_(std::move(source)) {
+    reject_unknown(options, "task", {"name", "image_points", "image_weight", "audio_weight", "label_weight"}, source_);
+    image_points_ = option<int64_t>(options, "task", "image_points", 0, source_);
+    weights_ = {{"image", option<double>(options, "task", "image_weight", 1.0, source_)},
+                {"audio", option<double>(options, "task", "audio_weight", 1.0, source_)},
+                {"label", option<double>(options, "task", "label_weight", 1.0, source_)}};
+  }
+  std::string name() const override { return "multimodal_autoencoding"; }
+  std::vector<std::string> architectures() const override { return {"PerceiverForMultimodalAutoencoding"}; }
+  std::string best_metric() const override { return "eval/loss"; }
+  std::string best_mode() const override { return "min"; }
+
+  TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
+    reject_unknown(data, "data", {"train", "eval", "num_workers", "prefetch"}, source_);
+    TaskData out;
+    out.train = clips(data["train"], "data.train", config);
+    out.eval = clips(data["eval"], "data.eval", config);
+    out.summary = "multimodal autoencoding: " + std::to_string(out.train->size()) + " train / " +
+                  std::to_string(out.eval->size()) + " eval clips, " + std::to_string(config.num_labels()) + " classes";
+    return out;
+  }
+
+  StepOutput step(PerceiverPreTrainedModelImpl& model, const Example& batch, at::Generator& generator,
+                  bool training) override {
+    if (auto* mm = dynamic_cast<PerceiverForMultimodalAutoencodingImpl*>(&model)) {
+      for (const auto& [m, w] : weights_) mm->loss_options.weights[m] = w;
+    }
+    NamedTensors in{{"inputs.image", batch.at("image")},
+                    {"inputs.audio", batch.at("audio")},
+                    {"inputs.label", batch.at("label")},
+                    {"labels.image", batch.at("image")},
+                    {"labels.audio", batch.at("audio")},
+                    {"labels.label", batch.at("class_id")}};
+    const auto& shape = model.config().output_shape;
+    const int64_t total = shape[1] * shape[2] * shape[3];
+    if (training && image_points_ > 0 && image_points_ < total) {
+      // Decode a random subset of pixels per step (the Perceiver IO paper's subsampled decoding).
+      in["subsampled_output_points.image"] =
+          std::get<0>(torch::randperm(total, generator, torch::kLong).narrow(0, 0, image_points_).sort())
+              .to(batch.at("image").device());
+    }
+    auto out = model.forward_named(in, {});
+    StepOutput r;
+    const double n = static_cast<double>(batch.at("class_id").size(0));
+    r.samples = static_cast<int64_t>(n);
+    r.loss = out.at("loss");
+    r.metrics.add("loss", r.loss.item<double>() * n, n);
+    for (const char* m : {"image", "audio", "label"})
+      if (out.count(std::string("loss.") + m)) r.metrics.add(std::string("loss_") + m, out.at(std::string("loss.") + m).item<double>() * n, n);
+    if (out.count("logits.label"))
+      r.metrics.add("label_accuracy", out.at("logits.label").argmax(-1).eq(batch.at("class_id")).sum().item<double>(), n);
+    return r;
+  }
+
+ private:
+  std::shared_ptr<const datasets::Dataset> clips(const YAML::Node& node, const std::string& path,
+                                                 const PerceiverConfig& config) const {
+    const auto type = option<std::string>(node, path, "type", "", source_);
+    if (type != "synthetic")
+      throw std::invalid_argument(source_ + ": '" + path + ".type' must be synthetic, found '" + type + "'");
+    reject_unknown(node, path, {"type", "count", "seed"}, source_);
+    datasets::SyntheticClipOptions o;
+    o.num_classes = config.num_labels();
+    o.num_frames = config.num_frames;
+    if (config.output_shape.size() != 4) throw std::invalid_argument(source_ + ": model.config.output_shape needs 4 values");
+    o.height = config.output_shape[2];
+    o.width = config.output_shape[3];
+    o.num_samples = config.num_frames * config.audio_samples_per_frame;
+    o.seed = option<uint64_t>(node, path, "seed", path == "data.train" ? 1 : 2, source_);
+    const auto count = option<int64_t>(node, path, "count", 512, source_);
+    return std::make_shared<datasets::FunctionDataset>(count, [o](int64_t i) {
+      const auto b = datasets::synthetic_clips(o, i, 1);
+      return Example{{"image", b.image[0]}, {"audio", b.audio[0]}, {"label", b.label[0]}, {"class_id", b.class_id[0]}};
+    });
+  }
+
+  std::string source_;
+  int64_t image_points_ = 0;
+  std::map<std::string, double> weights_;
+};
+
+}  // namespace
+
+std::unique_ptr<Task> make_vision_task(const std::string& name, const YAML::Node& options, const std::string& source) {
+  if (name == "optical_flow") return std::make_unique<OpticalFlowTask>(options, source);
+  if (name == "multimodal_autoencoding") return std::make_unique<MultimodalTask>(options, source);
+  return nullptr;
+}
 
 }  // namespace perceiver::trainers
