@@ -1,0 +1,192 @@
+#include "perceiver/vision_decoders.h"
+
+#include <numeric>
+
+namespace perceiver {
+namespace {
+
+int64_t product(const std::vector<int64_t>& dims) {
+  return std::accumulate(dims.begin(), dims.end(), int64_t{1}, std::multiplies<>());
+}
+
+torch::nn::ModuleDict module_dict(const std::map<std::string, std::shared_ptr<torch::nn::Module>>& modules) {
+  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> items(modules.begin(), modules.end());
+  return torch::nn::ModuleDict(items);
+}
+
+template <typename T>
+std::map<std::string, std::shared_ptr<torch::nn::Module>> as_modules(const std::map<std::string, std::shared_ptr<T>>& m) {
+  std::map<std::string, std::shared_ptr<torch::nn::Module>> out;
+  for (const auto& [name, v] : m) out[name] = v;
+  return out;
+}
+
+}  // namespace
+
+std::map<std::string, torch::Tensor> restructure(const ModalitySizes& modality_sizes, const torch::Tensor& inputs) {
+  int64_t total = 0;
+  for (const auto& [name, size] : modality_sizes) total += size;
+  TORCH_CHECK(inputs.dim() >= 2 && inputs.size(1) >= total, "restructure: the modalities need ", total,
+              " positions but the tensor has shape ", inputs.sizes());
+  std::map<std::string, torch::Tensor> out;
+  int64_t index = 0;
+  for (const auto& [name, size] : modality_sizes) {
+    out[name] = inputs.narrow(1, index, size);
+    index += size;
+  }
+  return out;
+}
+
+PerceiverOpticalFlowDecoderImpl::PerceiverOpticalFlowDecoderImpl(const PerceiverConfig& config,
+                                                                 OpticalFlowDecoderOptions options)
+    : options_(std::move(options)) {
+  TORCH_CHECK(!options_.output_image_shape.empty() && product(options_.output_image_shape) > 0,
+              "PerceiverOpticalFlowDecoder: output_image_shape must be positive");
+  TORCH_CHECK(options_.rescale_factor != 0.0, "PerceiverOpticalFlowDecoder: rescale_factor must not be 0");
+  options_.decoder.output_num_channels = options_.output_num_channels;
+  decoder = register_module("decoder", PerceiverBasicDecoder(config, options_.decoder));
+}
+
+torch::Tensor PerceiverOpticalFlowDecoderImpl::decoder_query(const torch::Tensor& inputs,
+                                                             const std::optional<ModalitySizes>& /*modality_sizes*/,
+                                                             const torch::Tensor& /*inputs_without_pos*/,
+                                                             const TensorOrDict& subsampled_points) {
+  TORCH_CHECK(!subsampled_points.defined(), "FlowDecoder doesn't support subsampling yet.");
+  return inputs;
+}
+
+PerceiverDecoderOutput PerceiverOpticalFlowDecoderImpl::forward(const torch::Tensor& query, const torch::Tensor& z,
+                                                                const torch::Tensor& /*query_mask*/,
+                                                                bool output_attentions) {
+  auto out = decoder->forward(query, z, {}, output_attentions);
+  auto preds = out.logits.tensor / options_.rescale_factor;
+  const int64_t pixels = product(options_.output_image_shape);
+  TORCH_CHECK(preds.size(1) == pixels, "PerceiverOpticalFlowDecoder: got ", preds.size(1),
+              " query positions but output_image_shape needs ", pixels, " (the input must be train_size)");
+  std::vector<int64_t> shape = {preds.size(0)};
+  shape.insert(shape.end(), options_.output_image_shape.begin(), options_.output_image_shape.end());
+  shape.push_back(preds.size(-1));
+  out.logits = preds.reshape(shape);
+  return out;
+}
+
+PerceiverBasicVideoAutoencodingDecoderImpl::PerceiverBasicVideoAutoencodingDecoderImpl(
+    const PerceiverConfig& config, const std::vector<int64_t>& output_shape, BasicDecoderOptions options)
+    : output_shape_(output_shape) {
+  TORCH_CHECK(output_shape.size() == 4, "Expected rank 4 output_shape, got ", output_shape.size(), " dims");
+  options.output_index_dims = {output_shape[1], output_shape[2], output_shape[3]};
+  decoder = register_module("decoder", PerceiverBasicDecoder(config, options));
+}
+
+torch::Tensor PerceiverBasicVideoAutoencodingDecoderImpl::decoder_query(
+    const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
+    const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) {
+  return decoder->decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points);
+}
+
+PerceiverDecoderOutput PerceiverBasicVideoAutoencodingDecoderImpl::forward(const torch::Tensor& query,
+                                                                           const torch::Tensor& z,
+                                                                           const torch::Tensor& /*query_mask*/,
+                                                                           bool output_attentions) {
+  auto out = decoder->forward(query, z, {}, output_attentions);
+  const auto& logits = out.logits.tensor;
+  if (logits.size(1) == output_shape_[1] * output_shape_[2] * output_shape_[3])
+    out.logits = logits.reshape({logits.size(0), output_shape_[1], output_shape_[2], output_shape_[3], logits.size(-1)});
+  return out;
+}
+
+PerceiverMultimodalDecoderImpl::PerceiverMultimodalDecoderImpl(const PerceiverConfig& config,
+                                                               std::map<std::string, Decoder> modalities,
+                                                               MultimodalDecoderOptions options)
+    : modalities_(std::move(modalities)), options_(std::move(options)) {
+  TORCH_CHECK(!modalities_.empty(), "PerceiverMultimodalDecoder needs at least one modality");
+  register_module("modalities", module_dict(as_modules(modalities_)));
+  auto d = options_.decoder;
+  d.output_index_dims = {options_.num_outputs.value_or(0)};
+  d.output_num_channels = options_.output_num_channels;
+  d.position_encoding = PositionEncodingOptions{};
+  d.position_encoding.type = "none";
+  d.num_channels = num_query_channels();
+  decoder = register_module("decoder", PerceiverBasicDecoder(config, d));
+  padding = register_module("padding", torch::nn::ParameterDict());
+  for (const auto& [name, dec] : modalities_)
+    padding->insert(name, torch::randn({1, num_query_channels() - dec->num_query_channels()}));
+}
+
+int64_t PerceiverMultimodalDecoderImpl::num_query_channels() const {
+  int64_t max_channels = 0;
+  for (const auto& [name, dec] : modalities_) max_channels = std::max(max_channels, dec->num_query_channels());
+  return max_channels + options_.min_padding_size;
+}
+
+torch::Tensor PerceiverMultimodalDecoderImpl::decoder_query(const torch::Tensor& inputs,
+                                                            const std::optional<ModalitySizes>& modality_sizes,
+                                                            const torch::Tensor& /*inputs_without_pos*/,
+                                                            const TensorOrDict& subsampled_points) {
+  TORCH_CHECK(modality_sizes.has_value(), "PerceiverMultimodalDecoder needs the modality sizes of its inputs "
+              "(use it with PerceiverMultimodalPreprocessor)");
+  TORCH_CHECK(!subsampled_points.tensor.defined(),
+              "PerceiverMultimodalDecoder: subsampled_output_points must be given per modality");
+  for (const auto& [name, points] : subsampled_points.dict)
+    TORCH_CHECK(modalities_.count(name), "PerceiverMultimodalDecoder: subsampled_output_points for unknown modality '",
+                name, "'");
+  auto per_modality = restructure(*modality_sizes, inputs);
+  const int64_t common = num_query_channels();
+  std::vector<torch::Tensor> queries;
+  for (const auto& [name, dec] : modalities_) {
+    auto it = per_modality.find(name);
+    TORCH_CHECK(it != per_modality.end(), "PerceiverMultimodalDecoder: no input positions for modality '", name, "'");
+    auto points = subsampled_points.dict.find(name);
+    auto query = dec->decoder_query(it->second, std::nullopt, {},
+                                    points == subsampled_points.dict.end() ? TensorOrDict() : TensorOrDict(points->second));
+    query = query.reshape({query.size(0), -1, query.size(-1)});
+    auto pad = padding->get(name).expand({query.size(0), query.size(1), common - query.size(2)});
+    queries.push_back(torch::cat({query, pad.to(query.scalar_type())}, 2));
+  }
+  return torch::cat(queries, 1);
+}
+
+PerceiverDecoderOutput PerceiverMultimodalDecoderImpl::forward(const torch::Tensor& query, const torch::Tensor& z,
+                                                               const torch::Tensor& /*query_mask*/,
+                                                               bool output_attentions) {
+  return decoder->forward(query, z, {}, output_attentions);
+}
+
+PerceiverAudioPostprocessorImpl::PerceiverAudioPostprocessorImpl(const PerceiverConfig& config, int64_t in_channels,
+                                                                 const std::string& postproc_type) {
+  TORCH_CHECK(postproc_type == "patches", "Invalid postproc_type! (only 'patches' is supported, got '", postproc_type,
+              "')");
+  classifier = register_module("classifier", torch::nn::Linear(in_channels, config.samples_per_patch));
+}
+
+TensorOrDict PerceiverAudioPostprocessorImpl::forward(const TensorOrDict& inputs,
+                                                      const std::optional<ModalitySizes>& /*modality_sizes*/) {
+  const auto& x = single_tensor(inputs, "PerceiverAudioPostprocessor");
+  return classifier(x).reshape({x.size(0), -1});
+}
+
+PerceiverMultimodalPostprocessorImpl::PerceiverMultimodalPostprocessorImpl(std::map<std::string, Postprocessor> modalities,
+                                                                           bool input_is_dict)
+    : modalities_(std::move(modalities)), input_is_dict_(input_is_dict) {
+  register_module("modalities", module_dict(as_modules(modalities_)));
+}
+
+TensorOrDict PerceiverMultimodalPostprocessorImpl::forward(const TensorOrDict& inputs,
+                                                           const std::optional<ModalitySizes>& modality_sizes) {
+  std::map<std::string, torch::Tensor> parts;
+  if (input_is_dict_) {
+    parts = inputs.dict;
+  } else {
+    TORCH_CHECK(modality_sizes.has_value(), "Modality sizes should be specified if input is not a dictionary.");
+    parts = restructure(*modality_sizes, single_tensor(inputs, "PerceiverMultimodalPostprocessor"));
+  }
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [name, post] : modalities_) {
+    auto it = parts.find(name);
+    TORCH_CHECK(it != parts.end(), "PerceiverMultimodalPostprocessor: no decoder output for modality '", name, "'");
+    out[name] = single_tensor(post->forward(it->second, std::nullopt), "PerceiverMultimodalPostprocessor");
+  }
+  return out;
+}
+
+}  // namespace perceiver

@@ -1,0 +1,120 @@
+// Decoders and postprocessors of the optical-flow and multimodal models: PerceiverOpticalFlowDecoder,
+// PerceiverBasicVideoAutoencodingDecoder, PerceiverMultimodalDecoder, PerceiverAudioPostprocessor
+// and PerceiverMultimodalPostprocessor. Module and parameter names follow HF's attribute names.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "perceiver/components.h"
+#include "perceiver/config.h"
+#include "perceiver/decoders.h"
+
+namespace perceiver {
+
+// HF's restructure: splits (B, N, C) into the modalities' consecutive slices, in sorted order.
+std::map<std::string, torch::Tensor> restructure(const ModalitySizes& modality_sizes, const torch::Tensor& inputs);
+
+struct OpticalFlowDecoderOptions {
+  std::vector<int64_t> output_image_shape;  // (H, W): the decoder outputs one flow vector per pixel
+  int64_t output_num_channels = 2;
+  double rescale_factor = 100.0;
+  BasicDecoderOptions decoder;  // output_num_channels is taken from above
+};
+
+// The queries are the preprocessed inputs themselves; the output is divided by rescale_factor and
+// reshaped to (B, H, W, output_num_channels).
+class PerceiverOpticalFlowDecoderImpl : public DecoderImpl {
+ public:
+  PerceiverOpticalFlowDecoderImpl(const PerceiverConfig& config, OpticalFlowDecoderOptions options);
+  int64_t num_query_channels() const override { return decoder->num_query_channels(); }
+  torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
+                              const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
+  PerceiverDecoderOutput forward(const torch::Tensor& query, const torch::Tensor& z, const torch::Tensor& query_mask,
+                                 bool output_attentions) override;
+  const OpticalFlowDecoderOptions& options() const { return options_; }
+
+  PerceiverBasicDecoder decoder{nullptr};
+
+ private:
+  OpticalFlowDecoderOptions options_;
+};
+TORCH_MODULE(PerceiverOpticalFlowDecoder);
+
+// A basic decoder over a (T, H, W) output grid; output_shape is (B, T, H, W).
+class PerceiverBasicVideoAutoencodingDecoderImpl : public DecoderImpl {
+ public:
+  PerceiverBasicVideoAutoencodingDecoderImpl(const PerceiverConfig& config, const std::vector<int64_t>& output_shape,
+                                             BasicDecoderOptions options);
+  int64_t num_query_channels() const override { return decoder->num_query_channels(); }
+  torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
+                              const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
+  // Full-grid outputs become (B, T, H, W, C); subsampled ones stay (B, N, C).
+  PerceiverDecoderOutput forward(const torch::Tensor& query, const torch::Tensor& z, const torch::Tensor& query_mask,
+                                 bool output_attentions) override;
+  const std::vector<int64_t>& output_shape() const { return output_shape_; }
+  const std::vector<int64_t>& output_index_dims() const { return decoder->options().output_index_dims; }
+
+  PerceiverBasicDecoder decoder{nullptr};
+
+ private:
+  std::vector<int64_t> output_shape_;
+};
+TORCH_MODULE(PerceiverBasicVideoAutoencodingDecoder);
+
+struct MultimodalDecoderOptions {
+  std::optional<int64_t> num_outputs;  // informational, as in HF
+  int64_t output_num_channels = 0;
+  int64_t min_padding_size = 2;
+  BasicDecoderOptions decoder;  // kwargs of the shared cross-attention decoder (qk/v channels, heads, ...)
+};
+
+// Each modality's decoder builds that modality's queries (from subsampled_points.<m> when given);
+// they are padded with a trainable vector per modality (`padding.<m>`) to a common width,
+// concatenated in sorted modality order and decoded by one shared cross-attention (`decoder`).
+class PerceiverMultimodalDecoderImpl : public DecoderImpl {
+ public:
+  PerceiverMultimodalDecoderImpl(const PerceiverConfig& config, std::map<std::string, Decoder> modalities,
+                                 MultimodalDecoderOptions options);
+  int64_t num_query_channels() const override;
+  torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
+                              const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
+  PerceiverDecoderOutput forward(const torch::Tensor& query, const torch::Tensor& z, const torch::Tensor& query_mask,
+                                 bool output_attentions) override;
+  const std::map<std::string, Decoder>& modalities() const { return modalities_; }
+
+  PerceiverBasicDecoder decoder{nullptr};
+  torch::nn::ParameterDict padding{nullptr};
+
+ private:
+  std::map<std::string, Decoder> modalities_;
+  MultimodalDecoderOptions options_;
+};
+TORCH_MODULE(PerceiverMultimodalDecoder);
+
+// (B, N, in_channels) -> (B, N * samples_per_patch) audio samples.
+class PerceiverAudioPostprocessorImpl : public PostprocessorImpl {
+ public:
+  PerceiverAudioPostprocessorImpl(const PerceiverConfig& config, int64_t in_channels,
+                                  const std::string& postproc_type = "patches");
+  TensorOrDict forward(const TensorOrDict& inputs, const std::optional<ModalitySizes>& modality_sizes) override;
+
+  torch::nn::Linear classifier{nullptr};
+};
+TORCH_MODULE(PerceiverAudioPostprocessor);
+
+// Splits the decoder output by modality_sizes (or takes a dict) and applies each modality's postprocessor.
+class PerceiverMultimodalPostprocessorImpl : public PostprocessorImpl {
+ public:
+  explicit PerceiverMultimodalPostprocessorImpl(std::map<std::string, Postprocessor> modalities,
+                                                bool input_is_dict = false);
+  TensorOrDict forward(const TensorOrDict& inputs, const std::optional<ModalitySizes>& modality_sizes) override;
+
+ private:
+  std::map<std::string, Postprocessor> modalities_;
+  bool input_is_dict_;
+};
+TORCH_MODULE(PerceiverMultimodalPostprocessor);
+
+}  // namespace perceiver

@@ -1,0 +1,129 @@
+// Vision, optical-flow and multimodal heads: PerceiverForImageClassificationLearned / Fourier /
+// ConvProcessing, PerceiverForOpticalFlow and PerceiverForMultimodalAutoencoding, plus the training
+// objectives HF does not implement for the last two.
+//
+// Optical-flow scale convention. HF's PerceiverOpticalFlowDecoder divides the network output by
+// rescale_factor = 100, and `logits` are that value. DeepMind trained the model on flow / 20 (and
+// multiplies predictions by 20 at evaluation). OpticalFlowLossOptions::flow_scale says how many
+// label units one logit unit is: the loss compares logits with labels / flow_scale, and `epe` is
+// reported in label units (= flow_scale * loss). With the default flow_scale = 1 labels are in the
+// logits' own units; pass pixel flow with flow_scale = 20 to follow DeepMind's convention.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "perceiver/heads.h"
+#include "perceiver/model.h"
+
+namespace perceiver {
+
+class PerceiverForImageClassificationLearnedImpl : public PerceiverClassifierHeadImpl {
+ public:
+  explicit PerceiverForImageClassificationLearnedImpl(const PerceiverConfig& config);
+
+ protected:
+  std::string input_alias() const override { return "pixel_values"; }
+};
+TORCH_MODULE(PerceiverForImageClassificationLearned);
+
+class PerceiverForImageClassificationFourierImpl : public PerceiverClassifierHeadImpl {
+ public:
+  explicit PerceiverForImageClassificationFourierImpl(const PerceiverConfig& config);
+
+ protected:
+  std::string input_alias() const override { return "pixel_values"; }
+};
+TORCH_MODULE(PerceiverForImageClassificationFourier);
+
+class PerceiverForImageClassificationConvProcessingImpl : public PerceiverClassifierHeadImpl {
+ public:
+  explicit PerceiverForImageClassificationConvProcessingImpl(const PerceiverConfig& config);
+
+ protected:
+  std::string input_alias() const override { return "pixel_values"; }
+};
+TORCH_MODULE(PerceiverForImageClassificationConvProcessing);
+
+struct OpticalFlowLossOptions {
+  double flow_scale = 1.0;  // label units per logit unit (see the header comment)
+};
+
+struct OpticalFlowLoss {
+  torch::Tensor loss;  // mean over pixels of ||logits - labels / flow_scale||_2
+  torch::Tensor epe;   // the same end-point error in label units (flow_scale * loss), detached
+};
+
+// flow and labels: (B, H, W, 2).
+OpticalFlowLoss optical_flow_loss(const torch::Tensor& flow, const torch::Tensor& labels,
+                                  const OpticalFlowLossOptions& options = {});
+
+struct OpticalFlowOutput {
+  torch::Tensor loss;
+  torch::Tensor epe;
+  torch::Tensor logits;  // (B, H, W, 2)
+  std::vector<torch::Tensor> hidden_states;
+  std::vector<torch::Tensor> attentions;
+  std::vector<torch::Tensor> cross_attentions;
+};
+
+class PerceiverForOpticalFlowImpl : public PerceiverPreTrainedModelImpl {
+ public:
+  explicit PerceiverForOpticalFlowImpl(const PerceiverConfig& config);
+  std::string architecture() const override { return "PerceiverForOpticalFlow"; }
+  // inputs: (B, 2, 27, H, W) with (H, W) = config.train_size; labels: optional (B, H, W, 2).
+  OpticalFlowOutput forward(const torch::Tensor& inputs, const torch::Tensor& attention_mask = {},
+                            const torch::Tensor& labels = {}, const ForwardOptions& options = {});
+  // Outputs as HF plus `loss` and `epe` when `labels` is given.
+  NamedTensors forward_named(const NamedTensors& inputs, const ForwardOptions& options) override;
+
+  OpticalFlowLossOptions loss_options;
+  PerceiverModel perceiver{nullptr};
+};
+TORCH_MODULE(PerceiverForOpticalFlow);
+
+struct MultimodalLossOptions {
+  // Weight of each modality's reconstruction loss in `loss` (MSE for image and audio, cross-entropy
+  // for the label); a modality without labels contributes nothing.
+  std::map<std::string, double> weights = {{"audio", 1.0}, {"image", 1.0}, {"label", 1.0}};
+};
+
+struct MultimodalAutoencodingOutput {
+  torch::Tensor loss;
+  std::map<std::string, torch::Tensor> losses;  // per modality, unweighted
+  std::map<std::string, torch::Tensor> logits;  // audio (B, N*samples_per_patch), image (B, N, 3), label (B, num_labels)
+  std::vector<torch::Tensor> hidden_states;
+  std::vector<torch::Tensor> attentions;
+  std::vector<torch::Tensor> cross_attentions;
+};
+
+class PerceiverForMultimodalAutoencodingImpl : public PerceiverPreTrainedModelImpl {
+ public:
+  explicit PerceiverForMultimodalAutoencodingImpl(const PerceiverConfig& config);
+  std::string architecture() const override { return "PerceiverForMultimodalAutoencoding"; }
+  // inputs: audio (B, num_frames * audio_samples_per_frame, 1), image (B, num_frames, 3, H, W),
+  // label (B, num_labels). subsampled_output_points: flat indices into the audio patches / the
+  // (T, H, W) output grid; a modality left out is decoded in full (HF fails there).
+  // labels (full targets, gathered at the subsampled points): audio like inputs.audio, image like
+  // inputs.image at output_shape's (T, H, W), label as class indices (B,) or scores (B, num_labels).
+  MultimodalAutoencodingOutput forward(const std::map<std::string, torch::Tensor>& inputs,
+                                       const torch::Tensor& attention_mask = {},
+                                       const std::map<std::string, torch::Tensor>& subsampled_output_points = {},
+                                       const std::map<std::string, torch::Tensor>& labels = {},
+                                       const ForwardOptions& options = {});
+  // Inputs `inputs.<m>`, `subsampled_output_points.<m>`, `labels.<m>`; outputs `logits.<m>`, and
+  // with labels `loss` and `loss.<m>`.
+  NamedTensors forward_named(const NamedTensors& inputs, const ForwardOptions& options) override;
+
+  MultimodalLossOptions loss_options;
+  PerceiverModel perceiver{nullptr};
+
+ private:
+  std::map<std::string, torch::Tensor> reconstruction_losses(const std::map<std::string, torch::Tensor>& logits,
+                                                             const std::map<std::string, torch::Tensor>& points,
+                                                             const std::map<std::string, torch::Tensor>& labels) const;
+  int64_t audio_patches() const;
+};
+TORCH_MODULE(PerceiverForMultimodalAutoencoding);
+
+}  // namespace perceiver
