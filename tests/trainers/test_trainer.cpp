@@ -1,0 +1,206 @@
+// End-to-end trainer behaviour on tiny models and tiny data: learning, exact resume, errors.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <random>
+
+#include "perceiver/io/safetensors.h"
+#include "tests/test_support.h"
+#include "trainers/run_config_util.h"
+#include "trainers/trainer.h"
+
+namespace perceiver::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using trainers::parse_run_config;
+using trainers::Trainer;
+
+// A small corpus with a lot of structure: repeated phrases with a few varying words.
+void write_corpus(const fs::path& file, int lines, int offset) {
+  const char* subjects[] = {"the cat", "a dog", "the bird", "my fish"};
+  const char* verbs[] = {"sat on", "ran to", "looked at", "slept by"};
+  const char* objects[] = {"the mat.", "the door.", "a tree.", "the sea."};
+  std::ofstream out(file);
+  for (int i = offset; i < offset + lines; ++i)
+    out << subjects[i % 4] << " " << verbs[(i / 4) % 4] << " " << objects[(i / 16) % 4] << "\n";
+}
+
+std::string mlm_run(const fs::path& dir, int steps, const std::string& extra = "") {
+  write_corpus(dir / "train.txt", 400, 0);
+  write_corpus(dir / "eval.txt", 64, 1000);
+  return "model:\n"
+         "  architecture: PerceiverForMaskedLM\n"
+         "  config: {d_model: 32, d_latents: 32, num_latents: 8, num_self_attends_per_block: 1,\n"
+         "           num_self_attention_heads: 2, num_cross_attention_heads: 2, max_position_embeddings: 32,\n"
+         "           attention_probs_dropout_prob: 0.1}\n"
+         "task: {name: mlm, fill_in_samples: 1}\n"
+         "data:\n"
+         "  seq_len: 32\n"
+         "  train: {type: text, path: '" + (dir / "train.txt").string() + "', unit: line}\n"
+         "  eval: {type: text, path: '" + (dir / "eval.txt").string() + "', unit: line}\n"
+         "optimizer: {name: adamw, lr: 0.003}\n"
+         "schedule: {name: cosine, warmup_steps: 5}\n"
+         "trainer: {max_steps: " + std::to_string(steps) + ", batch_size: 16, seed: 7, threads: 1, num_workers: 1,\n"
+         "          clip_grad_norm: 1.0, eval_max_batches: 4, keep_last: 5}\n"
+         "logging: {run_dir: '" + (dir / "run").string() + "', log_every: 10}\n" + extra;
+}
+
+std::map<std::string, double> train(const std::string& yaml, const std::vector<std::string>& overrides = {},
+                                    const std::string& resume = "") {
+  auto run = parse_run_config(yaml, "test.yaml");
+  trainers::apply_overrides(run, overrides);
+  Trainer trainer(std::move(run));
+  return trainer.train(resume).final_metrics;
+}
+
+TEST(Trainer, MaskedLmLossDecreasesOnHeldOutText) {
+  TempDir tmp;
+  const auto yaml = mlm_run(tmp.path(), 80);
+  auto run = parse_run_config(yaml, "test.yaml");
+  Trainer before(run);
+  // The untrained model, evaluated exactly as the trained one will be.
+  const auto initial = before.evaluate([&] {
+    auto r = parse_run_config(yaml, "t.yaml");
+    trainers::apply_overrides(r, {"trainer.max_steps=1", "optimizer.lr=0.0", "logging.run_dir=" + (tmp.path() / "r0").string()});
+    return Trainer(std::move(r)).train().last_checkpoint;
+  }());
+  const auto trained = train(yaml);
+  ASSERT_TRUE(trained.count("eval/loss"));
+  EXPECT_LT(trained.at("eval/loss"), initial.at("eval/loss") - 0.3)
+      << "initial " << initial.at("eval/loss") << " trained " << trained.at("eval/loss");
+  EXPECT_GT(trained.at("eval/accuracy"), initial.at("eval/accuracy"));
+  EXPECT_TRUE(fs::exists(tmp.path() / "run" / "metrics.jsonl"));
+  EXPECT_TRUE(fs::exists(tmp.path() / "run" / "config.yaml"));
+}
+
+TEST(Trainer, SequenceClassificationLearnsOnHeldOutText) {
+  TempDir tmp;
+  // Two "languages": words over disjoint alphabets.
+  auto write = [](const fs::path& file, int n, int seed) {
+    std::ofstream out(file);
+    out << "text,label\n";
+    std::mt19937 rng(seed);
+    for (int i = 0; i < n; ++i) {
+      const bool vowels = i % 2 == 0;
+      std::string text;
+      for (int w = 0; w < 5; ++w) {
+        for (int c = 0; c < 4; ++c) text += (vowels ? "aeiou" : "bcdfg")[rng() % 5];
+        text += ' ';
+      }
+      out << text << "," << (vowels ? "soft" : "hard") << "\n";
+    }
+  };
+  write(tmp.path() / "train.csv", 300, 1);
+  write(tmp.path() / "eval.csv", 60, 2);
+  const std::string yaml =
+      "model:\n  config: {d_model: 32, d_latents: 32, num_latents: 8, num_self_attends_per_block: 1,\n"
+      "    num_self_attention_heads: 2, num_cross_attention_heads: 2, max_position_embeddings: 32}\n"
+      "task: sequence_classification\n"
+      "data:\n  seq_len: 32\n"
+      "  train: {type: labelled_text, path: '" + (tmp.path() / "train.csv").string() + "'}\n"
+      "  eval: {type: labelled_text, path: '" + (tmp.path() / "eval.csv").string() + "'}\n"
+      "optimizer: {lr: 0.003}\n"
+      "trainer: {max_steps: 60, batch_size: 16, threads: 1, num_workers: 1}\n"
+      "logging: {run_dir: '" + (tmp.path() / "run").string() + "'}\n";
+  const auto metrics = train(yaml);
+  EXPECT_GT(metrics.at("eval/accuracy"), 0.9);
+  EXPECT_LT(metrics.at("eval/loss"), 0.4);
+  EXPECT_TRUE(fs::exists(tmp.path() / "run" / "eval" / "step-00000060" / "confusion_matrix.csv"));
+  // The saved config names the labels found in the data.
+  std::ifstream in(tmp.path() / "run" / "checkpoints" / "step-00000060" / "config.json");
+  const auto config = nlohmann::json::parse(in);
+  EXPECT_EQ(config["id2label"]["0"], "hard");
+  EXPECT_EQ(config["id2label"]["1"], "soft");
+}
+
+TEST(Trainer, ResumeIsBitwiseExact) {
+  TempDir tmp;
+  const auto yaml = mlm_run(tmp.path(), 12, "");
+  // One run of 12 steps with a checkpoint every 5 steps ...
+  train(yaml, {"trainer.checkpoint_every=5"});
+  const auto straight = tmp.path() / "run" / "checkpoints" / "step-00000012";
+  ASSERT_TRUE(fs::exists(straight));
+  // ... and a second run resumed from its step-5 checkpoint, in a fresh trainer and directory.
+  train(yaml, {"trainer.checkpoint_every=5", "logging.run_dir=" + (tmp.path() / "resumed").string()},
+        (tmp.path() / "run" / "checkpoints" / "step-00000005").string());
+  const auto resumed = tmp.path() / "resumed" / "checkpoints" / "step-00000012";
+  ASSERT_TRUE(fs::exists(resumed));
+  const auto a = io::load_safetensors(straight / "model.safetensors");
+  const auto b = io::load_safetensors(resumed / "model.safetensors");
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name << " differs after resume";
+}
+
+TEST(Trainer, ResumeAutoContinuesFromTheLatestCheckpoint) {
+  TempDir tmp;
+  const auto yaml = mlm_run(tmp.path(), 6);
+  train(yaml, {"trainer.checkpoint_every=3", "trainer.time_limit_minutes=0"});
+  auto run = parse_run_config(yaml, "test.yaml");
+  trainers::apply_overrides(run, {"trainer.max_steps=9", "trainer.checkpoint_every=3"});
+  Trainer trainer(std::move(run));
+  // max_steps changed, so the schedule differs, but the step counter continues from 6.
+  const auto result = trainer.train("auto");
+  EXPECT_EQ(result.steps, 9);
+}
+
+TEST(Trainer, UnknownKeyNamesFileLineAndSuggestion) {
+  TempDir tmp;
+  auto yaml = mlm_run(tmp.path(), 5);
+  yaml.replace(yaml.find("max_steps"), 9, "max_step");
+  try {
+    train(yaml);
+    FAIL() << "expected a config error";
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("test.yaml:"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("trainer.max_step"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("trainer.max_steps"), std::string::npos) << msg;
+  }
+}
+
+TEST(Trainer, WrongTypesAndBadSourcesAreNamed) {
+  TempDir tmp;
+  const auto yaml = mlm_run(tmp.path(), 5);
+  auto error = [&](const std::vector<std::string>& overrides) {
+    try {
+      train(yaml, overrides);
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(error({"trainer.batch_size=lots"}).find("trainer.batch_size"), std::string::npos);
+  EXPECT_NE(error({"task.name=translation"}).find("translation"), std::string::npos);
+  EXPECT_NE(error({"data.train.type=pdf"}).find("pdf"), std::string::npos);
+  EXPECT_NE(error({"data.train.colour=red"}).find("data.train.colour"), std::string::npos);
+  EXPECT_NE(error({"model.config.d_latents=33"}).find("d_latents"), std::string::npos);
+  EXPECT_NE(error({"data.train.path=/nonexistent/corpus.txt"}).find("/nonexistent/corpus.txt"), std::string::npos);
+}
+
+TEST(Trainer, NonFiniteLossStopsWithoutACheckpointForThatStep) {
+  TempDir tmp;
+  const auto yaml = mlm_run(tmp.path(), 20);
+  try {
+    train(yaml, {"optimizer.lr=1e30", "optimizer.name=sgd", "trainer.clip_grad_norm=0", "schedule.warmup_steps=0",
+                 "trainer.checkpoint_every=1"});
+    FAIL() << "expected the run to stop";
+  } catch (const std::runtime_error& e) {
+    const std::string msg = e.what();
+    ASSERT_NE(msg.find("non-finite loss at step"), std::string::npos) << msg;
+    const auto step = std::stoi(msg.substr(msg.find("at step ") + 8));
+    EXPECT_FALSE(fs::exists(tmp.path() / "run" / "checkpoints" / fmt::format("step-{:08d}", step)));
+  }
+}
+
+TEST(Trainer, CliTrainReportsConfigErrorsInOneLine) {
+  TempDir tmp;
+  std::ofstream(tmp.path() / "bad.yaml") << "model: {config: {d_model: 32}}\ntask: mlm\ntrainer: {batch_sise: 4}\n";
+  const auto r = run_cli("train --config '" + (tmp.path() / "bad.yaml").string() + "'");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("batch_size"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("bad.yaml:3"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace perceiver::testing
