@@ -109,8 +109,8 @@ PerceiverMultimodalDecoderImpl::PerceiverMultimodalDecoderImpl(const PerceiverCo
   d.num_channels = num_query_channels();
   decoder = register_module("decoder", PerceiverBasicDecoder(config, d));
   padding = register_module("padding", torch::nn::ParameterDict());
-  for (const auto& [name, dec] : modalities_)
-    padding->insert(name, torch::randn({1, num_query_channels() - dec->num_query_channels()}));
+  for (const auto& [name, dec] : modalities_)  // requires_grad: ParameterDict keeps the tensor's flag
+    padding->insert(name, torch::randn({1, num_query_channels() - dec->num_query_channels()}).requires_grad_());
 }
 
 int64_t PerceiverMultimodalDecoderImpl::num_query_channels() const {

@@ -251,11 +251,12 @@ PerceiverMultimodalPreprocessorImpl::PerceiverMultimodalPreprocessorImpl(std::ma
   padding = register_module("padding", torch::nn::ParameterDict());
   mask = register_module("mask", torch::nn::ParameterDict());
   const int64_t common = num_channels();
-  for (const auto& [name, pre] : modalities_) padding->insert(name, torch::randn({1, common - pre->num_channels()}));
+  // ParameterDict keeps the tensor's requires_grad flag: set it so that these train.
+  for (const auto& [name, pre] : modalities_) padding->insert(name, torch::randn({1, common - pre->num_channels()}).requires_grad_());
   for (const auto& [name, p] : options_.mask_probs) {
     TORCH_CHECK(p >= 0.0 && p <= 1.0, "PerceiverMultimodalPreprocessor: mask_probs[", name, "] = ", p,
                 " is not a probability");
-    mask->insert(name, torch::randn({1, common}));
+    mask->insert(name, torch::randn({1, common}).requires_grad_());
   }
 }
 

@@ -1,0 +1,360 @@
+// Vision, optical-flow and multimodal heads beyond the fixtures: full-size parameter counts,
+// interpolate_pos_encoding, input-shape errors, and the flow / multimodal training objectives
+// (finite-difference gradients in double precision, a few Adam steps).
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <iostream>
+
+#include "perceiver/heads.h"
+#include "perceiver/position_encoding.h"
+#include "perceiver/vision_models.h"
+#include "perceiver/vision_preprocessors.h"
+#include "tests/test_support.h"
+
+namespace perceiver::testing {
+namespace {
+
+PerceiverConfig fixture_config(const std::string& name) {
+  auto config = PerceiverConfig::from_json_file(hf_fixtures_dir() / name / "config.json");
+  config.attention_probs_dropout_prob = 0.0;
+  return config;
+}
+
+int64_t parameter_count(const torch::nn::Module& model) {
+  int64_t n = 0;
+  for (const auto& p : model.parameters()) n += p.numel();
+  return n;
+}
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+PerceiverConfig vision_imagenet_config(int64_t d_model) {
+  PerceiverConfig c;
+  c.num_latents = 512;
+  c.d_latents = 1024;
+  c.d_model = d_model;
+  c.num_blocks = 8;
+  c.num_self_attends_per_block = 6;
+  c.num_self_attention_heads = 8;
+  c.num_cross_attention_heads = 1;
+  c.image_size = 224;
+  c.set_num_labels(1000);
+  return c;
+}
+
+TEST(VisionFullSize, FourierHasHfParameterCount) {
+  // deepmind/vision-perceiver-fourier: 48,440,627 parameters (HF model card / issue).
+  PerceiverForImageClassificationFourierImpl model(vision_imagenet_config(261));
+  EXPECT_EQ(parameter_count(model), 48440627);
+}
+
+TEST(VisionFullSize, OtherFullConfigurationsBuild) {
+  PerceiverForImageClassificationLearnedImpl learned(vision_imagenet_config(512));
+  PerceiverForImageClassificationConvProcessingImpl conv(vision_imagenet_config(322));
+  PerceiverConfig flow;
+  flow.num_latents = 2048;
+  flow.d_latents = 512;
+  flow.d_model = 322;
+  flow.num_blocks = 1;
+  flow.num_self_attends_per_block = 24;
+  flow.num_self_attention_heads = 16;
+  flow.num_cross_attention_heads = 1;
+  flow.train_size = {368, 496};
+  PerceiverForOpticalFlowImpl flow_model(flow);
+  PerceiverConfig mm;
+  mm.num_latents = 784;
+  mm.d_latents = 512;
+  mm.d_model = 704;
+  mm.num_blocks = 1;
+  mm.num_self_attends_per_block = 8;
+  mm.num_self_attention_heads = 8;
+  mm.num_cross_attention_heads = 1;
+  mm.image_size = 224;
+  mm.num_frames = 16;
+  mm.audio_samples_per_frame = 1920;
+  mm.samples_per_patch = 16;
+  mm.output_shape = {1, 16, 224, 224};
+  mm.output_num_channels = 512;
+  mm._label_trainable_num_channels = 1024;
+  mm.set_num_labels(700);
+  PerceiverForMultimodalAutoencodingImpl mm_model(mm);
+  // The learned head's trainable grid alone is 224*224*256 parameters.
+  EXPECT_GT(parameter_count(learned), 224 * 224 * 256);
+  EXPECT_GT(parameter_count(conv), 0);
+  std::cout << "[full-size] learned=" << parameter_count(learned) << " conv=" << parameter_count(conv)
+            << " optical-flow=" << parameter_count(flow_model) << " multimodal=" << parameter_count(mm_model) << "\n";
+  // The multimodal decoder queries are max(audio 16+385, image 48+195, label 700) + 4 wide inputs.
+  auto* pre = mm_model.perceiver->input_preprocessor().get();
+  EXPECT_EQ(pre->num_channels(), 704);
+}
+
+// ---------------------------------------------------------------- interpolate_pos_encoding
+
+TEST(VisionInterpolation, LearnedHeadResamplesItsGrid) {
+  auto config = fixture_config("PerceiverForImageClassificationLearned");  // image_size 8
+  auto model = std::dynamic_pointer_cast<PerceiverClassifierHeadImpl>(build_model(config));
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto same = torch::randn({2, 3, 8, 8});
+  ForwardOptions interp;
+  interp.interpolate_pos_encoding = true;
+  // At the trained size interpolation is the identity.
+  EXPECT_TRUE(torch::allclose(model->forward(same).logits.tensor, model->forward(same, {}, {}, interp).logits.tensor));
+  const auto larger = torch::randn({2, 3, 12, 12});
+  const auto out = model->forward(larger, {}, {}, interp);
+  EXPECT_EQ(out.logits.tensor.sizes(), (std::vector<int64_t>{2, config.num_labels()}));
+  EXPECT_TRUE(torch::isfinite(out.logits.tensor).all().item<bool>());
+  // The encoder attended over all 144 positions.
+  ForwardOptions attn = interp;
+  attn.output_attentions = true;
+  EXPECT_EQ(model->forward(larger, {}, {}, attn).cross_attentions.front().size(-1), 144);
+  const auto message = error_of([&] { model->forward(larger); });
+  EXPECT_NE(message.find("144"), std::string::npos) << message;
+  EXPECT_NE(message.find("64"), std::string::npos) << message;
+  EXPECT_NE(message.find("interpolate_pos_encoding"), std::string::npos) << message;
+}
+
+// The Fourier features of an input of another size are recomputed on that size's grid, with
+// frequencies from the configured max_resolution.
+void expect_fourier_grid(const std::string& fixture, int64_t size, int64_t grid, std::vector<int64_t> max_resolution) {
+  auto config = fixture_config(fixture);
+  auto model = std::dynamic_pointer_cast<PerceiverClassifierHeadImpl>(build_model(config));
+  model->eval();
+  torch::NoGradGuard no_grad;
+  ForwardOptions interp;
+  interp.interpolate_pos_encoding = true;
+  const auto images = torch::randn({1, 3, size, size});
+  const auto out = model->forward(images, {}, {}, interp);
+  EXPECT_EQ(out.logits.tensor.sizes(), (std::vector<int64_t>{1, config.num_labels()}));
+  auto pre = model->perceiver->input_preprocessor()->forward(images, true).inputs;
+  FourierPositionEncodingOptions f;
+  f.num_bands = 64;
+  f.max_resolution = max_resolution;
+  const auto expected = generate_fourier_features(build_linear_positions({grid, grid}).unsqueeze(0), f);
+  ASSERT_EQ(pre.size(1), grid * grid);
+  EXPECT_TRUE(torch::allclose(pre.narrow(2, pre.size(2) - expected.size(2), expected.size(2)), expected));
+  // Without the flag the same input works too: Fourier positions follow the input.
+  EXPECT_TRUE(torch::allclose(model->forward(images).logits.tensor, out.logits.tensor));
+}
+
+TEST(VisionInterpolation, FourierHeadRecomputesGrid) {
+  expect_fourier_grid("PerceiverForImageClassificationFourier", 24, 24, {224, 224});
+}
+
+TEST(VisionInterpolation, ConvHeadRecomputesGrid) {
+  // conv 7x7/2 pad 3 then max-pool 3x3/2: 40 -> 20 -> 9.
+  expect_fourier_grid("PerceiverForImageClassificationConvProcessing", 40, 9, {56, 56});
+}
+
+// ---------------------------------------------------------------- input-shape errors
+
+TEST(VisionErrors, WrongInputShapesNameExpectedAndActual) {
+  {
+    auto model = build_model(fixture_config("PerceiverForImageClassificationFourier"));
+    const auto m = error_of([&] { model->forward_named({{"pixel_values", torch::randn({2, 4, 16, 16})}}, {}); });
+    EXPECT_NE(m.find("expected 3 channels"), std::string::npos) << m;
+    EXPECT_NE(m.find("[2, 4, 16, 16]"), std::string::npos) << m;
+  }
+  {
+    auto model = build_model(fixture_config("PerceiverForImageClassificationLearned"));
+    const auto m = error_of([&] { model->forward_named({{"inputs", torch::randn({2, 4, 8, 8})}}, {}); });
+    EXPECT_NE(m.find("(batch, 3, height, width)"), std::string::npos) << m;
+    EXPECT_NE(m.find("[2, 4, 8, 8]"), std::string::npos) << m;
+  }
+  {
+    auto model = build_model(fixture_config("PerceiverForOpticalFlow"));  // train_size (8, 12)
+    const auto m = error_of([&] { model->forward_named({{"inputs", torch::randn({1, 2, 27, 8, 10})}}, {}); });
+    EXPECT_NE(m.find("(batch, 2, 27, 8, 12)"), std::string::npos) << m;
+    EXPECT_NE(m.find("[1, 2, 27, 8, 10]"), std::string::npos) << m;
+    const auto m2 = error_of([&] { model->forward_named({{"inputs", torch::randn({1, 2, 3, 8, 12})}}, {}); });
+    EXPECT_NE(m2.find("[1, 2, 3, 8, 12]"), std::string::npos) << m2;
+  }
+  {
+    auto model = build_model(fixture_config("PerceiverForMultimodalAutoencoding"));
+    const auto m = error_of([&] {
+      model->forward_named({{"inputs.image", torch::randn({1, 2, 3, 8, 8})}, {"inputs.label", torch::zeros({1, 5})}},
+                           {});
+    });
+    EXPECT_NE(m.find("missing input for modality 'audio'"), std::string::npos) << m;
+    EXPECT_NE(m.find("got: image, label"), std::string::npos) << m;
+  }
+}
+
+// ---------------------------------------------------------------- losses
+
+using LossFn = std::function<torch::Tensor()>;
+
+// Central differences vs autograd for a few elements of the named parameters.
+void expect_gradients_match(torch::nn::Module& model, const LossFn& loss_fn, const std::vector<std::string>& names) {
+  auto params = model.named_parameters();
+  model.zero_grad();
+  loss_fn().backward();
+  const double eps = 1e-6;
+  int checked_nonzero = 0;
+  for (const auto& name : names) {
+    ASSERT_TRUE(params.contains(name)) << name;
+    auto p = params[name];
+    ASSERT_TRUE(p.grad().defined()) << name << " received no gradient";
+    auto flat = p.view(-1);
+    const auto grad = p.grad().view(-1);
+    for (const int64_t k : {int64_t{0}, flat.numel() / 2, flat.numel() - 1}) {
+      double plus = 0, minus = 0;
+      {
+        torch::NoGradGuard no_grad;
+        flat[k].add_(eps);
+        plus = loss_fn().item<double>();
+        flat[k].sub_(2 * eps);
+        minus = loss_fn().item<double>();
+        flat[k].add_(eps);
+      }
+      const double numeric = (plus - minus) / (2 * eps);
+      const double analytic = grad[k].item<double>();
+      EXPECT_NEAR(analytic, numeric, 1e-7 + 1e-5 * std::abs(numeric)) << name << "[" << k << "]";
+      checked_nonzero += std::abs(numeric) > 1e-9;
+    }
+  }
+  EXPECT_GT(checked_nonzero, 0);
+}
+
+struct FlowCase {
+  std::shared_ptr<PerceiverForOpticalFlowImpl> model;
+  torch::Tensor inputs, labels;
+};
+
+FlowCase flow_case(torch::Dtype dtype) {
+  torch::manual_seed(7);
+  auto model = std::dynamic_pointer_cast<PerceiverForOpticalFlowImpl>(build_model(fixture_config("PerceiverForOpticalFlow")));
+  model->to(dtype);
+  model->eval();
+  const auto& ts = model->config().train_size;
+  return {model, torch::randn({2, 2, 27, ts[0], ts[1]}, dtype), 0.05 * torch::randn({2, ts[0], ts[1], 2}, dtype)};
+}
+
+TEST(VisionLosses, OpticalFlowEndPointError) {
+  auto c = flow_case(torch::kFloat64);
+  c.model->loss_options.flow_scale = 20.0;
+  auto out = c.model->forward(c.inputs, {}, c.labels);
+  // Independent: average over pixels of the Euclidean distance, labels scaled into logit units.
+  const auto d = out.logits - c.labels / 20.0;
+  const auto expected = (d.select(-1, 0).pow(2) + d.select(-1, 1).pow(2)).sqrt().mean();
+  EXPECT_NEAR(out.loss.item<double>(), expected.item<double>(), 1e-12);
+  EXPECT_NEAR(out.epe.item<double>(), 20.0 * expected.item<double>(), 1e-10);
+  const auto named = c.model->forward_named({{"inputs", c.inputs}, {"labels", c.labels}}, {});
+  EXPECT_TRUE(named.count("loss") && named.count("epe") && named.count("logits"));
+  const auto m = error_of([&] { c.model->forward(c.inputs, {}, c.labels.narrow(1, 0, 4)); });
+  EXPECT_NE(m.find("labels must have the shape"), std::string::npos) << m;
+}
+
+TEST(VisionLosses, OpticalFlowGradientsMatchFiniteDifferences) {
+  auto c = flow_case(torch::kFloat64);
+  expect_gradients_match(*c.model, [&] { return c.model->forward(c.inputs, {}, c.labels).loss; },
+                         {"perceiver.decoder.decoder.final_layer.weight",
+                          "perceiver.input_preprocessor.conv_after_patches.weight", "perceiver.embeddings.latents",
+                          "perceiver.encoder.cross_attention.attention.self.query.weight"});
+}
+
+struct MultimodalCase {
+  std::shared_ptr<PerceiverForMultimodalAutoencodingImpl> model;
+  std::map<std::string, torch::Tensor> inputs, points, labels;
+};
+
+MultimodalCase multimodal_case(torch::Dtype dtype) {
+  torch::manual_seed(11);
+  auto model = std::dynamic_pointer_cast<PerceiverForMultimodalAutoencodingImpl>(
+      build_model(fixture_config("PerceiverForMultimodalAutoencoding")));
+  model->to(dtype);
+  model->eval();
+  const auto& c = model->config();
+  const int64_t samples = c.num_frames * c.audio_samples_per_frame;
+  MultimodalCase m;
+  m.model = model;
+  const auto video = torch::randn({2, c.num_frames, 3, c.image_size, c.image_size}, dtype);
+  const auto audio = torch::randn({2, samples, 1}, dtype);
+  m.inputs = {{"audio", audio}, {"image", video}, {"label", torch::zeros({2, c.num_labels()}, dtype)}};
+  m.points = {{"image", torch::tensor({0, 5, 17, 64, 100, 127}, torch::kLong)},
+              {"audio", torch::tensor({1, 3, 6}, torch::kLong)}};
+  m.labels = {{"image", video}, {"audio", audio}, {"label", torch::tensor({1, 3}, torch::kLong)}};
+  return m;
+}
+
+TEST(VisionLosses, MultimodalReconstructionLosses) {
+  auto m = multimodal_case(torch::kFloat64);
+  m.model->loss_options.weights = {{"audio", 0.5}, {"image", 2.0}, {"label", 1.0}};
+  auto out = m.model->forward(m.inputs, {}, m.points, m.labels);
+  // Independent gathers: image index i -> (t, h, w) of the 2x8x8 output grid; audio patch j -> samples 4j..4j+3.
+  const auto& video = m.labels["image"];
+  std::vector<torch::Tensor> pixels;
+  for (const int64_t i : {0, 5, 17, 64, 100, 127}) pixels.push_back(video.select(1, i / 64).select(-2, (i / 8) % 8).select(-1, i % 8));
+  const auto image_target = torch::stack(pixels, 1);  // (B, 6, 3)
+  const double image_loss = (out.logits["image"] - image_target).pow(2).mean().item<double>();
+  std::vector<torch::Tensor> samples;
+  for (const int64_t j : {1, 3, 6}) samples.push_back(m.labels["audio"].squeeze(-1).narrow(1, 4 * j, 4));
+  const double audio_loss = (out.logits["audio"] - torch::cat(samples, 1)).pow(2).mean().item<double>();
+  const auto logp = torch::log_softmax(out.logits["label"], -1);
+  const double label_loss = -(logp[0][1] + logp[1][3]).item<double>() / 2;
+  EXPECT_NEAR(out.losses.at("image").item<double>(), image_loss, 1e-12);
+  EXPECT_NEAR(out.losses.at("audio").item<double>(), audio_loss, 1e-12);
+  EXPECT_NEAR(out.losses.at("label").item<double>(), label_loss, 1e-12);
+  EXPECT_NEAR(out.loss.item<double>(), 2.0 * image_loss + 0.5 * audio_loss + label_loss, 1e-12);
+
+  NamedTensors named = {{"inputs.audio", m.inputs["audio"]},          {"inputs.image", m.inputs["image"]},
+                        {"inputs.label", m.inputs["label"]},          {"subsampled_output_points.image", m.points["image"]},
+                        {"subsampled_output_points.audio", m.points["audio"]}, {"labels.image", video}};
+  const auto named_out = m.model->forward_named(named, {});
+  EXPECT_TRUE(named_out.count("loss") && named_out.count("loss.image") && !named_out.count("loss.audio"));
+  EXPECT_NEAR(named_out.at("loss.image").item<double>(), image_loss, 1e-12);
+
+  // Without subsampled points every position is decoded (audio: 8 patches x 4 samples, image: 2x8x8).
+  auto full = m.model->forward(m.inputs);
+  EXPECT_EQ(full.logits.at("audio").sizes(), (std::vector<int64_t>{2, 32}));
+  EXPECT_EQ(full.logits.at("image").sizes(), (std::vector<int64_t>{2, 128, 3}));
+}
+
+TEST(VisionLosses, MultimodalGradientsMatchFiniteDifferences) {
+  auto m = multimodal_case(torch::kFloat64);
+  for (const auto& p : m.model->named_parameters()) EXPECT_TRUE(p.value().requires_grad()) << p.key();
+  expect_gradients_match(*m.model, [&] { return m.model->forward(m.inputs, {}, m.points, m.labels).loss; },
+                         {"perceiver.input_preprocessor.padding.image", "perceiver.input_preprocessor.mask.label",
+                          "perceiver.decoder.padding.audio", "perceiver.output_postprocessor.modalities.label.classifier.weight",
+                          "perceiver.decoder.modalities.label.decoder.output_position_encodings.position_embeddings",
+                          "perceiver.embeddings.latents"});
+}
+
+TEST(VisionLosses, AdamStepsReduceEachLoss) {
+  {
+    auto c = flow_case(torch::kFloat32);
+    torch::optim::Adam adam(c.model->parameters(), torch::optim::AdamOptions(1e-4));
+    const double first = c.model->forward(c.inputs, {}, c.labels).loss.item<double>();
+    for (int step = 0; step < 20; ++step) {
+      adam.zero_grad();
+      c.model->forward(c.inputs, {}, c.labels).loss.backward();
+      adam.step();
+    }
+    EXPECT_LT(c.model->forward(c.inputs, {}, c.labels).loss.item<double>(), first);
+  }
+  {
+    auto m = multimodal_case(torch::kFloat32);
+    torch::optim::Adam adam(m.model->parameters(), torch::optim::AdamOptions(1e-3));
+    const auto first = m.model->forward(m.inputs, {}, m.points, m.labels);
+    for (int step = 0; step < 15; ++step) {
+      adam.zero_grad();
+      m.model->forward(m.inputs, {}, m.points, m.labels).loss.backward();
+      adam.step();
+    }
+    const auto last = m.model->forward(m.inputs, {}, m.points, m.labels);
+    EXPECT_LT(last.loss.item<double>(), first.loss.item<double>());
+    for (const auto& [name, loss] : first.losses)
+      EXPECT_LT(last.losses.at(name).item<double>(), loss.item<double>()) << name;
+  }
+}
+
+}  // namespace
+}  // namespace perceiver::testing
