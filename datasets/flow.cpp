@@ -1,0 +1,291 @@
+#include "datasets/flow.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <random>
+#include <stdexcept>
+
+#include "datasets/common.h"
+#include "datasets/idx.h"
+
+namespace perceiver::datasets {
+namespace fs = std::filesystem;
+
+namespace {
+constexpr float kFloMagic = 202021.25f;  // "PIEH" read as a little-endian float
+constexpr int64_t kFloMaxSide = 100000;  // the Middlebury reference code's sanity bound
+}  // namespace
+
+torch::Tensor parse_flo(const std::string& bytes, const std::string& name) {
+  if (bytes.size() < 12) throw std::runtime_error(name + ": .flo shorter than its 12-byte header");
+  float magic = 0;
+  int32_t w = 0, h = 0;
+  std::memcpy(&magic, bytes.data(), 4);
+  std::memcpy(&w, bytes.data() + 4, 4);
+  std::memcpy(&h, bytes.data() + 8, 4);
+  if (magic != kFloMagic)
+    throw std::runtime_error(name + ": bad .flo magic " + std::to_string(magic) + " (expected 202021.25, 'PIEH')");
+  if (w <= 0 || h <= 0 || w >= kFloMaxSide || h >= kFloMaxSide)
+    throw std::runtime_error(name + ": implausible .flo size " + std::to_string(w) + "x" + std::to_string(h));
+  const uint64_t expected = 12 + uint64_t{8} * static_cast<uint64_t>(w) * static_cast<uint64_t>(h);
+  if (bytes.size() != expected)
+    throw std::runtime_error(name + ": .flo of " + std::to_string(w) + "x" + std::to_string(h) + " needs " +
+                             std::to_string(expected) + " bytes, file has " + std::to_string(bytes.size()) +
+                             (bytes.size() < expected ? " (truncated)" : " (trailing bytes)"));
+  auto flow = torch::empty({h, w, 2}, torch::kFloat);
+  std::memcpy(flow.data_ptr<float>(), bytes.data() + 12, expected - 12);  // little-endian host assumed (x86/ARM)
+  return flow;
+}
+
+torch::Tensor read_flo(const fs::path& path) { return parse_flo(read_file_bytes(path), "'" + path.string() + "'"); }
+
+void write_flo(const fs::path& path, const torch::Tensor& flow) {
+  if (flow.dim() != 3 || flow.size(2) != 2)
+    throw std::invalid_argument("write_flo: flow must be (H, W, 2), got " + c10::str(flow.sizes()));
+  const auto f = flow.to(torch::kFloat).contiguous();
+  const int32_t h = static_cast<int32_t>(f.size(0)), w = static_cast<int32_t>(f.size(1));
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(&kFloMagic), 4);
+  out.write(reinterpret_cast<const char*>(&w), 4);
+  out.write(reinterpret_cast<const char*>(&h), 4);
+  out.write(reinterpret_cast<const char*>(f.data_ptr<float>()), static_cast<std::streamsize>(f.numel() * 4));
+  if (!out) throw std::runtime_error("cannot write .flo file '" + path.string() + "'");
+}
+
+// ---- dataset layouts ----
+namespace {
+
+std::vector<fs::path> sorted_files(const fs::path& dir, const std::string& suffix) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_regular_file() && name.size() > suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+std::vector<FlowFiles> discover_sintel(const fs::path& root, const std::string& pass, const std::string& split) {
+  const fs::path image_root = root / split / pass;
+  std::error_code ec;
+  if (!fs::is_directory(image_root, ec))
+    throw std::runtime_error("Sintel: '" + image_root.string() + "' not found (expected <root>/" + split + "/" + pass +
+                             "/<scene>/frame_XXXX.png)");
+  std::vector<fs::path> scenes;
+  for (const auto& e : fs::directory_iterator(image_root))
+    if (e.is_directory()) scenes.push_back(e.path());
+  std::sort(scenes.begin(), scenes.end());
+  std::vector<FlowFiles> out;
+  for (const auto& scene : scenes) {
+    const auto frames = sorted_files(scene, ".png");
+    const fs::path flow_dir = root / split / "flow" / scene.filename();
+    for (size_t i = 0; i + 1 < frames.size(); ++i) {
+      FlowFiles f;
+      f.frame1 = frames[i];
+      f.frame2 = frames[i + 1];
+      f.group = scene.filename().string();
+      const fs::path flo = flow_dir / (frames[i].stem().string() + ".flo");
+      if (fs::exists(flo, ec)) {
+        f.flow = flo;
+      } else if (split == "training") {
+        throw std::runtime_error("Sintel: ground truth '" + flo.string() + "' missing for frame '" + frames[i].string() + "'");
+      }
+      out.push_back(std::move(f));
+    }
+  }
+  return out;
+}
+
+std::vector<FlowFiles> discover_flying_chairs(const fs::path& root, const fs::path& split_file, int keep) {
+  std::error_code ec;
+  const fs::path dir = fs::is_directory(root / "data", ec) ? root / "data" : root;
+  const auto flows = sorted_files(dir, "_flow.flo");
+  if (flows.empty()) throw std::runtime_error("FlyingChairs: no XXXXX_flow.flo files in '" + dir.string() + "'");
+  std::vector<FlowFiles> all;
+  for (const auto& flo : flows) {
+    const std::string name = flo.filename().string();
+    const std::string id = name.substr(0, name.size() - std::string("_flow.flo").size());
+    FlowFiles f{dir / (id + "_img1.ppm"), dir / (id + "_img2.ppm"), flo, ""};
+    if (!fs::exists(f.frame1, ec) || !fs::exists(f.frame2, ec))
+      throw std::runtime_error("FlyingChairs: images for '" + flo.string() + "' missing (expected " + id +
+                               "_img1.ppm and " + id + "_img2.ppm)");
+    all.push_back(std::move(f));
+  }
+  if (split_file.empty()) return all;
+  std::ifstream in(split_file);
+  if (!in) throw std::runtime_error("FlyingChairs: cannot open split file '" + split_file.string() + "'");
+  std::vector<int> codes;
+  int code = 0;
+  while (in >> code) codes.push_back(code);
+  if (codes.size() != all.size())
+    throw std::runtime_error("FlyingChairs: split file '" + split_file.string() + "' has " + std::to_string(codes.size()) +
+                             " entries for " + std::to_string(all.size()) + " pairs");
+  std::vector<FlowFiles> out;
+  for (size_t i = 0; i < all.size(); ++i)
+    if (codes[i] == keep) out.push_back(all[i]);
+  return out;
+}
+
+FlowSample load_flow_sample(const FlowFiles& files) {
+  FlowSample s;
+  s.frame1 = read_image(files.frame1).to(torch::kFloat);
+  s.frame2 = read_image(files.frame2).to(torch::kFloat);
+  if (s.frame1.sizes() != s.frame2.sizes())
+    throw std::runtime_error("flow pair '" + files.frame1.string() + "' / '" + files.frame2.string() +
+                             "': frame sizes differ");
+  if (!files.flow.empty()) {
+    s.flow = read_flo(files.flow);
+    if (s.flow.size(0) != s.frame1.size(0) || s.flow.size(1) != s.frame1.size(1))
+      throw std::runtime_error("'" + files.flow.string() + "': flow " + c10::str(s.flow.sizes()) +
+                               " does not match frame " + c10::str(s.frame1.sizes()));
+  }
+  return s;
+}
+
+// ---- synthetic ----
+namespace {
+
+class Rng {
+ public:
+  explicit Rng(uint64_t seed) : engine_(seed) {}
+  double uniform(double lo, double hi) { return lo + (hi - lo) * static_cast<double>(engine_() >> 11) * 0x1.0p-53; }
+
+ private:
+  std::mt19937_64 engine_;
+};
+
+// A smooth bounded RGB texture, evaluated at arbitrary real coordinates.
+struct Texture {
+  struct Wave {
+    double fx, fy, phase;
+    double amp[3];
+  };
+  struct Blob {
+    double cx, cy, inv_two_sigma2;
+    double amp[3];
+  };
+  std::vector<Wave> waves;
+  std::vector<Blob> blobs;
+
+  Texture(Rng& rng, int n_waves, int n_blobs, double h, double w) {
+    constexpr double kPi = 3.14159265358979323846;
+    for (int k = 0; k < n_waves; ++k) {
+      const double wavelength = rng.uniform(8.0, 40.0), angle = rng.uniform(0, 2 * kPi);
+      Wave wv{std::cos(angle) * 2 * kPi / wavelength, std::sin(angle) * 2 * kPi / wavelength, rng.uniform(0, 2 * kPi), {}};
+      for (double& a : wv.amp) a = rng.uniform(-1, 1) / std::sqrt(static_cast<double>(n_waves));
+      waves.push_back(wv);
+    }
+    for (int k = 0; k < n_blobs; ++k) {
+      const double sigma = rng.uniform(3.0, 10.0);
+      Blob b{rng.uniform(-10, w + 10), rng.uniform(-10, h + 10), 1.0 / (2 * sigma * sigma), {}};
+      for (double& a : b.amp) a = rng.uniform(-1.5, 1.5);
+      blobs.push_back(b);
+    }
+  }
+
+  // x, y: (H, W) float64 -> (H, W, 3) float32 in (0, 255).
+  torch::Tensor render(const torch::Tensor& x, const torch::Tensor& y) const {
+    std::vector<torch::Tensor> channels;
+    for (int c = 0; c < 3; ++c) channels.push_back(torch::zeros_like(x));
+    for (const auto& wv : waves) {
+      const auto s = torch::sin(x * wv.fx + y * wv.fy + wv.phase);
+      for (int c = 0; c < 3; ++c) channels[c].add_(s * wv.amp[c]);
+    }
+    for (const auto& b : blobs) {
+      const auto g = torch::exp(-((x - b.cx).square() + (y - b.cy).square()) * b.inv_two_sigma2);
+      for (int c = 0; c < 3; ++c) channels[c].add_(g * b.amp[c]);
+    }
+    // tanh keeps values inside (0, 255) smoothly, so no clipping breaks the exact correspondence.
+    return (torch::tanh(torch::stack(channels, -1)) * 127.5 + 127.5).to(torch::kFloat);
+  }
+};
+
+}  // namespace
+
+FlowSample synthetic_flow_sample(const SyntheticFlowOptions& options, uint64_t index) {
+  if (options.height < 2 || options.width < 2) throw std::invalid_argument("synthetic flow: image must be at least 2x2");
+  constexpr double kPi = 3.14159265358979323846;
+  Rng rng(stable_hash(std::to_string(index), options.seed));
+  const double h = static_cast<double>(options.height), w = static_cast<double>(options.width);
+  const Texture texture(rng, options.waves, options.blobs, h, w);
+
+  const auto opts = torch::TensorOptions().dtype(torch::kDouble);
+  const auto ys = torch::arange(options.height, opts).view({-1, 1}).expand({options.height, options.width});
+  const auto xs = torch::arange(options.width, opts).view({1, -1}).expand({options.height, options.width});
+
+  // Smooth flow: translation + affine about the centre + a few low-frequency sinusoids per component.
+  const double cx = (w - 1) / 2, cy = (h - 1) / 2, scale = std::max(h, w);
+  auto u = torch::full_like(xs, rng.uniform(-1, 1));
+  auto v = torch::full_like(xs, rng.uniform(-1, 1));
+  const double a11 = rng.uniform(-1, 1), a12 = rng.uniform(-1, 1), a21 = rng.uniform(-1, 1), a22 = rng.uniform(-1, 1);
+  u = u + (a11 * (xs - cx) + a12 * (ys - cy)) / scale;
+  v = v + (a21 * (xs - cx) + a22 * (ys - cy)) / scale;
+  for (int k = 0; k < 3; ++k) {
+    for (auto* comp : {&u, &v}) {
+      const double wavelength = rng.uniform(1.0, 2.0) * scale, angle = rng.uniform(0, 2 * kPi);
+      const double fx = std::cos(angle) * 2 * kPi / wavelength, fy = std::sin(angle) * 2 * kPi / wavelength;
+      *comp = *comp + rng.uniform(-0.7, 0.7) * torch::sin(xs * fx + ys * fy + rng.uniform(0, 2 * kPi));
+    }
+  }
+  const double peak = torch::sqrt(u.square() + v.square()).max().item<double>();
+  const double gain = options.max_displacement * rng.uniform(0.5, 1.0) / std::max(peak, 1e-9);
+  u = u * gain;
+  v = v * gain;
+
+  FlowSample s;
+  s.frame2 = texture.render(xs, ys);
+  s.frame1 = texture.render(xs + u, ys + v);
+  s.flow = torch::stack({u, v}, -1).to(torch::kFloat);
+  return s;
+}
+
+torch::Tensor warp_backward(const torch::Tensor& image, const torch::Tensor& flow) {
+  if (image.dim() != 3 || flow.dim() != 3 || flow.size(2) != 2 || image.size(0) != flow.size(0) ||
+      image.size(1) != flow.size(1))
+    throw std::invalid_argument("warp_backward: need image (H, W, C) and flow (H, W, 2) of equal H, W; got " +
+                                c10::str(image.sizes()) + " and " + c10::str(flow.sizes()));
+  const int64_t h = image.size(0), w = image.size(1);
+  const auto f = flow.to(torch::kFloat);
+  const auto xs = torch::arange(w, torch::kFloat).view({1, -1}) + f.select(2, 0);
+  const auto ys = torch::arange(h, torch::kFloat).view({-1, 1}) + f.select(2, 1);
+  // grid_sample with align_corners=true maps -1/+1 to the centres of the border pixels.
+  const auto gx = xs * (2.0f / static_cast<float>(std::max<int64_t>(w - 1, 1))) - 1.0f;
+  const auto gy = ys * (2.0f / static_cast<float>(std::max<int64_t>(h - 1, 1))) - 1.0f;
+  const auto grid = torch::stack({gx, gy}, -1).unsqueeze(0);
+  const auto input = image.to(torch::kFloat).permute({2, 0, 1}).unsqueeze(0);
+  const auto out = torch::grid_sampler(input, grid, /*bilinear*/ 0, /*zeros*/ 0, /*align_corners=*/true);
+  return out.squeeze(0).permute({1, 2, 0}).contiguous();
+}
+
+torch::Tensor extract_patches_3x3(const torch::Tensor& images) {
+  if (images.dim() != 4) throw std::invalid_argument("extract_patches_3x3: expected (B, C, H, W), got " + c10::str(images.sizes()));
+  const int64_t h = images.size(2), w = images.size(3);
+  const auto padded = torch::constant_pad_nd(images, {1, 1, 1, 1}, 0);
+  std::vector<torch::Tensor> parts;
+  for (int64_t dy = 0; dy < 3; ++dy)
+    for (int64_t dx = 0; dx < 3; ++dx) parts.push_back(padded.slice(2, dy, dy + h).slice(3, dx, dx + w));
+  return torch::cat(parts, 1);
+}
+
+torch::Tensor flow_model_input(const torch::Tensor& frame1, const torch::Tensor& frame2, bool normalize) {
+  if (frame1.sizes() != frame2.sizes() || (frame1.dim() != 3 && frame1.dim() != 4) || frame1.size(-1) != 3)
+    throw std::invalid_argument("flow_model_input: frames must both be (H, W, 3) or (B, H, W, 3); got " +
+                                c10::str(frame1.sizes()) + " and " + c10::str(frame2.sizes()));
+  auto prep = [&](const torch::Tensor& f) {
+    auto x = (f.dim() == 3 ? f.unsqueeze(0) : f).to(torch::kFloat).permute({0, 3, 1, 2});
+    if (normalize) x = x / 255.0f * 2.0f - 1.0f;
+    return extract_patches_3x3(x);
+  };
+  return torch::stack({prep(frame1), prep(frame2)}, 1).contiguous();
+}
+
+}  // namespace perceiver::datasets

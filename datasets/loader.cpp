@@ -1,0 +1,227 @@
+#include "datasets/loader.h"
+
+#include <random>
+#include <stdexcept>
+
+#include "datasets/common.h"
+
+namespace perceiver::datasets {
+
+TensorDataset::TensorDataset(Example tensors) : tensors_(std::move(tensors)) {
+  if (tensors_.empty()) throw std::invalid_argument("TensorDataset: no tensors");
+  size_ = -1;
+  for (const auto& [name, t] : tensors_) {
+    if (!t.defined() || t.dim() == 0) throw std::invalid_argument("TensorDataset: tensor '" + name + "' has no dim 0");
+    if (size_ >= 0 && t.size(0) != size_)
+      throw std::invalid_argument("TensorDataset: tensor '" + name + "' has " + std::to_string(t.size(0)) +
+                                  " rows, expected " + std::to_string(size_));
+    size_ = t.size(0);
+  }
+}
+
+Example TensorDataset::get(int64_t index) const {
+  if (index < 0 || index >= size_)
+    throw std::out_of_range("TensorDataset: index " + std::to_string(index) + " outside [0, " + std::to_string(size_) + ")");
+  Example out;
+  for (const auto& [name, t] : tensors_) out.emplace(name, t[index]);
+  return out;
+}
+
+Example stack_collate(std::vector<Example> examples) {
+  if (examples.empty()) throw std::invalid_argument("stack_collate: empty batch");
+  Example out;
+  for (const auto& [name, first] : examples.front()) {
+    std::vector<torch::Tensor> parts;
+    parts.reserve(examples.size());
+    for (size_t i = 0; i < examples.size(); ++i) {
+      const auto it = examples[i].find(name);
+      if (it == examples[i].end())
+        throw std::runtime_error("stack_collate: example " + std::to_string(i) + " lacks key '" + name + "'");
+      if (it->second.sizes() != first.sizes())
+        throw std::runtime_error("stack_collate: key '" + name + "' has shape " + c10::str(it->second.sizes()) +
+                                 " in example " + std::to_string(i) + " but " + c10::str(first.sizes()) + " in example 0");
+      parts.push_back(it->second);
+    }
+    out.emplace(name, torch::stack(parts));
+  }
+  for (size_t i = 1; i < examples.size(); ++i)
+    if (examples[i].size() != out.size())
+      throw std::runtime_error("stack_collate: example " + std::to_string(i) + " has extra keys");
+  return out;
+}
+
+uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index) {
+  return stable_hash(std::to_string(epoch) + ":" + std::to_string(index), seed);
+}
+
+LoaderPosition LoaderPosition::from_json(const nlohmann::json& j) {
+  if (!j.is_object() || !j.contains("epoch") || !j.contains("batch") || !j["epoch"].is_number_integer() ||
+      !j["batch"].is_number_integer())
+    throw std::runtime_error("loader position: expected {\"epoch\": int, \"batch\": int}, got " + j.dump());
+  LoaderPosition p{j["epoch"].get<int64_t>(), j["batch"].get<int64_t>()};
+  if (p.epoch < 0 || p.batch < 0) throw std::runtime_error("loader position: negative value in " + j.dump());
+  return p;
+}
+
+DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions options, CollateFn collate)
+    : dataset_(std::move(dataset)), options_(options), collate_(std::move(collate)) {
+  if (!dataset_) throw std::invalid_argument("DataLoader: null dataset");
+  if (options_.batch_size <= 0) throw std::invalid_argument("DataLoader: batch_size must be > 0");
+  if (options_.world_size <= 0 || options_.rank < 0 || options_.rank >= options_.world_size)
+    throw std::invalid_argument("DataLoader: rank " + std::to_string(options_.rank) + " outside world of " +
+                                std::to_string(options_.world_size));
+  if (options_.num_workers < 0 || options_.prefetch_batches <= 0)
+    throw std::invalid_argument("DataLoader: num_workers must be >= 0 and prefetch_batches > 0");
+  if (!collate_) throw std::invalid_argument("DataLoader: null collate function");
+}
+
+DataLoader::~DataLoader() { stop(); }
+
+std::vector<int64_t> DataLoader::epoch_indices(int64_t epoch) const {
+  const int64_t n = dataset_->size();
+  std::vector<int64_t> perm(n);
+  for (int64_t i = 0; i < n; ++i) perm[i] = i;
+  if (options_.shuffle && n > 1) {
+    // Fisher-Yates with our own bounded draw: std::shuffle's algorithm differs between standard libraries.
+    std::mt19937_64 rng(stable_hash("epoch:" + std::to_string(epoch), options_.seed));
+    for (int64_t i = n - 1; i > 0; --i) {
+      const uint64_t bound = static_cast<uint64_t>(i) + 1;
+      const uint64_t limit = UINT64_MAX - UINT64_MAX % bound;
+      uint64_t r = rng();
+      while (r >= limit) r = rng();
+      std::swap(perm[i], perm[static_cast<int64_t>(r % bound)]);
+    }
+  }
+  const int64_t ws = options_.world_size;
+  if (options_.pad_shards && n > 0 && n % ws != 0) {
+    const int64_t total = (n + ws - 1) / ws * ws;
+    for (int64_t i = n; i < total; ++i) perm.push_back(perm[(i - n) % n]);
+  }
+  std::vector<int64_t> shard;
+  for (size_t i = static_cast<size_t>(options_.rank); i < perm.size(); i += static_cast<size_t>(ws)) shard.push_back(perm[i]);
+  return shard;
+}
+
+int64_t DataLoader::batches_per_epoch() const {
+  const int64_t n = static_cast<int64_t>(epoch_indices(0).size());
+  return options_.drop_last ? n / options_.batch_size : (n + options_.batch_size - 1) / options_.batch_size;
+}
+
+LoaderPosition DataLoader::position() const { return position_; }
+
+void DataLoader::set_position(const LoaderPosition& position) {
+  if (position.epoch < 0 || position.batch < 0) throw std::invalid_argument("DataLoader: negative position");
+  stop();
+  position_ = position;
+}
+
+Example DataLoader::load_batch(int64_t batch) const {
+  const int64_t begin = batch * options_.batch_size;
+  const int64_t end = std::min<int64_t>(begin + options_.batch_size, static_cast<int64_t>(indices_.size()));
+  std::vector<Example> examples;
+  examples.reserve(static_cast<size_t>(end - begin));
+  for (int64_t i = begin; i < end; ++i) examples.push_back(dataset_->get(indices_[i]));
+  return collate_(std::move(examples));
+}
+
+void DataLoader::start() {
+  indices_ = epoch_indices(position_.epoch);
+  const int64_t n = static_cast<int64_t>(indices_.size());
+  num_batches_ = options_.drop_last ? n / options_.batch_size : (n + options_.batch_size - 1) / options_.batch_size;
+  next_produce_ = next_consume_ = position_.batch;
+  results_.clear();
+  stopping_ = false;
+  running_ = true;
+  for (int w = 0; w < options_.num_workers; ++w) workers_.emplace_back([this] { worker_loop(); });
+}
+
+void DataLoader::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  produce_cv_.notify_all();
+  for (auto& t : workers_) t.join();  // a worker finishes at most its current batch, then sees stopping_
+  workers_.clear();
+  results_.clear();
+  running_ = false;
+}
+
+void DataLoader::worker_loop() {
+  while (true) {
+    int64_t batch = 0;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      produce_cv_.wait(lock, [&] {
+        return stopping_ || next_produce_ >= num_batches_ || next_produce_ < next_consume_ + options_.prefetch_batches;
+      });
+      if (stopping_ || next_produce_ >= num_batches_) return;
+      batch = next_produce_++;
+    }
+    Result r;
+    try {
+      r.batch = load_batch(batch);
+    } catch (...) {
+      r.error = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      results_[batch] = std::move(r);
+    }
+    consume_cv_.notify_all();
+  }
+}
+
+std::optional<Example> DataLoader::next() {
+  const auto called = Clock::now();
+  if (!timing_start_) timing_start_ = called;
+  if (!running_) start();
+  if (position_.batch >= num_batches_) {
+    stop();
+    position_ = {position_.epoch + 1, 0};
+    last_return_ = Clock::now();
+    return std::nullopt;
+  }
+  Result r;
+  if (options_.num_workers == 0) {
+    try {
+      r.batch = load_batch(position_.batch);
+    } catch (...) {
+      r.error = std::current_exception();
+    }
+  } else {
+    std::unique_lock<std::mutex> lock(mutex_);
+    consume_cv_.wait(lock, [&] { return results_.count(position_.batch) > 0; });
+    r = std::move(results_[position_.batch]);
+    results_.erase(position_.batch);
+  }
+  const auto got = Clock::now();
+  wait_seconds_ += std::chrono::duration<double>(got - called).count();
+  last_return_ = got;
+  if (r.error) {
+    stop();  // the position stays on the failed batch
+    std::rethrow_exception(r.error);
+  }
+  ++position_.batch;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    next_consume_ = position_.batch;
+  }
+  produce_cv_.notify_all();
+  return std::move(r.batch);
+}
+
+double DataLoader::wait_seconds() const { return wait_seconds_; }
+
+double DataLoader::wait_fraction() const {
+  if (!timing_start_) return 0.0;
+  const double total = std::chrono::duration<double>(last_return_ - *timing_start_).count();
+  return total > 0 ? std::min(1.0, wait_seconds_ / total) : 0.0;
+}
+
+void DataLoader::reset_timing() {
+  timing_start_.reset();
+  wait_seconds_ = 0;
+}
+
+}  // namespace perceiver::datasets

@@ -1,0 +1,145 @@
+// A batching data loader over any indexable dataset: deterministic (seed, epoch) shuffling, rank sharding,
+// background workers with a bounded prefetch window, resumable position, and a data-wait measurement.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace perceiver::datasets {
+
+// One example or one batch: named tensors ("input_ids", "labels", "pixel_values", ...).
+using Example = std::map<std::string, torch::Tensor>;
+
+// get() is called from worker threads concurrently: it must be thread-safe (const, no shared mutation).
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  virtual int64_t size() const = 0;
+  virtual Example get(int64_t index) const = 0;
+};
+
+// Rows of equally long tensors: get(i) selects row i of every tensor.
+class TensorDataset : public Dataset {
+ public:
+  explicit TensorDataset(Example tensors);
+  int64_t size() const override { return size_; }
+  Example get(int64_t index) const override;
+
+ private:
+  Example tensors_;
+  int64_t size_ = 0;
+};
+
+// Adapts a function (e.g. a synthetic generator) to the Dataset interface.
+class FunctionDataset : public Dataset {
+ public:
+  FunctionDataset(int64_t size, std::function<Example(int64_t)> fn) : size_(size), fn_(std::move(fn)) {}
+  int64_t size() const override { return size_; }
+  Example get(int64_t index) const override { return fn_(index); }
+
+ private:
+  int64_t size_;
+  std::function<Example(int64_t)> fn_;
+};
+
+using CollateFn = std::function<Example(std::vector<Example>)>;
+// Stacks each key along a new dim 0; all examples must have the same keys and per-key shapes.
+Example stack_collate(std::vector<Example> examples);
+
+// A per-sample seed for augmentation that depends only on (seed, epoch, index), not on worker timing.
+uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index);
+
+struct LoaderOptions {
+  int64_t batch_size = 32;
+  bool shuffle = true;
+  uint64_t seed = 0;
+  int64_t rank = 0;
+  int64_t world_size = 1;
+  bool drop_last = false;  // drop this rank's final short batch
+  // Like torch's DistributedSampler: repeat the first indices so every rank gets ceil(N / world_size)
+  // samples (equal step counts keep DDP ranks in lock-step). false: disjoint shards of N / world_size +- 1.
+  bool pad_shards = true;
+  int num_workers = 2;       // 0: load in the calling thread
+  int prefetch_batches = 4;  // at most this many batches produced ahead of the consumer
+};
+
+// Where the next batch comes from; save it with a checkpoint and restore it to resume mid-epoch.
+struct LoaderPosition {
+  int64_t epoch = 0;
+  int64_t batch = 0;
+  nlohmann::json to_json() const { return {{"epoch", epoch}, {"batch", batch}}; }
+  static LoaderPosition from_json(const nlohmann::json& j);
+  bool operator==(const LoaderPosition& o) const { return epoch == o.epoch && batch == o.batch; }
+};
+
+class DataLoader {
+ public:
+  DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions options, CollateFn collate = stack_collate);
+  ~DataLoader();
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
+
+  // The next batch of the current epoch; nullopt once the epoch is exhausted (the position then moves
+  // to the start of the next epoch, so `while (auto b = loader.next())` runs one epoch).
+  // A worker's exception is rethrown here (the position stays on the failed batch).
+  std::optional<Example> next();
+
+  LoaderPosition position() const;
+  void set_position(const LoaderPosition& position);  // stops prefetching; loading restarts there
+
+  int64_t batches_per_epoch() const;
+  // This rank's sample indices for `epoch`, in consumption order.
+  std::vector<int64_t> epoch_indices(int64_t epoch) const;
+
+  // Fraction of time since the first next() (or reset_timing()) spent blocked waiting for data.
+  double wait_fraction() const;
+  double wait_seconds() const;
+  void reset_timing();
+
+ private:
+  struct Result {
+    std::optional<Example> batch;
+    std::exception_ptr error;
+  };
+  void start();
+  void stop();
+  void worker_loop();
+  Example load_batch(int64_t batch) const;
+
+  std::shared_ptr<const Dataset> dataset_;
+  LoaderOptions options_;
+  CollateFn collate_;
+  LoaderPosition position_;
+
+  // Shared with the workers (guarded by mutex_).
+  mutable std::mutex mutex_;
+  std::condition_variable produce_cv_, consume_cv_;
+  std::vector<int64_t> indices_;  // current epoch's shard
+  int64_t num_batches_ = 0;
+  int64_t next_produce_ = 0;
+  int64_t next_consume_ = 0;
+  bool stopping_ = false;
+  bool running_ = false;
+  std::map<int64_t, Result> results_;
+  std::vector<std::thread> workers_;
+
+  using Clock = std::chrono::steady_clock;
+  std::optional<Clock::time_point> timing_start_;
+  Clock::time_point last_return_;
+  double wait_seconds_ = 0;
+};
+
+}  // namespace perceiver::datasets

@@ -1,0 +1,100 @@
+#include "datasets/mlm_collator.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "datasets/byte_vocab.h"
+
+namespace perceiver::datasets {
+
+at::Generator make_generator(uint64_t seed) { return at::detail::createCPUGenerator(seed); }
+
+namespace {
+
+bool is_space_id(int64_t id) {
+  const int64_t b = id - byte_vocab::kByteOffset;
+  return b == ' ' || b == '\t' || b == '\n' || b == '\r' || b == '\v' || b == '\f';
+}
+
+}  // namespace
+
+MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, at::Generator& generator) {
+  if (input_ids.dim() != 2)
+    throw std::invalid_argument("mask_tokens: input_ids must be (B, L), got " + std::to_string(input_ids.dim()) + " dims");
+  if (options.mask_probability < 0 || options.mask_probability > 1 || options.mask_token_fraction < 0 ||
+      options.random_token_fraction < 0 || options.mask_token_fraction + options.random_token_fraction > 1)
+    throw std::invalid_argument("mask_tokens: probabilities must lie in [0, 1] and mask + random fractions <= 1");
+  auto ids = input_ids.to(torch::kInt64).contiguous().clone();
+  auto labels = torch::full_like(ids, options.ignore_index);
+  const int64_t B = ids.size(0), L = ids.size(1);
+  auto id = ids.accessor<int64_t, 2>();
+  auto lab = labels.accessor<int64_t, 2>();
+
+  // One draw of all random numbers up front keeps the result independent of the masking path taken.
+  // (Each torch op locks the generator itself; locking here too would deadlock.)
+  const auto order_keys = torch::rand({B, L}, generator);
+  const auto action = torch::rand({B, L}, generator);
+  const auto random_ids =
+      torch::randint(byte_vocab::kByteOffset, byte_vocab::kVocabSize, {B, L}, generator, torch::kInt64);
+  auto key = order_keys.accessor<float, 2>();
+  auto act = action.accessor<float, 2>();
+  auto rnd = random_ids.accessor<int64_t, 2>();
+
+  std::vector<std::pair<int64_t, int64_t>> units;  // [begin, end) spans that are chosen together
+  std::vector<int64_t> perm;
+  for (int64_t b = 0; b < B; ++b) {
+    units.clear();
+    int64_t eligible = 0;
+    for (int64_t j = 0; j < L; ++j) {
+      const int64_t v = id[b][j];
+      if (byte_vocab::is_special(v)) continue;
+      if (options.whole_word) {
+        if (is_space_id(v)) continue;
+        int64_t k = j;
+        while (k < L && !byte_vocab::is_special(id[b][k]) && !is_space_id(id[b][k])) ++k;
+        units.emplace_back(j, k);
+        eligible += k - j;
+        j = k - 1;
+      } else {
+        units.emplace_back(j, j + 1);
+        ++eligible;
+      }
+    }
+    if (eligible == 0) continue;
+    const int64_t target =
+        std::max<int64_t>(1, std::llround(options.mask_probability * static_cast<double>(eligible)));
+    if (options.mask_probability == 0) continue;
+    // Random order of units: sort by the key drawn at each unit's first position.
+    perm.resize(units.size());
+    for (size_t u = 0; u < units.size(); ++u) perm[u] = static_cast<int64_t>(u);
+    std::sort(perm.begin(), perm.end(), [&](int64_t x, int64_t y) {
+      const float kx = key[b][units[x].first], ky = key[b][units[y].first];
+      return kx != ky ? kx < ky : x < y;
+    });
+    int64_t chosen = 0;
+    for (const int64_t u : perm) {
+      if (chosen >= target) break;
+      for (int64_t j = units[u].first; j < units[u].second; ++j) {
+        lab[b][j] = id[b][j];
+        const double a = act[b][j];
+        if (a < options.mask_token_fraction) {
+          id[b][j] = byte_vocab::kMask;
+        } else if (a < options.mask_token_fraction + options.random_token_fraction) {
+          id[b][j] = rnd[b][j];
+        }
+        ++chosen;
+      }
+    }
+  }
+  return {ids, labels};
+}
+
+MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, uint64_t seed) {
+  auto gen = make_generator(seed);
+  return mask_tokens(input_ids, options, gen);
+}
+
+}  // namespace perceiver::datasets

@@ -1,0 +1,32 @@
+// Dynamic masking for byte-level masked language modelling (BERT recipe on PerceiverTokenizer ids).
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <torch/torch.h>
+
+#include <cstdint>
+
+namespace perceiver::datasets {
+
+struct MlmOptions {
+  double mask_probability = 0.15;   // fraction of eligible (non-special) positions chosen per row
+  double mask_token_fraction = 0.8; // of the chosen: replaced by [MASK]
+  double random_token_fraction = 0.1; // of the chosen: replaced by a random byte id (the rest keep their id)
+  bool whole_word = false;          // choose whole whitespace-delimited words (whitespace itself is never chosen)
+  int64_t ignore_index = -100;      // label of positions not chosen
+};
+
+struct MlmBatch {
+  torch::Tensor input_ids;  // (B, L) int64, masked copy of the input
+  torch::Tensor labels;     // (B, L) int64: original id where chosen, ignore_index elsewhere
+};
+
+// Chooses round(p * eligible) positions per row (at least one when a row has any eligible position).
+// Deterministic for a given generator state; the input is not modified.
+MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, at::Generator& generator);
+MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, uint64_t seed);
+
+// A CPU generator seeded with `seed` (helper for callers without one).
+at::Generator make_generator(uint64_t seed);
+
+}  // namespace perceiver::datasets

@@ -1,0 +1,73 @@
+// Plain-text corpora for byte-level masked language modelling: readers (files, directories, JSONL),
+// byte windows mapped to PerceiverTokenizer ids, and the embedded King James Bible (Debian bible-kjv-text).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace perceiver::datasets {
+
+enum class TextUnit { kFile, kParagraph, kLine };
+
+struct TextReadOptions {
+  TextUnit unit = TextUnit::kFile;     // what one document is for plain-text files
+  std::string jsonl_field = "text";    // field read from each JSONL object
+  std::vector<std::string> extensions = {".txt", ".text", ".md", ".jsonl"};  // directory scan filter ("" = all)
+};
+
+struct TextCorpus {
+  std::vector<std::string> documents;  // valid UTF-8, never empty
+  int64_t files = 0;
+  int64_t invalid_lines = 0;  // lines skipped: invalid UTF-8, bad JSON, missing/non-string field
+};
+
+// One file: `.jsonl` reads `jsonl_field` of each line, anything else is plain text split by `unit`.
+TextCorpus read_text_file(const std::filesystem::path& path, const TextReadOptions& options = {});
+// A directory (recursive, files in sorted path order) or a single file.
+TextCorpus read_text(const std::filesystem::path& path, const TextReadOptions& options = {});
+
+// Byte ids of `text` (byte b -> b + 6), int64 1-D.
+torch::Tensor text_to_ids(const std::string& text);
+// Inverse of text_to_ids, dropping special ids.
+std::string ids_to_text(const torch::Tensor& ids);
+
+struct WindowOptions {
+  int64_t length = 2048;        // ids per window, specials included
+  bool add_cls_sep = true;      // [CLS] window [SEP]
+  bool pad_last = true;         // keep the final short window, padded with [PAD]; else drop it
+  std::string separator = "\n"; // bytes placed between consecutive documents
+};
+
+// Concatenates the documents and cuts the bytes into (N, length) int64 id windows.
+torch::Tensor make_byte_windows(const std::vector<std::string>& documents, const WindowOptions& options);
+// 1 where id != [PAD], int64 like the ids.
+torch::Tensor attention_mask_from_ids(const torch::Tensor& ids);
+
+// ---- King James Bible (Debian bible-kjv-text) ----
+struct BibleVerse {
+  std::string reference;  // e.g. "Ge1:1"
+  std::string text;
+};
+
+// /usr/lib/bible.data located through dpkg's file list; throws (asking to run scripts/setup.sh) when missing.
+std::filesystem::path kjv_data_path();
+// Parses bible-kjv's "EC02 Compressed Data File" (independently LZW-compressed 64 KiB windows) into verses.
+std::vector<BibleVerse> read_kjv(const std::filesystem::path& path = kjv_data_path());
+
+struct KjvSplitOptions {
+  int64_t holdout_every = 20;  // verse i goes to validation when i % holdout_every == holdout_every - 1
+};
+struct TextSplit {
+  std::vector<std::string> train;
+  std::vector<std::string> validation;
+};
+TextSplit split_kjv(const std::vector<BibleVerse>& verses, const KjvSplitOptions& options = {});
+
+// Decoder for the Unix `compress` (.Z) code stream without its 3-byte header, as bible.data stores it.
+std::string lzw_decompress(const std::string& codes, int max_bits = 16, bool block_mode = true);
+
+}  // namespace perceiver::datasets

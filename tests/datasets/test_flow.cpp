@@ -1,0 +1,157 @@
+#include <gtest/gtest.h>
+
+#include <opencv2/imgcodecs.hpp>
+
+#include <fstream>
+
+#include "datasets/common.h"
+#include "datasets/flow.h"
+#include "tests/test_support.h"
+
+namespace pd = perceiver::datasets;
+namespace fs = std::filesystem;
+
+namespace {
+void write_file(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+void write_png(const fs::path& p, int h, int w, int value) {
+  fs::create_directories(p.parent_path());
+  cv::imwrite(p.string(), cv::Mat(h, w, CV_8UC3, cv::Scalar(value, value, value)));
+}
+}  // namespace
+
+TEST(DatasetsFlow, FloRoundTripAndErrors) {
+  perceiver::testing::TempDir tmp;
+  const auto flow = torch::randn({5, 7, 2});
+  pd::write_flo(tmp.path() / "a.flo", flow);
+  const std::string bytes = pd::read_file_bytes(tmp.path() / "a.flo");
+  EXPECT_EQ(bytes.substr(0, 4), "PIEH");
+  EXPECT_EQ(bytes.size(), 12u + 5 * 7 * 2 * 4);
+  EXPECT_TRUE(pd::read_flo(tmp.path() / "a.flo").equal(flow));
+
+  std::string magic = bytes;
+  magic[0] = 'X';
+  write_file(tmp.path() / "magic.flo", magic);
+  EXPECT_NE(error_of([&] { pd::read_flo(tmp.path() / "magic.flo"); }).find("magic"), std::string::npos);
+  write_file(tmp.path() / "short.flo", bytes.substr(0, bytes.size() - 4));
+  const std::string err = error_of([&] { pd::read_flo(tmp.path() / "short.flo"); });
+  EXPECT_NE(err.find("truncated"), std::string::npos) << err;
+  EXPECT_NE(err.find("short.flo"), std::string::npos) << err;
+  write_file(tmp.path() / "long.flo", bytes + "xx");
+  EXPECT_NE(error_of([&] { pd::read_flo(tmp.path() / "long.flo"); }).find("trailing"), std::string::npos);
+  std::string huge = bytes;
+  const int32_t big = 2000000000;
+  std::memcpy(huge.data() + 4, &big, 4);
+  write_file(tmp.path() / "huge.flo", huge);
+  EXPECT_FALSE(error_of([&] { pd::read_flo(tmp.path() / "huge.flo"); }).empty());
+  write_file(tmp.path() / "tiny.flo", "PIEH");
+  EXPECT_FALSE(error_of([&] { pd::read_flo(tmp.path() / "tiny.flo"); }).empty());
+}
+
+TEST(DatasetsFlow, SintelAndChairsDiscovery) {
+  perceiver::testing::TempDir tmp;
+  const fs::path sintel = tmp.path() / "sintel";
+  for (const std::string scene : {"market_2", "alley_1"}) {
+    for (int i = 1; i <= 3; ++i) {
+      char name[32];
+      std::snprintf(name, sizeof(name), "frame_%04d", i);
+      write_png(sintel / "training" / "clean" / scene / (std::string(name) + ".png"), 6, 8, 10 * i);
+      if (i < 3) {
+        fs::create_directories(sintel / "training" / "flow" / scene);
+        pd::write_flo(sintel / "training" / "flow" / scene / (std::string(name) + ".flo"), torch::full({6, 8, 2}, float(i)));
+      }
+    }
+  }
+  const auto pairs = pd::discover_sintel(sintel, "clean");
+  ASSERT_EQ(pairs.size(), 4u);
+  EXPECT_EQ(pairs[0].group, "alley_1");
+  EXPECT_EQ(pairs[0].frame1.filename(), "frame_0001.png");
+  EXPECT_EQ(pairs[1].frame2.filename(), "frame_0003.png");
+  EXPECT_EQ(pairs[1].flow.filename(), "frame_0002.flo");
+  const auto s = pd::load_flow_sample(pairs[1]);
+  EXPECT_EQ(s.frame1.sizes(), (std::vector<int64_t>{6, 8, 3}));
+  EXPECT_EQ(s.frame1[0][0][0].item<float>(), 20.0f);
+  EXPECT_EQ(s.frame2[0][0][0].item<float>(), 30.0f);
+  EXPECT_TRUE(s.flow.eq(2.0f).all().item<bool>());
+  EXPECT_THROW(pd::discover_sintel(sintel, "final"), std::runtime_error);
+  fs::remove(sintel / "training" / "flow" / "market_2" / "frame_0002.flo");
+  EXPECT_NE(error_of([&] { pd::discover_sintel(sintel, "clean"); }).find("frame_0002.flo"), std::string::npos);
+
+  const fs::path chairs = tmp.path() / "chairs" / "data";
+  for (const std::string id : {"00002", "00001"}) {
+    write_png(chairs / (id + "_img1.ppm"), 4, 4, 1);
+    write_png(chairs / (id + "_img2.ppm"), 4, 4, 2);
+    pd::write_flo(chairs / (id + "_flow.flo"), torch::zeros({4, 4, 2}));
+  }
+  const auto all = pd::discover_flying_chairs(tmp.path() / "chairs");
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].frame1.filename(), "00001_img1.ppm");
+  write_file(tmp.path() / "split.txt", "1\n2\n");
+  const auto val = pd::discover_flying_chairs(tmp.path() / "chairs", tmp.path() / "split.txt", 2);
+  ASSERT_EQ(val.size(), 1u);
+  EXPECT_EQ(val[0].flow.filename(), "00002_flow.flo");
+  EXPECT_EQ(pd::load_flow_sample(val[0]).frame2[1][1][1].item<float>(), 2.0f);
+}
+
+TEST(DatasetsFlow, SyntheticGroundTruthIsExact) {
+  pd::SyntheticFlowOptions opt;
+  opt.height = 48;
+  opt.width = 64;
+  opt.max_displacement = 5.0;
+  opt.seed = 3;
+  const auto a = pd::synthetic_flow_sample(opt, 7);
+  const auto b = pd::synthetic_flow_sample(opt, 7);
+  const auto c = pd::synthetic_flow_sample(opt, 8);
+  EXPECT_TRUE(a.frame1.equal(b.frame1) && a.frame2.equal(b.frame2) && a.flow.equal(b.flow));
+  EXPECT_FALSE(a.flow.equal(c.flow));
+  ASSERT_EQ(a.frame1.sizes(), (std::vector<int64_t>{48, 64, 3}));
+  ASSERT_EQ(a.flow.sizes(), (std::vector<int64_t>{48, 64, 2}));
+  for (const auto* s : {&a, &c}) {
+    const auto mag = s->flow.square().sum(-1).sqrt();
+    EXPECT_LE(mag.max().item<float>(), opt.max_displacement + 1e-4);
+    EXPECT_GE(mag.max().item<float>(), 0.5 * opt.max_displacement - 1e-4);
+    // Interior: pixels whose target p + flow(p) lies inside frame 2.
+    const auto xs = torch::arange(64, torch::kFloat).view({1, -1}) + s->flow.select(2, 0);
+    const auto ys = torch::arange(48, torch::kFloat).view({-1, 1}) + s->flow.select(2, 1);
+    const auto inside = xs.ge(0).logical_and(xs.le(63)).logical_and(ys.ge(0)).logical_and(ys.le(47)).unsqueeze(-1).expand({48, 64, 3});
+    const auto warped = pd::warp_backward(s->frame2, s->flow);
+    const double err = (warped - s->frame1).abs().masked_select(inside).mean().item<double>();
+    const double baseline = (s->frame2 - s->frame1).abs().masked_select(inside).mean().item<double>();
+    EXPECT_LT(err, 0.1 * baseline) << "warp error " << err << " vs no-warp " << baseline;
+    EXPECT_LT(err, 1.5);  // bilinear interpolation error of a smooth texture, on a 0..255 scale
+  }
+}
+
+TEST(DatasetsFlow, PatchExtractionOrderAndPadding) {
+  const auto img = torch::randn({2, 3, 4, 5});
+  const auto p = pd::extract_patches_3x3(img);
+  ASSERT_EQ(p.sizes(), (std::vector<int64_t>{2, 27, 4, 5}));
+  auto a = img.accessor<float, 4>();
+  auto q = p.accessor<float, 4>();
+  for (int64_t b = 0; b < 2; ++b)
+    for (int64_t y = 0; y < 4; ++y)
+      for (int64_t x = 0; x < 5; ++x)
+        for (int64_t dy = 0; dy < 3; ++dy)
+          for (int64_t dx = 0; dx < 3; ++dx)
+            for (int64_t c = 0; c < 3; ++c) {
+              const int64_t sy = y + dy - 1, sx = x + dx - 1;
+              const float expect = (sy < 0 || sy >= 4 || sx < 0 || sx >= 5) ? 0.0f : a[b][c][sy][sx];
+              ASSERT_EQ(q[b][(dy * 3 + dx) * 3 + c][y][x], expect) << b << " " << y << " " << x << " " << dy << dx << c;
+            }
+
+  const auto f1 = torch::rand({6, 7, 3}) * 255, f2 = torch::rand({6, 7, 3}) * 255;
+  const auto in = pd::flow_model_input(f1, f2);
+  ASSERT_EQ(in.sizes(), (std::vector<int64_t>{1, 2, 27, 6, 7}));
+  // The centre of the 3x3 neighbourhood (dy = dx = 1) is the pixel itself, scaled to [-1, 1].
+  EXPECT_TRUE(torch::allclose(in[0][0].slice(0, 12, 15), f1.permute({2, 0, 1}) / 255 * 2 - 1));
+  EXPECT_TRUE(torch::allclose(in[0][1].slice(0, 12, 15), f2.permute({2, 0, 1}) / 255 * 2 - 1));
+}

@@ -1,0 +1,151 @@
+#include <gtest/gtest.h>
+
+#include <opencv2/imgcodecs.hpp>
+
+#include <cstdlib>
+#include <fstream>
+
+#include "datasets/common.h"
+#include "datasets/idx.h"
+#include "datasets/mlm_collator.h"
+#include "tests/test_support.h"
+
+namespace pd = perceiver::datasets;
+namespace fs = std::filesystem;
+
+namespace {
+void write_file(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(DatasetsIdx, RoundTripPlainAndGzip) {
+  perceiver::testing::TempDir tmp;
+  const auto u8 = torch::arange(0, 2 * 3 * 4, torch::kInt64).remainder(256).to(torch::kUInt8).view({2, 3, 4});
+  const auto f32 = torch::linspace(-3, 5, 12).view({3, 4});
+  const auto i32 = torch::tensor({-70000, 1, 65536}, torch::kInt32);
+  for (const bool gz : {false, true}) {
+    pd::write_idx(tmp.path() / "u8", u8, gz);
+    pd::write_idx(tmp.path() / "f32", f32, gz);
+    pd::write_idx(tmp.path() / "i32", i32, gz);
+    EXPECT_TRUE(pd::read_idx(tmp.path() / "u8").equal(u8));
+    EXPECT_TRUE(pd::read_idx(tmp.path() / "f32").equal(f32));
+    EXPECT_TRUE(pd::read_idx(tmp.path() / "i32").equal(i32));
+  }
+  // Stored-block gzip output is accepted by the system gzip (independent check of the container).
+  const std::string payload(200000, 'x');
+  write_file(tmp.path() / "p.gz", pd::gzip_stored(payload));
+  const std::string cmd = "gzip -t '" + (tmp.path() / "p.gz").string() + "'";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+  EXPECT_EQ(pd::gunzip(pd::gzip_stored(payload)), payload);
+}
+
+TEST(DatasetsIdx, TruncatedAndMalformedFilesGiveClearErrors) {
+  perceiver::testing::TempDir tmp;
+  pd::write_idx(tmp.path() / "ok", torch::ones({5, 7}, torch::kUInt8));
+  std::string bytes = pd::read_file_bytes(tmp.path() / "ok");
+  write_file(tmp.path() / "short", bytes.substr(0, bytes.size() - 3));
+  EXPECT_NE(error_of([&] { pd::read_idx(tmp.path() / "short"); }).find("truncated"), std::string::npos);
+  write_file(tmp.path() / "hdr", bytes.substr(0, 9));
+  EXPECT_NE(error_of([&] { pd::read_idx(tmp.path() / "hdr"); }).find("truncated IDX header"), std::string::npos);
+  std::string magic = bytes;
+  magic[0] = 1;
+  write_file(tmp.path() / "magic", magic);
+  EXPECT_NE(error_of([&] { pd::read_idx(tmp.path() / "magic"); }).find("magic"), std::string::npos);
+  std::string type = bytes;
+  type[2] = 0x0A;
+  write_file(tmp.path() / "type", type);
+  EXPECT_NE(error_of([&] { pd::read_idx(tmp.path() / "type"); }).find("type byte"), std::string::npos);
+  const std::string gz = pd::gzip_stored(bytes);
+  write_file(tmp.path() / "short.gz", gz.substr(0, gz.size() - 10));
+  const std::string err = error_of([&] { pd::read_idx(tmp.path() / "short.gz"); });
+  EXPECT_NE(err.find("short.gz"), std::string::npos) << err;
+  EXPECT_NE(err.find("gzip"), std::string::npos) << err;
+  std::string crc = gz;
+  crc[crc.size() - 6] ^= 1;
+  EXPECT_NE(error_of([&] { pd::gunzip(crc); }).find("CRC32"), std::string::npos);
+}
+
+TEST(DatasetsIdx, FashionMnistOfficialTestSplit) {
+  fs::path dir;
+  try {
+    dir = pd::fashion_mnist_dir();
+  } catch (const std::exception& e) {
+    FAIL() << "Fashion-MNIST unavailable (run scripts/setup.sh): " << e.what();
+  }
+  // Independent check of the inflater: the system gzip must produce the same bytes.
+  perceiver::testing::TempDir tmp;
+  const fs::path gz = dir / "t10k-labels-idx1-ubyte.gz";
+  const std::string cmd = "gzip -dc '" + gz.string() + "' > '" + (tmp.path() / "labels").string() + "'";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  EXPECT_EQ(pd::gunzip(pd::read_file_bytes(gz)), pd::read_file_bytes(tmp.path() / "labels"));
+
+  const auto test = pd::load_fashion_mnist(false, dir);
+  EXPECT_EQ(test.images.sizes(), (std::vector<int64_t>{10000, 28, 28, 1}));
+  EXPECT_EQ(test.images.scalar_type(), torch::kUInt8);
+  EXPECT_EQ(test.classes.size(), 10u);
+  EXPECT_EQ(test.classes[9], "Ankle boot");
+  // The official test split is balanced: 1000 images per class.
+  EXPECT_TRUE(torch::bincount(test.labels).eq(1000).all().item<bool>());
+  EXPECT_GT(test.images.to(torch::kFloat).mean().item<float>(), 10.0f);  // not an all-zero decode
+}
+
+TEST(DatasetsIdx, ImageFolderCountsUnreadableFiles) {
+  perceiver::testing::TempDir tmp;
+  fs::create_directories(tmp.path() / "cat");
+  fs::create_directories(tmp.path() / "ant");
+  cv::Mat red(4, 5, CV_8UC3, cv::Scalar(0, 0, 255));  // BGR
+  cv::Mat blue(4, 5, CV_8UC3, cv::Scalar(255, 0, 0));
+  cv::imwrite((tmp.path() / "cat" / "a.png").string(), red);
+  cv::imwrite((tmp.path() / "cat" / "b.png").string(), blue);
+  cv::imwrite((tmp.path() / "ant" / "x.png").string(), blue);
+  write_file(tmp.path() / "ant" / "broken.png", "not a png");
+  write_file(tmp.path() / "ant" / "notes.txt", "ignored");
+  const auto set = pd::load_image_folder(tmp.path());
+  EXPECT_EQ(set.classes, (std::vector<std::string>{"ant", "cat"}));
+  EXPECT_EQ(set.unreadable, 1);
+  ASSERT_EQ(set.images.sizes(), (std::vector<int64_t>{3, 4, 5, 3}));
+  EXPECT_TRUE(set.labels.equal(torch::tensor({0, 1, 1}, torch::kInt64)));
+  // RGB order: cat/a.png is red.
+  EXPECT_EQ(set.images[1][0][0][0].item<uint8_t>(), 255);
+  EXPECT_EQ(set.images[1][0][0][2].item<uint8_t>(), 0);
+  pd::ImageFolderOptions resize;
+  resize.height = 8;
+  resize.width = 6;
+  EXPECT_EQ(pd::load_image_folder(tmp.path(), resize).images.sizes(), (std::vector<int64_t>{3, 8, 6, 3}));
+}
+
+TEST(DatasetsIdx, AugmentationCropsWithZeroPaddingAndFlips) {
+  const auto img = torch::arange(1, 1 + 6 * 7 * 2, torch::kInt64).to(torch::kUInt8).view({6, 7, 2});
+  auto g = pd::make_generator(11);
+  pd::AugmentOptions flip_only;
+  flip_only.crop_padding = 0;
+  flip_only.hflip_probability = 1.0;
+  EXPECT_TRUE(pd::augment_images(img, flip_only, g).equal(img.flip({1})));
+
+  pd::AugmentOptions crop;
+  crop.crop_padding = 2;
+  crop.hflip_probability = 0.0;
+  const auto batch = img.unsqueeze(0).expand({32, 6, 7, 2}).contiguous();
+  auto g1 = pd::make_generator(1), g2 = pd::make_generator(1);
+  const auto a = pd::augment_images(batch, crop, g1);
+  EXPECT_TRUE(a.equal(pd::augment_images(batch, crop, g2)));
+  const auto padded = torch::constant_pad_nd(img, {0, 0, 2, 2, 2, 2}, 0);
+  int distinct = 0;
+  for (int64_t i = 0; i < 32; ++i) {
+    bool found = false;  // each output is one of the 25 shifted windows of the zero-padded image
+    for (int64_t dy = 0; dy <= 4 && !found; ++dy)
+      for (int64_t dx = 0; dx <= 4 && !found; ++dx)
+        found = a[i].equal(padded.slice(0, dy, dy + 6).slice(1, dx, dx + 7));
+    EXPECT_TRUE(found) << "image " << i;
+    distinct += a[i].equal(img) ? 0 : 1;
+  }
+  EXPECT_GT(distinct, 0);
+}

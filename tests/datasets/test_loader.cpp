@@ -1,0 +1,179 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <set>
+#include <thread>
+
+#include "datasets/loader.h"
+
+namespace pd = perceiver::datasets;
+
+namespace {
+
+std::shared_ptr<pd::Dataset> index_dataset(int64_t n) {
+  return std::make_shared<pd::FunctionDataset>(n, [](int64_t i) {
+    return pd::Example{{"index", torch::tensor(i)}, {"x", torch::full({2}, float(i))}};
+  });
+}
+
+// Every sample index a loader yields in one epoch, in order.
+std::vector<int64_t> drain(pd::DataLoader& loader) {
+  std::vector<int64_t> out;
+  while (auto b = loader.next()) {
+    const auto idx = b->at("index");
+    for (int64_t k = 0; k < idx.size(0); ++k) out.push_back(idx[k].item<int64_t>());
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(DatasetsLoader, DeterministicShuffleBySeedAndEpoch) {
+  pd::LoaderOptions opt;
+  opt.batch_size = 4;
+  opt.seed = 42;
+  pd::DataLoader a(index_dataset(23), opt), b(index_dataset(23), opt);
+  const auto e0 = drain(a);
+  EXPECT_EQ(e0, drain(b));
+  EXPECT_EQ(a.position(), (pd::LoaderPosition{1, 0}));
+  const auto e1 = drain(a);
+  EXPECT_NE(e0, e1);
+  for (const auto& e : {e0, e1}) {
+    ASSERT_EQ(e.size(), 23u);
+    EXPECT_EQ(std::set<int64_t>(e.begin(), e.end()).size(), 23u);
+  }
+  EXPECT_EQ(e1, a.epoch_indices(1));
+  opt.seed = 43;
+  pd::DataLoader c(index_dataset(23), opt);
+  EXPECT_NE(drain(c), e0);
+  opt.shuffle = false;
+  opt.num_workers = 0;
+  pd::DataLoader d(index_dataset(23), opt);
+  std::vector<int64_t> identity(23);
+  for (int64_t i = 0; i < 23; ++i) identity[i] = i;
+  EXPECT_EQ(drain(d), identity);
+  EXPECT_EQ(d.batches_per_epoch(), 6);
+  // Workers and the synchronous path give the same stream.
+  opt.shuffle = true;
+  opt.num_workers = 3;
+  pd::DataLoader w(index_dataset(23), opt);
+  opt.num_workers = 0;
+  pd::DataLoader s(index_dataset(23), opt);
+  EXPECT_EQ(drain(w), drain(s));
+}
+
+TEST(DatasetsLoader, ShardsAreDisjointAndCovering) {
+  for (const bool pad : {false, true}) {
+    std::vector<int64_t> all;
+    std::set<int64_t> seen;
+    for (int64_t rank = 0; rank < 3; ++rank) {
+      pd::LoaderOptions opt;
+      opt.batch_size = 2;
+      opt.rank = rank;
+      opt.world_size = 3;
+      opt.pad_shards = pad;
+      opt.seed = 5;
+      pd::DataLoader loader(index_dataset(10), opt);
+      const auto shard = drain(loader);
+      if (pad) EXPECT_EQ(shard.size(), 4u) << "rank " << rank;  // ceil(10 / 3)
+      all.insert(all.end(), shard.begin(), shard.end());
+      seen.insert(shard.begin(), shard.end());
+    }
+    EXPECT_EQ(seen.size(), 10u);
+    EXPECT_EQ(all.size(), pad ? 12u : 10u);  // without padding: disjoint (no index twice)
+  }
+  pd::LoaderOptions bad;
+  bad.rank = 2;
+  bad.world_size = 2;
+  EXPECT_THROW(pd::DataLoader(index_dataset(4), bad), std::invalid_argument);
+}
+
+TEST(DatasetsLoader, ResumedPositionGivesTheRemainingSequence) {
+  pd::LoaderOptions opt;
+  opt.batch_size = 3;
+  opt.seed = 7;
+  pd::DataLoader full(index_dataset(20), opt);
+  drain(full);  // epoch 0
+  const auto reference = drain(full);  // epoch 1
+
+  pd::DataLoader first(index_dataset(20), opt);
+  drain(first);
+  std::vector<int64_t> consumed;
+  for (int k = 0; k < 3; ++k) {
+    const auto b = first.next();
+    for (int64_t j = 0; j < b->at("index").size(0); ++j) consumed.push_back(b->at("index")[j].item<int64_t>());
+  }
+  const auto saved = first.position().to_json();
+  EXPECT_EQ(saved["epoch"], 1);
+  EXPECT_EQ(saved["batch"], 3);
+
+  pd::DataLoader resumed(index_dataset(20), opt);
+  resumed.set_position(pd::LoaderPosition::from_json(saved));
+  auto rest = drain(resumed);
+  consumed.insert(consumed.end(), rest.begin(), rest.end());
+  EXPECT_EQ(consumed, reference);
+  EXPECT_THROW(pd::LoaderPosition::from_json(nlohmann::json{{"epoch", 1}}), std::runtime_error);
+}
+
+TEST(DatasetsLoader, WorkerExceptionPropagatesAndDestructionDoesNotHang) {
+  auto failing = std::make_shared<pd::FunctionDataset>(40, [](int64_t i) {
+    if (i == 17) throw std::runtime_error("sample 17 is corrupt");
+    return pd::Example{{"index", torch::tensor(i)}};
+  });
+  for (const int workers : {0, 3}) {
+    pd::LoaderOptions opt;
+    opt.batch_size = 4;
+    opt.shuffle = false;
+    opt.num_workers = workers;
+    pd::DataLoader loader(failing, opt);
+    int batches = 0;
+    try {
+      while (loader.next()) ++batches;
+      FAIL() << "expected the worker's exception";
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "sample 17 is corrupt");
+    }
+    EXPECT_EQ(batches, 4);  // batches 0..3 fine, batch 4 holds sample 17
+    EXPECT_EQ(loader.position().batch, 4);
+  }
+  // Mismatched shapes fail in collate, also on the consumer's side.
+  auto ragged = std::make_shared<pd::FunctionDataset>(4, [](int64_t i) { return pd::Example{{"x", torch::zeros({i + 1})}}; });
+  pd::DataLoader rag(ragged, pd::LoaderOptions{});
+  EXPECT_THROW(rag.next(), std::runtime_error);
+
+  // Destroying mid-epoch with a slow dataset returns promptly.
+  auto slow = std::make_shared<pd::FunctionDataset>(1000, [](int64_t i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return pd::Example{{"index", torch::tensor(i)}};
+  });
+  const auto start = std::chrono::steady_clock::now();
+  {
+    pd::LoaderOptions opt;
+    opt.batch_size = 8;
+    opt.num_workers = 2;
+    pd::DataLoader loader(slow, opt);
+    ASSERT_TRUE(loader.next().has_value());
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 2.0);
+}
+
+TEST(DatasetsLoader, WaitFractionReflectsWhoIsSlow) {
+  auto slow = std::make_shared<pd::FunctionDataset>(24, [](int64_t i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return pd::Example{{"index", torch::tensor(i)}};
+  });
+  pd::LoaderOptions opt;
+  opt.batch_size = 4;
+  opt.num_workers = 1;
+  pd::DataLoader starved(slow, opt);
+  drain(starved);
+  EXPECT_GT(starved.wait_fraction(), 0.7);
+
+  opt.num_workers = 2;
+  opt.prefetch_batches = 8;
+  pd::DataLoader fed(index_dataset(24), opt);
+  while (fed.next()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_LT(fed.wait_fraction(), 0.3);
+  EXPECT_GE(fed.wait_seconds(), 0.0);
+}
