@@ -516,7 +516,7 @@ std::string read_magic(const std::filesystem::path& file, size_t n) {
 
 TensorMap load_torch_bin(const std::filesystem::path& file) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(file, ec)) fail(file, "no such file");
+  if (!std::filesystem::is_regular_file(file, ec)) fail(file, "no such file (or not a regular file)");
   const std::string magic = read_magic(file, 4);
   if (magic.size() < 4) fail(file, "file is " + std::to_string(magic.size()) + " bytes, too short for a zip archive");
   if (magic.compare(0, 2, "PK") != 0) {
