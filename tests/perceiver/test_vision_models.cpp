@@ -5,7 +5,9 @@
 
 #include <functional>
 #include <iostream>
+#include <set>
 
+#include "perceiver/composition.h"
 #include "perceiver/heads.h"
 #include "perceiver/position_encoding.h"
 #include "perceiver/vision_models.h"
@@ -154,6 +156,35 @@ TEST(VisionInterpolation, ConvHeadRecomputesGrid) {
   expect_fourier_grid("PerceiverForImageClassificationConvProcessing", 40, 9, {56, 56});
 }
 
+TEST(VisionPreprocessor, AddModeWithProjectedTrainablePositions) {
+  ImagePreprocessorOptions o;
+  o.prep_type = "conv1x1";
+  o.spatial_downsample = 1;
+  o.out_channels = 6;
+  o.concat_or_add_pos = "add";
+  o.position_encoding.type = "trainable";
+  o.position_encoding.trainable = TrainablePositionEncodingOptions{{16}, 6};
+  o.position_encoding.project_pos_dim = 6;
+  PerceiverImagePreprocessorImpl pre(o);
+  EXPECT_EQ(pre.num_channels(), 6);
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({2, 3, 4, 4});
+  const auto out = pre.forward(x, false);
+  // Independent: per-pixel W x + b, channels last, row-major positions, plus the projected table.
+  const auto w = pre.convnet_1x1->weight.reshape({6, 3});
+  const auto pixels = x.permute({0, 2, 3, 1}).reshape({2, 16, 3});
+  const auto features = torch::matmul(pixels, w.t()) + pre.convnet_1x1->bias;
+  auto* table = dynamic_cast<PerceiverTrainablePositionEncodingImpl*>(pre.position_embeddings.get());
+  ASSERT_NE(table, nullptr);
+  const auto pos = pre.positions_projection(table->position_embeddings);
+  EXPECT_TRUE(torch::allclose(out.inputs_without_pos, features, 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(out.inputs, features + pos, 1e-5, 1e-6));
+  // 4 channels where 3 are expected: the error names both shapes.
+  const auto m = error_of([&] { pre.forward(torch::randn({2, 4, 4, 4}), false); });
+  EXPECT_NE(m.find("(batch, 3, height, width)"), std::string::npos) << m;
+  EXPECT_NE(m.find("[2, 4, 4, 4]"), std::string::npos) << m;
+}
+
 // ---------------------------------------------------------------- input-shape errors
 
 TEST(VisionErrors, WrongInputShapesNameExpectedAndActual) {
@@ -186,6 +217,95 @@ TEST(VisionErrors, WrongInputShapesNameExpectedAndActual) {
     EXPECT_NE(m.find("missing input for modality 'audio'"), std::string::npos) << m;
     EXPECT_NE(m.find("got: image, label"), std::string::npos) << m;
   }
+}
+
+// ---------------------------------------------------------------- composition from HF class names
+
+// Copies the head's `perceiver.*` weights into a composed PerceiverModel (names must match 1:1).
+void copy_weights(torch::nn::Module& head, torch::nn::Module& model) {
+  auto from_params = head.named_parameters();
+  auto from_buffers = head.named_buffers();
+  torch::NoGradGuard no_grad;
+  std::set<std::string> theirs, ours;
+  for (const auto& p : from_params) theirs.insert(p.key());
+  for (auto& p : model.named_parameters()) {
+    ours.insert("perceiver." + p.key());
+    ASSERT_TRUE(from_params.contains("perceiver." + p.key())) << p.key();
+    p.value().copy_(from_params["perceiver." + p.key()]);
+  }
+  for (auto& b : model.named_buffers()) b.value().copy_(from_buffers["perceiver." + b.key()]);
+  EXPECT_EQ(ours, theirs);
+}
+
+TEST(VisionComposition, FlowComponentsFromKwargsMatchTheHead) {
+  const auto config = fixture_config("PerceiverForOpticalFlow");  // train_size (8, 12)
+  auto head = std::dynamic_pointer_cast<PerceiverForOpticalFlowImpl>(build_model(config));
+  const auto fourier = nlohmann::json::parse(R"({"num_bands": 64, "max_resolution": [8, 12], "sine_only": false, "concat_pos": true})");
+  nlohmann::json construction = {
+      {"input_preprocessor",
+       {{"class", "PerceiverImagePreprocessor"},
+        {"kwargs", {{"prep_type", "patches"}, {"spatial_downsample", 1}, {"conv_after_patching", true},
+                    {"conv_after_patching_in_channels", 54}, {"temporal_downsample", 2},
+                    {"position_encoding_type", "fourier"}, {"fourier_position_encoding_kwargs", fourier}}}}},
+      {"decoder",
+       {{"class", "PerceiverOpticalFlowDecoder"},
+        {"kwargs", {{"num_channels", 322}, {"output_image_shape", {8, 12}}, {"rescale_factor", 100.0},
+                    {"use_query_residual", false}, {"output_num_channels", 2}, {"position_encoding_type", "fourier"},
+                    {"fourier_position_encoding_kwargs", fourier}}}}}};
+  auto model = build_perceiver_model(config, construction);
+  copy_weights(*head, *model);
+  head->eval();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const auto x = torch::randn({1, 2, 27, 8, 12});
+  EXPECT_TRUE(torch::allclose(model->forward(x).logits.tensor, head->forward(x).logits));
+}
+
+TEST(VisionComposition, MultimodalComponentsFromKwargsMatchTheHead) {
+  const auto config = fixture_config("PerceiverForMultimodalAutoencoding");
+  auto head = std::dynamic_pointer_cast<PerceiverForMultimodalAutoencodingImpl>(build_model(config));
+  const auto construction = nlohmann::json::parse(R"({
+   "input_preprocessor": {"class": "PerceiverMultimodalPreprocessor", "kwargs": {"min_padding_size": 4,
+     "mask_probs": {"image": 0.0, "audio": 0.0, "label": 1.0},
+     "modalities": {
+       "audio": {"class": "PerceiverAudioPreprocessor", "kwargs": {"position_encoding_type": "fourier",
+         "fourier_position_encoding_kwargs": {"num_bands": 192, "max_resolution": [32], "sine_only": false, "concat_pos": true},
+         "prep_type": "patches", "samples_per_patch": 4}},
+       "image": {"class": "PerceiverImagePreprocessor", "kwargs": {"position_encoding_type": "fourier",
+         "fourier_position_encoding_kwargs": {"num_bands": 32, "max_resolution": [2, 8, 8], "sine_only": false, "concat_pos": true},
+         "prep_type": "patches", "spatial_downsample": 4, "temporal_downsample": 1}},
+       "label": {"class": "PerceiverOneHotPreprocessor"}}}},
+   "decoder": {"class": "PerceiverMultimodalDecoder", "kwargs": {"concat_preprocessed_input": false, "num_outputs": null,
+     "output_num_channels": 16, "use_query_residual": false,
+     "modalities": {
+       "audio": {"class": "PerceiverBasicDecoder", "kwargs": {"concat_preprocessed_input": false, "output_index_dims": [8],
+         "output_num_channels": 16, "use_query_residual": false, "position_encoding_only": true, "position_encoding_type": "fourier",
+         "fourier_position_encoding_kwargs": {"num_bands": 192, "max_resolution": [32], "sine_only": false, "concat_pos": true}}},
+       "image": {"class": "PerceiverBasicVideoAutoencodingDecoder", "kwargs": {"concat_preprocessed_input": false,
+         "output_shape": [1, 2, 8, 8], "output_num_channels": 16, "use_query_residual": false, "position_encoding_only": true,
+         "position_encoding_type": "fourier",
+         "fourier_position_encoding_kwargs": {"num_bands": 32, "max_resolution": [2, 8, 8], "sine_only": false, "concat_pos": true}}},
+       "label": {"class": "PerceiverClassificationDecoder", "kwargs": {"concat_preprocessed_input": false,
+         "use_query_residual": false, "position_encoding_only": true, "position_encoding_type": "trainable",
+         "trainable_position_encoding_kwargs": {"num_channels": 8, "index_dims": 1}}}}}},
+   "output_postprocessor": {"class": "PerceiverMultimodalPostprocessor", "kwargs": {"modalities": {
+       "audio": {"class": "PerceiverAudioPostprocessor", "kwargs": {"in_channels": 16}},
+       "image": {"class": "PerceiverProjectionPostprocessor", "kwargs": {"in_channels": 16, "out_channels": 3}},
+       "label": {"class": "PerceiverClassificationPostprocessor", "kwargs": {"in_channels": 16}}}}}
+  })");
+  auto model = build_perceiver_model(config, construction);
+  copy_weights(*head, *model);
+  head->eval();
+  model->eval();
+  torch::NoGradGuard no_grad;
+  const std::map<std::string, torch::Tensor> inputs = {
+      {"audio", torch::randn({1, 32, 1})}, {"image", torch::randn({1, 2, 3, 8, 8})}, {"label", torch::zeros({1, 5})}};
+  const std::map<std::string, torch::Tensor> points = {{"audio", torch::tensor({0, 2, 7})},
+                                                       {"image", torch::tensor({3, 9, 120})}};
+  const auto expected = head->forward(inputs, {}, points).logits;
+  const auto actual = model->forward(TensorOrDict(inputs), {}, TensorOrDict(points)).logits.dict;
+  ASSERT_EQ(actual.size(), expected.size());
+  for (const auto& [name, t] : expected) EXPECT_TRUE(torch::allclose(actual.at(name), t)) << name;
 }
 
 // ---------------------------------------------------------------- losses
