@@ -118,6 +118,15 @@ torch::Tensor one_hot_labels(const torch::Tensor& ids, int64_t num_labels) {
   return torch::one_hot(i, num_labels).to(torch::kFloat);
 }
 
+MultimodalBatch load_av_clip(const AvClipFiles& files, int64_t num_labels, const VideoOptions& video,
+                             const AudioOptions& audio) {
+  AudioOptions mono = audio;
+  mono.mono = true;  // the multimodal model takes one audio channel
+  const auto ids = torch::tensor({files.class_id}, torch::kInt64);
+  return {read_video(files.video, video).unsqueeze(0), read_wav(files.audio, mono).samples.unsqueeze(0),
+          one_hot_labels(ids, num_labels), ids};
+}
+
 MultimodalBatch synthetic_clips(const SyntheticClipOptions& options, int64_t first_index, int64_t count) {
   if (options.num_classes <= 0 || options.num_frames <= 0 || options.height < 8 || options.width < 8 ||
       options.num_samples <= 0 || options.sample_rate <= 0 || count < 0)

@@ -41,6 +41,16 @@ struct MultimodalBatch {
   torch::Tensor class_id;  // (B) int64
 };
 
+// One recorded clip: video (frame folder or file), WAV audio and a class id, shaped as a batch of one
+// (image (1, T, 3, H, W), audio (1, samples, 1), label (1, num_labels)).
+struct AvClipFiles {
+  std::filesystem::path video;
+  std::filesystem::path audio;
+  int64_t class_id = 0;
+};
+MultimodalBatch load_av_clip(const AvClipFiles& files, int64_t num_labels, const VideoOptions& video = {},
+                             const AudioOptions& audio = {});
+
 struct SyntheticClipOptions {
   int64_t num_classes = 4;
   int64_t num_frames = 16;

@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "datasets/byte_vocab.h"
 #include "datasets/common.h"
@@ -107,15 +108,17 @@ TextCorpus read_text_file(const fs::path& path, const TextReadOptions& options) 
 
 TextCorpus read_text(const fs::path& path, const TextReadOptions& options) {
   std::error_code ec;
-  if (!fs::is_directory(path, ec)) {
-    if (!fs::exists(path, ec)) throw std::runtime_error("text corpus path '" + path.string() + "' does not exist");
-    return read_text_file(path, options);
-  }
   std::vector<fs::path> files;
-  for (const auto& entry : fs::recursive_directory_iterator(path, fs::directory_options::skip_permission_denied)) {
-    if (entry.is_regular_file() && wanted(entry.path(), options.extensions)) files.push_back(entry.path());
+  if (fs::is_directory(path, ec)) {
+    for (const auto& entry : fs::recursive_directory_iterator(path, fs::directory_options::skip_permission_denied)) {
+      if (entry.is_regular_file() && wanted(entry.path(), options.extensions)) files.push_back(entry.path());
+    }
+    std::sort(files.begin(), files.end());
+  } else if (fs::exists(path, ec)) {
+    files.push_back(path);
+  } else {
+    throw std::runtime_error("text corpus path '" + path.string() + "' does not exist");
   }
-  std::sort(files.begin(), files.end());
   TextCorpus out;
   for (const auto& f : files) {
     TextCorpus part = read_text_file(f, options);
@@ -123,6 +126,9 @@ TextCorpus read_text(const fs::path& path, const TextReadOptions& options) {
     out.invalid_lines += part.invalid_lines;
     for (auto& d : part.documents) out.documents.push_back(std::move(d));
   }
+  if (out.invalid_lines > 0)
+    spdlog::warn("text corpus '{}': skipped {} invalid line(s) (bad UTF-8 or JSON) in {} file(s)", path.string(),
+                 out.invalid_lines, out.files);
   return out;
 }
 

@@ -102,5 +102,13 @@ TEST(DatasetsMultimodal, VideoFromFramesAndFile) {
   ASSERT_EQ(f.sizes(), (std::vector<int64_t>{4, 3, 6, 8}));
   for (int t = 0; t < 4; ++t) EXPECT_NEAR(f[t][1].mean().item<float>(), 60.0f * t / 255, 6.0f / 255);  // JPEG loss
   EXPECT_THROW(pd::read_video(tmp.path() / "none.avi", opt), std::runtime_error);
+
+  pd::write_wav(tmp.path() / "a.wav", torch::full({50, 2}, 0.5f), 16000);
+  pd::AudioOptions aopt;
+  aopt.num_samples = 64;
+  const auto clip = pd::load_av_clip({avi, tmp.path() / "a.wav", 2}, 5, opt, aopt);
+  EXPECT_EQ(clip.image.sizes(), (std::vector<int64_t>{1, 4, 3, 6, 8}));
+  EXPECT_EQ(clip.audio.sizes(), (std::vector<int64_t>{1, 64, 1}));
+  EXPECT_TRUE(clip.label.equal(torch::tensor({{0.f, 0.f, 1.f, 0.f, 0.f}})));
   EXPECT_THROW(pd::one_hot_labels(torch::tensor({0, 4}), 4), std::invalid_argument);
 }
