@@ -159,7 +159,8 @@ void PerceiverImagePreprocessorImpl::check_input(const torch::Tensor& x) const {
     TORCH_CHECK(x.dim() == 4 && x.size(1) == o.in_channels, "PerceiverImagePreprocessor (", o.prep_type,
                 "): expected images of shape (batch, ", o.in_channels, ", height, width), got ", x.sizes());
     if (o.prep_type == "conv")
-      TORCH_CHECK(x.size(2) >= 3 && x.size(3) >= 3, "PerceiverImagePreprocessor (conv): images must be at least 3x3, "
+      // conv 7x7/2 (pad 3) then max-pool 3x3/2 without padding leave nothing below 5x5.
+      TORCH_CHECK(x.size(2) >= 5 && x.size(3) >= 5, "PerceiverImagePreprocessor (conv): images must be at least 5x5, "
                   "got ", x.sizes());
     return;
   }

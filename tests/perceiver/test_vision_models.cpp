@@ -201,6 +201,15 @@ TEST(VisionErrors, WrongInputShapesNameExpectedAndActual) {
     EXPECT_NE(m.find("[2, 4, 8, 8]"), std::string::npos) << m;
   }
   {
+    auto model = build_model(fixture_config("PerceiverForImageClassificationConvProcessing"));
+    model->eval();
+    const auto m = error_of([&] { model->forward_named({{"inputs", torch::randn({1, 3, 4, 4})}}, {}); });
+    EXPECT_NE(m.find("at least 5x5"), std::string::npos) << m;
+    EXPECT_NE(m.find("[1, 3, 4, 4]"), std::string::npos) << m;
+    torch::NoGradGuard no_grad;
+    EXPECT_EQ(model->forward_named({{"inputs", torch::randn({1, 3, 5, 5})}}, {}).at("logits").size(0), 1);
+  }
+  {
     auto model = build_model(fixture_config("PerceiverForOpticalFlow"));  // train_size (8, 12)
     const auto m = error_of([&] { model->forward_named({{"inputs", torch::randn({1, 2, 27, 8, 10})}}, {}); });
     EXPECT_NE(m.find("(batch, 2, 27, 8, 12)"), std::string::npos) << m;
