@@ -10,6 +10,7 @@
 #include "datasets/text_corpus.h"
 #include "perceiver/image_processor.h"
 #include "perceiver/tokenizer.h"
+#include "trainers/task_options.h"
 #include "trainers/vision_tasks.h"
 
 namespace perceiver::trainers {
@@ -17,52 +18,6 @@ namespace {
 
 using datasets::Example;
 namespace fs = std::filesystem;
-
-// ---- small typed readers over a YAML section; errors name the key path and the run file ----
-
-class Section {
- public:
-  Section(YAML::Node node, std::string path, std::string source)
-      : node_(std::move(node)), path_(std::move(path)), source_(std::move(source)) {
-    if (node_ && !node_.IsNull() && !node_.IsMap()) fail("", "expected a mapping");
-  }
-  template <typename T>
-  T get(const std::string& key, const T& fallback) {
-    used_.insert(key);
-    if (!node_ || !node_[key] || node_[key].IsNull()) return fallback;
-    try {
-      return node_[key].as<T>();
-    } catch (const YAML::Exception&) {
-      fail(key, "has the wrong type");
-    }
-  }
-  std::string required(const std::string& key) {
-    used_.insert(key);
-    if (!node_ || !node_[key]) fail(key, "is required");
-    return get<std::string>(key, "");
-  }
-  bool has(const std::string& key) const { return node_ && node_[key] && !node_[key].IsNull(); }
-  // Unknown keys are errors (typos must not be silently ignored).
-  void finish() const {
-    if (!node_ || !node_.IsMap()) return;
-    for (const auto& kv : node_) {
-      const auto key = kv.first.as<std::string>();
-      if (!used_.count(key)) {
-        std::string known;
-        for (const auto& k : used_) known += (known.empty() ? "" : ", ") + k;
-        throw std::invalid_argument(source_ + ": unknown key '" + path_ + "." + key + "' (known here: " + known + ")");
-      }
-    }
-  }
-  [[noreturn]] void fail(const std::string& key, const std::string& what) const {
-    throw std::invalid_argument(source_ + ": '" + path_ + (key.empty() ? "" : "." + key) + "' " + what);
-  }
-
- private:
-  YAML::Node node_;
-  std::string path_, source_;
-  std::set<std::string> used_;
-};
 
 torch::Tensor loss_metrics(const torch::Tensor& logits, const torch::Tensor& labels, double label_smoothing,
                            MetricSums& metrics, int64_t top_k) {
@@ -111,7 +66,7 @@ class Confusion {
 
 class MaskedLmTask : public Task {
  public:
-  MaskedLmTask(Section& s) {
+  MaskedLmTask(TaskSection& s) : source_(s.source()) {
     options_.mask_probability = s.get<double>("mlm_probability", 0.15);
     options_.whole_word = s.get<bool>("whole_word_mask", false);
     fill_in_samples_ = s.get<int>("fill_in_samples", 3);
@@ -122,15 +77,15 @@ class MaskedLmTask : public Task {
   std::string best_mode() const override { return "max"; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
-    Section d(data, "data", source_);
+    TaskSection d(data, source_, "data");
     seq_len_ = d.get<int64_t>("seq_len", config.max_position_embeddings);
     if (seq_len_ > config.max_position_embeddings)
       d.fail("seq_len", "(" + std::to_string(seq_len_) + ") exceeds model max_position_embeddings (" +
                             std::to_string(config.max_position_embeddings) + ")");
     const auto train_docs = documents(data["train"], "data.train");
     const auto eval_docs = documents(data["eval"], "data.eval");
-    d.get<YAML::Node>("train", {});
-    d.get<YAML::Node>("eval", {});
+    d.node("train");
+    d.node("eval");
     d.get<int>("num_workers", 0);
     d.get<int>("prefetch", 0);
     d.finish();
@@ -178,11 +133,10 @@ class MaskedLmTask : public Task {
     }
   }
 
-  void set_source(const std::string& source) { source_ = source; }
 
  private:
   std::vector<std::string> documents(const YAML::Node& node, const std::string& path) {
-    Section s(node, path, source_);
+    TaskSection s(node, source_, path);
     const auto type = s.required("type");
     std::vector<std::string> docs;
     if (type == "kjv") {
@@ -252,20 +206,21 @@ class MaskedLmTask : public Task {
 
 class SequenceClassificationTask : public Task {
  public:
-  SequenceClassificationTask(Section& s) { label_smoothing_ = s.get<double>("label_smoothing", 0.0); }
+  SequenceClassificationTask(TaskSection& s) : source_(s.source()) {
+    label_smoothing_ = s.get<double>("label_smoothing", 0.0);
+  }
   std::string name() const override { return "sequence_classification"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForSequenceClassification"}; }
   std::string best_metric() const override { return "eval/accuracy"; }
   std::string best_mode() const override { return "max"; }
-  void set_source(const std::string& source) { source_ = source; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
-    Section d(data, "data", source_);
+    TaskSection d(data, source_, "data");
     const int64_t seq_len = d.get<int64_t>("seq_len", std::min<int64_t>(config.max_position_embeddings, 256));
     if (seq_len > config.max_position_embeddings)
       d.fail("seq_len", "exceeds model max_position_embeddings (" + std::to_string(config.max_position_embeddings) + ")");
-    d.get<YAML::Node>("train", {});
-    d.get<YAML::Node>("eval", {});
+    d.node("train");
+    d.node("eval");
     d.get<int>("num_workers", 0);
     d.get<int>("prefetch", 0);
     d.finish();
@@ -298,7 +253,7 @@ class SequenceClassificationTask : public Task {
 
  private:
   datasets::LabelledText texts(const YAML::Node& node, const std::string& path) {
-    Section s(node, path, source_);
+    TaskSection s(node, source_, path);
     const auto type = s.required("type");
     datasets::LabelledText out;
     if (type == "fortunes") {
@@ -356,7 +311,7 @@ class SequenceClassificationTask : public Task {
 
 class ImageClassificationTask : public Task {
  public:
-  ImageClassificationTask(Section& s) {
+  ImageClassificationTask(TaskSection& s) : source_(s.source()) {
     label_smoothing_ = s.get<double>("label_smoothing", 0.0);
     augment_.crop_padding = s.get<int64_t>("random_crop_padding", 0);
     augment_.hflip_probability = s.get<double>("hflip_probability", 0.0);
@@ -374,12 +329,11 @@ class ImageClassificationTask : public Task {
   }
   std::string best_metric() const override { return "eval/accuracy"; }
   std::string best_mode() const override { return "max"; }
-  void set_source(const std::string& source) { source_ = source; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
-    Section d(data, "data", source_);
-    d.get<YAML::Node>("train", {});
-    d.get<YAML::Node>("eval", {});
+    TaskSection d(data, source_, "data");
+    d.node("train");
+    d.node("eval");
     d.get<int>("num_workers", 0);
     d.get<int>("prefetch", 0);
     d.finish();
@@ -432,7 +386,7 @@ class ImageClassificationTask : public Task {
   }
 
   datasets::ImageClassificationSet images(const YAML::Node& node, const std::string& path) {
-    Section s(node, path, source_);
+    TaskSection s(node, source_, path);
     const auto type = s.required("type");
     datasets::ImageClassificationSet out;
     if (type == "fashion_mnist") {
@@ -505,29 +459,22 @@ std::unique_ptr<Task> make_task(const YAML::Node& node, const std::string& sourc
   } else {
     throw std::invalid_argument(source + ": 'task' must be a name or a mapping with 'name'");
   }
-  Section s(options, "task", source);
+  TaskSection s(options, source, "task");
   if (node.IsMap()) s.get<std::string>("name", "");
   std::unique_ptr<Task> task;
   if (name == "mlm") {
-    auto t = std::make_unique<MaskedLmTask>(s);
-    t->set_source(source);
-    task = std::move(t);
+    task = std::make_unique<MaskedLmTask>(s);
   } else if (name == "sequence_classification") {
-    auto t = std::make_unique<SequenceClassificationTask>(s);
-    t->set_source(source);
-    task = std::move(t);
+    task = std::make_unique<SequenceClassificationTask>(s);
   } else if (name == "image_classification") {
-    auto t = std::make_unique<ImageClassificationTask>(s);
-    t->set_source(source);
-    task = std::move(t);
+    task = std::make_unique<ImageClassificationTask>(s);
   } else {
-    task = make_vision_task(name, options, source);
+    task = make_vision_task(name, s);
     if (!task) {
       std::string known;
       for (const auto& k : known_tasks()) known += (known.empty() ? "" : ", ") + k;
       throw std::invalid_argument(source + ": unknown task '" + name + "' (known: " + known + ")");
     }
-    return task;
   }
   s.finish();
   return task;

@@ -9,36 +9,12 @@
 #include "datasets/flow.h"
 #include "datasets/multimodal.h"
 #include "perceiver/vision_models.h"
-#include "trainers/run_config_util.h"
+#include "trainers/task_options.h"
 
 namespace perceiver::trainers {
 namespace {
 
 using datasets::Example;
-
-// Reads `key` of a YAML mapping with a fallback; errors name the key path and the run file.
-template <typename T>
-T option(const YAML::Node& node, const std::string& path, const std::string& key, const T& fallback,
-         const std::string& source) {
-  if (!node || !node.IsMap() || !node[key] || node[key].IsNull()) return fallback;
-  try {
-    return node[key].as<T>();
-  } catch (const YAML::Exception&) {
-    throw std::invalid_argument(source + ": '" + path + "." + key + "' has the wrong type");
-  }
-}
-
-void reject_unknown(const YAML::Node& node, const std::string& path, const std::set<std::string>& known,
-                    const std::string& source) {
-  if (!node || !node.IsMap()) return;
-  for (const auto& kv : node) {
-    const auto key = kv.first.as<std::string>();
-    if (known.count(key)) continue;
-    std::string list;
-    for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
-    throw std::invalid_argument(source + ": unknown key '" + path + "." + key + "' (known here: " + list + ")");
-  }
-}
 
 // ---------------------------------------- optical flow ----------------------------------------
 
@@ -58,10 +34,9 @@ torch::Tensor farneback_flow(const torch::Tensor& frame1, const torch::Tensor& f
 
 class OpticalFlowTask : public Task {
  public:
-  OpticalFlowTask(const YAML::Node& options, std::string source) : source_(std::move(source)) {
-    reject_unknown(options, "task", {"name", "flow_scale", "farneback_baseline"}, source_);
-    flow_scale_ = option<double>(options, "task", "flow_scale", 20.0, source_);
-    farneback_ = option<bool>(options, "task", "farneback_baseline", true, source_);
+  OpticalFlowTask(TaskSection& s) : source_(s.source()) {
+    flow_scale_ = s.get<double>("flow_scale", 20.0);
+    farneback_ = s.get<bool>("farneback_baseline", true);
   }
   std::string name() const override { return "optical_flow"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForOpticalFlow"}; }
@@ -69,7 +44,10 @@ class OpticalFlowTask : public Task {
   std::string best_mode() const override { return "min"; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
-    reject_unknown(data, "data", {"train", "eval", "num_workers", "prefetch"}, source_);
+    TaskSection d(data, source_, "data");
+    d.node("train");
+    d.node("eval");
+    d.finish();
     if (config.train_size.size() != 2) throw std::invalid_argument(source_ + ": model.config.train_size needs [H, W]");
     TaskData out;
     out.train = source(data["train"], "data.train", config);
@@ -105,7 +83,8 @@ class OpticalFlowTask : public Task {
  private:
   std::shared_ptr<const datasets::Dataset> source(const YAML::Node& node, const std::string& path,
                                                   const PerceiverConfig& config) const {
-    const auto type = option<std::string>(node, path, "type", "", source_);
+    TaskSection s(node, source_, path);
+    const auto type = s.required("type");
     const int64_t h = config.train_size[0], w = config.train_size[1];
     auto to_example = [](const datasets::FlowSample& s) {
       return Example{{"inputs", datasets::flow_model_input(s.frame1, s.frame2)[0]},
@@ -114,23 +93,21 @@ class OpticalFlowTask : public Task {
                      {"frame2", s.frame2}};
     };
     if (type == "synthetic") {
-      reject_unknown(node, path, {"type", "count", "seed", "max_displacement"}, source_);
       datasets::SyntheticFlowOptions o;
       o.height = h;
       o.width = w;
-      o.seed = option<uint64_t>(node, path, "seed", path == "data.train" ? 1 : 2, source_);
-      o.max_displacement = option<double>(node, path, "max_displacement", o.max_displacement, source_);
-      const auto count = option<int64_t>(node, path, "count", 1000, source_);
+      o.seed = s.get<uint64_t>("seed", path == "data.train" ? 1 : 2);
+      o.max_displacement = s.get<double>("max_displacement", o.max_displacement);
+      const auto count = s.get<int64_t>("count", 1000);
+      s.finish();
       return std::make_shared<datasets::FunctionDataset>(
           count, [o, to_example](int64_t i) { return to_example(datasets::synthetic_flow_sample(o, i)); });
     }
     if (type == "sintel" || type == "chairs") {
-      reject_unknown(node, path, {"type", "path", "pass"}, source_);
-      const auto root = option<std::string>(node, path, "path", "", source_);
-      if (root.empty()) throw std::invalid_argument(source_ + ": '" + path + ".path' is required");
-      auto files = type == "sintel"
-                       ? datasets::discover_sintel(root, option<std::string>(node, path, "pass", "clean", source_))
-                       : datasets::discover_flying_chairs(root);
+      const auto root = s.required("path");
+      const auto pass = type == "sintel" ? s.get<std::string>("pass", "clean") : "";
+      s.finish();
+      auto files = type == "sintel" ? datasets::discover_sintel(root, pass) : datasets::discover_flying_chairs(root);
       if (files.empty()) throw std::runtime_error(source_ + ": " + path + ": no image pairs found under " + root);
       return std::make_shared<datasets::FunctionDataset>(
           static_cast<int64_t>(files.size()), [files, h, w, to_example](int64_t i) {
@@ -144,8 +121,7 @@ class OpticalFlowTask : public Task {
             return to_example(s);
           });
     }
-    throw std::invalid_argument(source_ + ": '" + path + ".type' must be synthetic, sintel or chairs, found '" + type +
-                                "'");
+    s.fail("type", "must be synthetic, sintel or chairs, found '" + type + "'");
   }
 
   std::string source_;
@@ -157,12 +133,11 @@ class OpticalFlowTask : public Task {
 
 class MultimodalTask : public Task {
  public:
-  MultimodalTask(const YAML::Node& options, std::string source) : source_(std::move(source)) {
-    reject_unknown(options, "task", {"name", "image_points", "image_weight", "audio_weight", "label_weight"}, source_);
-    image_points_ = option<int64_t>(options, "task", "image_points", 0, source_);
-    weights_ = {{"image", option<double>(options, "task", "image_weight", 1.0, source_)},
-                {"audio", option<double>(options, "task", "audio_weight", 1.0, source_)},
-                {"label", option<double>(options, "task", "label_weight", 1.0, source_)}};
+  MultimodalTask(TaskSection& s) : source_(s.source()) {
+    image_points_ = s.get<int64_t>("image_points", 0);
+    weights_ = {{"image", s.get<double>("image_weight", 1.0)},
+                {"audio", s.get<double>("audio_weight", 1.0)},
+                {"label", s.get<double>("label_weight", 1.0)}};
   }
   std::string name() const override { return "multimodal_autoencoding"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForMultimodalAutoencoding"}; }
@@ -170,7 +145,10 @@ class MultimodalTask : public Task {
   std::string best_mode() const override { return "min"; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
-    reject_unknown(data, "data", {"train", "eval", "num_workers", "prefetch"}, source_);
+    TaskSection d(data, source_, "data");
+    d.node("train");
+    d.node("eval");
+    d.finish();
     TaskData out;
     out.train = clips(data["train"], "data.train", config);
     out.eval = clips(data["eval"], "data.eval", config);
@@ -214,10 +192,9 @@ class MultimodalTask : public Task {
  private:
   std::shared_ptr<const datasets::Dataset> clips(const YAML::Node& node, const std::string& path,
                                                  const PerceiverConfig& config) const {
-    const auto type = option<std::string>(node, path, "type", "", source_);
-    if (type != "synthetic")
-      throw std::invalid_argument(source_ + ": '" + path + ".type' must be synthetic, found '" + type + "'");
-    reject_unknown(node, path, {"type", "count", "seed"}, source_);
+    TaskSection s(node, source_, path);
+    const auto type = s.required("type");
+    if (type != "synthetic") s.fail("type", "must be synthetic, found '" + type + "'");
     datasets::SyntheticClipOptions o;
     o.num_classes = config.num_labels();
     o.num_frames = config.num_frames;
@@ -225,8 +202,9 @@ class MultimodalTask : public Task {
     o.height = config.output_shape[2];
     o.width = config.output_shape[3];
     o.num_samples = config.num_frames * config.audio_samples_per_frame;
-    o.seed = option<uint64_t>(node, path, "seed", path == "data.train" ? 1 : 2, source_);
-    const auto count = option<int64_t>(node, path, "count", 512, source_);
+    o.seed = s.get<uint64_t>("seed", path == "data.train" ? 1 : 2);
+    const auto count = s.get<int64_t>("count", 512);
+    s.finish();
     return std::make_shared<datasets::FunctionDataset>(count, [o](int64_t i) {
       const auto b = datasets::synthetic_clips(o, i, 1);
       return Example{{"image", b.image[0]}, {"audio", b.audio[0]}, {"label", b.label[0]}, {"class_id", b.class_id[0]}};
@@ -240,9 +218,9 @@ class MultimodalTask : public Task {
 
 }  // namespace
 
-std::unique_ptr<Task> make_vision_task(const std::string& name, const YAML::Node& options, const std::string& source) {
-  if (name == "optical_flow") return std::make_unique<OpticalFlowTask>(options, source);
-  if (name == "multimodal_autoencoding") return std::make_unique<MultimodalTask>(options, source);
+std::unique_ptr<Task> make_vision_task(const std::string& name, TaskSection& options) {
+  if (name == "optical_flow") return std::make_unique<OpticalFlowTask>(options);
+  if (name == "multimodal_autoencoding") return std::make_unique<MultimodalTask>(options);
   return nullptr;
 }
 

@@ -4,11 +4,12 @@
 #include <memory>
 #include <string>
 
+#include "trainers/task_options.h"
 #include "trainers/tasks.h"
 
 namespace perceiver::trainers {
 
-// nullptr when `name` is not one of these tasks.
-std::unique_ptr<Task> make_vision_task(const std::string& name, const YAML::Node& options, const std::string& source);
+// nullptr when `name` is not one of these tasks; `options` is the `task` section.
+std::unique_ptr<Task> make_vision_task(const std::string& name, TaskSection& options);
 
 }  // namespace perceiver::trainers

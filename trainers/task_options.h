@@ -1,0 +1,63 @@
+// Typed reads of a run-file section for the tasks, with file:line errors (SectionReader) and an
+// unknown-key check: every key a task does not read is reported, so typos never pass silently.
+#pragma once
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "trainers/run_config_util.h"
+
+namespace perceiver::trainers {
+
+class TaskSection {
+ public:
+  TaskSection(const YAML::Node& node, const std::string& source, const std::string& path)
+      : reader_(node, source, path), node_(node), source_(source) {}
+
+  template <typename T>
+  T get(const std::string& key, const T& fallback) {
+    used_.insert(key);
+    return reader_.get<T>(key, fallback, type_name<T>());
+  }
+  std::string required(const std::string& key) {
+    if (!reader_.has(key)) reader_.fail(key, "is required");
+    return get<std::string>(key, "");
+  }
+  YAML::Node node(const std::string& key) {
+    used_.insert(key);
+    return reader_.node(key);
+  }
+  [[noreturn]] void fail(const std::string& key, const std::string& what) const { reader_.fail(key, what); }
+  const std::string& source() const { return source_; }
+  std::string key_path(const std::string& key) const { return reader_.key_path(key); }
+
+  // Throws for the first key that was never read, listing the keys this section accepts.
+  void finish() const {
+    if (!node_.IsDefined() || !node_.IsMap()) return;
+    for (const auto& kv : node_) {
+      const auto key = kv.first.as<std::string>();
+      if (used_.count(key)) continue;
+      std::string known;
+      for (const auto& k : used_) known += (known.empty() ? "" : ", ") + k;
+      reader_.fail(key, "is not a known key here (known: " + known + ")");
+    }
+  }
+
+ private:
+  template <typename T>
+  static const char* type_name() {
+    if constexpr (std::is_same_v<T, bool>) return "true or false";
+    else if constexpr (std::is_integral_v<T>) return "an integer";
+    else if constexpr (std::is_floating_point_v<T>) return "a number";
+    else if constexpr (std::is_same_v<T, std::string>) return "a string";
+    else return "a list";
+  }
+
+  SectionReader reader_;
+  YAML::Node node_;
+  std::string source_;
+  std::set<std::string> used_;
+};
+
+}  // namespace perceiver::trainers
