@@ -4,6 +4,9 @@
 #include <cstdlib>
 #include <iostream>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include "apps/command.h"
 #include "perceiver/runtime.h"
 
@@ -36,6 +39,8 @@ void print_usage(std::ostream& out) {
 
 int main(int argc, char** argv) {
   perceiver::runtime::ensure_blas_environment(argc, argv);
+  // Logs and progress go to stderr; stdout carries only results (JSON), so it can be piped.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("perceiver"));
   using perceiver::cli::registry;
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     perceiver::cli::print_usage(argc < 2 ? std::cerr : std::cout);

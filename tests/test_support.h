@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 namespace perceiver::testing {
@@ -27,6 +28,13 @@ struct CommandResult {
   std::string out;  // stdout
   std::string err;  // stderr
 };
+
+// Whole file as bytes ("" if it cannot be read); writes bytes, replacing the file.
+std::string slurp(const std::filesystem::path& path);
+void write_file(const std::filesystem::path& path, const std::string& bytes);
+
+// The message of the exception `fn` throws, or "" when it does not throw.
+std::string error_of(const std::function<void()>& fn);
 
 // Runs the built `perceiver` CLI with the given argument string (shell-quoted by the caller).
 CommandResult run_cli(const std::string& args);

@@ -33,6 +33,7 @@ task: any
 data: map
 optimizer:
   name: enum[adamw, lamb, sgd]
+  freeze: list[string]
   lr: float
   weight_decay: float
   betas: list[float]
@@ -186,21 +187,9 @@ void Trainer::State::build(bool training) {
   run_dir = value<std::string>(root, "logging.run_dir", "runs/" + task->name());
   if (!training) return;
 
-  OptimizerOptions o;
-  o.name = value<std::string>(root, "optimizer.name", "adamw");
-  o.lr = value<double>(root, "optimizer.lr", 1e-3);
-  o.weight_decay = value<double>(root, "optimizer.weight_decay", 0.01);
-  const auto betas = value<std::vector<double>>(root, "optimizer.betas", {0.9, 0.999});
-  if (betas.size() != 2) throw std::invalid_argument(run.source + ": optimizer.betas needs two values");
-  o.beta1 = betas[0];
-  o.beta2 = betas[1];
-  o.eps = value<double>(root, "optimizer.eps", o.name == "lamb" ? 1e-6 : 1e-8);
-  o.momentum = value<double>(root, "optimizer.momentum", 0.0);
-  o.nesterov = value<bool>(root, "optimizer.nesterov", false);
-  o.exclude_from_decay = value<std::vector<std::string>>(root, "optimizer.exclude_from_decay", o.exclude_from_decay);
-  o.freeze = value<std::vector<std::string>>(root, "model.freeze", {});
-  if (const auto mult = lookup(root, "optimizer.lr_multipliers"); mult.IsDefined() && mult.IsMap())
-    for (const auto& kv : mult) o.lr_multipliers.push_back({kv.first.as<std::string>(), kv.second.as<double>()});
+  auto o = optimizer_options_from_yaml(root["optimizer"], run.source, "optimizer");
+  const auto freeze = value<std::vector<std::string>>(root, "model.freeze", {});
+  o.freeze.insert(o.freeze.end(), freeze.begin(), freeze.end());
   optimizer = build_optimizer(model->named_parameters(), o);
   if (!optimizer.frozen.empty()) spdlog::info("frozen parameters: {}", optimizer.frozen.size());
 
@@ -208,10 +197,7 @@ void Trainer::State::build(bool training) {
   const auto steps_per_epoch = std::max<int64_t>(1, train_loader->batches_per_epoch() / grad_accum);
   max_steps = value<int64_t>(root, "trainer.max_steps", 0);
   if (max_steps <= 0) max_steps = value<int64_t>(root, "trainer.epochs", 1) * steps_per_epoch;
-  schedule.name = value<std::string>(root, "schedule.name", "constant");
-  schedule.warmup_steps = value<int64_t>(root, "schedule.warmup_steps", 0);
-  schedule.min_lr = value<double>(root, "schedule.min_lr", 0.0);
-  schedule.constant_fraction = value<double>(root, "schedule.constant_fraction", 0.5);
+  schedule = schedule_options_from_yaml(root["schedule"], run.source, "schedule");
   schedule.total_steps = max_steps;
   if (schedule.warmup_steps > max_steps) {
     spdlog::warn("schedule.warmup_steps ({}) exceeds the run's {} steps: using {}", schedule.warmup_steps, max_steps,

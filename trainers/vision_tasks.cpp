@@ -7,6 +7,8 @@
 #include <spdlog/spdlog.h>
 
 #include "datasets/flow.h"
+#include "datasets/common.h"
+#include "datasets/labelled_text.h"
 #include "datasets/multimodal.h"
 #include "perceiver/vision_models.h"
 #include "trainers/task_options.h"
@@ -194,7 +196,9 @@ class MultimodalTask : public Task {
                                                  const PerceiverConfig& config) const {
     TaskSection s(node, source_, path);
     const auto type = s.required("type");
-    if (type != "synthetic") s.fail("type", "must be synthetic, found '" + type + "'");
+    if (config.output_shape.size() != 4) throw std::invalid_argument(source_ + ": model.config.output_shape needs 4 values");
+    if (type == "files") return recorded_clips(s, config);
+    if (type != "synthetic") s.fail("type", "must be synthetic or files, found '" + type + "'");
     datasets::SyntheticClipOptions o;
     o.num_classes = config.num_labels();
     o.num_frames = config.num_frames;
@@ -209,6 +213,58 @@ class MultimodalTask : public Task {
       const auto b = datasets::synthetic_clips(o, i, 1);
       return Example{{"image", b.image[0]}, {"audio", b.audio[0]}, {"label", b.label[0]}, {"class_id", b.class_id[0]}};
     });
+  }
+
+  // A CSV (columns video,audio,label; paths relative to the CSV) of recorded clips: video as a frame
+  // folder or a video file, WAV audio, and a label name from config.id2label (or a class index).
+  std::shared_ptr<const datasets::Dataset> recorded_clips(TaskSection& s, const PerceiverConfig& config) const {
+    const auto list = std::filesystem::path(s.required("list"));
+    s.finish();
+    const auto rows = datasets::parse_delimited(datasets::read_file_bytes(list), ',');
+    if (rows.size() < 2) throw std::runtime_error(list.string() + ": expected a header and at least one clip");
+    const auto& header = rows.front();
+    auto column = [&](const std::string& name) {
+      const auto it = std::find(header.begin(), header.end(), name);
+      if (it == header.end()) throw std::runtime_error(list.string() + ": missing column '" + name + "'");
+      return static_cast<size_t>(it - header.begin());
+    };
+    const size_t video = column("video"), audio = column("audio"), label = column("label");
+    const auto label2id = config.label2id();
+    std::vector<datasets::AvClipFiles> clips;
+    for (size_t r = 1; r < rows.size(); ++r) {
+      const auto& row = rows[r];
+      if (row.size() != header.size())
+        throw std::runtime_error(list.string() + ":" + std::to_string(r + 1) + ": expected " +
+                                 std::to_string(header.size()) + " columns");
+      datasets::AvClipFiles f;
+      f.video = list.parent_path() / row[video];
+      f.audio = list.parent_path() / row[audio];
+      const auto it = label2id.find(row[label]);
+      if (it != label2id.end()) {
+        f.class_id = it->second;
+      } else {
+        try {
+          f.class_id = std::stoll(row[label]);
+        } catch (const std::exception&) {
+          throw std::runtime_error(list.string() + ":" + std::to_string(r + 1) + ": unknown label '" + row[label] + "'");
+        }
+      }
+      if (f.class_id < 0 || f.class_id >= config.num_labels())
+        throw std::runtime_error(list.string() + ":" + std::to_string(r + 1) + ": label out of range");
+      clips.push_back(std::move(f));
+    }
+    datasets::VideoOptions vo;
+    vo.num_frames = config.num_frames;
+    vo.height = config.output_shape[2];
+    vo.width = config.output_shape[3];
+    datasets::AudioOptions ao;
+    ao.num_samples = config.num_frames * config.audio_samples_per_frame;
+    const int64_t labels = config.num_labels();
+    return std::make_shared<datasets::FunctionDataset>(
+        static_cast<int64_t>(clips.size()), [clips, labels, vo, ao](int64_t i) {
+          const auto b = datasets::load_av_clip(clips[static_cast<size_t>(i)], labels, vo, ao);
+          return Example{{"image", b.image[0]}, {"audio", b.audio[0]}, {"label", b.label[0]}, {"class_id", b.class_id[0]}};
+        });
   }
 
   std::string source_;

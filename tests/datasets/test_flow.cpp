@@ -12,16 +12,9 @@ namespace pd = perceiver::datasets;
 namespace fs = std::filesystem;
 
 namespace {
-void write_file(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
+using perceiver::testing::write_file;
+using perceiver::testing::error_of;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
 
 void write_png(const fs::path& p, int h, int w, int value) {
   fs::create_directories(p.parent_path());

@@ -14,16 +14,9 @@ namespace pd = perceiver::datasets;
 namespace fs = std::filesystem;
 
 namespace {
-void write_file(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
+using perceiver::testing::write_file;
+using perceiver::testing::error_of;
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
 }  // namespace
 
 TEST(DatasetsIdx, RoundTripPlainAndGzip) {

@@ -11,7 +11,7 @@ namespace pd = perceiver::datasets;
 namespace fs = std::filesystem;
 
 namespace {
-void write_file(const fs::path& p, const std::string& bytes) { std::ofstream(p, std::ios::binary) << bytes; }
+using perceiver::testing::write_file;
 }  // namespace
 
 TEST(DatasetsLabelledText, CsvQuotingAndSortedLabelMaps) {

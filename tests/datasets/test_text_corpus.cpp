@@ -12,11 +12,8 @@ namespace pd = perceiver::datasets;
 namespace fs = std::filesystem;
 
 namespace {
+using perceiver::testing::write_file;
 
-void write_file(const fs::path& p, const std::string& bytes) {
-  fs::create_directories(p.parent_path());
-  std::ofstream(p, std::ios::binary) << bytes;
-}
 
 // The embedded corpus must exist on a set-up machine: a missing package is a failure, not a skip.
 std::vector<pd::BibleVerse> load_kjv_or_fail() {

@@ -16,6 +16,7 @@
 
 namespace perceiver::testing {
 namespace {
+using perceiver::testing::error_of;
 
 PerceiverConfig fixture_config(const std::string& name) {
   auto config = PerceiverConfig::from_json_file(hf_fixtures_dir() / name / "config.json");
@@ -29,14 +30,6 @@ int64_t parameter_count(const torch::nn::Module& model) {
   return n;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
 
 PerceiverConfig vision_imagenet_config(int64_t d_model) {
   PerceiverConfig c;

@@ -11,14 +11,11 @@
 #include "trainers/checkpoint_io.h"
 
 namespace {
+using perceiver::testing::slurp;
 
 namespace fs = std::filesystem;
 using namespace perceiver::trainers;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 std::vector<std::string> entries(const fs::path& dir) {
   std::vector<std::string> names;

@@ -114,6 +114,43 @@ TEST(Trainer, SequenceClassificationLearnsOnHeldOutText) {
   EXPECT_EQ(config["id2label"]["1"], "soft");
 }
 
+TEST(Trainer, FineTuningLoadsTheBodyAndReinitialisesAHeadOfAnotherShape) {
+  TempDir tmp;
+  auto write = [](const fs::path& file, int labels) {
+    std::ofstream out(file);
+    out << "text,label\n";
+    for (int i = 0; i < 48; ++i) out << "sample text number " << i << "," << "class" << i % labels << "\n";
+  };
+  write(tmp.path() / "two.csv", 2);
+  write(tmp.path() / "three.csv", 3);
+  auto yaml = [&](const std::string& model, const std::string& csv, const std::string& dir) {
+    return "model:\n" + model + "task: sequence_classification\n"
+           "data:\n  seq_len: 32\n  train: {type: labelled_text, path: '" + (tmp.path() / csv).string() + "'}\n"
+           "  eval: {type: labelled_text, path: '" + (tmp.path() / csv).string() + "'}\n"
+           "optimizer: {lr: 0.0}\ntrainer: {max_steps: 1, batch_size: 8, threads: 1, num_workers: 0}\n"
+           "logging: {run_dir: '" + (tmp.path() / dir).string() + "'}\n";
+  };
+  const std::string inline_model =
+      "  config: {d_model: 32, d_latents: 32, num_latents: 8, num_self_attends_per_block: 1,\n"
+      "    num_self_attention_heads: 2, num_cross_attention_heads: 2, max_position_embeddings: 32}\n";
+  const auto source = Trainer(parse_run_config(yaml(inline_model, "two.csv", "base"), "a.yaml")).train().last_checkpoint;
+  const auto tuned = Trainer(parse_run_config(
+                                 yaml("  from: '" + source.string() + "'\n  freeze: ['perceiver.embeddings.*']\n",
+                                      "three.csv", "tuned"),
+                                 "b.yaml"))
+                         .train()
+                         .last_checkpoint;
+  const auto before = io::load_safetensors(source / "model.safetensors");
+  const auto after = io::load_safetensors(tuned / "model.safetensors");
+  const std::string head = "perceiver.decoder.decoder.final_layer.weight";
+  EXPECT_EQ(before.at(head).size(0), 2);
+  EXPECT_EQ(after.at(head).size(0), 3);
+  for (const auto& [name, t] : before) {
+    if (name.find("final_layer") != std::string::npos) continue;
+    EXPECT_TRUE(torch::equal(t, after.at(name))) << name << " was not loaded from the source checkpoint";
+  }
+}
+
 TEST(Trainer, ResumeIsBitwiseExact) {
   TempDir tmp;
   const auto yaml = mlm_run(tmp.path(), 12, "");
@@ -191,6 +228,34 @@ TEST(Trainer, NonFiniteLossStopsWithoutACheckpointForThatStep) {
     const auto step = std::stoi(msg.substr(msg.find("at step ") + 8));
     EXPECT_FALSE(fs::exists(tmp.path() / "run" / "checkpoints" / fmt::format("step-{:08d}", step)));
   }
+}
+
+TEST(Trainer, CliTrainEvaluateAndPredictOnACheckpoint) {
+  TempDir tmp;
+  std::ofstream(tmp.path() / "run.yaml") << mlm_run(tmp.path(), 4);
+  const auto trained = run_cli("train --config '" + (tmp.path() / "run.yaml").string() + "' trainer.max_steps=3");
+  ASSERT_EQ(trained.exit_code, 0) << trained.err;
+  const auto summary = nlohmann::json::parse(trained.out);
+  EXPECT_EQ(summary.at("steps"), 3);
+  const auto checkpoint = summary.at("checkpoint").get<std::string>();
+  ASSERT_TRUE(fs::exists(fs::path(checkpoint) / "model.safetensors"));
+
+  const auto evaluated = run_cli("evaluate --config '" + (tmp.path() / "run.yaml").string() + "' --checkpoint '" +
+                                 checkpoint + "'");
+  ASSERT_EQ(evaluated.exit_code, 0) << evaluated.err;
+  const auto metrics = nlohmann::json::parse(evaluated.out);
+  EXPECT_NEAR(metrics.at("eval/loss").get<double>(), summary.at("metrics").at("eval/loss").get<double>(), 1e-6);
+
+  const auto predicted = run_cli("predict --model '" + checkpoint + "' 'the cat [MASK][MASK][MASK] on the mat.'");
+  ASSERT_EQ(predicted.exit_code, 0) << predicted.err;
+  const auto fills = nlohmann::json::parse(predicted.out);
+  ASSERT_EQ(fills.size(), 1u);
+  EXPECT_FALSE(fills[0].at("predicted").get<std::string>().empty());
+  const auto filled = fills[0].at("filled").get<std::string>();
+  EXPECT_EQ(filled.substr(0, 8), "the cat ");
+  EXPECT_EQ(filled.substr(filled.size() - 12), " on the mat.");
+  EXPECT_EQ(run_cli("plot '" + (tmp.path() / "run").string() + "'").exit_code, 0);
+  EXPECT_TRUE(fs::exists(tmp.path() / "run" / "plots"));
 }
 
 TEST(Trainer, CliTrainReportsConfigErrorsInOneLine) {

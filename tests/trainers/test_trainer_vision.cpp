@@ -1,7 +1,12 @@
 // Tiny image-classification, optical-flow and multimodal runs: held-out loss must go down.
 #include <gtest/gtest.h>
 
+#include <opencv2/imgcodecs.hpp>
+
+#include <fstream>
+
 #include "datasets/idx.h"
+#include "datasets/multimodal.h"
 #include "tests/test_support.h"
 #include "trainers/run_config_util.h"
 #include "trainers/trainer.h"
@@ -90,6 +95,41 @@ TEST(TrainerVision, MultimodalReconstructionLossDecreases) {
   // Pixels are reconstructed quickly; the (always masked) label needs far longer runs.
   EXPECT_LT(after.at("eval/loss"), before.at("eval/loss"));
   EXPECT_LT(after.at("eval/loss_image"), before.at("eval/loss_image") * 0.8);
+}
+
+TEST(TrainerVision, MultimodalTrainsOnRecordedClipFiles) {
+  TempDir tmp;
+  std::ofstream list(tmp.path() / "clips.csv");
+  list << "video,audio,label\n";
+  for (int clip = 0; clip < 4; ++clip) {
+    const auto frames = tmp.path() / ("clip" + std::to_string(clip));
+    fs::create_directories(frames);
+    for (int t = 0; t < 3; ++t)
+      cv::imwrite((frames / ("frame" + std::to_string(t) + ".png")).string(), cv::Mat(10, 12, CV_8UC3, cv::Scalar(40 * t, 60 * clip, 90)));
+    datasets::write_wav(tmp.path() / ("clip" + std::to_string(clip) + ".wav"), torch::rand({80, 1}) * 2 - 1, 16000);
+    list << "clip" << clip << ",clip" << clip << ".wav," << (clip % 2 ? "b" : "a") << "\n";
+  }
+  list.close();
+  const std::string csv = "'" + (tmp.path() / "clips.csv").string() + "'";
+  const std::string yaml =
+      "model:\n  architecture: PerceiverForMultimodalAutoencoding\n"
+      "  config: {num_frames: 2, image_size: 8, output_shape: [1, 2, 8, 8], audio_samples_per_frame: 32,\n"
+      "           samples_per_patch: 16, d_model: 32, d_latents: 32, num_latents: 8, num_self_attends_per_block: 1,\n"
+      "           num_self_attention_heads: 2, num_cross_attention_heads: 1, output_num_channels: 16,\n"
+      "           _label_trainable_num_channels: 8, id2label: {0: a, 1: b}}\n"
+      "task: multimodal_autoencoding\n"
+      "data:\n  train: {type: files, list: " + csv + "}\n  eval: {type: files, list: " + csv + "}\n"
+      "trainer: {max_steps: 2, batch_size: 2, threads: 1, num_workers: 1}\n"
+      "logging: {run_dir: '" + (tmp.path() / "run").string() + "'}\n";
+  const auto m = trainers::Trainer(trainers::parse_run_config(yaml, "test.yaml")).train().final_metrics;
+  for (const char* k : {"eval/loss", "eval/loss_image", "eval/loss_audio", "eval/loss_label", "eval/label_accuracy"})
+    EXPECT_TRUE(m.count(k)) << k;
+  // A clip list naming a label the model does not have is an error naming the file and line.
+  std::ofstream(tmp.path() / "bad.csv") << "video,audio,label\nclip0,clip0.wav,zebra\n";
+  auto bad = yaml;
+  bad.replace(bad.find("clips.csv"), 9, "bad.csv");
+  EXPECT_NE(error_of([&] { trainers::Trainer(trainers::parse_run_config(bad, "t.yaml")).train(); }).find("bad.csv:2"),
+            std::string::npos);
 }
 
 }  // namespace

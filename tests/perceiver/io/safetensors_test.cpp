@@ -12,22 +12,14 @@
 
 namespace perceiver::io {
 namespace {
+using perceiver::testing::slurp;
+using perceiver::testing::write_file;
 
 namespace fs = std::filesystem;
 using perceiver::testing::hf_fixtures_dir;
 using perceiver::testing::TempDir;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 std::string le64(uint64_t v) {
   std::string s(8, '\0');
@@ -186,7 +178,7 @@ class SafetensorsCorrupt : public ::testing::Test {
  protected:
   fs::path write(const std::string& name, const std::string& bytes) {
     const auto p = tmp_.path() / name;
-    write_bytes(p, bytes);
+    write_file(p, bytes);
     return p;
   }
   std::string error_for(const std::string& bytes) {
@@ -264,7 +256,7 @@ TEST_F(SafetensorsCorrupt, DamagedHeaderBytesNeverCrash) {
       std::string damaged = bytes;
       if (damaged[pos] == c) continue;
       damaged[pos] = c;
-      write_bytes(p, damaged);
+      write_file(p, damaged);
       try {
         load_safetensors(p);
       } catch (const std::runtime_error& e) {

@@ -13,23 +13,15 @@
 
 namespace perceiver::io {
 namespace {
+using perceiver::testing::slurp;
+using perceiver::testing::write_file;
 
 namespace fs = std::filesystem;
 using perceiver::testing::hf_fixtures_dir;
 using perceiver::testing::run_cli;
 using perceiver::testing::TempDir;
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
-void write_bytes(const fs::path& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
 
 void expect_same(const TensorMap& expected, const TensorMap& actual, const std::string& what) {
   std::set<std::string> e, a;
@@ -295,23 +287,23 @@ TEST_F(TorchBinCorrupt, EveryTruncatedZipThrows) {
   const auto cut = tmp_.path() / "cut.bin";
   for (size_t len = 0; len < bytes.size(); ++len) {
     SCOPED_TRACE("zip length " + std::to_string(len));
-    write_bytes(cut, bytes.substr(0, len));
+    write_file(cut, bytes.substr(0, len));
     expect_error([&] { load_torch_bin(cut); }, cut);
   }
   // And the real fixture cut at a few places (inside records, inside the central directory).
   const std::string fixture = slurp(hf_fixtures_dir() / "PerceiverForMaskedLM" / "pytorch_model.bin");
   for (const size_t len : {size_t{3}, size_t{100}, fixture.size() / 2, fixture.size() - 200, fixture.size() - 1}) {
-    write_bytes(cut, fixture.substr(0, len));
+    write_file(cut, fixture.substr(0, len));
     expect_error([&] { load_torch_bin(cut); }, cut);
   }
 }
 
 TEST_F(TorchBinCorrupt, NotAZipArchive) {
   const auto legacy = tmp_.path() / "legacy.bin";
-  write_bytes(legacy, "\x80\x02\x8a\x0alegacy-magic");
+  write_file(legacy, "\x80\x02\x8a\x0alegacy-magic");
   EXPECT_NE(expect_error([&] { load_torch_bin(legacy); }, legacy).find("legacy"), std::string::npos);
   const auto text = tmp_.path() / "text.bin";
-  write_bytes(text, "hello world");
+  write_file(text, "hello world");
   EXPECT_NE(expect_error([&] { load_torch_bin(text); }, text).find("not a zip"), std::string::npos);
   const auto missing = tmp_.path() / "missing.bin";
   expect_error([&] { load_torch_bin(missing); }, missing);
