@@ -15,15 +15,20 @@ std::vector<int64_t> to_vector(const torch::Tensor& t) {
   return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
 }
 
-// Masked LM: every [MASK] in the text is replaced by the model's most likely byte.
-nlohmann::json fill_masks(perceiver::PerceiverPreTrainedModelImpl& model, const std::vector<std::string>& texts) {
+// Texts -> padded (B, L) ids and mask, truncated to the model's positions.
+perceiver::ModelInputs encode(const perceiver::PerceiverPreTrainedModelImpl& model, const std::vector<std::string>& texts) {
   const perceiver::PerceiverTokenizer tok;
   perceiver::EncodeOptions o;
   o.padding = perceiver::Padding::Longest;
   o.truncation = perceiver::Truncation::LongestFirst;
   o.max_length = model.config().max_position_embeddings;
-  const auto enc = tok.batch_encode(texts, o);
-  const auto batch = perceiver::to_model_inputs(enc);
+  return perceiver::to_model_inputs(tok.batch_encode(texts, o));
+}
+
+// Masked LM: every [MASK] in the text is replaced by the model's most likely byte.
+nlohmann::json fill_masks(perceiver::PerceiverPreTrainedModelImpl& model, const std::vector<std::string>& texts) {
+  const perceiver::PerceiverTokenizer tok;
+  const auto batch = encode(model, texts);
   const auto out = model.forward_named({{"inputs", batch.input_ids}, {"attention_mask", batch.attention_mask}}, {});
   const auto pred = out.at("logits").narrow(1, 0, batch.input_ids.size(1)).argmax(-1);
   nlohmann::json result = nlohmann::json::array();
@@ -39,12 +44,7 @@ nlohmann::json fill_masks(perceiver::PerceiverPreTrainedModelImpl& model, const 
 }
 
 nlohmann::json classify(perceiver::PerceiverPreTrainedModelImpl& model, const std::vector<std::string>& texts) {
-  const perceiver::PerceiverTokenizer tok;
-  perceiver::EncodeOptions o;
-  o.padding = perceiver::Padding::Longest;
-  o.truncation = perceiver::Truncation::LongestFirst;
-  o.max_length = model.config().max_position_embeddings;
-  const auto batch = perceiver::to_model_inputs(tok.batch_encode(texts, o));
+  const auto batch = encode(model, texts);
   const auto probs =
       torch::softmax(model.forward_named({{"inputs", batch.input_ids}, {"attention_mask", batch.attention_mask}}, {})
                          .at("logits"),

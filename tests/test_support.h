@@ -1,6 +1,8 @@
 // Helpers shared by the tests: where the shared fixtures live, running the CLI.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -35,6 +37,20 @@ void write_file(const std::filesystem::path& path, const std::string& bytes);
 
 // The message of the exception `fn` throws, or "" when it does not throw.
 std::string error_of(const std::function<void()>& fn);
+
+// Runs fn, which must throw an exception whose message names `file`; returns the message.
+template <typename Fn>
+std::string expect_error(Fn&& fn, const std::filesystem::path& file) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(file.string()), std::string::npos) << "message does not name the file: " << msg;
+    return msg;
+  }
+  ADD_FAILURE() << "no exception for " << file;
+  return {};
+}
 
 // Runs the built `perceiver` CLI with the given argument string (shell-quoted by the caller).
 CommandResult run_cli(const std::string& args);

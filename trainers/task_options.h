@@ -60,4 +60,12 @@ class TaskSection {
   std::set<std::string> used_;
 };
 
+// The `data` section of tasks whose only keys are `train` and `eval` (each read by the task).
+inline void check_train_eval_section(const YAML::Node& data, const std::string& source) {
+  TaskSection d(data, source, "data");
+  d.node("train");
+  d.node("eval");
+  d.finish();
+}
+
 }  // namespace perceiver::trainers

@@ -86,8 +86,6 @@ class MaskedLmTask : public Task {
     const auto eval_docs = documents(data["eval"], "data.eval");
     d.node("train");
     d.node("eval");
-    d.get<int>("num_workers", 0);
-    d.get<int>("prefetch", 0);
     d.finish();
     datasets::WindowOptions w;
     w.length = seq_len_;
@@ -221,8 +219,6 @@ class SequenceClassificationTask : public Task {
       d.fail("seq_len", "exceeds model max_position_embeddings (" + std::to_string(config.max_position_embeddings) + ")");
     d.node("train");
     d.node("eval");
-    d.get<int>("num_workers", 0);
-    d.get<int>("prefetch", 0);
     d.finish();
     auto train = texts(data["train"], "data.train");
     auto eval = texts(data["eval"], "data.eval");
@@ -331,12 +327,7 @@ class ImageClassificationTask : public Task {
   std::string best_mode() const override { return "max"; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
-    TaskSection d(data, source_, "data");
-    d.node("train");
-    d.node("eval");
-    d.get<int>("num_workers", 0);
-    d.get<int>("prefetch", 0);
-    d.finish();
+    check_train_eval_section(data, source_);
     auto train = images(data["train"], "data.train");
     auto eval = images(data["eval"], "data.eval");
     if (!train.classes.empty()) {

@@ -46,10 +46,7 @@ class OpticalFlowTask : public Task {
   std::string best_mode() const override { return "min"; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
-    TaskSection d(data, source_, "data");
-    d.node("train");
-    d.node("eval");
-    d.finish();
+    check_train_eval_section(data, source_);
     if (config.train_size.size() != 2) throw std::invalid_argument(source_ + ": model.config.train_size needs [H, W]");
     TaskData out;
     out.train = source(data["train"], "data.train", config);
@@ -147,10 +144,7 @@ class MultimodalTask : public Task {
   std::string best_mode() const override { return "min"; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
-    TaskSection d(data, source_, "data");
-    d.node("train");
-    d.node("eval");
-    d.finish();
+    check_train_eval_section(data, source_);
     TaskData out;
     out.train = clips(data["train"], "data.train", config);
     out.eval = clips(data["eval"], "data.eval", config);

@@ -36,18 +36,7 @@ void expect_same(const TensorMap& expected, const TensorMap& actual, const std::
   }
 }
 
-template <typename Fn>
-std::string expect_error(Fn&& fn, const fs::path& file) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find(file.string()), std::string::npos) << "message does not name the file: " << msg;
-    return msg;
-  }
-  ADD_FAILURE() << "no exception for " << file;
-  return {};
-}
+using perceiver::testing::expect_error;
 
 // Emits pickle protocol 2 the way Python's pickler does for torch.save(state_dict).
 class PickleWriter {
