@@ -48,15 +48,15 @@ PerceiverForMaskedLMImpl::PerceiverForMaskedLMImpl(const PerceiverConfig& config
   perceiver = register_module(
       "perceiver", PerceiverModel(config, std::make_shared<PerceiverBasicDecoderImpl>(config, d), text));
   embedding_decoder = register_module("embedding_decoder", PerceiverEmbeddingDecoder(config));
+  input_embeddings_ = text->embeddings;
 }
 
 PerceiverMaskedLMOutput PerceiverForMaskedLMImpl::forward(const torch::Tensor& inputs,
                                                           const torch::Tensor& attention_mask,
                                                           const torch::Tensor& labels, const ForwardOptions& options) {
   auto out = perceiver->forward(inputs, attention_mask, {}, options);
-  auto* text = dynamic_cast<PerceiverTextPreprocessorImpl*>(perceiver->input_preprocessor().get());
   PerceiverMaskedLMOutput result;
-  result.logits = embedding_decoder->forward(out.logits.tensor, text->embeddings->weight);
+  result.logits = embedding_decoder->forward(out.logits.tensor, input_embeddings_->weight);
   if (labels.defined()) {
     TORCH_CHECK(labels.numel() == result.logits.size(0) * result.logits.size(1),
                 "labels must have shape (batch, max_position_embeddings) = (", result.logits.size(0), ", ",

@@ -26,6 +26,10 @@ class PerceiverForMaskedLMImpl : public PerceiverPreTrainedModelImpl {
 
   PerceiverModel perceiver{nullptr};
   PerceiverEmbeddingDecoder embedding_decoder{nullptr};
+
+ private:
+  // The input embeddings, whose matrix the output layer reuses (tied as in HF).
+  torch::nn::Embedding input_embeddings_{nullptr};
 };
 TORCH_MODULE(PerceiverForMaskedLM);
 

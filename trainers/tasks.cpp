@@ -73,8 +73,6 @@ class MaskedLmTask : public Task {
   }
   std::string name() const override { return "mlm"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForMaskedLM"}; }
-  std::string best_metric() const override { return "eval/accuracy"; }
-  std::string best_mode() const override { return "max"; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
     TaskSection d(data, source_, "data");
@@ -209,8 +207,6 @@ class SequenceClassificationTask : public Task {
   }
   std::string name() const override { return "sequence_classification"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForSequenceClassification"}; }
-  std::string best_metric() const override { return "eval/accuracy"; }
-  std::string best_mode() const override { return "max"; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
     TaskSection d(data, source_, "data");
@@ -323,8 +319,6 @@ class ImageClassificationTask : public Task {
     return {"PerceiverForImageClassificationFourier", "PerceiverForImageClassificationLearned",
             "PerceiverForImageClassificationConvProcessing"};
   }
-  std::string best_metric() const override { return "eval/accuracy"; }
-  std::string best_mode() const override { return "max"; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
     check_train_eval_section(data, source_);

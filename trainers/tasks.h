@@ -57,8 +57,9 @@ class Task {
   // Evaluation artefacts (confusion matrix, sample fill-ins) are gathered between these two calls.
   virtual void begin_eval() {}
   virtual void end_eval(const std::filesystem::path& out_dir) { (void)out_dir; }
-  virtual std::string best_metric() const = 0;  // e.g. "eval/accuracy"
-  virtual std::string best_mode() const = 0;    // "max" or "min"
+  // The metric that selects the best checkpoint; classification accuracy unless a task says otherwise.
+  virtual std::string best_metric() const { return "eval/accuracy"; }
+  virtual std::string best_mode() const { return "max"; }  // "max" or "min"
 };
 
 // `task` section: a name or {name: ..., options}. Throws naming the key for unknown tasks/options.
