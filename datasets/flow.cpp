@@ -238,8 +238,8 @@ FlowSample synthetic_flow_sample(const SyntheticFlowOptions& options, uint64_t i
   }
   const double peak = torch::sqrt(u.square() + v.square()).max().item<double>();
   const double gain = options.max_displacement * rng.uniform(0.5, 1.0) / std::max(peak, 1e-9);
-  u = u * gain;
-  v = v * gain;
+  u = u * gain + options.pan[0];
+  v = v * gain + options.pan[1];
 
   FlowSample s;
   s.frame2 = texture.render(xs, ys);

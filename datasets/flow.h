@@ -2,6 +2,8 @@
 // generator, and the 3x3 patch input that PerceiverForOpticalFlow consumes.
 #pragma once
 
+#include <array>
+
 #include <torch/torch.h>
 
 #include <cstdint>
@@ -45,6 +47,8 @@ struct SyntheticFlowOptions {
   double max_displacement = 6.0;  // pixels; each sample draws its own scale in [0.5, 1] of this
   int waves = 24;                 // sinusoids in the texture (wavelengths 8..40 px)
   int blobs = 16;                 // Gaussian blobs in the texture (sigma 3..10 px)
+  // A camera pan shared by every pair, added to each pair's own smooth flow: (u, v) in pixels.
+  std::array<double, 2> pan = {0.0, 0.0};
   uint64_t seed = 0;
 };
 // Exact ground truth: frame2(q) = T(q) and frame1(p) = T(p + flow(p)) for one smooth texture T, so

@@ -97,6 +97,9 @@ class OpticalFlowTask : public Task {
       o.width = w;
       o.seed = s.get<uint64_t>("seed", path == "data.train" ? 1 : 2);
       o.max_displacement = s.get<double>("max_displacement", o.max_displacement);
+      const auto pan = s.get<std::vector<double>>("pan", {o.pan[0], o.pan[1]});
+      if (pan.size() != 2) s.fail("pan", "must be a list [u, v] of two numbers");
+      o.pan = {pan[0], pan[1]};
       const auto count = s.get<int64_t>("count", 1000);
       s.finish();
       return std::make_shared<datasets::FunctionDataset>(

@@ -95,6 +95,26 @@ TEST(DatasetsFlow, SintelAndChairsDiscovery) {
   EXPECT_EQ(pd::load_flow_sample(val[0]).frame2[1][1][1].item<float>(), 2.0f);
 }
 
+TEST(DatasetsFlow, SyntheticPanShiftsEveryPairsFlowAndStaysExact) {
+  pd::SyntheticFlowOptions still;
+  still.height = 32;
+  still.width = 40;
+  still.max_displacement = 1.0;
+  auto panned = still;
+  panned.pan = {2.5, -1.5};
+  const auto a = pd::synthetic_flow_sample(still, 4);
+  const auto b = pd::synthetic_flow_sample(panned, 4);
+  EXPECT_TRUE(b.frame2.equal(a.frame2));  // same texture, seen from a moved camera in frame 1
+  EXPECT_TRUE(torch::allclose(b.flow.select(2, 0), a.flow.select(2, 0) + 2.5, 0, 1e-5));
+  EXPECT_TRUE(torch::allclose(b.flow.select(2, 1), a.flow.select(2, 1) - 1.5, 0, 1e-5));
+  // Interior pixels: frame 2 warped by the panned flow reproduces frame 1.
+  const auto warped = pd::warp_backward(b.frame2, b.flow);
+  const auto interior = [](const torch::Tensor& t) { return t.slice(0, 4, 28).slice(1, 4, 34); };
+  const double err = (interior(warped) - interior(b.frame1)).abs().mean().item<double>();
+  const double baseline = (interior(b.frame2) - interior(b.frame1)).abs().mean().item<double>();
+  EXPECT_LT(err, 0.1 * baseline) << "warp error " << err << " vs no-warp " << baseline;
+}
+
 TEST(DatasetsFlow, SyntheticGroundTruthIsExact) {
   pd::SyntheticFlowOptions opt;
   opt.height = 48;
