@@ -19,7 +19,7 @@ perceiver::PerceiverPreTrainedModel mlm_model(int64_t d, int64_t latents, int64_
   return perceiver::build_model(config);
 }
 
-// The model of configs/mlm_kjv.yaml (d 256, 128 latents, 6 self-attends), batch 32 x 256 bytes.
+// A mid-size byte-level MLM (d 256, 128 latents, 6 self-attends), batch 32 x 256 bytes.
 void BM_MlmKjvForward(benchmark::State& state) {
   auto model = mlm_model(256, 128, 6, 256);
   model->eval();

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: sets everything up, then trains a byte-level masked LM on the King James Bible
-# (configs/mlm_kjv_quick.yaml, a few minutes on 2 cores) and fills in a masked sentence with the
+# (configs/mlm_kjv_quick.yaml, about 10 minutes on 2 cores) and fills in a masked sentence with the
 # resulting checkpoint. Extra arguments are passed to `perceiver train` (e.g. trainer.max_steps=2000,
 # or --config configs/mlm_kjv.yaml for the full run).
 set -euo pipefail
