@@ -2,10 +2,9 @@
 // generator, and the 3x3 patch input that PerceiverForOpticalFlow consumes.
 #pragma once
 
-#include <array>
-
 #include <torch/torch.h>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <string>
