@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
@@ -172,7 +173,7 @@ std::vector<FortuneSource> default_fortune_sources(const fs::path& root) {
   using E = LegacyEncoding;
   return {
       {"cs", root / "cs", false, {"klasik-sk"}, E::kNone},  // klasik-sk is Slovak
-      {"de", root / "de", false, {"asciiart"}, E::kLatin1},
+      {"de", root / "de", false, {"asciiart", "translations"}, E::kLatin1},  // translations: English/German pairs
       {"en", root, false, {"brasil", "ascii-art"}, E::kLatin1},  // top-level files only; the it/ symlinks are skipped
       {"es", root / "es", false, {"varios.fortunes-pre"}, E::kLatin1},  // es/off (offensive) left out
       {"it", root / "it", false, {"banner"}, E::kLatin1},
@@ -208,6 +209,29 @@ std::vector<std::string> parse_fortune_entries(const std::string& bytes) {
   }
   flush();
   return entries;
+}
+
+std::string strip_fortune_attribution(const std::string& entry) {
+  auto is_indented = [](std::string_view line) { return !line.empty() && (line[0] == ' ' || line[0] == '\t'); };
+  size_t cut = std::string::npos;  // start of the attribution, if the entry ends with one
+  size_t pos = 0;
+  while (pos < entry.size()) {
+    size_t end = entry.find('\n', pos);
+    if (end == std::string::npos) end = entry.size();
+    const std::string_view line(entry.data() + pos, end - pos);
+    const size_t first = line.find_first_not_of(" \t");
+    const bool blank = first == std::string_view::npos;
+    if (!blank && !is_indented(line)) {
+      cut = std::string::npos;  // prose after an indented "--" line: that was no attribution
+    } else if (!blank && cut == std::string::npos && line.substr(first, 2) == "--") {
+      cut = pos;
+    }
+    pos = end + 1;
+  }
+  if (cut == std::string::npos) return entry;
+  std::string out = entry.substr(0, cut);
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ' || out.back() == '\t')) out.pop_back();
+  return out;
 }
 
 namespace {
@@ -343,7 +367,7 @@ LabelledSplits fortune_language_id(const FortuneLangIdOptions& options) {
     for (const auto& file : fortune_files(src)) {
       ++out.files;
       for (const auto& entry : parse_fortune_entries(read_file_bytes(file))) {
-        const auto decoded = decode_to_utf8(entry, src.fallback);
+        const auto decoded = decode_to_utf8(strip_fortune_attribution(entry), src.fallback);
         if (!decoded) {
           ++out.undecodable;
           continue;

@@ -50,10 +50,17 @@ struct FortuneSource {
 };
 
 // en (fortunes, fortunes-min top-level files), de, es, it, ru, cs, pl, pt (fortunes-br) under `root`.
+// Files that are mostly another language or not prose are excluded (see the .cpp).
 std::vector<FortuneSource> default_fortune_sources(const std::filesystem::path& root = "/usr/share/games/fortunes");
 
 // Entries of a fortune file: text between lines holding only '%' (trailing blank lines trimmed).
 std::vector<std::string> parse_fortune_entries(const std::string& bytes);
+
+// Drops the attribution that ends many fortunes: from the first indented line starting with "--"
+// ("\t\t-- Author, \"Title\"") to the end, when every line from there on is indented. Attributions are
+// names and titles, often in another language than the fortune (English titles under it/, de/), so
+// they are label noise for language identification. Column-0 "--" lines (dialogue) are kept.
+std::string strip_fortune_attribution(const std::string& entry);
 
 // Cuts an entry (whitespace collapsed) into pieces of at most max_bytes at sentence ends, then spaces,
 // never inside a UTF-8 character; pieces shorter than min_bytes are dropped.

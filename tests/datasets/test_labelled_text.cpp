@@ -63,6 +63,14 @@ TEST(DatasetsLabelledText, FortuneEntriesAndSentenceSplitting) {
   const auto entries = pd::parse_fortune_entries("first line\nsecond\n%\n\n%\nthird\n\t\t-- Someone\n%\n");
   EXPECT_EQ(entries, (std::vector<std::string>{"first line\nsecond", "third\n\t\t-- Someone"}));
 
+  // Attributions (indented "--" lines and their indented continuation at the end) are dropped;
+  // dialogue at column 0 and indented "--" lines followed by prose are kept.
+  EXPECT_EQ(pd::strip_fortune_attribution("third\n\t\t-- Someone"), "third");
+  EXPECT_EQ(pd::strip_fortune_attribution("Body.\n    -- Kirk, \"Title\",\n       stardate 1.5\n"), "Body.");
+  EXPECT_EQ(pd::strip_fortune_attribution("-- Mama?\n-- Yes."), "-- Mama?\n-- Yes.");
+  EXPECT_EQ(pd::strip_fortune_attribution("A\n  -- quoted\nmore prose"), "A\n  -- quoted\nmore prose");
+  EXPECT_EQ(pd::strip_fortune_attribution("\t-- Only an attribution"), "");
+
   const std::string text = "One sentence here.  Another one follows!\nA third, quite a bit longer, sentence?  End";
   const auto pieces = pd::split_sentences(text, 40, 1);
   std::string joined;
