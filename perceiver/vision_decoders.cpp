@@ -51,8 +51,17 @@ torch::Tensor PerceiverOpticalFlowDecoderImpl::decoder_query(const torch::Tensor
                                                              const std::optional<ModalitySizes>& /*modality_sizes*/,
                                                              const torch::Tensor& /*inputs_without_pos*/,
                                                              const TensorOrDict& subsampled_points) {
-  TORCH_CHECK(!subsampled_points.defined(), "FlowDecoder doesn't support subsampling yet.");
-  return inputs;
+  if (!subsampled_points.defined()) return inputs;
+  // Unlike HF, training may decode a subset of the pixels: the queries are independent, so the loss
+  // on a random subset is an unbiased estimate at a fraction of the decoder's cost.
+  TORCH_CHECK(!subsampled_points.is_dict(), "PerceiverOpticalFlowDecoder: subsampled points must be one tensor");
+  const auto points = subsampled_points.tensor.to(inputs.device(), torch::kLong).flatten();
+  const int64_t pixels = product(options_.output_image_shape);
+  TORCH_CHECK(points.numel() > 0 && points.numel() < pixels, "PerceiverOpticalFlowDecoder: subsample between 1 and ",
+              pixels - 1, " of the ", pixels, " pixels (or pass none for the full grid), got ", points.numel());
+  TORCH_CHECK(points.min().item<int64_t>() >= 0 && points.max().item<int64_t>() < pixels,
+              "PerceiverOpticalFlowDecoder: subsampled points must be flat pixel indices in [0, ", pixels, ")");
+  return inputs.index_select(1, points);
 }
 
 PerceiverDecoderOutput PerceiverOpticalFlowDecoderImpl::forward(const torch::Tensor& query, const torch::Tensor& z,
@@ -61,8 +70,12 @@ PerceiverDecoderOutput PerceiverOpticalFlowDecoderImpl::forward(const torch::Ten
   auto out = decoder->forward(query, z, {}, output_attentions);
   auto preds = out.logits.tensor / options_.rescale_factor;
   const int64_t pixels = product(options_.output_image_shape);
-  TORCH_CHECK(preds.size(1) == pixels, "PerceiverOpticalFlowDecoder: got ", preds.size(1),
-              " query positions but output_image_shape needs ", pixels, " (the input must be train_size)");
+  TORCH_CHECK(preds.size(1) <= pixels, "PerceiverOpticalFlowDecoder: got ", preds.size(1),
+              " query positions but output_image_shape has only ", pixels, " (the input must be train_size)");
+  if (preds.size(1) < pixels) {  // subsampled queries stay (B, N, C)
+    out.logits = preds;
+    return out;
+  }
   std::vector<int64_t> shape = {preds.size(0)};
   shape.insert(shape.end(), options_.output_image_shape.begin(), options_.output_image_shape.end());
   shape.push_back(preds.size(-1));

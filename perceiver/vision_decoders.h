@@ -24,7 +24,8 @@ struct OpticalFlowDecoderOptions {
 };
 
 // The queries are the preprocessed inputs themselves; the output is divided by rescale_factor and
-// reshaped to (B, H, W, output_num_channels).
+// reshaped to (B, H, W, output_num_channels). Subsampled points (flat pixel indices, fewer than H*W;
+// HF has none) select query rows, and those outputs stay (B, N, output_num_channels).
 class PerceiverOpticalFlowDecoderImpl : public DecoderImpl {
  public:
   PerceiverOpticalFlowDecoderImpl(const PerceiverConfig& config, OpticalFlowDecoderOptions options);

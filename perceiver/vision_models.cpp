@@ -67,10 +67,10 @@ PerceiverForImageClassificationConvProcessingImpl::PerceiverForImageClassificati
 
 OpticalFlowLoss optical_flow_loss(const torch::Tensor& flow, const torch::Tensor& labels,
                                   const OpticalFlowLossOptions& options) {
-  TORCH_CHECK(flow.dim() == 4 && flow.size(-1) == 2, "optical_flow_loss: predictions must be (batch, height, width, 2), "
-              "got ", flow.sizes());
+  TORCH_CHECK((flow.dim() == 4 || flow.dim() == 3) && flow.size(-1) == 2,
+              "optical_flow_loss: predictions must be (batch, height, width, 2) or (batch, points, 2), got ", flow.sizes());
   TORCH_CHECK(labels.sizes() == flow.sizes(), "optical_flow_loss: labels must have the shape of the predicted flow ",
-              flow.sizes(), " (batch, height, width, 2), got ", labels.sizes());
+              flow.sizes(), ", got ", labels.sizes());
   TORCH_CHECK(labels.is_floating_point(), "optical_flow_loss: labels must be float flow vectors, got ",
               labels.scalar_type());
   TORCH_CHECK(options.flow_scale > 0.0, "optical_flow_loss: flow_scale must be positive, got ", options.flow_scale);
@@ -107,18 +107,23 @@ PerceiverForOpticalFlowImpl::PerceiverForOpticalFlowImpl(const PerceiverConfig& 
 }
 
 OpticalFlowOutput PerceiverForOpticalFlowImpl::forward(const torch::Tensor& inputs, const torch::Tensor& attention_mask,
-                                                       const torch::Tensor& labels, const ForwardOptions& options) {
+                                                       const torch::Tensor& labels, const ForwardOptions& options,
+                                                       const torch::Tensor& subsampled_output_points) {
   const auto& size = config_.train_size;
   TORCH_CHECK(inputs.defined() && inputs.dim() == 5 && inputs.size(1) == 2 && inputs.size(2) == 27 &&
                   inputs.size(3) == size[0] && inputs.size(4) == size[1],
               "PerceiverForOpticalFlow: expected inputs of shape (batch, 2, 27, ", size[0], ", ", size[1],
               ") (two frames of 3x3 RGB patches at config.train_size), got ",
               inputs.defined() ? inputs.sizes() : torch::IntArrayRef{});
-  auto out = perceiver->forward(inputs, attention_mask, {}, options);
+  auto out = perceiver->forward(inputs, attention_mask, subsampled_output_points, options);
   OpticalFlowOutput result;
   result.logits = out.logits.tensor;
   if (labels.defined()) {
-    auto loss = optical_flow_loss(result.logits, labels, loss_options);
+    // Full-grid labels are gathered at the subsampled pixels; labels already (B, N, 2) are used as given.
+    const bool gather = subsampled_output_points.defined() && labels.dim() == 4;
+    const auto points = gather ? subsampled_output_points.to(labels.device(), torch::kLong).flatten() : torch::Tensor();
+    auto loss = optical_flow_loss(result.logits, gather ? labels.flatten(1, 2).index_select(1, points) : labels,
+                                  loss_options);
     result.loss = loss.loss;
     result.epe = loss.epe;
   }
@@ -129,9 +134,10 @@ OpticalFlowOutput PerceiverForOpticalFlowImpl::forward(const torch::Tensor& inpu
 }
 
 NamedTensors PerceiverForOpticalFlowImpl::forward_named(const NamedTensors& inputs, const ForwardOptions& options) {
-  named::check_known(inputs, {"inputs", "attention_mask", "labels"});
+  named::check_known(inputs, {"inputs", "attention_mask", "labels", "subsampled_output_points"});
   auto out = forward(single_tensor(named::model_inputs(inputs), "PerceiverForOpticalFlow"),
-                     named::optional(inputs, "attention_mask"), named::optional(inputs, "labels"), options);
+                     named::optional(inputs, "attention_mask"), named::optional(inputs, "labels"), options,
+                     named::optional(inputs, "subsampled_output_points"));
   auto named_out = named::outputs(out.loss, out.logits, {}, out.hidden_states, out.attentions, out.cross_attentions);
   if (out.epe.defined()) named_out["epe"] = out.epe;
   return named_out;

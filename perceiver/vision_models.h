@@ -54,14 +54,14 @@ struct OpticalFlowLoss {
   torch::Tensor epe;   // the same end-point error in label units (flow_scale * loss), detached
 };
 
-// flow and labels: (B, H, W, 2).
+// flow and labels: (B, H, W, 2), or (B, N, 2) for subsampled pixels.
 OpticalFlowLoss optical_flow_loss(const torch::Tensor& flow, const torch::Tensor& labels,
                                   const OpticalFlowLossOptions& options = {});
 
 struct OpticalFlowOutput {
   torch::Tensor loss;
   torch::Tensor epe;
-  torch::Tensor logits;  // (B, H, W, 2)
+  torch::Tensor logits;  // (B, H, W, 2), or (B, N, 2) when subsampled
   std::vector<torch::Tensor> hidden_states;
   std::vector<torch::Tensor> attentions;
   std::vector<torch::Tensor> cross_attentions;
@@ -72,8 +72,11 @@ class PerceiverForOpticalFlowImpl : public PerceiverPreTrainedModelImpl {
   explicit PerceiverForOpticalFlowImpl(const PerceiverConfig& config);
   std::string architecture() const override { return "PerceiverForOpticalFlow"; }
   // inputs: (B, 2, 27, H, W) with (H, W) = config.train_size; labels: optional (B, H, W, 2).
+  // subsampled_output_points (not in HF): flat pixel indices (N < H*W) to decode; logits are then
+  // (B, N, 2) and full-grid labels are gathered at those pixels (labels (B, N, 2) are taken as given).
   OpticalFlowOutput forward(const torch::Tensor& inputs, const torch::Tensor& attention_mask = {},
-                            const torch::Tensor& labels = {}, const ForwardOptions& options = {});
+                            const torch::Tensor& labels = {}, const ForwardOptions& options = {},
+                            const torch::Tensor& subsampled_output_points = {});
   // Outputs as HF plus `loss` and `epe` when `labels` is given.
   NamedTensors forward_named(const NamedTensors& inputs, const ForwardOptions& options) override;
 

@@ -375,6 +375,30 @@ TEST(VisionLosses, OpticalFlowEndPointError) {
   EXPECT_NE(m.find("labels must have the shape"), std::string::npos) << m;
 }
 
+TEST(VisionLosses, OpticalFlowSubsampledPixelsMatchTheFullGrid) {
+  auto c = flow_case(torch::kFloat64);
+  c.model->loss_options.flow_scale = 20.0;
+  const auto& ts = c.model->config().train_size;
+  const auto full = c.model->forward(c.inputs, {}, c.labels);
+  const auto points = torch::tensor({ts[0] * ts[1] - 1, int64_t{0}, int64_t{7}, int64_t{3}}, torch::kLong);
+  const auto sub = c.model->forward(c.inputs, {}, c.labels, {}, points);
+  // Decoder queries are independent: the subset's outputs are the full grid's at those pixels.
+  ASSERT_EQ(sub.logits.sizes(), (std::vector<int64_t>{2, 4, 2}));
+  const auto full_at_points = full.logits.flatten(1, 2).index_select(1, points);
+  EXPECT_TRUE(torch::allclose(sub.logits, full_at_points, 1e-10, 1e-12));
+  // The loss gathers full-grid labels at the same pixels.
+  const auto labels_at_points = c.labels.flatten(1, 2).index_select(1, points);
+  EXPECT_NEAR(sub.loss.item<double>(), optical_flow_loss(full_at_points, labels_at_points, {20.0}).loss.item<double>(),
+              1e-12);
+  const auto named = c.model->forward_named({{"inputs", c.inputs}, {"subsampled_output_points", points}}, {});
+  EXPECT_TRUE(torch::allclose(named.at("logits"), full_at_points, 1e-10, 1e-12));
+
+  const auto out_of_range = error_of([&] { c.model->forward(c.inputs, {}, {}, {}, torch::tensor({ts[0] * ts[1]})); });
+  EXPECT_NE(out_of_range.find("flat pixel indices in [0, "), std::string::npos) << out_of_range;
+  const auto all = error_of([&] { c.model->forward(c.inputs, {}, {}, {}, torch::arange(ts[0] * ts[1])); });
+  EXPECT_NE(all.find("pass none for the full grid"), std::string::npos) << all;
+}
+
 TEST(VisionLosses, OpticalFlowGradientsMatchFiniteDifferences) {
   auto c = flow_case(torch::kFloat64);
   expect_gradients_match(*c.model, [&] { return c.model->forward(c.inputs, {}, c.labels).loss; },

@@ -67,7 +67,8 @@ TEST(TrainerVision, OpticalFlowLearnsSharedMotionOnHeldOutPairs) {
       "model:\n  architecture: PerceiverForOpticalFlow\n"
       "  config: {train_size: [32, 48], d_latents: 32, num_latents: 16, num_self_attends_per_block: 1,\n"
       "           num_self_attention_heads: 2, num_cross_attention_heads: 1}\n"
-      "task: {name: optical_flow, flow_scale: 20}\n"
+      // Training decodes a quarter of the pixels; evaluation decodes all of them.
+      "task: {name: optical_flow, flow_scale: 20, train_query_pixels: 384}\n"
       "data:\n  train: {" + data + ", count: 256, seed: 1}\n  eval: {" + data + ", count: 16, seed: 2}\n"
       "optimizer: {lr: 0.002}\n"
       "trainer: {max_steps: 50, batch_size: 8, seed: 3, threads: 1, num_workers: 1}\n";
