@@ -6,13 +6,23 @@
 
 namespace perceiver::trainers {
 
-namespace {
-
 std::string join(const std::vector<std::string>& items, const std::string& sep) {
   std::string out;
   for (size_t i = 0; i < items.size(); ++i) out += (i ? sep : "") + items[i];
   return out;
 }
+
+std::string closest(const std::string& word, const std::vector<std::string>& candidates) {
+  std::string best;
+  size_t best_distance = std::max<size_t>(2, word.size() / 2) + 1;
+  for (const auto& c : candidates) {
+    const size_t d = levenshtein(word, c);
+    if (d < best_distance) best_distance = d, best = c;
+  }
+  return best;
+}
+
+namespace {
 
 std::vector<std::string> split(const std::string& text, char sep) {
   std::vector<std::string> parts;
@@ -27,17 +37,6 @@ std::string trim(const std::string& s) {
   const auto b = s.find_first_not_of(" \t");
   if (b == std::string::npos) return "";
   return s.substr(b, s.find_last_not_of(" \t") - b + 1);
-}
-
-// Closest candidate within a plausible typo distance, else "".
-std::string closest(const std::string& word, const std::vector<std::string>& candidates) {
-  std::string best;
-  size_t best_distance = std::max<size_t>(2, word.size() / 2) + 1;
-  for (const auto& c : candidates) {
-    const size_t d = levenshtein(word, c);
-    if (d < best_distance) best_distance = d, best = c;
-  }
-  return best;
 }
 
 std::string describe(const YAML::Node& node) {
@@ -237,6 +236,23 @@ RunConfig load_run_config(const std::filesystem::path& file) {
   return parse_run_config(text.str(), file.string());
 }
 
+namespace {
+
+// A copy without source marks: a mark of the parsed override text ("line 1") would be read as a
+// line of the run file. SectionReader names command-line values by their null mark instead.
+YAML::Node without_marks(const YAML::Node& node) {
+  YAML::Node out(node.Type());
+  if (node.IsScalar()) out = node.Scalar();
+  if (node.IsSequence())
+    for (const auto& item : node) out.push_back(without_marks(item));
+  if (node.IsMap())
+    for (const auto& kv : node) out[kv.first.Scalar()] = without_marks(kv.second);
+  out.SetTag(node.Tag());  // keeps quoted scalars ("!") strings
+  return out;
+}
+
+}  // namespace
+
 void apply_override(RunConfig& config, const std::string& assignment) {
   const auto eq = assignment.find('=');
   if (eq == std::string::npos) throw ConfigError({"override '" + assignment + "': expected KEY=VALUE"});
@@ -247,7 +263,7 @@ void apply_override(RunConfig& config, const std::string& assignment) {
   }
   YAML::Node value;
   try {
-    value = YAML::Load(assignment.substr(eq + 1));
+    value = without_marks(YAML::Load(assignment.substr(eq + 1)));
   } catch (const YAML::ParserException& e) {
     throw ConfigError({"override '" + assignment + "': invalid YAML value: " + e.msg});
   }
@@ -309,8 +325,9 @@ YAML::Node SectionReader::node(const std::string& key) const {
 void SectionReader::fail(const std::string& key, const std::string& what) const {
   const YAML::Node value = node(key);
   const auto mark = value.IsDefined() ? value.Mark() : section_.Mark();
-  throw ConfigError({source_ + (mark.is_null() ? "" : ":" + std::to_string(mark.line + 1)) + ": '" + key_path(key) +
-                     "' " + what});
+  // Only values set by a command-line override have no mark (see apply_override).
+  const std::string where = mark.is_null() ? " (command-line override)" : ":" + std::to_string(mark.line + 1);
+  throw ConfigError({source_ + where + ": '" + key_path(key) + "' " + what});
 }
 
 Schema Schema::from_yaml(const std::string& text) {

@@ -79,6 +79,9 @@ struct Schema {
 void check_schema(const RunConfig& config, const Schema& schema);
 
 size_t levenshtein(const std::string& a, const std::string& b);
+// The candidate within a plausible typo distance of `word`, else "".
+std::string closest(const std::string& word, const std::vector<std::string>& candidates);
+std::string join(const std::vector<std::string>& items, const std::string& sep);
 
 // The effective config as YAML text / into a file (written to a temporary name, then renamed).
 std::string to_yaml(const YAML::Node& root);

@@ -38,9 +38,10 @@ class TaskSection {
     for (const auto& kv : node_) {
       const auto key = kv.first.as<std::string>();
       if (used_.count(key)) continue;
-      std::string known;
-      for (const auto& k : used_) known += (known.empty() ? "" : ", ") + k;
-      reader_.fail(key, "is not a known key here (known: " + known + ")");
+      const std::vector<std::string> known(used_.begin(), used_.end());
+      const auto guess = closest(key, known);
+      reader_.fail(key, "is not a known key here (" + (guess.empty() ? "" : "did you mean '" + guess + "'? ") +
+                            "known: " + join(known, ", ") + ")");
     }
   }
 

@@ -4,6 +4,7 @@
 
 #include "tests/test_support.h"
 #include "trainers/run_config_util.h"
+#include "trainers/task_options.h"
 
 namespace {
 
@@ -96,6 +97,25 @@ TEST(TrainRunConfig, OverridesSetNestedValuesAndAreBlamedInErrors) {
   EXPECT_EQ(lookup(c.root, "trainer.nope").as<int>(7), 7);  // the idiom for optional settings
   EXPECT_FALSE(lookup(c.root, "model.num_latents.deeper").IsDefined());
   expect_problems(c, {"override 'model.dropout=lots': 'model.dropout' must be float, found 'lots'"});
+}
+
+TEST(TrainRunConfig, TaskSectionsBlameOverridesAndSuggestKeys) {
+  auto c = parse_run_config("task:\n  name: optical_flow\n  flow_scale: 20\n", "r.yaml");
+  apply_overrides(c, {"task.flow_scale=-1", "task.note='12'"});
+  TaskSection task(c.root["task"], "r.yaml", "task");
+  EXPECT_EQ(task.get<std::string>("note", ""), "12");  // quoted on the command line: stays a string
+  // A value from the command line is not blamed on line 1 of the file.
+  auto bad = perceiver::testing::error_of([&] { task.fail("flow_scale", "must be positive"); });
+  EXPECT_EQ(bad, "r.yaml (command-line override): 'task.flow_scale' must be positive");
+  bad = perceiver::testing::error_of([&] { task.fail("name", "is unknown"); });
+  EXPECT_EQ(bad, "r.yaml:2: 'task.name' is unknown");
+
+  auto typo = parse_run_config("task:\n  name: optical_flow\n  flow_scal: 20\n", "r.yaml");
+  TaskSection t2(typo.root["task"], "r.yaml", "task");
+  t2.get<std::string>("name", "");
+  t2.get<double>("flow_scale", 20.0);
+  const auto m = perceiver::testing::error_of([&] { t2.finish(); });
+  EXPECT_EQ(m, "r.yaml:3: 'task.flow_scal' is not a known key here (did you mean 'flow_scale'? known: flow_scale, name)");
 }
 
 TEST(TrainRunConfig, BadOverridesAndSyntaxErrors) {
