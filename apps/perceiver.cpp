@@ -39,6 +39,7 @@ void print_usage(std::ostream& out) {
 
 int main(int argc, char** argv) {
   perceiver::runtime::ensure_blas_environment(argc, argv);
+  perceiver::runtime::keep_freed_memory();
   // Logs and progress go to stderr; stdout carries only results (JSON), so it can be piped.
   spdlog::set_default_logger(spdlog::stderr_color_mt("perceiver"));
   using perceiver::cli::registry;

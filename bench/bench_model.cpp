@@ -3,6 +3,7 @@
 
 #include "perceiver/encoder.h"
 #include "perceiver/heads.h"
+#include "perceiver/vision_models.h"
 
 namespace {
 
@@ -43,5 +44,32 @@ void BM_MlmKjvTrainStep(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * ids.numel());
 }
 BENCHMARK(BM_MlmKjvTrainStep)->Arg(0)->Arg(1)->ArgName("activation_checkpointing")->Unit(benchmark::kMillisecond);
+
+// configs/flow_synthetic.yaml's model (48x64 pairs), batch 16, all pixels decoded (arg 0) or a
+// random 256 (arg 256, task.train_query_pixels). Compare PERCEIVER_SYSTEM_MALLOC=1 for the
+// allocator's share (perceiver::runtime::keep_freed_memory).
+void BM_FlowTrainStep(benchmark::State& state) {
+  auto config = perceiver::PerceiverConfig::from_json({{"train_size", {48, 64}},
+                                                       {"d_latents", 128},
+                                                       {"num_latents", 128},
+                                                       {"num_self_attends_per_block", 4},
+                                                       {"num_self_attention_heads", 4},
+                                                       {"num_cross_attention_heads", 8},
+                                                       {"qk_channels", 128},
+                                                       {"v_channels", 128},
+                                                       {"attention_probs_dropout_prob", 0.0}});
+  perceiver::PerceiverForOpticalFlow model(config);
+  model->train();
+  const auto inputs = torch::randn({16, 2, 27, 48, 64});
+  const auto labels = torch::randn({16, 48, 64, 2});
+  const int64_t points = state.range(0);
+  for (auto _ : state) {
+    model->zero_grad();
+    const auto subset = points > 0 ? torch::randperm(48 * 64).slice(0, 0, points) : torch::Tensor();
+    model->forward(inputs, {}, labels, {}, subset).loss.backward();
+  }
+  state.SetItemsProcessed(state.iterations() * inputs.size(0));
+}
+BENCHMARK(BM_FlowTrainStep)->Arg(0)->Arg(256)->ArgName("train_query_pixels")->Unit(benchmark::kMillisecond);
 
 }  // namespace

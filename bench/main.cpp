@@ -5,6 +5,7 @@
 
 int main(int argc, char** argv) {
   perceiver::runtime::ensure_blas_environment(argc, argv);
+  perceiver::runtime::keep_freed_memory();
   perceiver::runtime::set_threads(0);
   ::benchmark::Initialize(&argc, argv);
   if (::benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -2,9 +2,13 @@
 
 #include <torch/torch.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -52,6 +56,19 @@ void ensure_blas_environment(int argc, char** argv) {
   args.push_back(nullptr);
   ::execv("/proc/self/exe", args.data());
   // execv only returns on failure: carry on with the slower kernels rather than stop.
+}
+
+bool keep_freed_memory() {
+#if defined(__GLIBC__)
+  for (const char* name : {"PERCEIVER_SYSTEM_MALLOC", "GLIBC_TUNABLES", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_",
+                           "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"})
+    if (std::getenv(name) != nullptr) return false;
+  // Large blocks then come from the heap (a thread arena that cannot hold one falls back to the
+  // main arena), and freed memory stays there for the next step.
+  return mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max()) == 1;
+#else
+  return false;
+#endif
 }
 
 void set_threads(int n) {
