@@ -60,16 +60,17 @@ class OpticalFlowTask : public Task {
 
   StepOutput step(PerceiverPreTrainedModelImpl& model, const Example& batch, at::Generator& gen, bool training) override {
     if (auto* flow = dynamic_cast<PerceiverForOpticalFlowImpl*>(&model)) flow->loss_options.flow_scale = flow_scale_;
-    NamedTensors inputs{{"inputs", batch.at("inputs")}, {"labels", batch.at("labels")}};
     torch::Tensor labels = batch.at("labels");
+    NamedTensors inputs{{"inputs", batch.at("inputs")}};
     const int64_t pixels = labels.size(1) * labels.size(2);
     if (training && train_query_pixels_ > 0 && train_query_pixels_ < pixels) {
       // Decode a random subset of the pixels (the same for the whole batch): the decoder dominates the
       // cost and the loss on the subset is an unbiased estimate. Evaluation always decodes every pixel.
       const auto points = torch::randperm(pixels, gen, torch::kLong).slice(0, 0, train_query_pixels_);
       inputs["subsampled_output_points"] = points;
-      labels = labels.flatten(1, 2).index_select(1, points.to(labels.device()));
+      labels = labels.flatten(1, 2).index_select(1, points.to(labels.device()));  // the model takes them as given
     }
+    inputs["labels"] = labels;
     auto out = model.forward_named(inputs, {});
     StepOutput r;
     r.samples = labels.size(0);
