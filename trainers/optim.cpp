@@ -187,18 +187,8 @@ OptimizerOptions optimizer_options_from_yaml(const YAML::Node& section, const st
   o.nesterov = r.get<bool>("nesterov", o.nesterov, "a bool");
   o.exclude_from_decay = r.get<std::vector<std::string>>("exclude_from_decay", o.exclude_from_decay, "a list of patterns");
   o.freeze = r.get<std::vector<std::string>>("freeze", o.freeze, "a list of patterns");
-  if (r.has("lr_multipliers")) {
-    const YAML::Node map = r.node("lr_multipliers");
-    if (!map.IsMap()) r.fail("lr_multipliers", "must be a map of pattern: multiplier");
-    for (const auto& kv : map) {
-      try {
-        o.lr_multipliers.push_back({kv.first.as<std::string>(), kv.second.as<double>()});
-      } catch (const YAML::Exception&) {
-        r.fail("lr_multipliers", "must map each pattern to a float, found '" + kv.first.Scalar() + "' -> " +
-                                     (kv.second.IsScalar() ? "'" + kv.second.Scalar() + "'" : "a collection"));
-      }
-    }
-  }
+  for (auto& [pattern, multiplier] : r.pattern_map("lr_multipliers", "a float"))
+    o.lr_multipliers.push_back({pattern, multiplier});
   try {
     check_hyperparameters(o);
     for (const auto& p : o.exclude_from_decay) name_matches(p, "");  // bad regexes fail here, not mid-training

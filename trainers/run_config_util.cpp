@@ -330,6 +330,23 @@ void SectionReader::fail(const std::string& key, const std::string& what) const 
   throw ConfigError({source_ + where + ": '" + key_path(key) + "' " + what});
 }
 
+std::vector<std::pair<std::string, double>> SectionReader::pattern_map(const std::string& key,
+                                                                      const char* value_name) const {
+  std::vector<std::pair<std::string, double>> out;
+  if (!has(key)) return out;
+  const YAML::Node map = node(key);
+  if (!map.IsMap()) fail(key, std::string("must be a map of pattern -> ") + value_name);
+  for (const auto& kv : map) {
+    try {
+      out.emplace_back(kv.first.as<std::string>(), kv.second.as<double>());
+    } catch (const YAML::Exception&) {
+      fail(key, std::string("must map each pattern to ") + value_name + ", found '" + kv.first.Scalar() + "' -> " +
+                    (kv.second.IsScalar() ? "'" + kv.second.Scalar() + "'" : "a collection"));
+    }
+  }
+  return out;
+}
+
 Schema Schema::from_yaml(const std::string& text) {
   try {
     return parse_schema(YAML::Load(text), "");

@@ -53,6 +53,8 @@ class SectionReader {
   template <typename T>
   T get(const std::string& key, const T& fallback, const char* type_name) const;
   [[noreturn]] void fail(const std::string& key, const std::string& what) const;
+  // A map of name pattern -> float in file order (lr_multipliers, init_std); {} when absent.
+  std::vector<std::pair<std::string, double>> pattern_map(const std::string& key, const char* value_name) const;
 
  private:
   YAML::Node section_;

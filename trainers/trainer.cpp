@@ -12,6 +12,7 @@
 #include "perceiver/io/torch_bin.h"
 #include "perceiver/runtime.h"
 #include "trainers/checkpoint_io.h"
+#include "trainers/initialization.h"
 #include "trainers/metrics_log.h"
 #include "trainers/optim.h"
 #include "trainers/progress.h"
@@ -28,6 +29,7 @@ model:
   config: map
   from: string
   freeze: list[string]
+  init_std: map
   activation_checkpointing: bool
 task: any
 data: map
@@ -163,6 +165,18 @@ void Trainer::State::build(bool training) {
   spdlog::info("{}", data.summary);
 
   model = build_model(config);
+  const auto init_std = SectionReader(root["model"], run.source, "model").pattern_map("init_std", "a float");
+  if (!init_std.empty()) {
+    if (!from.empty())
+      throw ConfigError({run.source + ": 'model.init_std' applies to a freshly initialised model, not to 'model.from'"});
+    std::vector<InitStd> rules;
+    for (const auto& [pattern, std] : init_std) rules.push_back({pattern, std});
+    try {
+      spdlog::info("model.init_std: re-drew {} parameter tensors", apply_init_std(*model, rules));
+    } catch (const std::invalid_argument& e) {
+      throw ConfigError({run.source + ": 'model.init_std': " + e.what()});
+    }
+  }
   if (!from.empty()) {
     const auto report = io::load_weights(*model, io::load_state_dict(io::weights_file(from)), /*strict=*/false, from);
     spdlog::info("fine-tuning from {}: {}", from, report.summary());

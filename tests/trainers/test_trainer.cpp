@@ -5,6 +5,7 @@
 #include <random>
 
 #include "perceiver/io/safetensors.h"
+#include "perceiver/io/torch_bin.h"
 #include "tests/test_support.h"
 #include "trainers/run_config_util.h"
 #include "trainers/trainer.h"
@@ -213,6 +214,26 @@ TEST(Trainer, WrongTypesAndBadSourcesAreNamed) {
   EXPECT_NE(error({"data.train.colour=red"}).find("data.train.colour"), std::string::npos);
   EXPECT_NE(error({"model.config.d_latents=33"}).find("d_latents"), std::string::npos);
   EXPECT_NE(error({"data.train.path=/nonexistent/corpus.txt"}).find("/nonexistent/corpus.txt"), std::string::npos);
+}
+
+TEST(Trainer, InitStdIsAppliedAndItsErrorsAreNamed) {
+  TempDir tmp;
+  const auto yaml = mlm_run(tmp.path(), 1);
+  auto error = [&](const std::vector<std::string>& overrides) {
+    return perceiver::testing::error_of([&] { train(yaml, overrides); });
+  };
+  EXPECT_EQ(error({"model.init_std={'*conv*': 1.0}"}),
+            "test.yaml: 'model.init_std': pattern '*conv*' matches no parameter");
+  EXPECT_EQ(error({"model.init_std={'*latents': x}"}),
+            "test.yaml (command-line override): 'model.init_std' must map each pattern to a float, found '*latents' -> 'x'");
+  // Training with lr 0 leaves the drawn latents in the checkpoint.
+  train(yaml, {"model.init_std={'*latents': 0.5}", "optimizer.lr=0.0"});
+  const auto checkpoint = tmp.path() / "run" / "checkpoints" / "step-00000001";
+  const auto weights = perceiver::io::load_state_dict(checkpoint);
+  EXPECT_NEAR(weights.at("perceiver.embeddings.latents").std().item<double>(), 0.5, 0.08);
+  EXPECT_NEAR(weights.at("perceiver.encoder.cross_attention.attention.self.query.weight").std().item<double>(), 0.02, 0.005);
+  EXPECT_EQ(error({"model.init_std={'*latents': 0.5}", "model.from=" + checkpoint.string()}),
+            "test.yaml: 'model.init_std' applies to a freshly initialised model, not to 'model.from'");
 }
 
 TEST(Trainer, NonFiniteLossStopsWithoutACheckpointForThatStep) {
