@@ -43,20 +43,37 @@ nlohmann::json fill_masks(perceiver::PerceiverPreTrainedModelImpl& model, const 
   return result;
 }
 
+// Follows the model's problem_type as HF's loss does: softmax and the best label for single-label,
+// a sigmoid per label and every label above 0.5 for multi-label, the raw output for regression.
 nlohmann::json classify(perceiver::PerceiverPreTrainedModelImpl& model, const std::vector<std::string>& texts) {
   const auto batch = encode(model, texts);
-  const auto probs =
-      torch::softmax(model.forward_named({{"inputs", batch.input_ids}, {"attention_mask", batch.attention_mask}}, {})
-                         .at("logits"),
-                     -1);
-  nlohmann::json result = nlohmann::json::array();
+  const auto logits =
+      model.forward_named({{"inputs", batch.input_ids}, {"attention_mask", batch.attention_mask}}, {}).at("logits");
+  const auto problem = model.config().problem_type.value_or("single_label_classification");
   const auto& names = model.config().id2label;
+  auto name_of = [&](int64_t id) { return names.count(id) ? names.at(id) : std::to_string(id); };
+  nlohmann::json result = nlohmann::json::array();
+  if (problem == "regression") {
+    for (size_t i = 0; i < texts.size(); ++i) {
+      nlohmann::json values = nlohmann::json::array();
+      for (int64_t j = 0; j < logits.size(1); ++j) values.push_back(logits[i][j].item<double>());
+      result.push_back({{"text", texts[i]}, {"value", values.size() == 1 ? values[0] : values}});
+    }
+    return result;
+  }
+  const bool multi = problem == "multi_label_classification";
+  const auto probs = multi ? torch::sigmoid(logits) : torch::softmax(logits, -1);
   for (size_t i = 0; i < texts.size(); ++i) {
-    const auto best = probs[i].argmax().item<int64_t>();
     nlohmann::json scores = nlohmann::json::object();
-    for (const auto& [id, name] : names) scores[name] = probs[i][id].item<double>();
-    result.push_back({{"text", texts[i]}, {"label", names.count(best) ? names.at(best) : std::to_string(best)},
-                      {"scores", scores}});
+    for (int64_t j = 0; j < probs.size(1); ++j) scores[name_of(j)] = probs[i][j].item<double>();
+    if (multi) {
+      nlohmann::json labels = nlohmann::json::array();
+      for (int64_t j = 0; j < probs.size(1); ++j)
+        if (probs[i][j].item<double>() > 0.5) labels.push_back(name_of(j));
+      result.push_back({{"text", texts[i]}, {"labels", labels}, {"scores", scores}});
+    } else {
+      result.push_back({{"text", texts[i]}, {"label", name_of(probs[i].argmax().item<int64_t>())}, {"scores", scores}});
+    }
   }
   return result;
 }

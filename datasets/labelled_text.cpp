@@ -1,6 +1,9 @@
 #include "datasets/labelled_text.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string_view>
@@ -79,14 +82,89 @@ LabelledText make_labelled(std::vector<std::string> texts, const std::vector<std
   out.labels.reserve(label_names.size());
   for (const auto& n : label_names) out.labels.push_back(out.label2id.at(n));
   out.texts = std::move(texts);
+  out.label_names = label_names;
   return out;
+}
+
+MultiLabelTargets multi_label_targets(const std::vector<std::string>& raw, const std::string& separator,
+                                      const std::string& source, std::vector<std::string> id2label) {
+  if (separator.empty()) throw std::invalid_argument(source + ": the label separator must not be empty");
+  auto split = [&](const std::string& field) {
+    std::vector<std::string> parts;
+    size_t start = 0;
+    while (start <= field.size()) {
+      const size_t end = std::min(field.find(separator, start), field.size());
+      auto part = field.substr(start, end - start);
+      const auto first = part.find_first_not_of(" \t"), last = part.find_last_not_of(" \t");
+      if (first != std::string::npos) parts.push_back(part.substr(first, last - first + 1));
+      start = end + separator.size();
+    }
+    return parts;
+  };
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(raw.size());
+  for (const auto& field : raw) rows.push_back(split(field));
+  const bool fixed = !id2label.empty();
+  if (!fixed) {
+    std::set<std::string> names;
+    for (const auto& row : rows) names.insert(row.begin(), row.end());
+    id2label.assign(names.begin(), names.end());
+  }
+  std::map<std::string, int64_t> ids;
+  for (size_t i = 0; i < id2label.size(); ++i) ids[id2label[i]] = static_cast<int64_t>(i);
+  MultiLabelTargets out;
+  out.targets = torch::zeros({static_cast<int64_t>(rows.size()), static_cast<int64_t>(id2label.size())});
+  auto acc = out.targets.accessor<float, 2>();
+  for (size_t r = 0; r < rows.size(); ++r) {
+    for (const auto& name : rows[r]) {
+      const auto it = ids.find(name);
+      if (it == ids.end())
+        throw std::runtime_error(source + ": row " + std::to_string(r + 1) + ": label '" + name +
+                                 "' is not among the training labels");
+      acc[static_cast<int64_t>(r)][it->second] = 1.0f;
+    }
+  }
+  out.id2label = std::move(id2label);
+  return out;
+}
+
+torch::Tensor regression_targets(const std::vector<std::string>& raw, const std::string& source) {
+  std::vector<float> values;
+  values.reserve(raw.size());
+  for (size_t r = 0; r < raw.size(); ++r) {
+    size_t used = 0;
+    double v = 0;
+    try {
+      v = std::stod(raw[r], &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    while (used < raw[r].size() && std::isspace(static_cast<unsigned char>(raw[r][used]))) ++used;
+    if (used == 0 || used != raw[r].size() || !std::isfinite(v))
+      throw std::runtime_error(source + ": row " + std::to_string(r + 1) + ": regression label '" + raw[r] +
+                               "' is not a finite number");
+    values.push_back(static_cast<float>(v));
+  }
+  return torch::tensor(values, torch::kFloat);
 }
 
 namespace {
 
-std::string label_text(const nlohmann::json& v) {
+// A JSON label as text: strings as they are, numbers and booleans as JSON writes them, a list of
+// those joined with `separator` (multi-label); anything else is "" (the row is skipped).
+std::string label_text(const nlohmann::json& v, const std::string& separator) {
   if (v.is_string()) return v.get<std::string>();
-  if (v.is_number_integer() || v.is_boolean()) return v.dump();
+  if (v.is_number() || v.is_boolean()) return v.dump();
+  if (v.is_array() && !v.empty()) {
+    std::string out;
+    for (const auto& item : v) {
+      if (item.is_array() || item.is_object()) return {};
+      const auto part = label_text(item, separator);
+      if (part.empty()) return {};
+      out += (out.empty() ? "" : separator) + part;
+    }
+    return out;
+  }
   return {};
 }
 
@@ -128,12 +206,12 @@ LabelledText read_labelled_text(const fs::path& path, const LabelledReadOptions&
       }
       const auto obj = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
       if (!obj.is_object() || !obj.contains(options.text_field) || !obj[options.text_field].is_string() ||
-          !obj.contains(options.label_field) || label_text(obj[options.label_field]).empty()) {
+          !obj.contains(options.label_field) || label_text(obj[options.label_field], options.list_separator).empty()) {
         ++skipped;
         continue;
       }
       texts.push_back(obj[options.text_field].get<std::string>());
-      names.push_back(label_text(obj[options.label_field]));
+      names.push_back(label_text(obj[options.label_field], options.list_separator));
     }
   } else {
     const char delim = options.delimiter != 0 ? options.delimiter : (path.extension() == ".tsv" ? '\t' : ',');

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <torch/torch.h>
+
 #include "datasets/common.h"
 
 namespace perceiver::datasets {
@@ -16,6 +18,7 @@ namespace perceiver::datasets {
 struct LabelledText {
   std::vector<std::string> texts;   // valid UTF-8
   std::vector<int64_t> labels;      // index into id2label
+  std::vector<std::string> label_names;  // the raw label field of each text (multi-label lists, numbers)
   std::vector<std::string> id2label;  // sorted label names
   std::map<std::string, int64_t> label2id;
   int64_t skipped = 0;  // rows dropped: invalid UTF-8, missing field, bad JSON, wrong column count
@@ -29,6 +32,7 @@ struct LabelledReadOptions {
   std::string label_field = "label";
   char delimiter = 0;                // 0: '\t' for .tsv, ',' otherwise
   bool header = true;                // CSV/TSV first row names the columns
+  std::string list_separator = "|";  // joins a JSONL label list into one label field
 };
 
 // Format from the extension: .jsonl, .tsv, anything else CSV.
@@ -39,6 +43,19 @@ std::vector<std::vector<std::string>> parse_delimited(const std::string& bytes, 
 
 // Builds label maps from raw (text, label name) pairs: ids follow sorted label names.
 LabelledText make_labelled(std::vector<std::string> texts, const std::vector<std::string>& label_names);
+
+// Multi-label targets: each raw label field split on `separator` (blank parts dropped) into a
+// multi-hot (N, L) float tensor. The label set is the sorted union unless `id2label` is given (an
+// evaluation set scored with the training labels); a label outside it is an error naming it.
+struct MultiLabelTargets {
+  torch::Tensor targets;
+  std::vector<std::string> id2label;
+};
+MultiLabelTargets multi_label_targets(const std::vector<std::string>& raw, const std::string& separator,
+                                      const std::string& source, std::vector<std::string> id2label = {});
+
+// Regression targets: each raw label field a number -> (N,) float; an error names the first bad one.
+torch::Tensor regression_targets(const std::vector<std::string>& raw, const std::string& source);
 
 // ---- Fortunes language identification ----
 struct FortuneSource {

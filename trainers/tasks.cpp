@@ -35,6 +35,37 @@ torch::Tensor loss_metrics(const torch::Tensor& logits, const torch::Tensor& lab
   return loss;
 }
 
+// HF's multi_label_classification: binary cross-entropy per label. A label is predicted when its
+// logit is positive; exact_match needs every label of a text right, f1_micro pools all labels.
+torch::Tensor multi_label_loss_metrics(const torch::Tensor& logits, const torch::Tensor& targets, MetricSums& metrics) {
+  const auto target = targets.to(logits.scalar_type());
+  const auto loss = torch::binary_cross_entropy_with_logits(logits, target);
+  torch::NoGradGuard no_grad;
+  const auto n = static_cast<double>(targets.size(0));
+  const auto pred = logits.gt(0);
+  const auto truth = target.gt(0.5);
+  metrics.add("loss", loss.item<double>() * n, n);
+  metrics.add("exact_match", pred.eq(truth).all(-1).sum().item<double>(), n);
+  metrics.add("label_accuracy", pred.eq(truth).to(torch::kDouble).mean(-1).sum().item<double>(), n);
+  // F1 = 2TP / (2TP + FP + FN), pooled over the evaluation by summing numerator and denominator.
+  const double tp = (pred & truth).sum().item<double>();
+  const double wrong = pred.ne(truth).sum().item<double>();
+  metrics.add("f1_micro", 2 * tp, 2 * tp + wrong);
+  return loss;
+}
+
+// HF's regression with one label: mean squared error between the squeezed logits and the targets.
+torch::Tensor regression_loss_metrics(const torch::Tensor& logits, const torch::Tensor& targets, MetricSums& metrics) {
+  const auto pred = logits.squeeze(-1);
+  const auto loss = torch::mse_loss(pred, targets.to(pred.scalar_type()));
+  torch::NoGradGuard no_grad;
+  const auto n = static_cast<double>(targets.size(0));
+  metrics.add("loss", loss.item<double>() * n, n);
+  metrics.add("mse", loss.item<double>() * n, n);
+  metrics.add("mae", (pred - targets.to(pred.scalar_type())).abs().sum().item<double>(), n);
+  return loss;
+}
+
 // Confusion matrix gathered during evaluation and written as CSV (rows: true label).
 class Confusion {
  public:
@@ -204,9 +235,23 @@ class SequenceClassificationTask : public Task {
  public:
   SequenceClassificationTask(TaskSection& s) : source_(s.source()) {
     label_smoothing_ = s.get<double>("label_smoothing", 0.0);
+    problem_type_ = s.get<std::string>("problem_type", problem_type_);
+    if (problem_type_ != "single_label_classification" && problem_type_ != "multi_label_classification" &&
+        problem_type_ != "regression")
+      s.fail("problem_type", "must be single_label_classification, multi_label_classification or regression, found '" +
+                                 problem_type_ + "'");
+    if (label_smoothing_ != 0.0 && problem_type_ != "single_label_classification")
+      s.fail("label_smoothing", "applies to single_label_classification only");
+    separator_ = s.get<std::string>("label_separator", separator_);
+    if (separator_.empty()) s.fail("label_separator", "must not be empty");
   }
   std::string name() const override { return "sequence_classification"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForSequenceClassification"}; }
+  std::string best_metric() const override {
+    return problem_type_ == "regression" ? "eval/mse" : problem_type_ == "multi_label_classification" ? "eval/f1_micro"
+                                                                                                     : "eval/accuracy";
+  }
+  std::string best_mode() const override { return problem_type_ == "regression" ? "min" : "max"; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
     TaskSection d(data, source_, "data");
@@ -218,16 +263,33 @@ class SequenceClassificationTask : public Task {
     d.finish();
     auto train = texts(data["train"], "data.train");
     auto eval = texts(data["eval"], "data.eval");
-    if (train.id2label != eval.id2label)
-      throw std::runtime_error(source_ + ": data.train and data.eval have different label sets");
+    torch::Tensor train_targets, eval_targets;
+    std::vector<std::string> id2label;
+    if (problem_type_ == "single_label_classification") {
+      if (train.id2label != eval.id2label)
+        throw std::runtime_error(source_ + ": data.train and data.eval have different label sets");
+      id2label = train.id2label;
+      train_targets = torch::tensor(train.labels, torch::kLong);
+      eval_targets = torch::tensor(eval.labels, torch::kLong);
+    } else if (problem_type_ == "multi_label_classification") {
+      auto t = datasets::multi_label_targets(train.label_names, separator_, source_ + ": data.train");
+      eval_targets = datasets::multi_label_targets(eval.label_names, separator_, source_ + ": data.eval", t.id2label).targets;
+      train_targets = t.targets;
+      id2label = t.id2label;
+    } else {
+      train_targets = datasets::regression_targets(train.label_names, source_ + ": data.train");
+      eval_targets = datasets::regression_targets(eval.label_names, source_ + ": data.eval");
+      id2label = {"LABEL_0"};  // HF: one output, mean squared error
+    }
+    config.problem_type = problem_type_;
     config.id2label.clear();
-    for (size_t i = 0; i < train.id2label.size(); ++i) config.id2label[static_cast<int64_t>(i)] = train.id2label[i];
+    for (size_t i = 0; i < id2label.size(); ++i) config.id2label[static_cast<int64_t>(i)] = id2label[i];
     names_ = config.id2label;
     TaskData out;
-    out.train = encode(train, seq_len);
-    out.eval = encode(eval, seq_len);
-    out.summary = "sequence classification: " + std::to_string(train.texts.size()) + " train / " +
-                  std::to_string(eval.texts.size()) + " eval texts, " + std::to_string(train.id2label.size()) +
+    out.train = encode(train, train_targets, seq_len);
+    out.eval = encode(eval, eval_targets, seq_len);
+    out.summary = "sequence classification (" + problem_type_ + "): " + std::to_string(train.texts.size()) +
+                  " train / " + std::to_string(eval.texts.size()) + " eval texts, " + std::to_string(id2label.size()) +
                   " labels, " + std::to_string(seq_len) + " bytes max";
     return out;
   }
@@ -235,12 +297,22 @@ class SequenceClassificationTask : public Task {
   StepOutput step(PerceiverPreTrainedModelImpl& model, const Example& batch, at::Generator&, bool training) override {
     auto out = model.forward_named({{"inputs", batch.at("input_ids")}, {"attention_mask", batch.at("attention_mask")}}, {});
     StepOutput r;
-    r.samples = batch.at("labels").size(0);
-    r.loss = loss_metrics(out.at("logits"), batch.at("labels"), label_smoothing_, r.metrics, 5);
-    if (!training) confusion_.add(out.at("logits"), batch.at("labels"));
+    const auto& logits = out.at("logits");
+    const auto& labels = batch.at("labels");
+    r.samples = labels.size(0);
+    if (problem_type_ == "multi_label_classification") {
+      r.loss = multi_label_loss_metrics(logits, labels, r.metrics);
+    } else if (problem_type_ == "regression") {
+      r.loss = regression_loss_metrics(logits, labels, r.metrics);
+    } else {
+      r.loss = loss_metrics(logits, labels, label_smoothing_, r.metrics, 5);
+      if (!training) confusion_.add(logits, labels);
+    }
     return r;
   }
-  void begin_eval() override { confusion_.reset(static_cast<int64_t>(names_.size())); }
+  void begin_eval() override {
+    if (problem_type_ == "single_label_classification") confusion_.reset(static_cast<int64_t>(names_.size()));
+  }
   void end_eval(const fs::path& out_dir) override { confusion_.write(out_dir / "confusion_matrix.csv", names_); }
 
  private:
@@ -281,7 +353,8 @@ class SequenceClassificationTask : public Task {
     return out;
   }
 
-  static std::shared_ptr<const datasets::Dataset> encode(const datasets::LabelledText& data, int64_t seq_len) {
+  static std::shared_ptr<const datasets::Dataset> encode(const datasets::LabelledText& data, const torch::Tensor& targets,
+                                                         int64_t seq_len) {
     const PerceiverTokenizer tok;
     EncodeOptions o;
     o.max_length = seq_len;
@@ -290,10 +363,12 @@ class SequenceClassificationTask : public Task {
     const auto inputs = to_model_inputs(tok.batch_encode(data.texts, o));
     return std::make_shared<datasets::TensorDataset>(Example{{"input_ids", inputs.input_ids},
                                                              {"attention_mask", inputs.attention_mask},
-                                                             {"labels", torch::tensor(data.labels, torch::kLong)}});
+                                                             {"labels", targets}});
   }
 
   double label_smoothing_ = 0.0;
+  std::string problem_type_ = "single_label_classification";
+  std::string separator_ = "|";
   std::string source_;
   std::map<int64_t, std::string> names_;
   Confusion confusion_;

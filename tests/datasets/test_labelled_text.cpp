@@ -59,6 +59,32 @@ TEST(DatasetsLabelledText, CsvQuotingAndSortedLabelMaps) {
   }
 }
 
+TEST(DatasetsLabelledText, MultiLabelAndRegressionTargets) {
+  perceiver::testing::TempDir tmp;
+  // JSONL label lists are joined with the separator; floats are kept as JSON writes them.
+  write_file(tmp.path() / "m.jsonl",
+             "{\"text\": \"a\", \"label\": [\"sports\", \"news\"]}\n{\"text\": \"b\", \"label\": \"news\"}\n"
+             "{\"text\": \"c\", \"label\": [[1]]}\n{\"text\": \"d\", \"label\": 2.5}\n");
+  const auto m = pd::read_labelled_text(tmp.path() / "m.jsonl");
+  EXPECT_EQ(m.label_names, (std::vector<std::string>{"sports|news", "news", "2.5"}));
+  EXPECT_EQ(m.skipped, 1);  // a nested list is not a label
+
+  const auto t = pd::multi_label_targets({"sports|news", " news ", "weather||"}, "|", "train.csv");
+  EXPECT_EQ(t.id2label, (std::vector<std::string>{"news", "sports", "weather"}));
+  EXPECT_TRUE(torch::equal(t.targets, torch::tensor({1.f, 1.f, 0.f, 1.f, 0.f, 0.f, 0.f, 0.f, 1.f}).view({3, 3})));
+  // Evaluation data is scored against the training labels.
+  const auto e = pd::multi_label_targets({"weather"}, "|", "eval.csv", t.id2label);
+  EXPECT_TRUE(torch::equal(e.targets, torch::tensor({0.f, 0.f, 1.f}).view({1, 3})));
+  EXPECT_EQ(perceiver::testing::error_of([&] { pd::multi_label_targets({"news", "sport"}, "|", "eval.csv", t.id2label); }),
+            "eval.csv: row 2: label 'sport' is not among the training labels");
+
+  EXPECT_TRUE(torch::allclose(pd::regression_targets({"1.5", "-2", "3e-1 "}, "r.csv"), torch::tensor({1.5f, -2.f, 0.3f})));
+  EXPECT_EQ(perceiver::testing::error_of([&] { pd::regression_targets({"1", "2x"}, "r.csv"); }),
+            "r.csv: row 2: regression label '2x' is not a finite number");
+  EXPECT_EQ(perceiver::testing::error_of([&] { pd::regression_targets({"nan"}, "r.csv"); }),
+            "r.csv: row 1: regression label 'nan' is not a finite number");
+}
+
 TEST(DatasetsLabelledText, FortuneEntriesAndSentenceSplitting) {
   const auto entries = pd::parse_fortune_entries("first line\nsecond\n%\n\n%\nthird\n\t\t-- Someone\n%\n");
   EXPECT_EQ(entries, (std::vector<std::string>{"first line\nsecond", "third\n\t\t-- Someone"}));

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <functional>
 #include <random>
 
 #include "perceiver/io/safetensors.h"
@@ -75,22 +76,33 @@ TEST(Trainer, MaskedLmLossDecreasesOnHeldOutText) {
   EXPECT_TRUE(fs::exists(tmp.path() / "run" / "config.yaml"));
 }
 
+// Five 4-letter words: the first `vowel_words` over a vowel alphabet, the rest over consonants.
+std::string five_words(std::mt19937& rng, int vowel_words) {
+  std::string text;
+  for (int w = 0; w < 5; ++w) {
+    for (int c = 0; c < 4; ++c) text += (w < vowel_words ? "aeiou" : "bcdfg")[rng() % 5];
+    text += ' ';
+  }
+  return text;
+}
+
+// A CSV file: `header`, then rows 0..n-1 from `row(i, rng)` with an rng seeded by `seed`.
+void write_csv(const fs::path& file, const std::string& header, int n, int seed,
+               const std::function<std::string(int, std::mt19937&)>& row) {
+  std::ofstream out(file);
+  out << header << "\n";
+  std::mt19937 rng(seed);
+  for (int i = 0; i < n; ++i) out << row(i, rng) << "\n";
+}
+
 TEST(Trainer, SequenceClassificationLearnsOnHeldOutText) {
   TempDir tmp;
   // Two "languages": words over disjoint alphabets.
   auto write = [](const fs::path& file, int n, int seed) {
-    std::ofstream out(file);
-    out << "text,label\n";
-    std::mt19937 rng(seed);
-    for (int i = 0; i < n; ++i) {
+    write_csv(file, "text,label", n, seed, [](int i, std::mt19937& rng) {
       const bool vowels = i % 2 == 0;
-      std::string text;
-      for (int w = 0; w < 5; ++w) {
-        for (int c = 0; c < 4; ++c) text += (vowels ? "aeiou" : "bcdfg")[rng() % 5];
-        text += ' ';
-      }
-      out << text << "," << (vowels ? "soft" : "hard") << "\n";
-    }
+      return five_words(rng, vowels ? 5 : 0) + "," + (vowels ? "soft" : "hard");
+    });
   };
   write(tmp.path() / "train.csv", 300, 1);
   write(tmp.path() / "eval.csv", 60, 2);
@@ -113,6 +125,75 @@ TEST(Trainer, SequenceClassificationLearnsOnHeldOutText) {
   const auto config = nlohmann::json::parse(in);
   EXPECT_EQ(config["id2label"]["0"], "hard");
   EXPECT_EQ(config["id2label"]["1"], "soft");
+}
+
+// Texts of five words, each from a vowel or a consonant alphabet: the tags name the alphabets used,
+// the score is the fraction of vowel words. Both are learnable from the bytes.
+TEST(Trainer, SequenceClassificationMultiLabelAndRegression) {
+  TempDir tmp;
+  auto write = [](const fs::path& file, int n, int seed) {
+    write_csv(file, "text,tags,score", n, seed, [](int i, std::mt19937& rng) {
+      const int vowel_words = i % 3 == 0 ? 5 : i % 3 == 1 ? 0 : 1 + static_cast<int>(rng() % 4);
+      const std::string tags = vowel_words == 5 ? "soft" : vowel_words == 0 ? "hard" : "hard|soft";
+      return five_words(rng, vowel_words) + "," + tags + "," + std::to_string(vowel_words / 5.0);
+    });
+  };
+  write(tmp.path() / "train.csv", 300, 1);
+  write(tmp.path() / "eval.csv", 60, 2);
+  auto yaml = [&](const std::string& problem, const std::string& field, const std::string& run) {
+    return "model:\n  config: {d_model: 32, d_latents: 32, num_latents: 8, num_self_attends_per_block: 1,\n"
+           "    num_self_attention_heads: 2, num_cross_attention_heads: 2, max_position_embeddings: 32}\n"
+           "task: {name: sequence_classification, problem_type: " + problem + "}\n"
+           "data:\n  seq_len: 32\n"
+           "  train: {type: labelled_text, label_field: " + field + ", path: '" + (tmp.path() / "train.csv").string() + "'}\n"
+           "  eval: {type: labelled_text, label_field: " + field + ", path: '" + (tmp.path() / "eval.csv").string() + "'}\n"
+           "optimizer: {lr: 0.003}\n"
+           "trainer: {max_steps: 80, batch_size: 16, threads: 1, num_workers: 1}\n"
+           "logging: {run_dir: '" + (tmp.path() / run).string() + "'}\n";
+  };
+  auto saved_config = [&](const std::string& run) {
+    std::ifstream in(tmp.path() / run / "checkpoints" / "step-00000080" / "config.json");
+    return nlohmann::json::parse(in);
+  };
+
+  const auto multi = train(yaml("multi_label_classification", "tags", "multi"));
+  EXPECT_GT(multi.at("eval/exact_match"), 0.9);
+  EXPECT_GT(multi.at("eval/f1_micro"), 0.9);
+  EXPECT_GT(multi.at("eval/label_accuracy"), 0.9);
+  EXPECT_FALSE(multi.count("eval/accuracy"));
+  auto config = saved_config("multi");
+  EXPECT_EQ(config["problem_type"], "multi_label_classification");
+  EXPECT_EQ(config["id2label"]["0"], "hard");
+  EXPECT_EQ(config["id2label"]["1"], "soft");
+
+  // Predicting the mean score (0.5) would give an MSE of about 0.12 on this data.
+  const auto reg = train(yaml("regression", "score", "reg"));
+  EXPECT_LT(reg.at("eval/mse"), 0.03);
+  EXPECT_NEAR(reg.at("eval/mse"), reg.at("eval/loss"), 1e-9);
+  EXPECT_LT(reg.at("eval/mae"), 0.15);
+  config = saved_config("reg");
+  EXPECT_EQ(config["problem_type"], "regression");
+  EXPECT_EQ(config["id2label"].size(), 1u);
+
+  // `perceiver predict` follows the problem type: labels above 0.5 / the regressed value.
+  const auto checkpoint = [&](const std::string& run) {
+    return (tmp.path() / run / "checkpoints" / "step-00000080").string();
+  };
+  const auto tagged = run_cli("predict --model '" + checkpoint("multi") + "' 'aeio uoia eeai ouea iaou '");
+  ASSERT_EQ(tagged.exit_code, 0) << tagged.err;
+  EXPECT_EQ(nlohmann::json::parse(tagged.out)[0].at("labels"), nlohmann::json::array({"soft"})) << tagged.out;
+  const auto scored = run_cli("predict --model '" + checkpoint("reg") + "' 'aeio uoia bcdf gbcd fgdb '");
+  ASSERT_EQ(scored.exit_code, 0) << scored.err;
+  EXPECT_NEAR(nlohmann::json::parse(scored.out)[0].at("value").get<double>(), 0.4, 0.15) << scored.out;
+
+  // Label smoothing is a single-label option; a score that is not a number is named.
+  EXPECT_NE(perceiver::testing::error_of([&] { train(yaml("regression", "tags", "bad")); })
+                .find("regression label 'soft' is not a finite number"),
+            std::string::npos);
+  EXPECT_NE(perceiver::testing::error_of([&] {
+              train(yaml("regression", "score", "bad"), {"task.label_smoothing=0.1"});
+            }).find("'task.label_smoothing' applies to single_label_classification only"),
+            std::string::npos);
 }
 
 TEST(Trainer, FineTuningLoadsTheBodyAndReinitialisesAHeadOfAnotherShape) {
