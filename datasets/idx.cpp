@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <array>
 #include <fstream>
+#include <set>
 #include <stdexcept>
 
 #include "datasets/common.h"
+#include "datasets/labelled_text.h"
 
 namespace perceiver::datasets {
 namespace fs = std::filesystem;
@@ -425,16 +427,49 @@ torch::Tensor read_image(const fs::path& path, bool grayscale) {
   return mat_to_tensor(m);
 }
 
+namespace {
+
+// Decodes, resizes and stacks images; a size mismatch without resizing is an error naming the file.
+class ImageStack {
+ public:
+  explicit ImageStack(const ImageFolderOptions& options) : options_(options) {
+    if ((options.height > 0) != (options.width > 0)) throw std::invalid_argument("images: set both height and width");
+  }
+  // False (and counted by the caller) when the file cannot be decoded.
+  bool add(const fs::path& file) {
+    cv::Mat m = decode(file, options_.grayscale);
+    if (m.empty()) return false;
+    if (options_.height > 0)
+      cv::resize(m, m, cv::Size(static_cast<int>(options_.width), static_cast<int>(options_.height)), 0, 0, cv::INTER_AREA);
+    auto t = mat_to_tensor(m);
+    if (!images_.empty() && t.sizes() != images_.front().sizes())
+      throw std::runtime_error("image '" + file.string() + "' is " + c10::str(t.sizes()) + " but earlier images are " +
+                               c10::str(images_.front().sizes()) + "; set height and width to resize");
+    images_.push_back(std::move(t));
+    return true;
+  }
+  torch::Tensor stacked() const {
+    const int64_t channels = options_.grayscale ? 1 : 3;
+    return images_.empty() ? torch::empty({0, options_.height, options_.width, channels}, torch::kUInt8)
+                           : torch::stack(images_);
+  }
+
+ private:
+  ImageFolderOptions options_;
+  std::vector<torch::Tensor> images_;
+};
+
+}  // namespace
+
 ImageClassificationSet load_image_folder(const fs::path& root, const ImageFolderOptions& options) {
   std::error_code ec;
   if (!fs::is_directory(root, ec)) throw std::runtime_error("image folder '" + root.string() + "' is not a directory");
-  if ((options.height > 0) != (options.width > 0)) throw std::invalid_argument("image folder: set both height and width");
+  ImageStack stack(options);
   ImageClassificationSet set;
   for (const auto& e : fs::directory_iterator(root))
     if (e.is_directory()) set.classes.push_back(e.path().filename().string());
   std::sort(set.classes.begin(), set.classes.end());
   if (set.classes.empty()) throw std::runtime_error("image folder '" + root.string() + "' has no class subfolders");
-  std::vector<torch::Tensor> images;
   std::vector<int64_t> labels;
   for (size_t c = 0; c < set.classes.size(); ++c) {
     std::vector<fs::path> files;
@@ -447,24 +482,43 @@ ImageClassificationSet load_image_folder(const fs::path& root, const ImageFolder
     }
     std::sort(files.begin(), files.end());
     for (const auto& f : files) {
-      cv::Mat m = decode(f, options.grayscale);
-      if (m.empty()) {
+      if (!stack.add(f)) {
         ++set.unreadable;
         continue;
       }
-      if (options.height > 0) {
-        cv::resize(m, m, cv::Size(static_cast<int>(options.width), static_cast<int>(options.height)), 0, 0, cv::INTER_AREA);
-      }
-      auto t = mat_to_tensor(m);
-      if (!images.empty() && t.sizes() != images.front().sizes())
-        throw std::runtime_error("image '" + f.string() + "' is " + c10::str(t.sizes()) + " but earlier images are " +
-                                 c10::str(images.front().sizes()) + "; set ImageFolderOptions height/width to resize");
-      images.push_back(std::move(t));
       labels.push_back(static_cast<int64_t>(c));
     }
   }
-  const int64_t channels = options.grayscale ? 1 : 3;
-  set.images = images.empty() ? torch::empty({0, options.height, options.width, channels}, torch::kUInt8) : torch::stack(images);
+  set.images = stack.stacked();
+  set.labels = torch::tensor(labels, torch::kInt64);
+  return set;
+}
+
+ImageClassificationSet load_image_list(const fs::path& csv, const ImageListOptions& options) {
+  const auto rows = parse_delimited(read_file_bytes(csv), ',');
+  if (rows.empty()) throw std::runtime_error("image list '" + csv.string() + "': empty file, expected a header row");
+  auto column = [&](const std::string& name) {
+    const auto it = std::find(rows[0].begin(), rows[0].end(), name);
+    if (it == rows[0].end()) throw std::runtime_error("image list '" + csv.string() + "': no column '" + name + "'");
+    return static_cast<size_t>(it - rows[0].begin());
+  };
+  const size_t ic = column(options.image_field), lc = column(options.label_field);
+  ImageStack stack(options);
+  ImageClassificationSet set;
+  for (size_t r = 1; r < rows.size(); ++r) {
+    const auto& row = rows[r];
+    if (row.size() <= std::max(ic, lc) || row[ic].empty() || row[lc].empty() || !stack.add(csv.parent_path() / row[ic])) {
+      ++set.unreadable;
+      continue;
+    }
+    set.label_names.push_back(row[lc]);
+  }
+  const std::set<std::string> names(set.label_names.begin(), set.label_names.end());
+  set.classes.assign(names.begin(), names.end());
+  std::vector<int64_t> labels;
+  for (const auto& n : set.label_names)
+    labels.push_back(std::lower_bound(set.classes.begin(), set.classes.end(), n) - set.classes.begin());
+  set.images = stack.stacked();
   set.labels = torch::tensor(labels, torch::kInt64);
   return set;
 }

@@ -29,6 +29,7 @@ struct ImageClassificationSet {
   torch::Tensor labels;              // (N) int64
   std::vector<std::string> classes;  // id -> name
   int64_t unreadable = 0;            // files skipped because they could not be decoded
+  std::vector<std::string> label_names;  // the raw label field per image (image lists only)
 };
 
 // IDX image (N, H, W) + label (N) files.
@@ -48,6 +49,15 @@ struct ImageFolderOptions {
 };
 // root/<class>/<image>: classes are the sorted subfolder names.
 ImageClassificationSet load_image_folder(const std::filesystem::path& root, const ImageFolderOptions& options = {});
+
+// A CSV manifest: one row per image with a path (relative to the CSV's folder) and a label field (a
+// class name, a '|'-separated label list or a number: the task's problem type decides). Classes are
+// the sorted distinct label fields; unreadable images and rows with an empty field are skipped.
+struct ImageListOptions : ImageFolderOptions {
+  std::string image_field = "image";
+  std::string label_field = "label";
+};
+ImageClassificationSet load_image_list(const std::filesystem::path& csv, const ImageListOptions& options = {});
 
 // Decodes one image file to (H, W, C) uint8 RGB (or gray); throws naming the file when it cannot.
 torch::Tensor read_image(const std::filesystem::path& path, bool grayscale = false);

@@ -66,6 +66,58 @@ torch::Tensor regression_loss_metrics(const torch::Tensor& logits, const torch::
   return loss;
 }
 
+// HF's problem types for the classification heads: options, targets from raw label fields, loss.
+class ProblemType {
+ public:
+  explicit ProblemType(TaskSection& s) {
+    label_smoothing_ = s.get<double>("label_smoothing", 0.0);
+    type_ = s.get<std::string>("problem_type", type_);
+    if (type_ != "single_label_classification" && type_ != "multi_label_classification" && type_ != "regression")
+      s.fail("problem_type",
+             "must be single_label_classification, multi_label_classification or regression, found '" + type_ + "'");
+    if (label_smoothing_ != 0.0 && !single()) s.fail("label_smoothing", "applies to single_label_classification only");
+    separator_ = s.get<std::string>("label_separator", separator_);
+    if (separator_.empty()) s.fail("label_separator", "must not be empty");
+  }
+  const std::string& name() const { return type_; }
+  bool single() const { return type_ == "single_label_classification"; }
+  std::string best_metric() const {
+    return type_ == "regression" ? "eval/mse" : type_ == "multi_label_classification" ? "eval/f1_micro" : "eval/accuracy";
+  }
+  std::string best_mode() const { return type_ == "regression" ? "min" : "max"; }
+
+  struct Targets {
+    torch::Tensor train, eval;
+    std::vector<std::string> id2label;
+  };
+  // Multi-label or regression targets from the raw label fields (single-label ids come from the sources).
+  Targets targets(const std::vector<std::string>& train, const std::vector<std::string>& eval,
+                  const std::string& source) const {
+    Targets t;
+    if (type_ == "multi_label_classification") {
+      auto tr = datasets::multi_label_targets(train, separator_, source + ": data.train");
+      t.eval = datasets::multi_label_targets(eval, separator_, source + ": data.eval", tr.id2label).targets;
+      t.train = tr.targets;
+      t.id2label = tr.id2label;
+    } else {
+      t.train = datasets::regression_targets(train, source + ": data.train");
+      t.eval = datasets::regression_targets(eval, source + ": data.eval");
+      t.id2label = {"LABEL_0"};  // HF: one output, mean squared error
+    }
+    return t;
+  }
+  torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& labels, MetricSums& metrics) const {
+    if (type_ == "multi_label_classification") return multi_label_loss_metrics(logits, labels, metrics);
+    if (type_ == "regression") return regression_loss_metrics(logits, labels, metrics);
+    return loss_metrics(logits, labels, label_smoothing_, metrics, 5);
+  }
+
+ private:
+  std::string type_ = "single_label_classification";
+  std::string separator_ = "|";
+  double label_smoothing_ = 0.0;
+};
+
 // Confusion matrix gathered during evaluation and written as CSV (rows: true label).
 class Confusion {
  public:
@@ -233,25 +285,11 @@ class MaskedLmTask : public Task {
 
 class SequenceClassificationTask : public Task {
  public:
-  SequenceClassificationTask(TaskSection& s) : source_(s.source()) {
-    label_smoothing_ = s.get<double>("label_smoothing", 0.0);
-    problem_type_ = s.get<std::string>("problem_type", problem_type_);
-    if (problem_type_ != "single_label_classification" && problem_type_ != "multi_label_classification" &&
-        problem_type_ != "regression")
-      s.fail("problem_type", "must be single_label_classification, multi_label_classification or regression, found '" +
-                                 problem_type_ + "'");
-    if (label_smoothing_ != 0.0 && problem_type_ != "single_label_classification")
-      s.fail("label_smoothing", "applies to single_label_classification only");
-    separator_ = s.get<std::string>("label_separator", separator_);
-    if (separator_.empty()) s.fail("label_separator", "must not be empty");
-  }
+  SequenceClassificationTask(TaskSection& s) : source_(s.source()), problem_(s) {}
   std::string name() const override { return "sequence_classification"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForSequenceClassification"}; }
-  std::string best_metric() const override {
-    return problem_type_ == "regression" ? "eval/mse" : problem_type_ == "multi_label_classification" ? "eval/f1_micro"
-                                                                                                     : "eval/accuracy";
-  }
-  std::string best_mode() const override { return problem_type_ == "regression" ? "min" : "max"; }
+  std::string best_metric() const override { return problem_.best_metric(); }
+  std::string best_mode() const override { return problem_.best_mode(); }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
     TaskSection d(data, source_, "data");
@@ -263,32 +301,23 @@ class SequenceClassificationTask : public Task {
     d.finish();
     auto train = texts(data["train"], "data.train");
     auto eval = texts(data["eval"], "data.eval");
-    torch::Tensor train_targets, eval_targets;
-    std::vector<std::string> id2label;
-    if (problem_type_ == "single_label_classification") {
+    ProblemType::Targets t;
+    if (problem_.single()) {
       if (train.id2label != eval.id2label)
         throw std::runtime_error(source_ + ": data.train and data.eval have different label sets");
-      id2label = train.id2label;
-      train_targets = torch::tensor(train.labels, torch::kLong);
-      eval_targets = torch::tensor(eval.labels, torch::kLong);
-    } else if (problem_type_ == "multi_label_classification") {
-      auto t = datasets::multi_label_targets(train.label_names, separator_, source_ + ": data.train");
-      eval_targets = datasets::multi_label_targets(eval.label_names, separator_, source_ + ": data.eval", t.id2label).targets;
-      train_targets = t.targets;
-      id2label = t.id2label;
+      t = {torch::tensor(train.labels, torch::kLong), torch::tensor(eval.labels, torch::kLong), train.id2label};
     } else {
-      train_targets = datasets::regression_targets(train.label_names, source_ + ": data.train");
-      eval_targets = datasets::regression_targets(eval.label_names, source_ + ": data.eval");
-      id2label = {"LABEL_0"};  // HF: one output, mean squared error
+      t = problem_.targets(train.label_names, eval.label_names, source_);
     }
-    config.problem_type = problem_type_;
+    const auto& id2label = t.id2label;
+    config.problem_type = problem_.name();
     config.id2label.clear();
     for (size_t i = 0; i < id2label.size(); ++i) config.id2label[static_cast<int64_t>(i)] = id2label[i];
     names_ = config.id2label;
     TaskData out;
-    out.train = encode(train, train_targets, seq_len);
-    out.eval = encode(eval, eval_targets, seq_len);
-    out.summary = "sequence classification (" + problem_type_ + "): " + std::to_string(train.texts.size()) +
+    out.train = encode(train, t.train, seq_len);
+    out.eval = encode(eval, t.eval, seq_len);
+    out.summary = "sequence classification (" + problem_.name() + "): " + std::to_string(train.texts.size()) +
                   " train / " + std::to_string(eval.texts.size()) + " eval texts, " + std::to_string(id2label.size()) +
                   " labels, " + std::to_string(seq_len) + " bytes max";
     return out;
@@ -300,18 +329,12 @@ class SequenceClassificationTask : public Task {
     const auto& logits = out.at("logits");
     const auto& labels = batch.at("labels");
     r.samples = labels.size(0);
-    if (problem_type_ == "multi_label_classification") {
-      r.loss = multi_label_loss_metrics(logits, labels, r.metrics);
-    } else if (problem_type_ == "regression") {
-      r.loss = regression_loss_metrics(logits, labels, r.metrics);
-    } else {
-      r.loss = loss_metrics(logits, labels, label_smoothing_, r.metrics, 5);
-      if (!training) confusion_.add(logits, labels);
-    }
+    r.loss = problem_.loss(logits, labels, r.metrics);
+    if (!training && problem_.single()) confusion_.add(logits, labels);
     return r;
   }
   void begin_eval() override {
-    if (problem_type_ == "single_label_classification") confusion_.reset(static_cast<int64_t>(names_.size()));
+    if (problem_.single()) confusion_.reset(static_cast<int64_t>(names_.size()));
   }
   void end_eval(const fs::path& out_dir) override { confusion_.write(out_dir / "confusion_matrix.csv", names_); }
 
@@ -366,10 +389,8 @@ class SequenceClassificationTask : public Task {
                                                              {"labels", targets}});
   }
 
-  double label_smoothing_ = 0.0;
-  std::string problem_type_ = "single_label_classification";
-  std::string separator_ = "|";
   std::string source_;
+  ProblemType problem_;
   std::map<int64_t, std::string> names_;
   Confusion confusion_;
 };
@@ -378,8 +399,7 @@ class SequenceClassificationTask : public Task {
 
 class ImageClassificationTask : public Task {
  public:
-  ImageClassificationTask(TaskSection& s) : source_(s.source()) {
-    label_smoothing_ = s.get<double>("label_smoothing", 0.0);
+  ImageClassificationTask(TaskSection& s) : problem_(s), source_(s.source()) {
     augment_.crop_padding = s.get<int64_t>("random_crop_padding", 0);
     augment_.hflip_probability = s.get<double>("hflip_probability", 0.0);
     const auto mean = s.get<std::vector<double>>("image_mean", processor_.image_mean);
@@ -394,12 +414,25 @@ class ImageClassificationTask : public Task {
     return {"PerceiverForImageClassificationFourier", "PerceiverForImageClassificationLearned",
             "PerceiverForImageClassificationConvProcessing"};
   }
+  std::string best_metric() const override { return problem_.best_metric(); }
+  std::string best_mode() const override { return problem_.best_mode(); }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
     check_train_eval_section(data, source_);
     auto train = images(data["train"], "data.train");
     auto eval = images(data["eval"], "data.eval");
-    if (!train.classes.empty()) {
+    config.problem_type = problem_.name();
+    if (!problem_.single()) {
+      if (train.label_names.empty() || eval.label_names.empty())
+        throw std::runtime_error(source_ + ": task.problem_type " + problem_.name() +
+                                 " needs label fields: use data sources of type image_list");
+      auto t = problem_.targets(train.label_names, eval.label_names, source_);
+      train.labels = t.train;
+      eval.labels = t.eval;
+      config.id2label.clear();
+      for (size_t i = 0; i < t.id2label.size(); ++i) config.id2label[static_cast<int64_t>(i)] = t.id2label[i];
+    } else if (!train.classes.empty()) {
+      if (!eval.label_names.empty()) eval.labels = class_ids(eval.label_names, train.classes, "data.eval");
       config.id2label.clear();
       for (size_t i = 0; i < train.classes.size(); ++i) config.id2label[static_cast<int64_t>(i)] = train.classes[i];
     } else {
@@ -427,11 +460,13 @@ class ImageClassificationTask : public Task {
     auto out = model.forward_named({{"inputs", normalize(images)}}, fo);
     StepOutput r;
     r.samples = images.size(0);
-    r.loss = loss_metrics(out.at("logits"), batch.at("labels"), label_smoothing_, r.metrics, 5);
-    if (!training) confusion_.add(out.at("logits"), batch.at("labels"));
+    r.loss = problem_.loss(out.at("logits"), batch.at("labels"), r.metrics);
+    if (!training && problem_.single()) confusion_.add(out.at("logits"), batch.at("labels"));
     return r;
   }
-  void begin_eval() override { confusion_.reset(static_cast<int64_t>(names_.size())); }
+  void begin_eval() override {
+    if (problem_.single()) confusion_.reset(static_cast<int64_t>(names_.size()));
+  }
   void end_eval(const fs::path& out_dir) override { confusion_.write(out_dir / "confusion_matrix.csv", names_); }
 
  private:
@@ -443,6 +478,19 @@ class ImageClassificationTask : public Task {
     const auto mean = torch::tensor(processor_.image_mean, opts.dtype(torch::kDouble)).to(opts).view({1, 3, 1, 1});
     const auto std = torch::tensor(processor_.image_std, opts.dtype(torch::kDouble)).to(opts).view({1, 3, 1, 1});
     return ((x * static_cast<float>(processor_.rescale_factor)) - mean) / std;
+  }
+
+  // Image-list labels scored against the training classes (an evaluation list may lack some).
+  torch::Tensor class_ids(const std::vector<std::string>& names, const std::vector<std::string>& classes,
+                          const std::string& path) const {
+    std::vector<int64_t> ids;
+    for (const auto& n : names) {
+      const auto it = std::find(classes.begin(), classes.end(), n);
+      if (it == classes.end())
+        throw std::runtime_error(source_ + ": " + path + ": label '" + n + "' is not among the training classes");
+      ids.push_back(it - classes.begin());
+    }
+    return torch::tensor(ids, torch::kLong);
   }
 
   datasets::ImageClassificationSet images(const YAML::Node& node, const std::string& path) {
@@ -463,20 +511,29 @@ class ImageClassificationTask : public Task {
       o.width = s.get<int64_t>("width", 0);
       out = datasets::load_image_folder(s.required("path"), o);
       if (out.unreadable > 0) spdlog::warn("{}: skipped {} unreadable images", path, out.unreadable);
+    } else if (type == "image_list") {
+      datasets::ImageListOptions o;
+      o.height = s.get<int64_t>("height", 0);
+      o.width = s.get<int64_t>("width", 0);
+      o.image_field = s.get<std::string>("image_field", o.image_field);
+      o.label_field = s.get<std::string>("label_field", o.label_field);
+      out = datasets::load_image_list(s.required("path"), o);
+      if (out.unreadable > 0) spdlog::warn("{}: skipped {} unreadable images or incomplete rows", path, out.unreadable);
     } else {
-      s.fail("type", "unknown image source '" + type + "' (known: fashion_mnist, idx, image_folder)");
+      s.fail("type", "unknown image source '" + type + "' (known: fashion_mnist, idx, image_folder, image_list)");
     }
     const auto limit = s.get<int64_t>("limit", 0);
     s.finish();
     if (limit > 0 && limit < out.images.size(0)) {
       out.images = out.images.narrow(0, 0, limit);
       out.labels = out.labels.narrow(0, 0, limit);
+      if (!out.label_names.empty()) out.label_names.resize(static_cast<size_t>(limit));
     }
     if (out.images.size(0) == 0) throw std::runtime_error(source_ + ": " + path + " produced no images");
     return out;
   }
 
-  double label_smoothing_ = 0.0;
+  ProblemType problem_;
   datasets::AugmentOptions augment_;
   ImageProcessorOptions processor_;
   bool interpolate_ = false;

@@ -115,6 +115,33 @@ TEST(DatasetsIdx, ImageFolderCountsUnreadableFiles) {
   EXPECT_EQ(pd::load_image_folder(tmp.path(), resize).images.sizes(), (std::vector<int64_t>{3, 8, 6, 3}));
 }
 
+TEST(DatasetsIdx, ImageListSkipsBadRowsAndNamesMissingColumns) {
+  perceiver::testing::TempDir tmp;
+  fs::create_directories(tmp.path() / "img");
+  cv::imwrite((tmp.path() / "img" / "a.png").string(), cv::Mat(4, 5, CV_8UC3, cv::Scalar(0, 0, 255)));
+  cv::imwrite((tmp.path() / "img" / "b.png").string(), cv::Mat(6, 5, CV_8UC3, cv::Scalar(255, 0, 0)));
+  write_file(tmp.path() / "img" / "broken.png", "not a png");
+  // Paths are relative to the list's folder; an unreadable image, a missing file and an empty label are skipped.
+  write_file(tmp.path() / "list.csv",
+             "label,image\n\"dog|cat\",img/a.png\ncat,img/broken.png\ncat,img/missing.png\n,img/a.png\n0.5,img/b.png\n");
+  pd::ImageListOptions o;
+  o.height = 4;
+  o.width = 4;
+  const auto set = pd::load_image_list(tmp.path() / "list.csv", o);
+  EXPECT_EQ(set.label_names, (std::vector<std::string>{"dog|cat", "0.5"}));
+  EXPECT_EQ(set.classes, (std::vector<std::string>{"0.5", "dog|cat"}));
+  EXPECT_TRUE(set.labels.equal(torch::tensor({1, 0}, torch::kInt64)));
+  EXPECT_EQ(set.unreadable, 3);
+  ASSERT_EQ(set.images.sizes(), (std::vector<int64_t>{2, 4, 4, 3}));
+  EXPECT_EQ(set.images[0][0][0][0].item<uint8_t>(), 255);  // RGB: a.png is red
+  // Without resizing, images of different sizes are an error naming the file.
+  EXPECT_NE(perceiver::testing::error_of([&] { pd::load_image_list(tmp.path() / "list.csv"); }).find("b.png"),
+            std::string::npos);
+  o.label_field = "tags";
+  EXPECT_EQ(perceiver::testing::error_of([&] { pd::load_image_list(tmp.path() / "list.csv", o); }),
+            "image list '" + (tmp.path() / "list.csv").string() + "': no column 'tags'");
+}
+
 TEST(DatasetsIdx, AugmentationCropsWithZeroPaddingAndFlips) {
   const auto img = torch::arange(1, 1 + 6 * 7 * 2, torch::kInt64).to(torch::kUInt8).view({6, 7, 2});
   auto g = pd::make_generator(11);

@@ -57,6 +57,61 @@ TEST(TrainerVision, ImageClassificationLearnsFromIdxFiles) {
   EXPECT_GT(after.at("eval/accuracy"), 0.9);
 }
 
+// An image list (CSV of PNG paths and label fields): images with a strong red and/or green channel
+// are tagged "red"/"green" (multi-label) and scored by the number of strong channels / 2 (regression).
+TEST(TrainerVision, ImageListMultiLabelAndRegression) {
+  TempDir tmp;
+  auto write = [&](const std::string& name, int n, int64_t seed) {
+    torch::manual_seed(seed);
+    std::ofstream csv(tmp.path() / (name + ".csv"));
+    csv << "image,tags,score\n";
+    for (int i = 0; i < n; ++i) {
+      const bool red = i % 3 != 1, green = i % 3 != 0;
+      auto image = (torch::rand({8, 8, 3}) * 80).to(torch::kUInt8);  // OpenCV's BGR order
+      if (red) image.select(2, 2).add_(120);
+      if (green) image.select(2, 1).add_(120);
+      const std::string file = name + "-" + std::to_string(i) + ".png";
+      cv::imwrite((tmp.path() / file).string(), cv::Mat(8, 8, CV_8UC3, image.data_ptr<uint8_t>()).clone());
+      csv << file << "," << (red && green ? "green|red" : red ? "red" : "green") << "," << (red + green) / 2.0 << "\n";
+    }
+  };
+  write("train", 192, 1);
+  write("eval", 48, 2);
+  auto yaml = [&](const std::string& problem, const std::string& field) {
+    const auto source = [&](const std::string& split) {
+      return "{type: image_list, label_field: " + field + ", path: '" + (tmp.path() / (split + ".csv")).string() + "'}";
+    };
+    return "model:\n  architecture: PerceiverForImageClassificationFourier\n"
+           "  config: {d_latents: 32, num_latents: 8, num_self_attends_per_block: 1, num_self_attention_heads: 2,\n"
+           "           num_cross_attention_heads: 1, qk_channels: 32, v_channels: 32, image_size: 8}\n"
+           "task: {name: image_classification, problem_type: " + problem + "}\n"
+           "data:\n  train: " + source("train") + "\n  eval: " + source("eval") + "\n"
+           "optimizer: {lr: 0.001}\nschedule: {name: cosine, warmup_steps: 10}\n"
+           "trainer: {max_steps: 150, batch_size: 16, seed: 3, threads: 1, num_workers: 1, clip_grad_norm: 1.0}\n";
+  };
+  const auto [multi_before, multi] = before_and_after(yaml("multi_label_classification", "tags"), tmp.path() / "multi");
+  EXPECT_LT(multi.at("eval/loss"), multi_before.at("eval/loss") - 0.2);
+  EXPECT_GT(multi.at("eval/exact_match"), 0.9);
+  EXPECT_GT(multi.at("eval/f1_micro"), 0.9);
+  const auto [reg_before, reg] = before_and_after(yaml("regression", "score"), tmp.path() / "reg");
+  EXPECT_LT(reg.at("eval/mse"), 0.3 * reg_before.at("eval/mse"));
+  EXPECT_LT(reg.at("eval/mse"), 0.02);
+  // Single-label on the same list: the tag strings are the classes.
+  const auto [single_before, single] = before_and_after(yaml("single_label_classification", "tags"), tmp.path() / "single");
+  EXPECT_GT(single.at("eval/accuracy"), 0.9);
+  // Multi-label needs label fields, which an image folder (one class per subfolder) does not have.
+  fs::create_directories(tmp.path() / "folder" / "red");
+  fs::copy_file(tmp.path() / "train-0.png", tmp.path() / "folder" / "red" / "0.png");
+  const auto folder = "{type: image_folder, path: '" + (tmp.path() / "folder").string() + "'}";
+  const auto folder_error = error_of([&] {
+    auto run = trainers::parse_run_config(yaml("multi_label_classification", "tags"), "test.yaml");
+    trainers::apply_overrides(run, {"data.train=" + folder, "data.eval=" + folder});
+    trainers::Trainer(std::move(run)).train();
+  });
+  EXPECT_EQ(folder_error, "test.yaml: task.problem_type multi_label_classification needs label fields: use data "
+                          "sources of type image_list");
+}
+
 // Every synthetic pair shares a camera pan under its own small smooth motion. A tiny model cannot
 // estimate per-pair motion within seconds (see the README's results), but it must learn the shared
 // motion: held-out EPE falls far below the untrained model's and the zero-flow EPE.
