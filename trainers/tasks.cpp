@@ -80,6 +80,7 @@ class ProblemType {
     if (separator_.empty()) s.fail("label_separator", "must not be empty");
   }
   const std::string& name() const { return type_; }
+  const std::string& separator() const { return separator_; }
   bool single() const { return type_ == "single_label_classification"; }
   std::string best_metric() const {
     return type_ == "regression" ? "eval/mse" : type_ == "multi_label_classification" ? "eval/f1_micro" : "eval/accuracy";
@@ -366,6 +367,7 @@ class SequenceClassificationTask : public Task {
       datasets::LabelledReadOptions o;
       o.text_field = s.get<std::string>("text_field", o.text_field);
       o.label_field = s.get<std::string>("label_field", o.label_field);
+      o.list_separator = problem_.separator();  // JSONL label lists are split again on it
       out = datasets::read_labelled_text(s.required("path"), o);
       if (out.skipped > 0) spdlog::warn("{}: skipped {} malformed rows", path, out.skipped);
     } else {

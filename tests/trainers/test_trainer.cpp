@@ -186,6 +186,20 @@ TEST(Trainer, SequenceClassificationMultiLabelAndRegression) {
   ASSERT_EQ(scored.exit_code, 0) << scored.err;
   EXPECT_NEAR(nlohmann::json::parse(scored.out)[0].at("value").get<double>(), 0.4, 0.15) << scored.out;
 
+  // JSONL label lists are split on the task's separator, whatever it is.
+  {
+    std::ofstream out(tmp.path() / "train.jsonl");
+    for (int i = 0; i < 4; ++i) out << R"({"text": "aeio", "label": ["a|b", "c"]})" << "\n";
+  }
+  auto jsonl = yaml("multi_label_classification", "label", "jsonl");
+  for (size_t at = jsonl.find("train.csv"); at != std::string::npos; at = jsonl.find("train.csv"))
+    jsonl.replace(at, 9, "train.jsonl");
+  for (size_t at = jsonl.find("eval.csv"); at != std::string::npos; at = jsonl.find("eval.csv"))
+    jsonl.replace(at, 8, "train.jsonl");
+  train(jsonl, {"task.label_separator=';'", "trainer.max_steps=1", "trainer.batch_size=2"});
+  std::ifstream saved(tmp.path() / "jsonl" / "checkpoints" / "step-00000001" / "config.json");
+  EXPECT_EQ(nlohmann::json::parse(saved)["id2label"], nlohmann::json({{"0", "a|b"}, {"1", "c"}}));
+
   // Label smoothing is a single-label option; a score that is not a number is named.
   EXPECT_NE(perceiver::testing::error_of([&] { train(yaml("regression", "tags", "bad")); })
                 .find("regression label 'soft' is not a finite number"),
