@@ -35,6 +35,12 @@ torch::Tensor loss_metrics(const torch::Tensor& logits, const torch::Tensor& lab
   return loss;
 }
 
+// The saved config names the labels: id i -> names[i].
+void set_id2label(PerceiverConfig& config, const std::vector<std::string>& names) {
+  config.id2label.clear();
+  for (size_t i = 0; i < names.size(); ++i) config.id2label[static_cast<int64_t>(i)] = names[i];
+}
+
 // HF's multi_label_classification: binary cross-entropy per label. A label is predicted when its
 // logit is positive; exact_match needs every label of a text right, f1_micro pools all labels.
 torch::Tensor multi_label_loss_metrics(const torch::Tensor& logits, const torch::Tensor& targets, MetricSums& metrics) {
@@ -312,8 +318,7 @@ class SequenceClassificationTask : public Task {
     }
     const auto& id2label = t.id2label;
     config.problem_type = problem_.name();
-    config.id2label.clear();
-    for (size_t i = 0; i < id2label.size(); ++i) config.id2label[static_cast<int64_t>(i)] = id2label[i];
+    set_id2label(config, id2label);
     names_ = config.id2label;
     TaskData out;
     out.train = encode(train, t.train, seq_len);
@@ -431,12 +436,10 @@ class ImageClassificationTask : public Task {
       auto t = problem_.targets(train.label_names, eval.label_names, source_);
       train.labels = t.train;
       eval.labels = t.eval;
-      config.id2label.clear();
-      for (size_t i = 0; i < t.id2label.size(); ++i) config.id2label[static_cast<int64_t>(i)] = t.id2label[i];
+      set_id2label(config, t.id2label);
     } else if (!train.classes.empty()) {
       if (!eval.label_names.empty()) eval.labels = class_ids(eval.label_names, train.classes, "data.eval");
-      config.id2label.clear();
-      for (size_t i = 0; i < train.classes.size(); ++i) config.id2label[static_cast<int64_t>(i)] = train.classes[i];
+      set_id2label(config, train.classes);
     } else {
       const auto n = std::max(train.labels.max().item<int64_t>(), eval.labels.max().item<int64_t>()) + 1;
       if (n != config.num_labels()) config.set_num_labels(n);
