@@ -13,7 +13,9 @@
 namespace perceiver::datasets {
 
 // Flow (H, W, 2) float32: channel 0 = horizontal (x) displacement, 1 = vertical (y), in pixels,
-// mapping a pixel p of frame 1 to p + flow(p) in frame 2.
+// mapping a pixel p of frame 1 to p + flow(p) in frame 2. Values are kept as stored: Middlebury's
+// "unknown flow" (components above 1e9) stays in the tensor and is left out of the optical-flow loss
+// and every EPE (perceiver::valid_flow_mask).
 torch::Tensor read_flo(const std::filesystem::path& path);
 torch::Tensor parse_flo(const std::string& bytes, const std::string& name);
 void write_flo(const std::filesystem::path& path, const torch::Tensor& flow);

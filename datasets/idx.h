@@ -12,16 +12,11 @@
 
 namespace perceiver::datasets {
 
-// Decompresses every gzip member of `bytes` (RFC 1952; CRC32 and length checked). Throws naming `what`.
-std::string gunzip(const std::string& bytes, const std::string& what = "gzip data");
-// Wraps `bytes` in a gzip member using stored (uncompressed) deflate blocks; handy for tests and small files.
-std::string gzip_stored(const std::string& bytes);
-bool is_gzip(const std::string& bytes);
-
-// IDX tensor (dtype from the type byte: u8, i8, i16, i32, f32, f64); gzip detected by its magic.
+// IDX tensor (dtype from the type byte: u8, i8, i16, i32, f32, f64); gzip detected by its magic and
+// decompressed no further than the header announces.
 torch::Tensor read_idx(const std::filesystem::path& path);
 torch::Tensor parse_idx(const std::string& bytes, const std::string& name);
-// Plain IDX (gzip-wrapped with stored blocks when `gzip`); supports the six IDX dtypes.
+// Plain IDX (gzip-compressed when `gzip`); supports the six IDX dtypes.
 void write_idx(const std::filesystem::path& path, const torch::Tensor& tensor, bool gzip = false);
 
 struct ImageClassificationSet {

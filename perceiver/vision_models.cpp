@@ -65,6 +65,19 @@ PerceiverForImageClassificationConvProcessingImpl::PerceiverForImageClassificati
   set_model(image_classifier(config, p));
 }
 
+torch::Tensor valid_flow_mask(const torch::Tensor& labels) {
+  constexpr double kUnknownFlow = 1e9;  // the Middlebury reference code's UNKNOWN_FLOW_THRESH
+  return labels.abs().lt(kUnknownFlow).all(-1);  // NaN compares false: invalid too
+}
+
+torch::Tensor end_point_error(const torch::Tensor& flow, const torch::Tensor& target, const torch::Tensor& valid) {
+  // vector_norm's gradient is 0 (not NaN) where prediction and label coincide.
+  if (valid.all().item<bool>()) return torch::linalg_vector_norm(flow - target, 2, {-1}, false, c10::nullopt).mean();
+  const auto invalid = valid.logical_not().unsqueeze(-1);
+  const auto diff = (flow - target.masked_fill(invalid, 0)).masked_fill(invalid, 0);
+  return torch::linalg_vector_norm(diff, 2, {-1}, false, c10::nullopt).sum() / valid.sum().clamp_min(1);
+}
+
 OpticalFlowLoss optical_flow_loss(const torch::Tensor& flow, const torch::Tensor& labels,
                                   const OpticalFlowLossOptions& options) {
   TORCH_CHECK((flow.dim() == 4 || flow.dim() == 3) && flow.size(-1) == 2,
@@ -74,10 +87,9 @@ OpticalFlowLoss optical_flow_loss(const torch::Tensor& flow, const torch::Tensor
   TORCH_CHECK(labels.is_floating_point(), "optical_flow_loss: labels must be float flow vectors, got ",
               labels.scalar_type());
   TORCH_CHECK(options.flow_scale > 0.0, "optical_flow_loss: flow_scale must be positive, got ", options.flow_scale);
-  const auto target = labels.to(flow.device(), flow.scalar_type()) / options.flow_scale;
-  // vector_norm's gradient is 0 (not NaN) where prediction and label coincide.
+  const auto on_device = labels.to(flow.device(), flow.scalar_type());
   OpticalFlowLoss out;
-  out.loss = torch::linalg_vector_norm(flow - target, 2, {-1}, false, c10::nullopt).mean();
+  out.loss = end_point_error(flow, on_device / options.flow_scale, valid_flow_mask(on_device));
   out.epe = out.loss.detach() * options.flow_scale;
   return out;
 }

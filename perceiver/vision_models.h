@@ -50,11 +50,18 @@ struct OpticalFlowLossOptions {
 };
 
 struct OpticalFlowLoss {
-  torch::Tensor loss;  // mean over pixels of ||logits - labels / flow_scale||_2
+  torch::Tensor loss;  // mean over the valid pixels of ||logits - labels / flow_scale||_2
   torch::Tensor epe;   // the same end-point error in label units (flow_scale * loss), detached
 };
 
-// flow and labels: (B, H, W, 2), or (B, N, 2) for subsampled pixels.
+// Middlebury's "unknown flow": a component above 1e9 in magnitude (or NaN) marks a pixel without
+// ground truth, as Sintel and KITTI ship occluded or invalid pixels. (..., 2) -> (...) bool.
+torch::Tensor valid_flow_mask(const torch::Tensor& labels);
+// Mean end-point error ||flow - target||_2 over the pixels where `valid`; 0 when none is. Invalid
+// pixels contribute neither value nor gradient.
+torch::Tensor end_point_error(const torch::Tensor& flow, const torch::Tensor& target, const torch::Tensor& valid);
+
+// flow and labels: (B, H, W, 2), or (B, N, 2) for subsampled pixels; unknown-flow labels are ignored.
 OpticalFlowLoss optical_flow_loss(const torch::Tensor& flow, const torch::Tensor& labels,
                                   const OpticalFlowLossOptions& options = {});
 

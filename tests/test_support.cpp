@@ -15,6 +15,29 @@ std::filesystem::path hf_fixtures_dir() {
   return std::filesystem::path(PERCEIVER_SOURCE_DIR) / ".." / "shared" / "fixtures" / "hf";
 }
 
+std::string tensor_mismatch(const torch::Tensor& actual, const torch::Tensor& expected, double atol, double rtol) {
+  std::ostringstream report;
+  if (actual.scalar_type() != expected.scalar_type()) {
+    report << "dtype " << actual.scalar_type() << ", expected " << expected.scalar_type();
+    return report.str();
+  }
+  if (actual.sizes() != expected.sizes()) {
+    report << "shape " << actual.sizes() << ", expected " << expected.sizes();
+    return report.str();
+  }
+  const auto g = actual.detach().to(torch::kCPU, torch::kDouble), w = expected.detach().to(torch::kCPU, torch::kDouble);
+  // As numpy: finite values within the tolerance, or exactly equal (infinities). A comparison with
+  // NaN is false, so NaN is never close.
+  const auto close = (g.isfinite() & w.isfinite() & ((g - w).abs() <= atol + rtol * w.abs())) | (g == w);
+  const auto bad = close.logical_not().flatten();
+  const int64_t count = bad.sum().item<int64_t>();
+  if (count == 0) return "";
+  const int64_t idx = bad.nonzero()[0][0].item<int64_t>();
+  report << count << " of " << w.numel() << " elements out of tolerance; first at flat index " << idx << ": got "
+         << g.flatten()[idx].item<double>() << ", expected " << w.flatten()[idx].item<double>();
+  return report.str();
+}
+
 TempDir::TempDir() {
   std::random_device rd;
   path_ = std::filesystem::temp_directory_path() /

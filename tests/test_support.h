@@ -2,6 +2,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <filesystem>
 #include <functional>
@@ -51,6 +52,12 @@ std::string expect_error(Fn&& fn, const std::filesystem::path& file) {
   ADD_FAILURE() << "no exception for " << file;
   return {};
 }
+
+// "" when `actual` has `expected`'s dtype and shape and every element satisfies numpy's
+// isclose(atol, rtol) (equal infinities match; a NaN never does); otherwise what differs, with the
+// number of bad elements and the first one.
+std::string tensor_mismatch(const torch::Tensor& actual, const torch::Tensor& expected, double atol = 1e-5,
+                            double rtol = 1e-5);
 
 // Runs the built `perceiver` CLI with the given argument string (shell-quoted by the caller).
 CommandResult run_cli(const std::string& args);

@@ -78,13 +78,13 @@ class OpticalFlowTask : public Task {
     const double n = static_cast<double>(labels.size(0));
     r.metrics.add("loss", r.loss.item<double>() * n, n);
     r.metrics.add("epe", out.at("epe").item<double>() * n, n);
-    r.metrics.add("zero_flow_epe", labels.norm(2, -1).mean().item<double>() * n, n);
+    const auto valid = valid_flow_mask(labels);  // Middlebury's unknown flow is no motion to score
+    r.metrics.add("zero_flow_epe", end_point_error(torch::zeros_like(labels), labels, valid).item<double>() * n, n);
     if (!training && farneback_) {
       double sum = 0;
       for (int64_t i = 0; i < labels.size(0); ++i)
-        sum += (farneback_flow(batch.at("frame1")[i], batch.at("frame2")[i]) - labels[i].to(torch::kCPU))
-                   .norm(2, -1)
-                   .mean()
+        sum += end_point_error(farneback_flow(batch.at("frame1")[i], batch.at("frame2")[i]), labels[i].to(torch::kCPU),
+                               valid[i].to(torch::kCPU))
                    .item<double>();
       r.metrics.add("farneback_epe", sum, n);
     }

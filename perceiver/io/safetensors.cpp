@@ -1,17 +1,20 @@
 #include "perceiver/io/safetensors.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <limits>
-#include <optional>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <stdexcept>
+#include <string_view>
+#include <tuple>
+#include <vector>
 
 namespace perceiver::io {
 namespace {
@@ -36,45 +39,86 @@ std::string supported_dtype_list() {
   return s;
 }
 
-[[noreturn]] void fail(const std::filesystem::path& file, const std::string& what) {
-  throw std::runtime_error("safetensors file '" + file.string() + "': " + what);
+[[noreturn]] void fail(const std::string& source, const std::string& what) {
+  throw std::runtime_error("safetensors file '" + source + "': " + what);
 }
 
-// Read-only private mapping of a whole file, unmapped on destruction.
-class MappedFile {
+// The reference implementation's limit: a larger header is refused before it is read.
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+// A safetensors header is {name: {"shape": [int, ...], ...}}: nothing nests deeper than depth 2
+// (the top object is depth 0), so deeper values are refused while parsing, before they can be
+// printed or destroyed recursively.
+constexpr std::size_t kMaxJsonDepth = 2;
+
+struct TooDeep {};
+
+// Text from the file as it may appear in an error message: bounded in length.
+std::string clip(std::string s) {
+  constexpr std::size_t kMax = 120;
+  if (s.size() > kMax) s = s.substr(0, kMax) + "...";
+  return s;
+}
+// A JSON value from the file, printed: values are at most kMaxJsonDepth deep, so dump() cannot recurse far.
+std::string show(const json& v) { return clip(v.dump(-1, ' ', false, json::error_handler_t::replace)); }
+
+// Random access to the bytes of a file (pread, no mapping: a file that shrinks while it is read gives
+// an error, not SIGBUS) or of a buffer.
+class ByteSource {
  public:
-  explicit MappedFile(const std::filesystem::path& file) {
-    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) fail(file, std::string("cannot open: ") + std::strerror(errno));
+  virtual ~ByteSource() = default;
+  virtual uint64_t size() const = 0;
+  // Copies n bytes at offset to dst; false when fewer are there.
+  virtual bool read(uint64_t offset, void* dst, uint64_t n) const = 0;
+};
+
+class FileSource final : public ByteSource {
+ public:
+  explicit FileSource(const std::filesystem::path& file) : name_(file.string()) {
+    fd_ = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd_ < 0) fail(name_, std::string("cannot open: ") + std::strerror(errno));
     struct stat st {};
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      fail(file, "not a regular file");
+    if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd_);
+      fail(name_, "not a regular file");
     }
-    size_ = static_cast<size_t>(st.st_size);
-    if (size_ > 0) {
-      void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-      if (p == MAP_FAILED) {
-        const int err = errno;
-        ::close(fd);
-        fail(file, std::string("mmap failed: ") + std::strerror(err));
-      }
-      data_ = static_cast<const uint8_t*>(p);
-      ::madvise(p, size_, MADV_SEQUENTIAL);
+    size_ = static_cast<uint64_t>(st.st_size);
+  }
+  ~FileSource() override { ::close(fd_); }
+  FileSource(const FileSource&) = delete;
+  FileSource& operator=(const FileSource&) = delete;
+  uint64_t size() const override { return size_; }
+  bool read(uint64_t offset, void* dst, uint64_t n) const override {
+    auto* out = static_cast<char*>(dst);
+    while (n > 0) {
+      const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, uint64_t{1} << 30));
+      const ssize_t got = ::pread(fd_, out, chunk, static_cast<off_t>(offset));
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) return false;
+      out += got;
+      offset += static_cast<uint64_t>(got);
+      n -= static_cast<uint64_t>(got);
     }
-    ::close(fd);
+    return true;
   }
-  ~MappedFile() {
-    if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
-  }
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  const uint8_t* data() const { return data_; }
-  size_t size() const { return size_; }
 
  private:
-  const uint8_t* data_ = nullptr;
-  size_t size_ = 0;
+  std::string name_;
+  int fd_ = -1;
+  uint64_t size_ = 0;
+};
+
+class BufferSource final : public ByteSource {
+ public:
+  explicit BufferSource(std::string_view bytes) : bytes_(bytes) {}
+  uint64_t size() const override { return bytes_.size(); }
+  bool read(uint64_t offset, void* dst, uint64_t n) const override {
+    if (offset > bytes_.size() || n > bytes_.size() - offset) return false;
+    if (n > 0) std::memcpy(dst, bytes_.data() + offset, static_cast<size_t>(n));
+    return true;
+  }
+
+ private:
+  std::string_view bytes_;
 };
 
 uint64_t read_le_u64(const uint8_t* p) {
@@ -89,64 +133,146 @@ std::optional<uint64_t> checked_mul(uint64_t a, uint64_t b) {
   return a * b;
 }
 
-uint64_t as_u64(const json& v, const std::filesystem::path& file, const std::string& what) {
-  if (!v.is_number_unsigned()) fail(file, what + " must be a non-negative integer, found " + v.dump());
+uint64_t as_u64(const json& v, const std::string& source, const std::string& what) {
+  if (!v.is_number_unsigned()) fail(source, what + " must be a non-negative integer, found " + show(v));
   return v.get<uint64_t>();
 }
 
-torch::Tensor read_tensor(const std::filesystem::path& file, const std::string& name, const json& entry,
-                          const uint8_t* data, uint64_t data_size) {
-  const std::string where = "tensor '" + name + "'";
-  if (!entry.is_object()) fail(file, where + ": header entry must be an object, found " + entry.dump());
+// One tensor's header entry, validated against the data section (nothing read yet).
+struct TensorEntry {
+  std::string name;
+  torch::ScalarType dtype;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;  // relative to the data section
+};
+
+TensorEntry parse_entry(const std::string& source, const std::string& name, const json& entry, uint64_t data_size) {
+  const std::string where = "tensor '" + clip(name) + "'";
+  if (!entry.is_object()) fail(source, where + ": header entry must be an object, found " + show(entry));
   for (const char* field : {"dtype", "shape", "data_offsets"})
-    if (!entry.contains(field)) fail(file, where + ": header entry lacks \"" + field + "\"");
+    if (!entry.contains(field)) fail(source, where + ": header entry lacks \"" + field + "\"");
 
   const json& dtype_json = entry.at("dtype");
-  if (!dtype_json.is_string()) fail(file, where + ": dtype must be a string, found " + dtype_json.dump());
+  if (!dtype_json.is_string()) fail(source, where + ": dtype must be a string, found " + show(dtype_json));
   const auto dtype_name = dtype_json.get<std::string>();
   std::optional<torch::ScalarType> dtype;
   for (const auto& d : kDtypes)
     if (dtype_name == d.name) dtype = d.type;
-  if (!dtype) fail(file, where + ": unsupported dtype '" + dtype_name + "' (supported: " + supported_dtype_list() + ")");
+  if (!dtype)
+    fail(source, where + ": unsupported dtype '" + clip(dtype_name) + "' (supported: " + supported_dtype_list() + ")");
 
+  TensorEntry out{name, *dtype, {}, 0, 0};
   const json& shape_json = entry.at("shape");
-  if (!shape_json.is_array()) fail(file, where + ": shape must be an array, found " + shape_json.dump());
-  std::vector<int64_t> shape;
+  if (!shape_json.is_array()) fail(source, where + ": shape must be an array, found " + show(shape_json));
   uint64_t numel = 1;
   for (const auto& d : shape_json) {
-    const uint64_t dim = as_u64(d, file, where + ": shape entry");
-    if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) fail(file, where + ": shape entry too large");
+    const uint64_t dim = as_u64(d, source, where + ": shape entry");
+    if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) fail(source, where + ": shape entry too large");
     const auto n = checked_mul(numel, dim);
-    if (!n) fail(file, where + ": shape " + shape_json.dump() + " overflows");
+    if (!n) fail(source, where + ": shape " + show(shape_json) + " overflows");
     numel = *n;
-    shape.push_back(static_cast<int64_t>(dim));
+    out.shape.push_back(static_cast<int64_t>(dim));
   }
   const auto nbytes = checked_mul(numel, c10::elementSize(*dtype));
-  if (!nbytes) fail(file, where + ": shape " + shape_json.dump() + " overflows");
+  if (!nbytes) fail(source, where + ": shape " + show(shape_json) + " overflows");
 
   const json& offsets = entry.at("data_offsets");
   if (!offsets.is_array() || offsets.size() != 2)
-    fail(file, where + ": data_offsets must be [begin, end], found " + offsets.dump());
-  const uint64_t begin = as_u64(offsets[0], file, where + ": data_offsets[0]");
-  const uint64_t end = as_u64(offsets[1], file, where + ": data_offsets[1]");
-  if (begin > end) fail(file, where + ": data_offsets " + offsets.dump() + " has begin > end");
-  if (end > data_size)
-    fail(file, where + ": data_offsets " + offsets.dump() + " exceed the data section of " + std::to_string(data_size) +
-                   " bytes (truncated file?)");
-  if (end - begin != *nbytes)
-    fail(file, where + ": data_offsets " + offsets.dump() + " span " + std::to_string(end - begin) +
-                   " bytes but dtype " + dtype_name + " and shape " + shape_json.dump() + " need " +
-                   std::to_string(*nbytes));
+    fail(source, where + ": data_offsets must be [begin, end], found " + show(offsets));
+  out.begin = as_u64(offsets[0], source, where + ": data_offsets[0]");
+  out.end = as_u64(offsets[1], source, where + ": data_offsets[1]");
+  if (out.begin > out.end) fail(source, where + ": data_offsets " + show(offsets) + " has begin > end");
+  if (out.end > data_size)
+    fail(source, where + ": data_offsets " + show(offsets) + " exceed the data section of " + std::to_string(data_size) +
+                     " bytes (truncated file?)");
+  if (out.end - out.begin != *nbytes)
+    fail(source, where + ": data_offsets " + show(offsets) + " span " + std::to_string(out.end - out.begin) +
+                     " bytes but dtype " + dtype_name + " and shape " + show(shape_json) + " need " +
+                     std::to_string(*nbytes));
+  return out;
+}
 
-  const uint8_t* src = data + begin;
-  if (*dtype == torch::kBool) {
-    // Any byte other than 0/1 is not a valid C++ bool.
-    for (uint64_t i = 0; i < *nbytes; ++i)
-      if (src[i] > 1) fail(file, where + ": BOOL byte at index " + std::to_string(i) + " is neither 0 nor 1");
+// Tensors may not share bytes (as in the reference implementation): that also bounds what is
+// allocated by the size of the file.
+void check_no_overlap(const std::string& source, std::vector<const TensorEntry*> entries) {
+  std::sort(entries.begin(), entries.end(),
+            [](const TensorEntry* a, const TensorEntry* b) { return std::tie(a->begin, a->end) < std::tie(b->begin, b->end); });
+  const TensorEntry* previous = nullptr;
+  for (const TensorEntry* e : entries) {
+    if (e->begin == e->end) continue;
+    if (previous && e->begin < previous->end)
+      fail(source, "tensors '" + clip(previous->name) + "' (bytes " + std::to_string(previous->begin) + "-" +
+                       std::to_string(previous->end) + ") and '" + clip(e->name) + "' (bytes " + std::to_string(e->begin) +
+                       "-" + std::to_string(e->end) + ") overlap");
+    previous = e;
   }
-  torch::Tensor t = torch::empty(shape, torch::TensorOptions().dtype(*dtype));
-  if (*nbytes > 0) std::memcpy(t.data_ptr(), src, *nbytes);
-  return t;
+}
+
+SafetensorsContents read_from(const ByteSource& in, const std::string& source) {
+  const uint64_t size = in.size();
+  if (size < 8)
+    fail(source, "file is " + std::to_string(size) + " bytes, too short for the 8-byte header length (truncated file?)");
+  uint8_t len_bytes[8];
+  if (!in.read(0, len_bytes, 8)) fail(source, "the file shrank while it was read");
+  const uint64_t header_len = read_le_u64(len_bytes);
+  if (header_len > kMaxHeaderBytes)
+    fail(source, "header length " + std::to_string(header_len) + " exceeds the limit of " +
+                     std::to_string(kMaxHeaderBytes) + " bytes (corrupt file?)");
+  if (header_len > size - 8)
+    fail(source, "header length " + std::to_string(header_len) + " exceeds the " + std::to_string(size - 8) +
+                     " bytes after the length field (truncated file?)");
+
+  std::string header_text(static_cast<size_t>(header_len), '\0');
+  if (!in.read(8, header_text.data(), header_len)) fail(source, "the file shrank while its header was read");
+  json header;
+  try {
+    header = json::parse(header_text, [](int depth, json::parse_event_t event, json&) {
+      const bool opens = event == json::parse_event_t::object_start || event == json::parse_event_t::array_start;
+      if (opens && depth > static_cast<int>(kMaxJsonDepth)) throw TooDeep{};
+      return true;
+    });
+  } catch (const TooDeep&) {
+    fail(source, "header nests values deeper than a safetensors header can (a shape holds numbers, not arrays)");
+  } catch (const json::exception& e) {
+    fail(source, std::string("header is not valid JSON: ") + e.what());
+  }
+  if (!header.is_object()) fail(source, "header must be a JSON object");
+
+  const uint64_t data_begin = 8 + header_len;
+  const uint64_t data_size = size - data_begin;
+  SafetensorsContents out;
+  std::vector<TensorEntry> entries;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      if (!entry.is_object()) fail(source, "__metadata__ must be an object, found " + show(entry));
+      for (const auto& [k, v] : entry.items()) {
+        if (!v.is_string()) fail(source, "__metadata__ value for '" + clip(k) + "' must be a string, found " + show(v));
+        out.metadata[k] = v.get<std::string>();
+      }
+      continue;
+    }
+    entries.push_back(parse_entry(source, name, entry, data_size));
+  }
+  std::vector<const TensorEntry*> pointers;
+  for (const auto& e : entries) pointers.push_back(&e);
+  check_no_overlap(source, pointers);
+
+  for (const auto& e : entries) {
+    torch::Tensor t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype));
+    const uint64_t nbytes = e.end - e.begin;
+    if (nbytes > 0 && !in.read(data_begin + e.begin, t.data_ptr(), nbytes))
+      fail(source, "tensor '" + clip(e.name) + "': the file shrank while it was read (it was " + std::to_string(size) +
+                       " bytes when opened)");
+    if (e.dtype == torch::kBool) {
+      // Any byte other than 0/1 is not a valid C++ bool.
+      const auto* bytes = static_cast<const uint8_t*>(t.data_ptr());
+      for (uint64_t i = 0; i < nbytes; ++i)
+        if (bytes[i] > 1)
+          fail(source, "tensor '" + clip(e.name) + "': BOOL byte at index " + std::to_string(i) + " is neither 0 nor 1");
+    }
+    out.tensors[e.name] = std::move(t);
+  }
+  return out;
 }
 
 }  // namespace
@@ -159,39 +285,12 @@ std::string safetensors_dtype_name(torch::ScalarType dtype) {
 }
 
 SafetensorsContents read_safetensors(const std::filesystem::path& file) {
-  const MappedFile mapped(file);
-  const uint64_t size = mapped.size();
-  if (size < 8)
-    fail(file, "file is " + std::to_string(size) + " bytes, too short for the 8-byte header length (truncated file?)");
-  const uint64_t header_len = read_le_u64(mapped.data());
-  if (header_len > size - 8)
-    fail(file, "header length " + std::to_string(header_len) + " exceeds the " + std::to_string(size - 8) +
-                   " bytes after the length field (truncated file?)");
+  const FileSource source(file);
+  return read_from(source, file.string());
+}
 
-  const auto* header_begin = reinterpret_cast<const char*>(mapped.data() + 8);
-  json header;
-  try {
-    header = json::parse(header_begin, header_begin + header_len);
-  } catch (const json::exception& e) {
-    fail(file, std::string("header is not valid JSON: ") + e.what());
-  }
-  if (!header.is_object()) fail(file, "header must be a JSON object");
-
-  const uint8_t* data = mapped.data() + 8 + header_len;
-  const uint64_t data_size = size - 8 - header_len;
-  SafetensorsContents out;
-  for (const auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") {
-      if (!entry.is_object()) fail(file, "__metadata__ must be an object, found " + entry.dump());
-      for (const auto& [k, v] : entry.items()) {
-        if (!v.is_string()) fail(file, "__metadata__ value for '" + k + "' must be a string, found " + v.dump());
-        out.metadata[k] = v.get<std::string>();
-      }
-      continue;
-    }
-    out.tensors[name] = read_tensor(file, name, entry, data, data_size);
-  }
-  return out;
+SafetensorsContents parse_safetensors(std::string_view bytes, const std::string& name) {
+  return read_from(BufferSource(bytes), name);
 }
 
 TensorMap load_safetensors(const std::filesystem::path& file) { return read_safetensors(file).tensors; }

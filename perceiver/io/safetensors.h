@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <map>
 #include <string>
+#include <string_view>
 
 namespace perceiver::io {
 
@@ -22,9 +23,13 @@ struct SafetensorsContents {
 };
 
 // Reads every tensor (CPU, contiguous, owning its memory) and the metadata. Throws
-// std::runtime_error naming the file and the problem for truncated or malformed files.
+// std::runtime_error naming the file and the problem for truncated or malformed files: headers over
+// 100 MB, values nested deeper than a header's, overlapping tensors and files that shrink while they
+// are read (read with pread, never mapped) included.
 SafetensorsContents read_safetensors(const std::filesystem::path& file);
 TensorMap load_safetensors(const std::filesystem::path& file);
+// The same from bytes in memory; `name` stands for the file in error messages.
+SafetensorsContents parse_safetensors(std::string_view bytes, const std::string& name);
 
 // Writes tensors sorted by name, header padded with spaces to a multiple of 8 bytes, as HF's
 // safetensors does. Tensors are moved to CPU and made contiguous; the data is not deduplicated.

@@ -1,7 +1,9 @@
 #include "perceiver/io/torch_bin.h"
 
+#include <caffe2/serialize/file_adapter.h>
 #include <caffe2/serialize/inline_container.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -9,16 +11,19 @@
 #include <memory>
 #include <new>
 #include <optional>
-#include <string>
-#include <vector>
 #include <stdexcept>
+#include <string>
+#include <string_view>
 #include <unordered_map>
+#include <vector>
+
+#include "perceiver/io/zip_records.h"
 
 namespace perceiver::io {
 namespace {
 
-[[noreturn]] void fail(const std::filesystem::path& file, const std::string& what) {
-  throw std::runtime_error("torch checkpoint '" + file.string() + "': " + what);
+[[noreturn]] void fail(const std::string& source, const std::string& what) {
+  throw std::runtime_error("torch checkpoint '" + source + "': " + what);
 }
 
 // ---- A restricted unpickler: just what torch.save(state_dict) emits. -------------------------
@@ -63,7 +68,7 @@ const char* kind_name(Value::Kind k) {
   return "?";
 }
 
-ValuePtr make(Value::Kind kind) {
+ValuePtr new_value(Value::Kind kind) {
   auto v = std::make_shared<Value>();
   v->kind = kind;
   return v;
@@ -81,14 +86,18 @@ constexpr StorageName kStorageTypes[] = {
 };
 
 constexpr int kMaxDepth = 512;
+// Far above what a state dict needs (about 15 objects per tensor: 70,000 tensors), far below what
+// exhausts memory (each object costs about 170 bytes whatever its opcode's size: 180 MB at most).
+constexpr size_t kMaxObjects = size_t{1} << 20;
+constexpr size_t kMaxStack = size_t{1} << 18;  // also MARKs; Python's pickler batches items by 1,000
 
 // Loads the storage record `key` holding `numel` elements of `dtype`.
 using StorageLoader = std::function<c10::Storage(const std::string& key, torch::ScalarType dtype, int64_t numel)>;
 
 class Unpickler {
  public:
-  Unpickler(const std::filesystem::path& file, const uint8_t* data, size_t size, StorageLoader load_storage)
-      : file_(file), data_(data), size_(size), load_storage_(std::move(load_storage)) {}
+  Unpickler(const std::string& source, const uint8_t* data, size_t size, StorageLoader load_storage)
+      : source_(source), data_(data), size_(size), load_storage_(std::move(load_storage)) {}
 
   ValuePtr run() {
     while (true) {
@@ -108,7 +117,7 @@ class Unpickler {
 
  private:
   [[noreturn]] void error(size_t at, const std::string& what) const {
-    fail(file_, "data.pkl at byte " + std::to_string(at) + ": " + what);
+    fail(source_, "data.pkl at byte " + std::to_string(at) + ": " + what);
   }
 
   void need(size_t n) const {
@@ -140,7 +149,16 @@ class Unpickler {
     return s;
   }
 
-  void push(ValuePtr v) { stack_.push_back(std::move(v)); }
+  void push(ValuePtr v) {
+    if (stack_.size() >= kMaxStack) error(pos_, "more than " + std::to_string(kMaxStack) + " values on the pickle stack");
+    stack_.push_back(std::move(v));
+  }
+  // Every value the pickle creates goes through here, so their number is bounded.
+  ValuePtr make(Value::Kind kind) {
+    if (++objects_ > kMaxObjects)
+      error(pos_, "the pickle creates more than " + std::to_string(kMaxObjects) + " objects (not a state dict)");
+    return new_value(kind);
+  }
   ValuePtr pop(size_t at) {
     if (stack_.empty() || (!marks_.empty() && stack_.size() <= marks_.back())) error(at, "stack underflow");
     ValuePtr v = std::move(stack_.back());
@@ -184,7 +202,11 @@ class Unpickler {
     return v;
   }
 
-  void memo_put(uint64_t index, size_t at) { memo_[index] = top(at); }
+  void memo_put(uint64_t index, size_t at) {
+    if (memo_.size() >= kMaxObjects && !memo_.count(index))
+      error(at, "more than " + std::to_string(kMaxObjects) + " memo entries");
+    memo_[index] = top(at);
+  }
   void memo_get(uint64_t index, size_t at) {
     const auto it = memo_.find(index);
     if (it == memo_.end()) error(at, "memo entry " + std::to_string(index) + " was never stored");
@@ -284,14 +306,24 @@ class Unpickler {
     if (offset < 0 || offset > storage.numel)
       error(at, "storage offset " + std::to_string(offset) + " outside storage '" + storage.s + "' of " +
                     std::to_string(storage.numel) + " elements");
-    // The furthest element addressed must lie inside the storage (computed in 128 bits: no overflow).
-    bool empty = false;
-    __int128 last = offset;
-    for (size_t d = 0; d < sizes.size(); ++d) {
-      if (sizes[d] == 0) empty = true;
-      last += static_cast<__int128>(sizes[d] > 0 ? sizes[d] - 1 : 0) * strides[d];
+    // The element count must fit int64, and the furthest element addressed must lie inside the
+    // storage; both are bounded dimension by dimension before anything is multiplied.
+    constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+    int64_t numel = 1;
+    for (const int64_t size : sizes) {
+      if (size != 0 && numel > kMax / size) error(at, "tensor size " + c10::str(c10::IntArrayRef(sizes)) + " overflows");
+      numel *= size;
     }
-    if (!empty && last >= storage.numel)
+    int64_t last = offset;
+    for (size_t d = 0; d < sizes.size() && numel > 0; ++d) {
+      const int64_t span = sizes[d] - 1;  // sizes are positive here
+      if (strides[d] != 0 && span > (storage.numel - 1 - last) / strides[d])
+        error(at, "tensor view (offset " + std::to_string(offset) + ", size " + c10::str(c10::IntArrayRef(sizes)) +
+                      ", stride " + c10::str(c10::IntArrayRef(strides)) + ") reaches past the end of storage '" +
+                      storage.s + "' of " + std::to_string(storage.numel) + " elements");
+      last += span * strides[d];
+    }
+    if (numel > 0 && last >= storage.numel)
       error(at, "tensor view (offset " + std::to_string(offset) + ") reaches past the end of storage '" + storage.s +
                     "' of " + std::to_string(storage.numel) + " elements");
     auto v = make(Value::Kind::Tensor);
@@ -327,7 +359,10 @@ class Unpickler {
         break;
       }
       case 0x95: le(8); break;  // FRAME: framing is only a read-ahead hint
-      case '(': marks_.push_back(stack_.size()); break;
+      case '(':
+        if (marks_.size() >= kMaxStack) error(at, "more than " + std::to_string(kMaxStack) + " MARKs");
+        marks_.push_back(stack_.size());
+        break;
       case ')': push(make(Value::Kind::Tuple)); break;
       case ']': push(make(Value::Kind::List)); break;
       case '}': push(make(Value::Kind::Dict)); break;
@@ -452,7 +487,7 @@ class Unpickler {
     }
   }
 
-  const std::filesystem::path& file_;
+  const std::string& source_;
   const uint8_t* data_;
   size_t size_;
   size_t pos_ = 0;
@@ -461,46 +496,82 @@ class Unpickler {
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, ValuePtr> memo_;
   std::unordered_map<std::string, ValuePtr> storages_;
+  size_t objects_ = 0;
 };
 
-void check_bool_bytes(const std::filesystem::path& file, const std::string& key, const uint8_t* p, size_t n) {
+void check_bool_bytes(const std::string& source, const std::string& key, const uint8_t* p, size_t n) {
   for (size_t k = 0; k < n; ++k)
-    if (p[k] > 1) fail(file, "bool storage '" + key + "' holds byte " + std::to_string(p[k]) + " (not 0 or 1)");
+    if (p[k] > 1) fail(source, "bool storage '" + key + "' holds byte " + std::to_string(p[k]) + " (not 0 or 1)");
 }
 
-TensorMap load_zip(const std::filesystem::path& file) {
-  caffe2::serialize::PyTorchStreamReader reader(file.string());
-  if (!reader.hasRecord("data.pkl")) fail(file, "archive has no data.pkl record (not a torch.save checkpoint?)");
+TensorMap load_zip(const std::shared_ptr<caffe2::serialize::ReadAdapterInterface>& in, const std::string& source) {
+  check_stored_records(*in, source);  // before miniz allocates any record at its declared size
+  caffe2::serialize::PyTorchStreamReader reader(in);
+  if (!reader.hasRecord("data.pkl")) fail(source, "archive has no data.pkl record (not a torch.save checkpoint?)");
   const auto [pkl, pkl_size] = reader.getRecord("data.pkl");
 
   StorageLoader load_storage = [&](const std::string& key, torch::ScalarType dtype, int64_t numel) {
     const std::string record = "data/" + key;
-    if (!reader.hasRecord(record)) fail(file, "storage record '" + record + "' is missing from the archive");
+    if (!reader.hasRecord(record)) fail(source, "storage record '" + record + "' is missing from the archive");
     auto [ptr, size] = reader.getRecord(record);
     const size_t item = c10::elementSize(dtype);
     if (static_cast<uint64_t>(numel) > std::numeric_limits<uint64_t>::max() / item ||
         size < static_cast<uint64_t>(numel) * item)
-      fail(file, "storage record '" + record + "' has " + std::to_string(size) + " bytes, expected " +
-                     std::to_string(numel) + " elements of " + std::to_string(item) + " bytes");
+      fail(source, "storage record '" + record + "' has " + std::to_string(size) + " bytes, expected " +
+                       std::to_string(numel) + " elements of " + std::to_string(item) + " bytes");
     const size_t nbytes = static_cast<size_t>(numel) * item;
-    if (dtype == torch::kBool) check_bool_bytes(file, key, static_cast<const uint8_t*>(ptr.get()), nbytes);
+    if (dtype == torch::kBool) check_bool_bytes(source, key, static_cast<const uint8_t*>(ptr.get()), nbytes);
     // The record's buffer becomes the storage: no further copy.
     return c10::Storage(c10::Storage::use_byte_size_t(), nbytes, std::move(ptr), nullptr, /*resizable=*/false);
   };
 
-  Unpickler unpickler(file, static_cast<const uint8_t*>(pkl.get()), pkl_size, load_storage);
+  Unpickler unpickler(source, static_cast<const uint8_t*>(pkl.get()), pkl_size, load_storage);
   const ValuePtr root = unpickler.run();
   if (root->kind != Value::Kind::Dict)
-    fail(file, std::string("top-level object is a ") + kind_name(root->kind) + ", expected a state dict");
+    fail(source, std::string("top-level object is a ") + kind_name(root->kind) + ", expected a state dict");
   TensorMap out;
   for (const auto& [key, value] : root->dict) {
     if (key->kind != Value::Kind::String)
-      fail(file, std::string("state dict key is a ") + kind_name(key->kind) + ", expected str");
+      fail(source, std::string("state dict key is a ") + kind_name(key->kind) + ", expected str");
     if (value->kind != Value::Kind::Tensor)
-      fail(file, "state dict entry '" + key->s + "' is a " + kind_name(value->kind) + ", expected a tensor");
+      fail(source, "state dict entry '" + key->s.substr(0, 200) + "' is a " + kind_name(value->kind) + ", expected a tensor");
     out[key->s] = value->tensor;
   }
   return out;
+}
+
+// Reads from a buffer, never past its end (caffe2's MemoryReadAdapter does not check).
+class BufferAdapter final : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit BufferAdapter(std::string_view bytes) : bytes_(bytes) {}
+  size_t size() const override { return bytes_.size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
+    if (pos >= bytes_.size()) return 0;
+    n = std::min<size_t>(n, bytes_.size() - pos);
+    std::memcpy(buf, bytes_.data() + pos, n);
+    return n;
+  }
+
+ private:
+  std::string_view bytes_;
+};
+
+// Checks the magic bytes, then loads; every error names `source`.
+TensorMap load_checked(std::string_view magic, const std::string& source,
+                       const std::function<std::shared_ptr<caffe2::serialize::ReadAdapterInterface>()>& open) {
+  if (magic.size() < 4) fail(source, "file is " + std::to_string(magic.size()) + " bytes, too short for a zip archive");
+  if (magic.compare(0, 2, "PK") != 0) {
+    if (static_cast<uint8_t>(magic[0]) == 0x80)
+      fail(source, "legacy (torch < 1.6) non-zip torch.save format is not supported; re-save it with a newer torch");
+    fail(source, "not a zip archive (bad magic bytes)");
+  }
+  try {
+    return load_zip(open(), source);
+  } catch (const c10::Error& e) {
+    fail(source, std::string("invalid zip archive: ") + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    fail(source, "out of memory (corrupt record sizes?)");
+  }
 }
 
 std::string read_magic(const std::filesystem::path& file, size_t n) {
@@ -516,21 +587,13 @@ std::string read_magic(const std::filesystem::path& file, size_t n) {
 
 TensorMap load_torch_bin(const std::filesystem::path& file) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(file, ec)) fail(file, "no such file (or not a regular file)");
-  const std::string magic = read_magic(file, 4);
-  if (magic.size() < 4) fail(file, "file is " + std::to_string(magic.size()) + " bytes, too short for a zip archive");
-  if (magic.compare(0, 2, "PK") != 0) {
-    if (static_cast<uint8_t>(magic[0]) == 0x80)
-      fail(file, "legacy (torch < 1.6) non-zip torch.save format is not supported; re-save it with a newer torch");
-    fail(file, "not a zip archive (bad magic bytes)");
-  }
-  try {
-    return load_zip(file);
-  } catch (const c10::Error& e) {
-    fail(file, std::string("invalid zip archive: ") + e.what_without_backtrace());
-  } catch (const std::bad_alloc&) {
-    fail(file, "out of memory (corrupt record sizes?)");
-  }
+  if (!std::filesystem::is_regular_file(file, ec)) fail(file.string(), "no such file (or not a regular file)");
+  return load_checked(read_magic(file, 4), file.string(),
+                      [&] { return std::make_shared<caffe2::serialize::FileAdapter>(file.string()); });
+}
+
+TensorMap parse_torch_bin(std::string_view bytes, const std::string& name) {
+  return load_checked(bytes.substr(0, 4), name, [&] { return std::make_shared<BufferAdapter>(bytes); });
 }
 
 TensorMap load_state_dict(const std::filesystem::path& file_or_dir) {

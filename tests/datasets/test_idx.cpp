@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "datasets/common.h"
+#include "datasets/gzip.h"
 #include "datasets/idx.h"
 #include "datasets/mlm_collator.h"
 #include "tests/test_support.h"
@@ -32,12 +33,15 @@ TEST(DatasetsIdx, RoundTripPlainAndGzip) {
     EXPECT_TRUE(pd::read_idx(tmp.path() / "f32").equal(f32));
     EXPECT_TRUE(pd::read_idx(tmp.path() / "i32").equal(i32));
   }
-  // Stored-block gzip output is accepted by the system gzip (independent check of the container).
+  // Our gzip output is accepted by the system gzip (independent check of the container).
   const std::string payload(200000, 'x');
-  write_file(tmp.path() / "p.gz", pd::gzip_stored(payload));
+  write_file(tmp.path() / "p.gz", pd::gzip(payload));
   const std::string cmd = "gzip -t '" + (tmp.path() / "p.gz").string() + "'";
   EXPECT_EQ(std::system(cmd.c_str()), 0);
-  EXPECT_EQ(pd::gunzip(pd::gzip_stored(payload)), payload);
+  EXPECT_EQ(pd::gunzip(pd::gzip(payload)), payload);
+  // Concatenated members (as `cat a.gz b.gz`) and zero padding after the last one.
+  EXPECT_EQ(pd::gunzip(pd::gzip("abc") + pd::gzip("def", 0) + std::string(7, '\0')), "abcdef");
+  EXPECT_NE(error_of([&] { pd::gunzip(pd::gzip("abc") + "junk"); }).find("garbage"), std::string::npos);
 }
 
 TEST(DatasetsIdx, TruncatedAndMalformedFilesGiveClearErrors) {
@@ -56,14 +60,44 @@ TEST(DatasetsIdx, TruncatedAndMalformedFilesGiveClearErrors) {
   type[2] = 0x0A;
   write_file(tmp.path() / "type", type);
   EXPECT_NE(error_of([&] { pd::read_idx(tmp.path() / "type"); }).find("type byte"), std::string::npos);
-  const std::string gz = pd::gzip_stored(bytes);
+  const std::string gz = pd::gzip(bytes);
   write_file(tmp.path() / "short.gz", gz.substr(0, gz.size() - 10));
   const std::string err = error_of([&] { pd::read_idx(tmp.path() / "short.gz"); });
   EXPECT_NE(err.find("short.gz"), std::string::npos) << err;
   EXPECT_NE(err.find("gzip"), std::string::npos) << err;
   std::string crc = gz;
   crc[crc.size() - 6] ^= 1;
-  EXPECT_NE(error_of([&] { pd::gunzip(crc); }).find("CRC32"), std::string::npos);
+  EXPECT_NE(error_of([&] { pd::gunzip(crc); }).find("incorrect data check"), std::string::npos);
+}
+
+// Regression: the shape product was checked after multiplying, so [2^20, 2^20, 2^24] wrapped to 0
+// elements and a 16-byte file passed the size check.
+TEST(DatasetsIdx, DimensionProductIsCheckedBeforeItCanWrap) {
+  perceiver::testing::TempDir tmp;
+  const std::string header = {'\0', '\0', '\x08', '\x03', '\0', '\x10', '\0', '\0', '\0', '\x10', '\0', '\0', '\x01', '\0', '\0', '\0'};
+  for (const bool gz : {false, true}) {
+    const auto file = tmp.path() / (gz ? "wrap.gz" : "wrap");
+    write_file(file, gz ? pd::gzip(header) : header);
+    const std::string err = error_of([&] { pd::read_idx(file); });
+    EXPECT_NE(err.find(file.string()), std::string::npos) << err;
+    EXPECT_NE(err.find("2^40"), std::string::npos) << err;
+  }
+}
+
+// Regression: the hand-written inflater decompressed everything, without bound. Now a gzip bomb
+// costs only what its IDX header announces, and a header cannot announce more than the gzip can hold.
+TEST(DatasetsIdx, GzipBombsAreBoundedByTheHeader) {
+  perceiver::testing::TempDir tmp;
+  const std::string ten_bytes = {'\0', '\0', '\x08', '\x01', '\0', '\0', '\0', '\x0a'};
+  const std::string bomb = pd::gzip(ten_bytes + std::string(64 << 20, '\0'), 9);
+  ASSERT_LT(bomb.size(), 100000u);
+  write_file(tmp.path() / "bomb.gz", bomb);
+  EXPECT_NE(error_of([&] { pd::read_idx(tmp.path() / "bomb.gz"); }).find("trailing bytes"), std::string::npos);
+  EXPECT_NE(error_of([&] { pd::gunzip(bomb, "bomb", 1 << 20); }).find("more than 1048576 bytes"), std::string::npos);
+  // A tiny gzip announcing 2^38 bytes is refused before anything is allocated.
+  const std::string huge = {'\0', '\0', '\x08', '\x02', '\0', '\x80', '\0', '\0', '\0', '\0', '\x80', '\0'};
+  write_file(tmp.path() / "huge.gz", pd::gzip(huge + std::string(100, '\0')));
+  EXPECT_NE(error_of([&] { pd::read_idx(tmp.path() / "huge.gz"); }).find("can hold"), std::string::npos);
 }
 
 TEST(DatasetsIdx, FashionMnistOfficialTestSplit) {

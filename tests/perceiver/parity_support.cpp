@@ -59,19 +59,8 @@ std::string compare_outputs(const NamedTensors& expected, const NamedTensors& ac
       report << "missing output '" << name << "'\n";
       continue;
     }
-    const auto got = it->second.detach().to(torch::kCPU);
-    if (got.sizes() != want.sizes()) {
-      report << "'" << name << "': shape " << got.sizes() << ", expected " << want.sizes() << "\n";
-      continue;
-    }
-    const auto w = want.to(torch::kDouble), g = got.to(torch::kDouble);
-    const auto excess = (g - w).abs() - (atol + rtol * w.abs());
-    if (excess.numel() > 0 && excess.max().item<double>() > 0) {
-      const auto idx = excess.flatten().argmax().item<int64_t>();
-      report << "'" << name << "': " << (excess > 0).sum().item<int64_t>() << " of " << w.numel()
-             << " elements out of tolerance; worst at flat index " << idx << ": got "
-             << g.flatten()[idx].item<double>() << ", expected " << w.flatten()[idx].item<double>() << "\n";
-    }
+    const std::string mismatch = tensor_mismatch(it->second, want, atol, rtol);
+    if (!mismatch.empty()) report << "'" << name << "': " << mismatch << "\n";
   }
   for (const auto& [name, t] : actual)
     if (!expected.count(name)) report << "unexpected extra output '" << name << "'\n";

@@ -29,7 +29,7 @@ NamedTensors fixture_inputs(const ModelFixture& fixture);
 ForwardOptions fixture_forward_options(const ModelFixture& fixture);
 
 // Compares outputs with outputs.safetensors; returns "" when all match, else a report of every
-// missing, extra, wrongly shaped or out-of-tolerance tensor (with the worst element).
+// missing, extra, wrongly typed or shaped, NaN or out-of-tolerance tensor (tensor_mismatch).
 std::string compare_outputs(const NamedTensors& expected, const NamedTensors& actual, double atol = 1e-5,
                             double rtol = 1e-5);
 

@@ -1,6 +1,9 @@
 // HF parity for every model fixture, through the library and through `perceiver infer`.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <fstream>
+
 #include "perceiver/heads.h"
 #include "perceiver/inference.h"
 #include "perceiver/io/model_dir.h"
@@ -20,6 +23,29 @@ TEST(HfParityIndex, FixturesArePresent) {
   ASSERT_FALSE(fixtures.empty()) << "no model fixtures found under " << hf_fixtures_dir()
                                  << " (set PERCEIVER_FIXTURES or check out ../shared)";
   for (const auto& f : fixtures) EXPECT_TRUE(f.meta.is_object()) << f.name << ": unreadable meta.json";
+}
+
+// Regression: the comparison let NaN through (NaN > 0 is false) and ignored dtypes.
+TEST(HfParityCompare, NanInfinityAndDtypeAreMismatches) {
+  const NamedTensors want{{"logits", torch::tensor({1.0f, 2.0f, INFINITY})}};
+  EXPECT_EQ(compare_outputs(want, {{"logits", torch::tensor({1.0f, 2.0f + 1e-6f, INFINITY})}}), "");
+  EXPECT_NE(compare_outputs(want, {{"logits", torch::tensor({NAN, 2.0f, INFINITY})}}), "");
+  EXPECT_NE(compare_outputs(want, {{"logits", torch::full({3}, NAN)}}), "");
+  EXPECT_NE(compare_outputs(want, {{"logits", torch::tensor({1.0f, 2.0f, -INFINITY})}}), "");
+  EXPECT_NE(compare_outputs(want, {{"logits", torch::tensor({1.0f, 2.0f, INFINITY}).to(torch::kDouble)}}).find("dtype"),
+            std::string::npos);
+  EXPECT_NE(compare_outputs(want, {{"logits", torch::tensor({1.0f, 2.1f, INFINITY})}}).find("1 of 3"), std::string::npos);
+  EXPECT_NE(compare_outputs(want, {}).find("missing"), std::string::npos);
+}
+
+TEST(HfParityIndex, EveryModelFixtureListsItsPytorchBin) {
+  std::ifstream in(hf_fixtures_dir() / "index.json");
+  const auto index = nlohmann::json::parse(in);
+  for (const auto& entry : index.at("fixtures")) {
+    if (entry.value("kind", "") != "model") continue;
+    const auto& files = entry.at("files");
+    EXPECT_NE(std::find(files.begin(), files.end(), "pytorch_model.bin"), files.end()) << entry.value("name", "");
+  }
 }
 
 TEST_P(HfParity, LibraryMatchesHuggingFace) {
@@ -46,7 +72,8 @@ TEST_P(HfParity, StateDictKeysAndParameterCountMatch) {
 
 TEST_P(HfParity, PytorchBinMatchesToo) {
   const auto& fixture = GetParam();
-  if (!fs::exists(fixture.dir / "pytorch_model.bin")) return;  // only some fixtures ship a .bin
+  // Every model fixture ships one (index.json lists it): a missing file is a failure, not a skip.
+  ASSERT_TRUE(fs::is_regular_file(fixture.dir / "pytorch_model.bin")) << fixture.name << " has no pytorch_model.bin";
   TempDir tmp;
   fs::copy_file(fixture.dir / "config.json", tmp.path() / "config.json");
   fs::copy_file(fixture.dir / "meta.json", tmp.path() / "meta.json");

@@ -375,6 +375,32 @@ TEST(VisionLosses, OpticalFlowEndPointError) {
   EXPECT_NE(m.find("labels must have the shape"), std::string::npos) << m;
 }
 
+// Regression: Middlebury's "unknown flow" (> 1e9, as in Sintel's and KITTI's files) was scored as motion.
+TEST(VisionLosses, OpticalFlowIgnoresUnknownFlowLabels) {
+  auto c = flow_case(torch::kFloat64);
+  c.model->loss_options.flow_scale = 20.0;
+  auto labels = c.labels.clone();
+  labels[0][1][2][0] = 1e10;  // unknown
+  labels[1][0][0][1] = -2e9;  // unknown
+  labels[1][3][1][0] = NAN;   // no ground truth either
+  const auto valid = valid_flow_mask(labels);
+  EXPECT_EQ(valid.logical_not().sum().item<int64_t>(), 3);
+  for (auto& p : c.model->parameters()) p.mutable_grad() = torch::Tensor();
+  auto out = c.model->forward(c.inputs, {}, labels);
+  // Independent: the mean over the valid pixels only.
+  const auto d = out.logits - c.labels / 20.0;
+  const auto norms = (d.select(-1, 0).pow(2) + d.select(-1, 1).pow(2)).sqrt();
+  const auto expected = norms.masked_select(valid).mean();
+  EXPECT_NEAR(out.loss.item<double>(), expected.item<double>(), 1e-12);
+  EXPECT_NEAR(out.epe.item<double>(), 20.0 * expected.item<double>(), 1e-10);
+  out.loss.backward();
+  for (const auto& p : c.model->parameters())
+    if (p.grad().defined()) ASSERT_TRUE(torch::isfinite(p.grad()).all().item<bool>());
+  // No valid pixel at all: zero, not NaN.
+  const auto none = torch::full_like(labels, 1e10);
+  EXPECT_EQ(optical_flow_loss(out.logits.detach(), none, {20.0}).loss.item<double>(), 0.0);
+}
+
 TEST(VisionLosses, OpticalFlowSubsampledPixelsMatchTheFullGrid) {
   auto c = flow_case(torch::kFloat64);
   c.model->loss_options.flow_scale = 20.0;

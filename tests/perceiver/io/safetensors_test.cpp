@@ -257,6 +257,51 @@ TEST_F(SafetensorsCorrupt, DamagedHeaderBytesNeverCrash) {
   EXPECT_GT(failures, 0);
 }
 
+// Regressions for hostile headers: an oversized header is refused before it is read, deep nesting
+// is refused while parsing (printing it in an error used to recurse once per level), and tensors
+// may not share bytes.
+TEST_F(SafetensorsCorrupt, HostileHeaders) {
+  EXPECT_NE(error_for(le64(100'000'001) + std::string(16, ' ')).find("limit of 100000000 bytes"), std::string::npos);
+  const int depth = 100000;
+  const std::string deep_shape = std::string(depth, '[') + std::string(depth, ']');
+  EXPECT_NE(error_for(raw_file(R"({"x":{"dtype":"F32","shape":)" + deep_shape + R"(,"data_offsets":[0,0]}})", ""))
+                .find("nests"),
+            std::string::npos);
+  EXPECT_NE(error_for(raw_file(R"({"x":{"dtype":"F32","shape":[[2]],"data_offsets":[0,8]}})", std::string(8, '\0')))
+                .find("nests"),
+            std::string::npos);
+  EXPECT_NE(error_for(raw_file(R"({"__metadata__":{"a":{"b":["c"]}}})", "")).find("nests"), std::string::npos);
+  // A huge name or value is shortened in the message.
+  const std::string long_dtype = std::string(1 << 20, 'Z');
+  const std::string msg = error_for(raw_file(R"({"x":{"dtype":")" + long_dtype + R"(","shape":[],"data_offsets":[0,4]}})",
+                                             std::string(4, '\0')));
+  EXPECT_LT(msg.size(), 1000u);
+
+  const std::string overlap = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                              R"("b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})";
+  const std::string err = error_for(raw_file(overlap, std::string(12, '\0')));
+  EXPECT_NE(err.find("'a'"), std::string::npos) << err;
+  EXPECT_NE(err.find("overlap"), std::string::npos) << err;
+  const std::string same = R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
+                           R"("b":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}})";
+  EXPECT_NE(error_for(raw_file(same, std::string(8, '\0'))).find("overlap"), std::string::npos);
+  // Empty tensors take no bytes, so they overlap nothing.
+  const std::string empties = R"({"a":{"dtype":"F32","shape":[0],"data_offsets":[4,4]},)"
+                              R"("b":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  EXPECT_EQ(load_safetensors(write("empties.safetensors", raw_file(empties, std::string(8, '\0')))).size(), 2u);
+}
+
+// The same reader works on bytes in memory (the fuzzing entry point) with the same errors.
+TEST(Safetensors, ParseFromMemoryMatchesTheFile) {
+  TempDir tmp;
+  const TensorMap tensors = {{"a", torch::arange(6, torch::kInt32)}, {"b", torch::ones({2, 2})}};
+  save_safetensors(tmp.path() / "m.safetensors", tensors);
+  const std::string bytes = slurp(tmp.path() / "m.safetensors");
+  expect_same(tensors, parse_safetensors(bytes, "memory").tensors);
+  EXPECT_NE(expect_error([&] { parse_safetensors(bytes.substr(0, 20), "memory"); }, "memory").find("header length"),
+            std::string::npos);
+}
+
 TEST_F(SafetensorsCorrupt, MissingFileAndDirectory) {
   const auto missing = tmp_.path() / "missing.safetensors";
   EXPECT_NE(expect_error([&] { load_safetensors(missing); }, missing).find("cannot open"), std::string::npos);

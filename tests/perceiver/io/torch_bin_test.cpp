@@ -258,6 +258,57 @@ TEST_F(TorchBinCorrupt, RejectsBadStorages) {
   EXPECT_NE(error_for(b.finish(), {{"0", std::string("\x01\x07")}}).find("bool storage"), std::string::npos);
 }
 
+// Regression: the view bound was summed in __int128 and overflowed with three or more huge
+// dimensions (and wrapped to a pass with four). Now each step is bounded before it is added.
+TEST_F(TorchBinCorrupt, HugeViewDimensionsCannotOverflowTheBoundsCheck) {
+  const int64_t e62 = int64_t{1} << 62, e61 = int64_t{1} << 61;
+  EXPECT_NE(error_for(one_tensor_pickle(4, 0, {e62, e62, e62}, {e62, e62, e62}), {{"0", four_floats_}}).find("overflows"),
+            std::string::npos);
+  EXPECT_NE(error_for(one_tensor_pickle(4, 0, {2, 2, 2, 2}, {e61, e61, e61, e61}), {{"0", four_floats_}})
+                .find("past the end"),
+            std::string::npos);
+  EXPECT_NE(error_for(one_tensor_pickle(4, 0, {2, 2, 2}, {e62, e62, e62}), {{"0", four_floats_}}).find("past the end"),
+            std::string::npos);
+  // Broadcast views (stride 0) stay legal however large, as long as the element count fits int64.
+  const auto file = tmp_.path() / "broadcast.bin";
+  write_archive(file, one_tensor_pickle(4, 3, {1000, 1000}, {0, 0}), {{"0", four_floats_}});
+  EXPECT_EQ(load_torch_bin(file).at("w").sizes(), torch::IntArrayRef({1000, 1000}));
+}
+
+// Regression: the stack, the memo and the object count were unbounded (about 170 bytes of heap per
+// one-byte opcode).
+TEST_F(TorchBinCorrupt, PickleStackMemoAndObjectsAreBounded) {
+  EXPECT_NE(error_for(PickleWriter().raw(std::string(300'000, 'N')).finish(), {}).find("pickle stack"),
+            std::string::npos);
+  EXPECT_NE(error_for(PickleWriter().raw("N").raw(std::string(1'100'000, '\x94')).finish(), {}).find("memo entries"),
+            std::string::npos);
+  std::string appends = "]";
+  for (int i = 0; i < 1'100'000; ++i) appends += "Na";
+  EXPECT_NE(error_for(PickleWriter().raw(appends).finish(), {}).find("objects"), std::string::npos);
+  EXPECT_NE(error_for(PickleWriter().raw(std::string(300'000, '(')).finish(), {}).find("MARK"), std::string::npos);
+}
+
+// Regression: deflated records were accepted and allocated at their declared size (a zip bomb).
+TEST_F(TorchBinCorrupt, CompressedOrOversizedRecordsAreRefused) {
+  const auto good = tmp_.path() / "good.bin";
+  write_archive(good, one_tensor_pickle(4, 0, {4}, {1}), {{"0", four_floats_}});
+  const std::string bytes = slurp(good);
+  const size_t central = bytes.find("PK\x01\x02");
+  ASSERT_NE(central, std::string::npos);
+  std::string deflated = bytes;
+  deflated[central + 10] = 8;  // compression method: deflate
+  const auto bad = tmp_.path() / "deflated.bin";
+  write_file(bad, deflated);
+  EXPECT_NE(expect_error([&] { load_torch_bin(bad); }, bad).find("compressed (zip method 8)"), std::string::npos);
+  std::string bomb = bytes;
+  for (int k = 0; k < 4; ++k) bomb[central + 20 + k] = bomb[central + 24 + k] = '\x7f';  // sizes of ~2 GB
+  write_file(bad, bomb);
+  EXPECT_NE(expect_error([&] { load_torch_bin(bad); }, bad).find("cannot hold"), std::string::npos);
+  // The same checks from memory (the fuzzing entry point).
+  expect_same(load_torch_bin(good), parse_torch_bin(bytes, "memory"), "memory");
+  EXPECT_NE(expect_error([&] { parse_torch_bin(deflated, "memory"); }, "memory").find("compressed"), std::string::npos);
+}
+
 TEST_F(TorchBinCorrupt, EveryTruncatedPickleThrows) {
   const std::string pickle = one_tensor_pickle(4, 0, {2, 2}, {2, 1});
   const auto file = tmp_.path() / "ok.bin";
