@@ -6,6 +6,7 @@
 #include "perceiver/inference.h"
 #include "perceiver/io/safetensors.h"
 #include "perceiver/runtime.h"
+#include "perceiver/json_io.h"
 
 namespace {
 
@@ -42,15 +43,7 @@ int run_infer(const std::vector<std::string>& args) {
   options.forward.interpolate_pos_encoding = vm["interpolate-pos-encoding"].as<bool>();
   options.load.strict = !vm["non-strict"].as<bool>();
   if (vm.count("construction")) {
-    const auto path = vm["construction"].as<std::string>();
-    std::ifstream in(path);
-    if (!in) throw std::runtime_error(path + ": cannot open construction file");
-    nlohmann::json doc;
-    try {
-      doc = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error(path + ": invalid JSON: " + e.what());
-    }
+    const auto doc = perceiver::read_json_file(vm["construction"].as<std::string>());
     options.load.construction = doc.contains("construction") ? doc["construction"] : doc;
   }
   const auto inputs = perceiver::io::load_safetensors(vm["inputs"].as<std::string>());

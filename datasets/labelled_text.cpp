@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "perceiver/json_io.h"
+
 namespace perceiver::datasets {
 namespace fs = std::filesystem;
 
@@ -204,7 +206,7 @@ LabelledText read_labelled_text(const fs::path& path, const LabelledReadOptions&
         ++skipped;
         continue;
       }
-      const auto obj = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      const auto obj = parse_json_or_discard(line);
       if (!obj.is_object() || !obj.contains(options.text_field) || !obj[options.text_field].is_string() ||
           !obj.contains(options.label_field) || label_text(obj[options.label_field], options.list_separator).empty()) {
         ++skipped;

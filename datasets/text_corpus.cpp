@@ -8,6 +8,7 @@
 
 #include "datasets/byte_vocab.h"
 #include "datasets/common.h"
+#include "perceiver/json_io.h"
 
 namespace perceiver::datasets {
 namespace fs = std::filesystem;
@@ -43,7 +44,7 @@ void read_jsonl(std::string_view bytes, const std::string& field, TextCorpus& ou
       ++out.invalid_lines;
       continue;
     }
-    const auto obj = nlohmann::json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
+    const auto obj = parse_json_or_discard(line);
     if (!obj.is_object() || !obj.contains(field) || !obj[field].is_string()) {
       ++out.invalid_lines;
       continue;

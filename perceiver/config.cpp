@@ -6,6 +6,8 @@
 #include <set>
 #include <sstream>
 
+#include "perceiver/json_io.h"
+
 namespace perceiver {
 namespace {
 
@@ -106,9 +108,7 @@ class Reader {
 
  private:
   static std::string describe(const json& v) {
-    std::string dumped = v.dump();
-    if (dumped.size() > 40) dumped = dumped.substr(0, 37) + "...";
-    return type_name(v) + " " + dumped;
+    return type_name(v) + " " + json_excerpt(v, 40);
   }
   json& doc_;
   std::string source_;
@@ -252,13 +252,11 @@ PerceiverConfig PerceiverConfig::from_json(const nlohmann::json& doc_in, const s
 }
 
 PerceiverConfig PerceiverConfig::from_json_file(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) throw ConfigError(path.string() + ": cannot open config file");
   json doc;
   try {
-    doc = json::parse(in);
-  } catch (const json::parse_error& e) {
-    throw ConfigError(path.string() + ": invalid JSON: " + e.what());
+    doc = read_json_file(path);
+  } catch (const std::runtime_error& e) {
+    throw ConfigError(e.what());
   }
   return from_json(doc, path.string());
 }

@@ -7,6 +7,8 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "perceiver/json_io.h"
+
 namespace perceiver {
 namespace {
 
@@ -14,7 +16,7 @@ using nlohmann::json;
 
 std::runtime_error key_error(const std::string& source, const std::string& key, const std::string& expected,
                              const json& found) {
-  return std::runtime_error(source + ": key '" + key + "': expected " + expected + ", found " + found.dump());
+  return std::runtime_error(source + ": key '" + key + "': expected " + expected + ", found " + json_excerpt(found));
 }
 
 bool read_bool(const json& j, const std::string& key, const std::string& source) {
@@ -66,7 +68,7 @@ std::string shape_of(const cv::Mat& m) {
 }  // namespace
 
 ImageProcessorOptions ImageProcessorOptions::from_json(const json& config, const std::string& source) {
-  if (!config.is_object()) throw std::runtime_error(source + ": expected a JSON object, found " + config.dump());
+  if (!config.is_object()) throw std::runtime_error(source + ": expected a JSON object, found " + json_excerpt(config));
   if (config.contains("image_processor_type") && config["image_processor_type"].is_string()) {
     const auto type = config["image_processor_type"].get<std::string>();
     if (type != "PerceiverImageProcessor" && type != "PerceiverFeatureExtractor") {
@@ -97,15 +99,7 @@ ImageProcessorOptions ImageProcessorOptions::from_json(const json& config, const
 
 ImageProcessorOptions ImageProcessorOptions::from_file(const std::filesystem::path& path) {
   const auto file = std::filesystem::is_directory(path) ? path / "preprocessor_config.json" : path;
-  std::ifstream in(file);
-  if (!in) throw std::runtime_error("cannot open image processor config " + file.string());
-  json config;
-  try {
-    config = json::parse(in);
-  } catch (const json::exception& e) {
-    throw std::runtime_error(file.string() + ": not valid JSON: " + e.what());
-  }
-  return from_json(config, file.string());
+  return from_json(read_json_file(file), file.string());
 }
 
 json ImageProcessorOptions::to_json() const {

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Installs every Debian package perceiver-cpp needs, then configures and builds (Release, Ninja).
-# Idempotent: re-running only rebuilds what changed.  Usage: scripts/setup.sh [build-dir]
+# Idempotent: re-running only rebuilds what changed.
+# Usage: scripts/setup.sh [build-dir] | scripts/setup.sh --packages-only
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+packages_only=0
+if [ "${1:-}" = "--packages-only" ]; then packages_only=1; shift; fi
 build="${1:-$root/build}"
 
 packages=(
@@ -28,6 +31,7 @@ if ((${#missing[@]})); then
 else
   echo "setup: all Debian packages present"
 fi
+((packages_only)) && exit 0
 
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime

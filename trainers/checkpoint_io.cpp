@@ -14,6 +14,8 @@
 #include <set>
 #include <sstream>
 
+#include "perceiver/json_io.h"
+
 namespace perceiver::trainers {
 
 namespace fs = std::filesystem;
@@ -227,13 +229,7 @@ void write_file_atomic(const fs::path& file, const std::string& bytes) {
 void save_json(const fs::path& file, const nlohmann::json& value) { write_file_atomic(file, value.dump(2) + "\n"); }
 
 nlohmann::json load_json(const fs::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw std::runtime_error(file.string() + ": cannot open");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(file.string() + ": invalid JSON: " + e.what());
-  }
+  return read_json_file(file);
 }
 
 void save_tensors(const fs::path& file, const std::map<std::string, torch::Tensor>& tensors) {

@@ -8,6 +8,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "perceiver/json_io.h"
+
 namespace perceiver::trainers {
 
 namespace {
@@ -73,7 +75,7 @@ std::vector<MetricsRow> read_metrics_jsonl(const std::filesystem::path& file) {
     if (lines[i].empty()) continue;
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(lines[i]);
+      j = parse_json(lines[i], "line");
       if (!j.is_object() || !j.contains("step") || !j["step"].is_number_integer()) {
         throw std::runtime_error("expected an object with an integer \"step\"");
       }

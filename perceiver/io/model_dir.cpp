@@ -6,6 +6,7 @@
 #include "perceiver/heads.h"
 #include "perceiver/io/safetensors.h"
 #include "perceiver/io/torch_bin.h"
+#include "perceiver/json_io.h"
 
 namespace perceiver::io {
 namespace fs = std::filesystem;
@@ -122,13 +123,8 @@ PerceiverPreTrainedModel load_pretrained(const fs::path& dir, const LoadOptions&
 
   nlohmann::json construction = options.construction;
   if (construction.is_null() && fs::exists(dir / "meta.json")) {
-    std::ifstream in(dir / "meta.json");
-    try {
-      const auto meta = nlohmann::json::parse(in);
-      if (meta.contains("construction")) construction = meta["construction"];
-    } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error((dir / "meta.json").string() + ": invalid JSON: " + e.what());
-    }
+    const auto meta = read_json_file(dir / "meta.json");
+    if (meta.contains("construction")) construction = meta["construction"];
   }
   auto model = build_model(config, construction);
   const auto file = weights_file(dir);

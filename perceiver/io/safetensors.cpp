@@ -16,6 +16,8 @@
 #include <tuple>
 #include <vector>
 
+#include "perceiver/json_io.h"
+
 namespace perceiver::io {
 namespace {
 
@@ -46,11 +48,8 @@ std::string supported_dtype_list() {
 // The reference implementation's limit: a larger header is refused before it is read.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 // A safetensors header is {name: {"shape": [int, ...], ...}}: nothing nests deeper than depth 2
-// (the top object is depth 0), so deeper values are refused while parsing, before they can be
-// printed or destroyed recursively.
-constexpr std::size_t kMaxJsonDepth = 2;
-
-struct TooDeep {};
+// (the top object is depth 0), so deeper values are refused while parsing.
+constexpr int kMaxHeaderDepth = 2;
 
 // Text from the file as it may appear in an error message: bounded in length.
 std::string clip(std::string s) {
@@ -58,8 +57,6 @@ std::string clip(std::string s) {
   if (s.size() > kMax) s = s.substr(0, kMax) + "...";
   return s;
 }
-// A JSON value from the file, printed: values are at most kMaxJsonDepth deep, so dump() cannot recurse far.
-std::string show(const json& v) { return clip(v.dump(-1, ' ', false, json::error_handler_t::replace)); }
 
 // Random access to the bytes of a file (pread, no mapping: a file that shrinks while it is read gives
 // an error, not SIGBUS) or of a buffer.
@@ -134,7 +131,7 @@ std::optional<uint64_t> checked_mul(uint64_t a, uint64_t b) {
 }
 
 uint64_t as_u64(const json& v, const std::string& source, const std::string& what) {
-  if (!v.is_number_unsigned()) fail(source, what + " must be a non-negative integer, found " + show(v));
+  if (!v.is_number_unsigned()) fail(source, what + " must be a non-negative integer, found " + json_excerpt(v));
   return v.get<uint64_t>();
 }
 
@@ -148,12 +145,12 @@ struct TensorEntry {
 
 TensorEntry parse_entry(const std::string& source, const std::string& name, const json& entry, uint64_t data_size) {
   const std::string where = "tensor '" + clip(name) + "'";
-  if (!entry.is_object()) fail(source, where + ": header entry must be an object, found " + show(entry));
+  if (!entry.is_object()) fail(source, where + ": header entry must be an object, found " + json_excerpt(entry));
   for (const char* field : {"dtype", "shape", "data_offsets"})
     if (!entry.contains(field)) fail(source, where + ": header entry lacks \"" + field + "\"");
 
   const json& dtype_json = entry.at("dtype");
-  if (!dtype_json.is_string()) fail(source, where + ": dtype must be a string, found " + show(dtype_json));
+  if (!dtype_json.is_string()) fail(source, where + ": dtype must be a string, found " + json_excerpt(dtype_json));
   const auto dtype_name = dtype_json.get<std::string>();
   std::optional<torch::ScalarType> dtype;
   for (const auto& d : kDtypes)
@@ -163,31 +160,31 @@ TensorEntry parse_entry(const std::string& source, const std::string& name, cons
 
   TensorEntry out{name, *dtype, {}, 0, 0};
   const json& shape_json = entry.at("shape");
-  if (!shape_json.is_array()) fail(source, where + ": shape must be an array, found " + show(shape_json));
+  if (!shape_json.is_array()) fail(source, where + ": shape must be an array, found " + json_excerpt(shape_json));
   uint64_t numel = 1;
   for (const auto& d : shape_json) {
     const uint64_t dim = as_u64(d, source, where + ": shape entry");
     if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) fail(source, where + ": shape entry too large");
     const auto n = checked_mul(numel, dim);
-    if (!n) fail(source, where + ": shape " + show(shape_json) + " overflows");
+    if (!n) fail(source, where + ": shape " + json_excerpt(shape_json) + " overflows");
     numel = *n;
     out.shape.push_back(static_cast<int64_t>(dim));
   }
   const auto nbytes = checked_mul(numel, c10::elementSize(*dtype));
-  if (!nbytes) fail(source, where + ": shape " + show(shape_json) + " overflows");
+  if (!nbytes) fail(source, where + ": shape " + json_excerpt(shape_json) + " overflows");
 
   const json& offsets = entry.at("data_offsets");
   if (!offsets.is_array() || offsets.size() != 2)
-    fail(source, where + ": data_offsets must be [begin, end], found " + show(offsets));
+    fail(source, where + ": data_offsets must be [begin, end], found " + json_excerpt(offsets));
   out.begin = as_u64(offsets[0], source, where + ": data_offsets[0]");
   out.end = as_u64(offsets[1], source, where + ": data_offsets[1]");
-  if (out.begin > out.end) fail(source, where + ": data_offsets " + show(offsets) + " has begin > end");
+  if (out.begin > out.end) fail(source, where + ": data_offsets " + json_excerpt(offsets) + " has begin > end");
   if (out.end > data_size)
-    fail(source, where + ": data_offsets " + show(offsets) + " exceed the data section of " + std::to_string(data_size) +
+    fail(source, where + ": data_offsets " + json_excerpt(offsets) + " exceed the data section of " + std::to_string(data_size) +
                      " bytes (truncated file?)");
   if (out.end - out.begin != *nbytes)
-    fail(source, where + ": data_offsets " + show(offsets) + " span " + std::to_string(out.end - out.begin) +
-                     " bytes but dtype " + dtype_name + " and shape " + show(shape_json) + " need " +
+    fail(source, where + ": data_offsets " + json_excerpt(offsets) + " span " + std::to_string(out.end - out.begin) +
+                     " bytes but dtype " + dtype_name + " and shape " + json_excerpt(shape_json) + " need " +
                      std::to_string(*nbytes));
   return out;
 }
@@ -226,15 +223,9 @@ SafetensorsContents read_from(const ByteSource& in, const std::string& source) {
   if (!in.read(8, header_text.data(), header_len)) fail(source, "the file shrank while its header was read");
   json header;
   try {
-    header = json::parse(header_text, [](int depth, json::parse_event_t event, json&) {
-      const bool opens = event == json::parse_event_t::object_start || event == json::parse_event_t::array_start;
-      if (opens && depth > static_cast<int>(kMaxJsonDepth)) throw TooDeep{};
-      return true;
-    });
-  } catch (const TooDeep&) {
-    fail(source, "header nests values deeper than a safetensors header can (a shape holds numbers, not arrays)");
-  } catch (const json::exception& e) {
-    fail(source, std::string("header is not valid JSON: ") + e.what());
+    header = parse_json(header_text, "header", kMaxHeaderDepth);
+  } catch (const std::runtime_error& e) {
+    fail(source, e.what());
   }
   if (!header.is_object()) fail(source, "header must be a JSON object");
 
@@ -244,9 +235,9 @@ SafetensorsContents read_from(const ByteSource& in, const std::string& source) {
   std::vector<TensorEntry> entries;
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
-      if (!entry.is_object()) fail(source, "__metadata__ must be an object, found " + show(entry));
+      if (!entry.is_object()) fail(source, "__metadata__ must be an object, found " + json_excerpt(entry));
       for (const auto& [k, v] : entry.items()) {
-        if (!v.is_string()) fail(source, "__metadata__ value for '" + clip(k) + "' must be a string, found " + show(v));
+        if (!v.is_string()) fail(source, "__metadata__ value for '" + clip(k) + "' must be a string, found " + json_excerpt(v));
         out.metadata[k] = v.get<std::string>();
       }
       continue;
