@@ -3,88 +3,49 @@
 #include "apps/command.h"
 #include "apps/options.h"
 #include "perceiver/io/model_dir.h"
+#include "perceiver/pipelines.h"
 #include "perceiver/runtime.h"
-#include "perceiver/tokenizer.h"
 
 namespace {
 
 namespace po = boost::program_options;
 
-std::vector<int64_t> to_vector(const torch::Tensor& t) {
-  const auto c = t.to(torch::kLong).contiguous();
-  return {c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel()};
+nlohmann::json to_json(const std::vector<perceiver::MaskFill>& fills) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& f : fills) out.push_back({{"text", f.text}, {"filled", f.filled}, {"predicted", f.predicted}});
+  return out;
 }
 
-// Texts -> padded (B, L) ids and mask, truncated to the model's positions.
-perceiver::ModelInputs encode(const perceiver::PerceiverPreTrainedModelImpl& model, const std::vector<std::string>& texts) {
-  const perceiver::PerceiverTokenizer tok;
-  perceiver::EncodeOptions o;
-  o.padding = perceiver::Padding::Longest;
-  o.truncation = perceiver::Truncation::LongestFirst;
-  o.max_length = model.config().max_position_embeddings;
-  return perceiver::to_model_inputs(tok.batch_encode(texts, o));
-}
-
-// Masked LM: every [MASK] in the text is replaced by the model's most likely byte.
-nlohmann::json fill_masks(perceiver::PerceiverPreTrainedModelImpl& model, const std::vector<std::string>& texts) {
-  const perceiver::PerceiverTokenizer tok;
-  const auto batch = encode(model, texts);
-  const auto out = model.forward_named({{"inputs", batch.input_ids}, {"attention_mask", batch.attention_mask}}, {});
-  const auto pred = out.at("logits").narrow(1, 0, batch.input_ids.size(1)).argmax(-1);
-  nlohmann::json result = nlohmann::json::array();
-  for (size_t i = 0; i < texts.size(); ++i) {
-    const auto ids = batch.input_ids[i];
-    const auto masked = ids.eq(perceiver::PerceiverTokenizer::mask_token_id);
-    const auto filled = torch::where(masked, pred[i], ids);
-    result.push_back({{"text", texts[i]},
-                      {"filled", tok.decode(to_vector(filled), true)},
-                      {"predicted", tok.decode(to_vector(pred[i].masked_select(masked)), false)}});
-  }
-  return result;
-}
-
-// Follows the model's problem_type as HF's loss does: softmax and the best label for single-label,
-// a sigmoid per label and every label above 0.5 for multi-label, the raw output for regression.
-nlohmann::json classify(perceiver::PerceiverPreTrainedModelImpl& model, const std::vector<std::string>& texts) {
-  const auto batch = encode(model, texts);
-  const auto logits =
-      model.forward_named({{"inputs", batch.input_ids}, {"attention_mask", batch.attention_mask}}, {}).at("logits");
-  const auto problem = model.config().problem_type.value_or("single_label_classification");
-  const auto& names = model.config().id2label;
-  auto name_of = [&](int64_t id) { return names.count(id) ? names.at(id) : std::to_string(id); };
-  nlohmann::json result = nlohmann::json::array();
-  if (problem == "regression") {
-    for (size_t i = 0; i < texts.size(); ++i) {
-      nlohmann::json values = nlohmann::json::array();
-      for (int64_t j = 0; j < logits.size(1); ++j) values.push_back(logits[i][j].item<double>());
-      result.push_back({{"text", texts[i]}, {"value", values.size() == 1 ? values[0] : values}});
-    }
-    return result;
-  }
-  const bool multi = problem == "multi_label_classification";
-  const auto probs = multi ? torch::sigmoid(logits) : torch::softmax(logits, -1);
-  for (size_t i = 0; i < texts.size(); ++i) {
-    nlohmann::json scores = nlohmann::json::object();
-    for (int64_t j = 0; j < probs.size(1); ++j) scores[name_of(j)] = probs[i][j].item<double>();
-    if (multi) {
-      nlohmann::json labels = nlohmann::json::array();
-      for (int64_t j = 0; j < probs.size(1); ++j)
-        if (probs[i][j].item<double>() > 0.5) labels.push_back(name_of(j));
-      result.push_back({{"text", texts[i]}, {"labels", labels}, {"scores", scores}});
+// Single-label: the label and every score; multi-label: the labels above 0.5 and every score;
+// regression: the value (or values).
+nlohmann::json to_json(const std::vector<perceiver::Classification>& answers, const std::string& input_key) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& a : answers) {
+    nlohmann::json item = {{input_key, a.input}};
+    if (a.problem_type == "regression") {
+      item["value"] = a.values.size() == 1 ? nlohmann::json(a.values[0]) : nlohmann::json(a.values);
     } else {
-      result.push_back({{"text", texts[i]}, {"label", name_of(probs[i].argmax().item<int64_t>())}, {"scores", scores}});
+      nlohmann::json scores = nlohmann::json::object();
+      for (const auto& s : a.scores) scores[s.label] = s.score;
+      if (a.problem_type == "multi_label_classification")
+        item["labels"] = a.labels;
+      else
+        item["label"] = a.labels.front();
+      item["scores"] = scores;
     }
+    out.push_back(std::move(item));
   }
-  return result;
+  return out;
 }
 
 int run_predict(const std::vector<std::string>& args) {
   po::options_description desc(
-      "perceiver predict --model DIR TEXT...\n"
-      "  masked LM: fills every [MASK] in each TEXT; sequence classification: prints the label and scores\n\noptions");
+      "perceiver predict --model DIR INPUT...\n"
+      "  masked LM: fills every [MASK] in each text; sequence classification: the label and scores of each text;\n"
+      "  image classification: the label and scores of each image file\n\noptions");
   desc.add_options()("help,h", "show this help")("model", po::value<std::string>()->required(),
                                                  "model or checkpoint directory")(
-      "text", po::value<std::vector<std::string>>()->required(), "input texts")(
+      "text", po::value<std::vector<std::string>>()->required(), "input texts (image files for image models)")(
       "threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)");
   for (const auto& a : args)
     if (a == "--help" || a == "-h") {
@@ -95,18 +56,21 @@ int run_predict(const std::vector<std::string>& args) {
   pos.add("text", -1);
   const auto vm = perceiver::cli::parse(desc, args, &pos);
   perceiver::runtime::set_threads(vm["threads"].as<int>());
-  auto model = perceiver::io::load_pretrained(vm["model"].as<std::string>());
-  model->eval();
-  torch::NoGradGuard no_grad;
-  const auto texts = vm["text"].as<std::vector<std::string>>();
+  const std::string dir = vm["model"].as<std::string>();
+  auto model = perceiver::io::load_pretrained(dir);
+  const auto inputs = vm["text"].as<std::vector<std::string>>();
   const auto arch = model->architecture();
   if (arch == "PerceiverForMaskedLM") {
-    std::cout << fill_masks(*model, texts).dump(2) << std::endl;
+    std::cout << to_json(perceiver::fill_mask(*model, inputs)).dump(2) << std::endl;
   } else if (arch == "PerceiverForSequenceClassification") {
-    std::cout << classify(*model, texts).dump(2) << std::endl;
+    std::cout << to_json(perceiver::classify_texts(*model, inputs), "text").dump(2) << std::endl;
+  } else if (arch.rfind("PerceiverForImageClassification", 0) == 0) {
+    const std::vector<std::filesystem::path> files(inputs.begin(), inputs.end());
+    const auto processor = perceiver::image_processor_for(*model, dir);
+    std::cout << to_json(perceiver::classify_images(*model, processor, files), "image").dump(2) << std::endl;
   } else {
-    throw std::invalid_argument("predict supports text models (PerceiverForMaskedLM, PerceiverForSequenceClassification); " +
-                                arch + " takes tensors: use 'perceiver infer'");
+    throw std::invalid_argument("predict supports PerceiverForMaskedLM, PerceiverForSequenceClassification and the "
+                                "image classifiers; " + arch + " takes tensors: use 'perceiver infer'");
   }
   return 0;
 }

@@ -3,7 +3,7 @@
 
 #include "perceiver/encoder.h"
 #include "perceiver/heads.h"
-#include "perceiver/vision_models.h"
+#include "perceiver/optical_flow.h"
 
 namespace {
 

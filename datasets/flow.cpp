@@ -9,7 +9,8 @@
 #include <stdexcept>
 
 #include "datasets/common.h"
-#include "datasets/idx.h"
+#include "datasets/images.h"
+#include "datasets/sources.h"
 
 namespace perceiver::datasets {
 namespace fs = std::filesystem;
@@ -286,6 +287,59 @@ torch::Tensor flow_model_input(const torch::Tensor& frame1, const torch::Tensor&
     return extract_patches_3x3(x);
   };
   return torch::stack({prep(frame1), prep(frame2)}, 1).contiguous();
+}
+
+// ---- sources (datasets/sources.h) ----
+namespace {
+
+FlowPairs synthetic_flow_source(SourceOptions& s, int64_t height, int64_t width) {
+  SyntheticFlowOptions o;
+  o.height = height;
+  o.width = width;
+  o.seed = static_cast<uint64_t>(s.get_int("seed", s.is_train() ? 1 : 2));
+  o.max_displacement = s.get_double("max_displacement", o.max_displacement);
+  const auto pan = s.get_doubles("pan", {o.pan[0], o.pan[1]});
+  if (pan.size() != 2) s.fail("pan", "must be a list [u, v] of two numbers");
+  o.pan = {pan[0], pan[1]};
+  return {s.get_int("count", 1000), [o](int64_t i) { return synthetic_flow_sample(o, i); }};
+}
+
+// Recorded pairs, top-left cropped to the model's train_size (the decoder's output grid is fixed).
+FlowPairs recorded_flow_pairs(SourceOptions& s, std::vector<FlowFiles> files, const std::string& root, int64_t height,
+                              int64_t width) {
+  if (files.empty()) s.fail("path", "no image pairs found under '" + root + "'");
+  const auto count = static_cast<int64_t>(files.size());
+  return {count, [files = std::move(files), height, width](int64_t i) {
+            const auto& f = files[static_cast<size_t>(i)];
+            auto sample = load_flow_sample(f);
+            if (sample.frame1.size(0) < height || sample.frame1.size(1) < width)
+              throw std::runtime_error(f.frame1.string() + ": smaller than train_size");
+            for (auto* t : {&sample.frame1, &sample.frame2, &sample.flow})
+              *t = t->narrow(0, 0, height).narrow(1, 0, width).contiguous();
+            return sample;
+          }};
+}
+
+FlowPairs sintel_source(SourceOptions& s, int64_t height, int64_t width) {
+  const auto root = s.required("path");
+  const auto pass = s.get_string("pass", "clean");
+  return recorded_flow_pairs(s, discover_sintel(root, pass), root, height, width);
+}
+
+FlowPairs chairs_source(SourceOptions& s, int64_t height, int64_t width) {
+  const auto root = s.required("path");
+  return recorded_flow_pairs(s, discover_flying_chairs(root), root, height, width);
+}
+
+}  // namespace
+
+const SourceRegistry<FlowSource>& flow_sources() {
+  static const SourceRegistry<FlowSource> registry = {
+      {"synthetic", synthetic_flow_source},
+      {"sintel", sintel_source},
+      {"chairs", chairs_source},
+  };
+  return registry;
 }
 
 }  // namespace perceiver::datasets

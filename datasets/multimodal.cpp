@@ -14,6 +14,8 @@
 #include <stdexcept>
 
 #include "datasets/common.h"
+#include "datasets/csv.h"
+#include "datasets/sources.h"
 
 namespace perceiver::datasets {
 namespace fs = std::filesystem;
@@ -170,6 +172,77 @@ MultimodalBatch synthetic_clips(const SyntheticClipOptions& options, int64_t fir
     audio[n].copy_((amp * torch::sin(2 * kPi * freq * time + phase)).to(torch::kFloat).unsqueeze(1));
   }
   return {image, audio, one_hot_labels(class_id, options.num_classes), class_id};
+}
+
+// ---- sources (datasets/sources.h) ----
+namespace {
+
+Clips synthetic_clip_source(SourceOptions& s, const ClipShape& shape) {
+  SyntheticClipOptions o;
+  o.num_classes = shape.num_classes;
+  o.num_frames = shape.num_frames;
+  o.height = shape.height;
+  o.width = shape.width;
+  o.num_samples = shape.num_samples;
+  o.seed = static_cast<uint64_t>(s.get_int("seed", s.is_train() ? 1 : 2));
+  return {s.get_int("count", 512), [o](int64_t i) { return synthetic_clips(o, i, 1); }};
+}
+
+// A CSV (columns video,audio,label; paths relative to the CSV) of recorded clips: video as a frame
+// folder or a video file, WAV audio, and a label name from shape.label2id (or a class index).
+Clips recorded_clip_source(SourceOptions& s, const ClipShape& shape) {
+  const auto list = std::filesystem::path(s.required("list"));
+  const auto rows = parse_delimited(read_file_bytes(list), ',');
+  if (rows.size() < 2) throw std::runtime_error(list.string() + ": expected a header and at least one clip");
+  const auto& header = rows.front();
+  auto column = [&](const std::string& name) {
+    const auto it = std::find(header.begin(), header.end(), name);
+    if (it == header.end()) throw std::runtime_error(list.string() + ": missing column '" + name + "'");
+    return static_cast<size_t>(it - header.begin());
+  };
+  const size_t video = column("video"), audio = column("audio"), label = column("label");
+  std::vector<AvClipFiles> clips;
+  for (size_t r = 1; r < rows.size(); ++r) {
+    const auto& row = rows[r];
+    const std::string where = list.string() + ":" + std::to_string(r + 1);
+    if (row.size() != header.size())
+      throw std::runtime_error(where + ": expected " + std::to_string(header.size()) + " columns");
+    AvClipFiles f;
+    f.video = list.parent_path() / row[video];
+    f.audio = list.parent_path() / row[audio];
+    const auto it = shape.label2id.find(row[label]);
+    if (it != shape.label2id.end()) {
+      f.class_id = it->second;
+    } else {
+      try {
+        f.class_id = std::stoll(row[label]);
+      } catch (const std::exception&) {
+        throw std::runtime_error(where + ": unknown label '" + row[label] + "'");
+      }
+    }
+    if (f.class_id < 0 || f.class_id >= shape.num_classes) throw std::runtime_error(where + ": label out of range");
+    clips.push_back(std::move(f));
+  }
+  VideoOptions vo;
+  vo.num_frames = shape.num_frames;
+  vo.height = shape.height;
+  vo.width = shape.width;
+  AudioOptions ao;
+  ao.num_samples = shape.num_samples;
+  const int64_t labels = shape.num_classes, count = static_cast<int64_t>(clips.size());
+  return {count, [clips = std::move(clips), labels, vo, ao](int64_t i) {
+            return load_av_clip(clips[static_cast<size_t>(i)], labels, vo, ao);
+          }};
+}
+
+}  // namespace
+
+const SourceRegistry<ClipSource>& clip_sources() {
+  static const SourceRegistry<ClipSource> registry = {
+      {"synthetic", synthetic_clip_source},
+      {"files", recorded_clip_source},
+  };
+  return registry;
 }
 
 }  // namespace perceiver::datasets

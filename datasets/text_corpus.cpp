@@ -8,6 +8,7 @@
 
 #include "datasets/byte_vocab.h"
 #include "datasets/common.h"
+#include "datasets/sources.h"
 #include "perceiver/json_io.h"
 
 namespace perceiver::datasets {
@@ -99,7 +100,7 @@ TextCorpus read_text_file(const fs::path& path, const TextReadOptions& options) 
   TextCorpus out;
   const std::string bytes = read_file_bytes(path);
   out.files = 1;
-  if (path.extension() == ".jsonl") {
+  if (options.jsonl || path.extension() == ".jsonl") {
     read_jsonl(bytes, options.jsonl_field, out);
   } else {
     read_plain(bytes, options.unit, out);
@@ -320,6 +321,51 @@ TextSplit split_kjv(const std::vector<BibleVerse>& verses, const KjvSplitOptions
     dst.push_back(verses[i].text);
   }
   return split;
+}
+
+// ---- sources (datasets/sources.h) ----
+namespace {
+
+std::vector<std::string> kjv_source(SourceOptions& s) {
+  const auto split = s.get_string("split", s.is_train() ? "train" : "validation");
+  KjvSplitOptions o;
+  o.holdout_every = s.get_int("holdout_every", o.holdout_every);
+  const auto path = s.get_string("path", "");
+  auto parts = split_kjv(path.empty() ? read_kjv() : read_kjv(path), o);
+  if (split == "train") return std::move(parts.train);
+  if (split != "validation") s.fail("split", "must be train or validation, found '" + split + "'");
+  return std::move(parts.validation);
+}
+
+std::vector<std::string> read_text_source(SourceOptions& s, bool jsonl) {
+  TextReadOptions o;
+  o.jsonl = jsonl;
+  if (jsonl) {
+    o.extensions = {".jsonl"};
+  } else {
+    const auto unit = s.get_string("unit", "file");
+    if (unit != "file" && unit != "line" && unit != "paragraph")
+      s.fail("unit", "must be file, line or paragraph, found '" + unit + "'");
+    o.unit = unit == "line" ? TextUnit::kLine : unit == "paragraph" ? TextUnit::kParagraph : TextUnit::kFile;
+  }
+  o.jsonl_field = s.get_string("jsonl_field", "text");
+  auto corpus = read_text(s.required("path"), o);
+  if (corpus.invalid_lines > 0) spdlog::warn("{}: skipped {} invalid lines", s.path(), corpus.invalid_lines);
+  return std::move(corpus.documents);
+}
+
+std::vector<std::string> text_source(SourceOptions& s) { return read_text_source(s, false); }
+std::vector<std::string> jsonl_source(SourceOptions& s) { return read_text_source(s, true); }
+
+}  // namespace
+
+const SourceRegistry<TextSource>& text_sources() {
+  static const SourceRegistry<TextSource> registry = {
+      {"kjv", kjv_source},
+      {"text", text_source},
+      {"jsonl", jsonl_source},
+  };
+  return registry;
 }
 
 }  // namespace perceiver::datasets

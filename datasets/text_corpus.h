@@ -16,6 +16,7 @@ enum class TextUnit { kFile, kParagraph, kLine };
 struct TextReadOptions {
   TextUnit unit = TextUnit::kFile;     // what one document is for plain-text files
   std::string jsonl_field = "text";    // field read from each JSONL object
+  bool jsonl = false;                  // every file is JSONL whatever its extension (else only .jsonl files)
   std::vector<std::string> extensions = {".txt", ".text", ".md", ".jsonl"};  // directory scan filter ("" = all)
 };
 

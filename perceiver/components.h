@@ -4,7 +4,12 @@
 
 #include <torch/torch.h>
 
+#include <map>
+#include <memory>
 #include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "perceiver/outputs.h"
 
@@ -44,5 +49,13 @@ using Postprocessor = std::shared_ptr<PostprocessorImpl>;
 
 // Requires a single tensor (not a per-modality dict) and returns it; `who` names the caller.
 const torch::Tensor& single_tensor(const TensorOrDict& value, const char* who);
+
+// The per-modality components of a multimodal module as a ModuleDict (HF's nn.ModuleDict), so that
+// their parameters are named `<attribute>.<modality>.<...>` as in HF.
+template <typename T>
+torch::nn::ModuleDict modality_dict(const std::map<std::string, std::shared_ptr<T>>& modalities) {
+  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> items(modalities.begin(), modalities.end());
+  return torch::nn::ModuleDict(items);
+}
 
 }  // namespace perceiver

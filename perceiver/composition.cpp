@@ -2,9 +2,9 @@
 
 #include <functional>
 
+#include "perceiver/modality_registry.h"
 #include "perceiver/postprocessors.h"
 #include "perceiver/preprocessors.h"
-#include "perceiver/vision_heads.h"
 
 namespace perceiver {
 namespace {
@@ -171,7 +171,7 @@ Preprocessor build_preprocessor(const PerceiverConfig& config, const json& spec)
     b["PerceiverTextPreprocessor"] = [](const PerceiverConfig& c, Kwargs&) -> Preprocessor {
       return std::make_shared<PerceiverTextPreprocessorImpl>(c);
     };
-    register_vision_preprocessors(b);
+    register_modality_preprocessors(b);
     return b;
   }();
   return build_component<PreprocessorImpl>(config, spec, "input_preprocessor", builders);
@@ -189,7 +189,7 @@ Decoder build_decoder(const PerceiverConfig& config, const json& spec) {
     b["PerceiverProjectionDecoder"] = [](const PerceiverConfig& c, Kwargs&) -> Decoder {
       return std::make_shared<PerceiverProjectionDecoderImpl>(c);
     };
-    register_vision_decoders(b);
+    register_modality_decoders(b);
     return b;
   }();
   return build_component<DecoderImpl>(config, spec, "decoder", builders);
@@ -205,7 +205,7 @@ Postprocessor build_postprocessor(const PerceiverConfig& config, const json& spe
     b["PerceiverClassificationPostprocessor"] = [](const PerceiverConfig& c, Kwargs& kw) -> Postprocessor {
       return std::make_shared<PerceiverClassificationPostprocessorImpl>(c, kw.integer("in_channels"));
     };
-    register_vision_postprocessors(b);
+    register_modality_postprocessors(b);
     return b;
   }();
   return build_component<PostprocessorImpl>(config, spec, "output_postprocessor", builders);

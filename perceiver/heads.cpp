@@ -1,7 +1,7 @@
 #include "perceiver/heads.h"
 
 #include "perceiver/composition.h"
-#include "perceiver/vision_heads.h"
+#include "perceiver/modality_registry.h"
 #include "perceiver/preprocessors.h"
 
 namespace perceiver {
@@ -130,7 +130,7 @@ const std::map<std::string, ArchitectureBuilder>& architecture_registry() {
                                                  const nlohmann::json&) -> PerceiverPreTrainedModel {
       return std::make_shared<PerceiverForSequenceClassificationImpl>(c);
     };
-    register_vision_architectures(r);
+    register_modality_architectures(r);
     return r;
   }();
   return registry;

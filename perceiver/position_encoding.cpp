@@ -114,4 +114,16 @@ BuiltPositionEncoding build_position_encoding(const PositionEncodingOptions& opt
   return built;
 }
 
+PositionEncodingOptions fourier_position_encoding(int64_t num_bands, std::vector<int64_t> max_resolution) {
+  FourierPositionEncodingOptions f;
+  f.num_bands = num_bands;
+  f.max_resolution = std::move(max_resolution);
+  f.concat_pos = true;
+  f.sine_only = false;
+  PositionEncodingOptions p;
+  p.type = "fourier";
+  p.fourier = std::move(f);
+  return p;
+}
+
 }  // namespace perceiver

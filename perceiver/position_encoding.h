@@ -77,6 +77,10 @@ struct PositionEncodingOptions {
   int64_t project_pos_dim = -1;  // > 0: project the encoding to this width
 };
 
+// HF's Fourier position encoding as the vision, flow and multimodal heads configure it: num_bands
+// frequencies up to max_resolution per axis, positions concatenated, sine and cosine.
+PositionEncodingOptions fourier_position_encoding(int64_t num_bands, std::vector<int64_t> max_resolution);
+
 struct BuiltPositionEncoding {
   std::shared_ptr<PositionEncodingImpl> encoding;
   torch::nn::Linear projection{nullptr};  // null = identity

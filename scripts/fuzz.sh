@@ -33,7 +33,7 @@ fi
 export CCACHE_DIR="${CCACHE_DIR:-$HOME/.cache/ccache}"
 export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
 CC=clang CXX=clang++ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DPERCEIVER_FUZZ=ON -DPERCEIVER_BUILD_TESTS=OFF -DPERCEIVER_BUILD_BENCH=OFF >/dev/null
+  -DPERCEIVER_FUZZ=ON -DBUILD_SHARED_LIBS=OFF -DPERCEIVER_BUILD_TESTS=OFF -DPERCEIVER_BUILD_BENCH=OFF >/dev/null
 cmake --build "$build" --target perceiver_fuzz -j "$(nproc)"
 fuzzer="$build/fuzz/perceiver_fuzz"
 ((build_only)) && exit 0

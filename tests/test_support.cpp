@@ -72,11 +72,12 @@ std::string error_of(const std::function<void()>& fn) {
   return "";
 }
 
-CommandResult run_cli(const std::string& args) {
+CommandResult run_cli(const std::string& args) { return run_command(std::string("'") + PERCEIVER_CLI_PATH + "' " + args); }
+
+CommandResult run_command(const std::string& command) {
   TempDir tmp;
   const auto out = tmp.path() / "out", err = tmp.path() / "err";
-  const std::string cmd = std::string("'") + PERCEIVER_CLI_PATH + "' " + args + " >'" + out.string() + "' 2>'" +
-                          err.string() + "' </dev/null";
+  const std::string cmd = command + " >'" + out.string() + "' 2>'" + err.string() + "' </dev/null";
   const int status = std::system(cmd.c_str());
   CommandResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

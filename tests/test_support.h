@@ -61,5 +61,7 @@ std::string tensor_mismatch(const torch::Tensor& actual, const torch::Tensor& ex
 
 // Runs the built `perceiver` CLI with the given argument string (shell-quoted by the caller).
 CommandResult run_cli(const std::string& args);
+// Runs a shell command line (quoted by the caller) with no input, capturing its output.
+CommandResult run_command(const std::string& command);
 
 }  // namespace perceiver::testing

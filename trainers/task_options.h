@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "datasets/sources.h"
 #include "trainers/run_config_util.h"
 
 namespace perceiver::trainers {
@@ -59,6 +60,32 @@ class TaskSection {
   YAML::Node node_;
   std::string source_;
   std::set<std::string> used_;
+};
+
+// A data source's section (data.train / data.eval) as datasets::SourceOptions: the sources in
+// datasets/sources.h read it with the task section's typed reads, file:line errors and unknown-key check.
+class SourceSection final : public datasets::SourceOptions {
+ public:
+  SourceSection(const YAML::Node& node, const std::string& source, const std::string& path)
+      : section_(node, source, path), path_(path) {}
+  std::string get_string(const std::string& key, const std::string& fallback) override {
+    return section_.get<std::string>(key, fallback);
+  }
+  int64_t get_int(const std::string& key, int64_t fallback) override { return section_.get<int64_t>(key, fallback); }
+  double get_double(const std::string& key, double fallback) override { return section_.get<double>(key, fallback); }
+  bool get_bool(const std::string& key, bool fallback) override { return section_.get<bool>(key, fallback); }
+  std::vector<double> get_doubles(const std::string& key, const std::vector<double>& fallback) override {
+    return section_.get<std::vector<double>>(key, fallback);
+  }
+  std::string required(const std::string& key) override { return section_.required(key); }
+  [[noreturn]] void fail(const std::string& key, const std::string& what) const override { section_.fail(key, what); }
+  const std::string& path() const override { return path_; }
+  // Task-level keys of the same section (e.g. `limit`) and the final unknown-key check.
+  TaskSection& section() { return section_; }
+
+ private:
+  TaskSection section_;
+  std::string path_;
 };
 
 // The `data` section of tasks whose only keys are `train` and `eval` (each read by the task).

@@ -15,20 +15,9 @@
 #include "datasets/loader.h"
 #include "perceiver/config.h"
 #include "perceiver/model.h"
+#include "trainers/metrics.h"
 
 namespace perceiver::trainers {
-
-// Sums of (value * weight) and weights per metric, merged over batches; mean = sum / weight.
-class MetricSums {
- public:
-  void add(const std::string& name, double sum, double weight);
-  void merge(const MetricSums& other);
-  std::map<std::string, double> means() const;
-  bool empty() const { return sums_.empty(); }
-
- private:
-  std::map<std::string, std::pair<double, double>> sums_;
-};
 
 struct StepOutput {
   torch::Tensor loss;  // scalar, differentiable when training
@@ -61,6 +50,12 @@ class Task {
   virtual std::string best_metric() const { return "eval/accuracy"; }
   virtual std::string best_mode() const { return "max"; }  // "max" or "min"
 };
+
+class TaskSection;
+// Every task by its `task` name. Adding a task is one file in trainers/tasks/ and one registration
+// line in trainers/task_registry.cpp; the list of known names is read from here.
+using TaskFactory = std::unique_ptr<Task> (*)(TaskSection& options);
+const std::map<std::string, TaskFactory>& task_registry();
 
 // `task` section: a name or {name: ..., options}. Throws naming the key for unknown tasks/options.
 std::unique_ptr<Task> make_task(const YAML::Node& task, const std::string& source);

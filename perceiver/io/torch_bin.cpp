@@ -1,7 +1,6 @@
 #include "perceiver/io/torch_bin.h"
 
 #include <caffe2/serialize/file_adapter.h>
-#include <caffe2/serialize/inline_container.h>
 
 #include <algorithm>
 #include <cstring>
@@ -505,15 +504,16 @@ void check_bool_bytes(const std::string& source, const std::string& key, const u
 }
 
 TensorMap load_zip(const std::shared_ptr<caffe2::serialize::ReadAdapterInterface>& in, const std::string& source) {
-  check_stored_records(*in, source);  // before miniz allocates any record at its declared size
-  caffe2::serialize::PyTorchStreamReader reader(in);
-  if (!reader.hasRecord("data.pkl")) fail(source, "archive has no data.pkl record (not a torch.save checkpoint?)");
-  const auto [pkl, pkl_size] = reader.getRecord("data.pkl");
+  const StoredZip zip(in, source);
+  if (!zip.has("data.pkl")) fail(source, "archive has no data.pkl record (not a torch.save checkpoint?)");
+  uint64_t pkl_size = 0;
+  const auto pkl = zip.read("data.pkl", &pkl_size);
 
   StorageLoader load_storage = [&](const std::string& key, torch::ScalarType dtype, int64_t numel) {
     const std::string record = "data/" + key;
-    if (!reader.hasRecord(record)) fail(source, "storage record '" + record + "' is missing from the archive");
-    auto [ptr, size] = reader.getRecord(record);
+    if (!zip.has(record)) fail(source, "storage record '" + record + "' is missing from the archive");
+    uint64_t size = 0;
+    auto ptr = zip.read(record, &size);
     const size_t item = c10::elementSize(dtype);
     if (static_cast<uint64_t>(numel) > std::numeric_limits<uint64_t>::max() / item ||
         size < static_cast<uint64_t>(numel) * item)
@@ -525,7 +525,7 @@ TensorMap load_zip(const std::shared_ptr<caffe2::serialize::ReadAdapterInterface
     return c10::Storage(c10::Storage::use_byte_size_t(), nbytes, std::move(ptr), nullptr, /*resizable=*/false);
   };
 
-  Unpickler unpickler(source, static_cast<const uint8_t*>(pkl.get()), pkl_size, load_storage);
+  Unpickler unpickler(source, static_cast<const uint8_t*>(pkl.get()), static_cast<size_t>(pkl_size), load_storage);
   const ValuePtr root = unpickler.run();
   if (root->kind != Value::Kind::Dict)
     fail(source, std::string("top-level object is a ") + kind_name(root->kind) + ", expected a state dict");
@@ -548,7 +548,7 @@ class BufferAdapter final : public caffe2::serialize::ReadAdapterInterface {
   size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
     if (pos >= bytes_.size()) return 0;
     n = std::min<size_t>(n, bytes_.size() - pos);
-    std::memcpy(buf, bytes_.data() + pos, n);
+    if (n > 0) std::memcpy(buf, bytes_.data() + pos, n);
     return n;
   }
 
@@ -567,8 +567,8 @@ TensorMap load_checked(std::string_view magic, const std::string& source,
   }
   try {
     return load_zip(open(), source);
-  } catch (const c10::Error& e) {
-    fail(source, std::string("invalid zip archive: ") + e.what_without_backtrace());
+  } catch (const c10::Error& e) {  // from the file adapter
+    fail(source, std::string("cannot read: ") + e.what_without_backtrace());
   } catch (const std::bad_alloc&) {
     fail(source, "out of memory (corrupt record sizes?)");
   }

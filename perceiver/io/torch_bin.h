@@ -14,9 +14,9 @@ namespace perceiver::io {
 // state dicts use; anything else is rejected, never executed) and the `<archive>/data/<key>` storage
 // records. Tensors sharing a storage stay views of one storage, as with torch.load.
 TensorMap load_torch_bin(const std::filesystem::path& file);
-// The same from bytes in memory; `name` stands for the file in error messages. Compressed zip
-// records (torch.save never writes them) are refused before anything is extracted, and the pickle's
-// objects, stack, memo and nesting are bounded.
+// The same from bytes in memory; `name` stands for the file in error messages. The zip is read by
+// StoredZip (compressed records, which torch.save never writes, are refused; sizes are checked
+// against the file; CRC-32 verified), and the pickle's objects, stack, memo and nesting are bounded.
 TensorMap parse_torch_bin(std::string_view bytes, const std::string& name);
 
 // Loads a state dict from a .safetensors or torch.save zip file, chosen by the file's magic bytes;

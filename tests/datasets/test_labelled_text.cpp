@@ -4,6 +4,7 @@
 #include <set>
 
 #include "datasets/common.h"
+#include "datasets/fortunes.h"
 #include "datasets/labelled_text.h"
 #include "tests/test_support.h"
 

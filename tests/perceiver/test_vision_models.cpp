@@ -10,8 +10,10 @@
 #include "perceiver/composition.h"
 #include "perceiver/heads.h"
 #include "perceiver/position_encoding.h"
-#include "perceiver/vision_models.h"
-#include "perceiver/vision_preprocessors.h"
+#include "perceiver/image_heads.h"
+#include "perceiver/multimodal_autoencoding.h"
+#include "perceiver/optical_flow.h"
+#include "perceiver/modality_preprocessors.h"
 #include "tests/test_support.h"
 
 namespace perceiver::testing {

@@ -1,4 +1,6 @@
-#include "perceiver/vision_decoders.h"
+#include "perceiver/modality_decoders.h"
+
+#include "perceiver/postprocessors.h"
 
 #include <numeric>
 
@@ -9,33 +11,7 @@ int64_t product(const std::vector<int64_t>& dims) {
   return std::accumulate(dims.begin(), dims.end(), int64_t{1}, std::multiplies<>());
 }
 
-torch::nn::ModuleDict module_dict(const std::map<std::string, std::shared_ptr<torch::nn::Module>>& modules) {
-  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> items(modules.begin(), modules.end());
-  return torch::nn::ModuleDict(items);
-}
-
-template <typename T>
-std::map<std::string, std::shared_ptr<torch::nn::Module>> as_modules(const std::map<std::string, std::shared_ptr<T>>& m) {
-  std::map<std::string, std::shared_ptr<torch::nn::Module>> out;
-  for (const auto& [name, v] : m) out[name] = v;
-  return out;
-}
-
 }  // namespace
-
-std::map<std::string, torch::Tensor> restructure(const ModalitySizes& modality_sizes, const torch::Tensor& inputs) {
-  int64_t total = 0;
-  for (const auto& [name, size] : modality_sizes) total += size;
-  TORCH_CHECK(inputs.dim() >= 2 && inputs.size(1) >= total, "restructure: the modalities need ", total,
-              " positions but the tensor has shape ", inputs.sizes());
-  std::map<std::string, torch::Tensor> out;
-  int64_t index = 0;
-  for (const auto& [name, size] : modality_sizes) {
-    out[name] = inputs.narrow(1, index, size);
-    index += size;
-  }
-  return out;
-}
 
 PerceiverOpticalFlowDecoderImpl::PerceiverOpticalFlowDecoderImpl(const PerceiverConfig& config,
                                                                  OpticalFlowDecoderOptions options)
@@ -113,7 +89,7 @@ PerceiverMultimodalDecoderImpl::PerceiverMultimodalDecoderImpl(const PerceiverCo
                                                                MultimodalDecoderOptions options)
     : modalities_(std::move(modalities)), options_(std::move(options)) {
   TORCH_CHECK(!modalities_.empty(), "PerceiverMultimodalDecoder needs at least one modality");
-  register_module("modalities", module_dict(as_modules(modalities_)));
+  register_module("modalities", modality_dict(modalities_));
   auto d = options_.decoder;
   d.output_index_dims = {options_.num_outputs.value_or(0)};
   d.output_num_channels = options_.output_num_channels;
@@ -163,43 +139,6 @@ PerceiverDecoderOutput PerceiverMultimodalDecoderImpl::forward(const torch::Tens
                                                                const torch::Tensor& /*query_mask*/,
                                                                bool output_attentions) {
   return decoder->forward(query, z, {}, output_attentions);
-}
-
-PerceiverAudioPostprocessorImpl::PerceiverAudioPostprocessorImpl(const PerceiverConfig& config, int64_t in_channels,
-                                                                 const std::string& postproc_type) {
-  TORCH_CHECK(postproc_type == "patches", "Invalid postproc_type! (only 'patches' is supported, got '", postproc_type,
-              "')");
-  classifier = register_module("classifier", torch::nn::Linear(in_channels, config.samples_per_patch));
-}
-
-TensorOrDict PerceiverAudioPostprocessorImpl::forward(const TensorOrDict& inputs,
-                                                      const std::optional<ModalitySizes>& /*modality_sizes*/) {
-  const auto& x = single_tensor(inputs, "PerceiverAudioPostprocessor");
-  return classifier(x).reshape({x.size(0), -1});
-}
-
-PerceiverMultimodalPostprocessorImpl::PerceiverMultimodalPostprocessorImpl(std::map<std::string, Postprocessor> modalities,
-                                                                           bool input_is_dict)
-    : modalities_(std::move(modalities)), input_is_dict_(input_is_dict) {
-  register_module("modalities", module_dict(as_modules(modalities_)));
-}
-
-TensorOrDict PerceiverMultimodalPostprocessorImpl::forward(const TensorOrDict& inputs,
-                                                           const std::optional<ModalitySizes>& modality_sizes) {
-  std::map<std::string, torch::Tensor> parts;
-  if (input_is_dict_) {
-    parts = inputs.dict;
-  } else {
-    TORCH_CHECK(modality_sizes.has_value(), "Modality sizes should be specified if input is not a dictionary.");
-    parts = restructure(*modality_sizes, single_tensor(inputs, "PerceiverMultimodalPostprocessor"));
-  }
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& [name, post] : modalities_) {
-    auto it = parts.find(name);
-    TORCH_CHECK(it != parts.end(), "PerceiverMultimodalPostprocessor: no decoder output for modality '", name, "'");
-    out[name] = single_tensor(post->forward(it->second, std::nullopt), "PerceiverMultimodalPostprocessor");
-  }
-  return out;
 }
 
 }  // namespace perceiver

@@ -1,4 +1,4 @@
-#include "perceiver/vision_preprocessors.h"
+#include "perceiver/modality_preprocessors.h"
 
 #include <cmath>
 #include <sstream>
@@ -247,8 +247,7 @@ PerceiverMultimodalPreprocessorImpl::PerceiverMultimodalPreprocessorImpl(std::ma
                                                                          const MultimodalPreprocessorOptions& options)
     : modalities_(std::move(modalities)), options_(options) {
   TORCH_CHECK(!modalities_.empty(), "PerceiverMultimodalPreprocessor needs at least one modality");
-  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> items(modalities_.begin(), modalities_.end());
-  register_module("modalities", torch::nn::ModuleDict(items));
+  register_module("modalities", modality_dict(modalities_));
   padding = register_module("padding", torch::nn::ParameterDict());
   mask = register_module("mask", torch::nn::ParameterDict());
   const int64_t common = num_channels();

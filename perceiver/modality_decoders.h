@@ -1,6 +1,6 @@
-// Decoders and postprocessors of the optical-flow and multimodal models: PerceiverOpticalFlowDecoder,
-// PerceiverBasicVideoAutoencodingDecoder, PerceiverMultimodalDecoder, PerceiverAudioPostprocessor
-// and PerceiverMultimodalPostprocessor. Module and parameter names follow HF's attribute names.
+// Decoders of the optical-flow and multimodal models: PerceiverOpticalFlowDecoder,
+// PerceiverBasicVideoAutoencodingDecoder and PerceiverMultimodalDecoder. Module and parameter names
+// follow HF's attribute names.
 #pragma once
 
 #include <map>
@@ -12,9 +12,6 @@
 #include "perceiver/decoders.h"
 
 namespace perceiver {
-
-// HF's restructure: splits (B, N, C) into the modalities' consecutive slices, in sorted order.
-std::map<std::string, torch::Tensor> restructure(const ModalitySizes& modality_sizes, const torch::Tensor& inputs);
 
 struct OpticalFlowDecoderOptions {
   std::vector<int64_t> output_image_shape;  // (H, W): the decoder outputs one flow vector per pixel
@@ -93,29 +90,5 @@ class PerceiverMultimodalDecoderImpl : public DecoderImpl {
   MultimodalDecoderOptions options_;
 };
 TORCH_MODULE(PerceiverMultimodalDecoder);
-
-// (B, N, in_channels) -> (B, N * samples_per_patch) audio samples.
-class PerceiverAudioPostprocessorImpl : public PostprocessorImpl {
- public:
-  PerceiverAudioPostprocessorImpl(const PerceiverConfig& config, int64_t in_channels,
-                                  const std::string& postproc_type = "patches");
-  TensorOrDict forward(const TensorOrDict& inputs, const std::optional<ModalitySizes>& modality_sizes) override;
-
-  torch::nn::Linear classifier{nullptr};
-};
-TORCH_MODULE(PerceiverAudioPostprocessor);
-
-// Splits the decoder output by modality_sizes (or takes a dict) and applies each modality's postprocessor.
-class PerceiverMultimodalPostprocessorImpl : public PostprocessorImpl {
- public:
-  explicit PerceiverMultimodalPostprocessorImpl(std::map<std::string, Postprocessor> modalities,
-                                                bool input_is_dict = false);
-  TensorOrDict forward(const TensorOrDict& inputs, const std::optional<ModalitySizes>& modality_sizes) override;
-
- private:
-  std::map<std::string, Postprocessor> modalities_;
-  bool input_is_dict_;
-};
-TORCH_MODULE(PerceiverMultimodalPostprocessor);
 
 }  // namespace perceiver

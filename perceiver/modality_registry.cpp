@@ -1,9 +1,12 @@
-#include "perceiver/vision_heads.h"
+#include "perceiver/modality_registry.h"
 
 #include "perceiver/composition.h"
-#include "perceiver/vision_decoders.h"
-#include "perceiver/vision_models.h"
-#include "perceiver/vision_preprocessors.h"
+#include "perceiver/image_heads.h"
+#include "perceiver/modality_decoders.h"
+#include "perceiver/modality_preprocessors.h"
+#include "perceiver/multimodal_autoencoding.h"
+#include "perceiver/optical_flow.h"
+#include "perceiver/postprocessors.h"
 
 namespace perceiver {
 namespace {
@@ -46,7 +49,7 @@ std::map<std::string, double> probabilities(Kwargs& kw, const std::string& key) 
 
 }  // namespace
 
-void register_vision_architectures(std::map<std::string, ArchitectureFactory>& registry) {
+void register_modality_architectures(std::map<std::string, ArchitectureFactory>& registry) {
   registry["PerceiverForImageClassificationLearned"] = head<PerceiverForImageClassificationLearnedImpl>();
   registry["PerceiverForImageClassificationFourier"] = head<PerceiverForImageClassificationFourierImpl>();
   registry["PerceiverForImageClassificationConvProcessing"] = head<PerceiverForImageClassificationConvProcessingImpl>();
@@ -54,7 +57,7 @@ void register_vision_architectures(std::map<std::string, ArchitectureFactory>& r
   registry["PerceiverForMultimodalAutoencoding"] = head<PerceiverForMultimodalAutoencodingImpl>();
 }
 
-void register_vision_preprocessors(std::map<std::string, ComponentFactory<PreprocessorImpl>>& registry) {
+void register_modality_preprocessors(std::map<std::string, ComponentFactory<PreprocessorImpl>>& registry) {
   registry["PerceiverImagePreprocessor"] = [](const PerceiverConfig&, Kwargs& kw) -> Preprocessor {
     ImagePreprocessorOptions o;
     o.prep_type = kw.string("prep_type", "conv");
@@ -93,7 +96,7 @@ void register_vision_preprocessors(std::map<std::string, ComponentFactory<Prepro
   };
 }
 
-void register_vision_decoders(std::map<std::string, ComponentFactory<DecoderImpl>>& registry) {
+void register_modality_decoders(std::map<std::string, ComponentFactory<DecoderImpl>>& registry) {
   registry["PerceiverOpticalFlowDecoder"] = [](const PerceiverConfig& c, Kwargs& kw) -> Decoder {
     OpticalFlowDecoderOptions o;
     o.output_image_shape = kw.dims("output_image_shape");
@@ -118,7 +121,7 @@ void register_vision_decoders(std::map<std::string, ComponentFactory<DecoderImpl
   };
 }
 
-void register_vision_postprocessors(std::map<std::string, ComponentFactory<PostprocessorImpl>>& registry) {
+void register_modality_postprocessors(std::map<std::string, ComponentFactory<PostprocessorImpl>>& registry) {
   registry["PerceiverAudioPostprocessor"] = [](const PerceiverConfig& c, Kwargs& kw) -> Postprocessor {
     return std::make_shared<PerceiverAudioPostprocessorImpl>(c, kw.integer("in_channels"),
                                                              kw.string("postproc_type", "patches"));

@@ -1,0 +1,96 @@
+// Data sources by their run-file `type` name, one registry per kind of data a task reads. A source
+// is a function of its options section; adding one is that function and one registration line in
+// its kind's file (text_corpus.cpp, labelled_text.cpp, images.cpp, flow.cpp, multimodal.cpp). The
+// names a run file may use, and the error listing them, are read from the registries.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "datasets/flow.h"
+#include "datasets/images.h"
+#include "datasets/labelled_text.h"
+#include "datasets/multimodal.h"
+
+namespace perceiver::datasets {
+
+// One source's options section. The trainer implements it over the run file (typed values,
+// file:line errors, unknown keys refused); a C++ program can implement it over anything.
+class SourceOptions {
+ public:
+  virtual ~SourceOptions() = default;
+  virtual std::string get_string(const std::string& key, const std::string& fallback) = 0;
+  virtual int64_t get_int(const std::string& key, int64_t fallback) = 0;
+  virtual double get_double(const std::string& key, double fallback) = 0;
+  virtual bool get_bool(const std::string& key, bool fallback) = 0;
+  virtual std::vector<double> get_doubles(const std::string& key, const std::vector<double>& fallback) = 0;
+  virtual std::string required(const std::string& key) = 0;
+  [[noreturn]] virtual void fail(const std::string& key, const std::string& what) const = 0;
+  // Where the section is ("data.train", "data.eval"): defaults such as the split follow it.
+  virtual const std::string& path() const = 0;
+  bool is_train() const { return path() == "data.train"; }
+};
+
+template <typename Factory>
+using SourceRegistry = std::map<std::string, Factory>;
+
+template <typename Factory>
+std::vector<std::string> source_names(const SourceRegistry<Factory>& registry) {
+  std::vector<std::string> names;
+  for (const auto& [name, factory] : registry) names.push_back(name);
+  return names;
+}
+
+// The factory named by the section's `type`; an unknown name fails listing the known ones.
+template <typename Factory>
+Factory find_source(const SourceRegistry<Factory>& registry, SourceOptions& options, const std::string& kind) {
+  const auto type = options.required("type");
+  const auto it = registry.find(type);
+  if (it == registry.end()) {
+    std::string known;
+    for (const auto& name : source_names(registry)) known += (known.empty() ? "" : ", ") + name;
+    options.fail("type", "unknown " + kind + " source '" + type + "' (known: " + known + ")");
+  }
+  return it->second;
+}
+
+// Documents for masked language modelling: kjv, text, jsonl.
+using TextSource = std::vector<std::string> (*)(SourceOptions& options);
+const SourceRegistry<TextSource>& text_sources();
+
+// Labelled texts for sequence classification: fortunes, labelled_text. `label_separator` joins a
+// JSONL label list into one label field (the task's multi-label separator).
+using LabelledTextSource = LabelledText (*)(SourceOptions& options, const std::string& label_separator);
+const SourceRegistry<LabelledTextSource>& labelled_text_sources();
+
+// Labelled images: fashion_mnist, idx, image_folder, image_list.
+using ImageSource = ImageClassificationSet (*)(SourceOptions& options);
+const SourceRegistry<ImageSource>& image_sources();
+
+// Optical-flow pairs at the model's train_size: synthetic, sintel, chairs.
+struct FlowPairs {
+  int64_t count = 0;
+  std::function<FlowSample(int64_t)> sample;  // pair i, frames and flow of (height, width)
+};
+using FlowSource = FlowPairs (*)(SourceOptions& options, int64_t height, int64_t width);
+const SourceRegistry<FlowSource>& flow_sources();
+
+// Video + audio + label clips shaped for the multimodal autoencoder: synthetic, files.
+struct ClipShape {
+  int64_t num_classes = 0;
+  int64_t num_frames = 16;
+  int64_t height = 224, width = 224;
+  int64_t num_samples = 30720;                // audio samples per clip
+  std::map<std::string, int64_t> label2id;  // label names a recorded clip list may use
+};
+struct Clips {
+  int64_t count = 0;
+  std::function<MultimodalBatch(int64_t)> clip;  // clip i as a batch of one
+};
+using ClipSource = Clips (*)(SourceOptions& options, const ClipShape& shape);
+const SourceRegistry<ClipSource>& clip_sources();
+
+}  // namespace perceiver::datasets

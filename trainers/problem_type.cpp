@@ -1,0 +1,49 @@
+#include "trainers/problem_type.h"
+
+#include "datasets/labelled_text.h"
+
+namespace perceiver::trainers {
+
+ProblemType::ProblemType(TaskSection& s) {
+  label_smoothing_ = s.get<double>("label_smoothing", 0.0);
+  type_ = s.get<std::string>("problem_type", type_);
+  if (type_ != "single_label_classification" && type_ != "multi_label_classification" && type_ != "regression")
+    s.fail("problem_type",
+           "must be single_label_classification, multi_label_classification or regression, found '" + type_ + "'");
+  if (label_smoothing_ != 0.0 && !single()) s.fail("label_smoothing", "applies to single_label_classification only");
+  separator_ = s.get<std::string>("label_separator", separator_);
+  if (separator_.empty()) s.fail("label_separator", "must not be empty");
+}
+
+std::string ProblemType::best_metric() const {
+  return type_ == "regression" ? "eval/mse" : type_ == "multi_label_classification" ? "eval/f1_micro" : "eval/accuracy";
+}
+
+ProblemType::Targets ProblemType::targets(const std::vector<std::string>& train, const std::vector<std::string>& eval,
+                                          const std::string& source) const {
+  Targets t;
+  if (type_ == "multi_label_classification") {
+    auto tr = datasets::multi_label_targets(train, separator_, source + ": data.train");
+    t.eval = datasets::multi_label_targets(eval, separator_, source + ": data.eval", tr.id2label).targets;
+    t.train = tr.targets;
+    t.id2label = tr.id2label;
+  } else {
+    t.train = datasets::regression_targets(train, source + ": data.train");
+    t.eval = datasets::regression_targets(eval, source + ": data.eval");
+    t.id2label = {"LABEL_0"};  // HF: one output, mean squared error
+  }
+  return t;
+}
+
+torch::Tensor ProblemType::loss(const torch::Tensor& logits, const torch::Tensor& labels, MetricSums& metrics) const {
+  if (type_ == "multi_label_classification") return multi_label_loss_metrics(logits, labels, metrics);
+  if (type_ == "regression") return regression_loss_metrics(logits, labels, metrics);
+  return loss_metrics(logits, labels, label_smoothing_, metrics, 5);
+}
+
+void set_id2label(PerceiverConfig& config, const std::vector<std::string>& names) {
+  config.id2label.clear();
+  for (size_t i = 0; i < names.size(); ++i) config.id2label[static_cast<int64_t>(i)] = names[i];
+}
+
+}  // namespace perceiver::trainers

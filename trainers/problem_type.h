@@ -1,0 +1,43 @@
+// HF's problem types for the classification heads (single_label_classification,
+// multi_label_classification, regression): the task options, targets from raw label fields, the
+// loss with its metrics, and the metric that picks the best checkpoint.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "perceiver/config.h"
+#include "trainers/metrics.h"
+#include "trainers/task_options.h"
+
+namespace perceiver::trainers {
+
+class ProblemType {
+ public:
+  // Reads task.problem_type, task.label_smoothing and task.label_separator.
+  explicit ProblemType(TaskSection& s);
+  const std::string& name() const { return type_; }
+  const std::string& separator() const { return separator_; }
+  bool single() const { return type_ == "single_label_classification"; }
+  std::string best_metric() const;
+  std::string best_mode() const { return type_ == "regression" ? "min" : "max"; }
+
+  struct Targets {
+    torch::Tensor train, eval;
+    std::vector<std::string> id2label;
+  };
+  // Multi-label or regression targets from the raw label fields (single-label ids come from the sources).
+  Targets targets(const std::vector<std::string>& train, const std::vector<std::string>& eval,
+                  const std::string& source) const;
+  torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& labels, MetricSums& metrics) const;
+
+ private:
+  std::string type_ = "single_label_classification";
+  std::string separator_ = "|";
+  double label_smoothing_ = 0.0;
+};
+
+// The saved config names the labels: id i -> names[i].
+void set_id2label(PerceiverConfig& config, const std::vector<std::string>& names);
+
+}  // namespace perceiver::trainers

@@ -1,0 +1,141 @@
+// Image classification (task `image_classification`): IDX, Fashion-MNIST, image folders and lists,
+// augmentation, HF's problem types.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "datasets/idx.h"
+#include "perceiver/image_processor.h"
+#include "trainers/problem_type.h"
+#include "trainers/task_options.h"
+#include "trainers/tasks.h"
+
+namespace perceiver::trainers {
+namespace {
+
+using datasets::Example;
+namespace fs = std::filesystem;
+
+class ImageClassificationTask : public Task {
+ public:
+  ImageClassificationTask(TaskSection& s) : problem_(s), source_(s.source()) {
+    augment_.crop_padding = s.get<int64_t>("random_crop_padding", 0);
+    augment_.hflip_probability = s.get<double>("hflip_probability", 0.0);
+    const auto mean = s.get<std::vector<double>>("image_mean", processor_.image_mean);
+    const auto std = s.get<std::vector<double>>("image_std", processor_.image_std);
+    if (mean.size() != 3 || std.size() != 3) s.fail("image_mean", "and image_std need 3 values");
+    processor_.image_mean = mean;
+    processor_.image_std = std;
+    interpolate_ = s.get<bool>("interpolate_pos_encoding", false);
+  }
+  std::string name() const override { return "image_classification"; }
+  std::vector<std::string> architectures() const override {
+    return {"PerceiverForImageClassificationFourier", "PerceiverForImageClassificationLearned",
+            "PerceiverForImageClassificationConvProcessing"};
+  }
+  std::string best_metric() const override { return problem_.best_metric(); }
+  std::string best_mode() const override { return problem_.best_mode(); }
+
+  TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
+    check_train_eval_section(data, source_);
+    auto train = images(data["train"], "data.train");
+    auto eval = images(data["eval"], "data.eval");
+    config.problem_type = problem_.name();
+    if (!problem_.single()) {
+      if (train.label_names.empty() || eval.label_names.empty())
+        throw std::runtime_error(source_ + ": task.problem_type " + problem_.name() +
+                                 " needs label fields: use data sources of type image_list");
+      auto t = problem_.targets(train.label_names, eval.label_names, source_);
+      train.labels = t.train;
+      eval.labels = t.eval;
+      set_id2label(config, t.id2label);
+    } else if (!train.classes.empty()) {
+      if (!eval.label_names.empty()) eval.labels = class_ids(eval.label_names, train.classes, "data.eval");
+      set_id2label(config, train.classes);
+    } else {
+      const auto n = std::max(train.labels.max().item<int64_t>(), eval.labels.max().item<int64_t>()) + 1;
+      if (n != config.num_labels()) config.set_num_labels(n);
+    }
+    names_ = config.id2label;
+    TaskData out;
+    out.summary = "image classification: " + std::to_string(train.images.size(0)) + " train / " +
+                  std::to_string(eval.images.size(0)) + " eval images of " + std::to_string(train.images.size(1)) + "x" +
+                  std::to_string(train.images.size(2)) + "x" + std::to_string(train.images.size(3)) + ", " +
+                  std::to_string(config.num_labels()) + " classes";
+    out.train = std::make_shared<datasets::TensorDataset>(Example{{"images", train.images}, {"labels", train.labels}});
+    out.eval = std::make_shared<datasets::TensorDataset>(Example{{"images", eval.images}, {"labels", eval.labels}});
+    return out;
+  }
+
+  StepOutput step(PerceiverPreTrainedModelImpl& model, const Example& batch, at::Generator& generator,
+                  bool training) override {
+    auto images = batch.at("images");  // (B, H, W, C) uint8
+    if (training && (augment_.crop_padding > 0 || augment_.hflip_probability > 0))
+      images = datasets::augment_images(images.to(torch::kCPU), augment_, generator).to(images.device());
+    ForwardOptions fo;
+    fo.interpolate_pos_encoding = interpolate_;
+    auto out = model.forward_named({{"inputs", normalize(images)}}, fo);
+    StepOutput r;
+    r.samples = images.size(0);
+    r.loss = problem_.loss(out.at("logits"), batch.at("labels"), r.metrics);
+    if (!training && problem_.single()) confusion_.add(out.at("logits"), batch.at("labels"));
+    return r;
+  }
+  void begin_eval() override {
+    if (problem_.single()) confusion_.reset(static_cast<int64_t>(names_.size()));
+  }
+  void end_eval(const fs::path& out_dir) override { confusion_.write(out_dir / "confusion_matrix.csv", names_); }
+
+ private:
+  // The image processor's rescale + normalise, channels first; grey replicated to RGB.
+  torch::Tensor normalize(const torch::Tensor& images) const {
+    auto x = images.permute({0, 3, 1, 2}).to(torch::kFloat32);
+    if (x.size(1) == 1) x = x.expand({-1, 3, -1, -1});
+    const auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(x.device());
+    const auto mean = torch::tensor(processor_.image_mean, opts.dtype(torch::kDouble)).to(opts).view({1, 3, 1, 1});
+    const auto std = torch::tensor(processor_.image_std, opts.dtype(torch::kDouble)).to(opts).view({1, 3, 1, 1});
+    return ((x * static_cast<float>(processor_.rescale_factor)) - mean) / std;
+  }
+
+  // Image-list labels scored against the training classes (an evaluation list may lack some).
+  torch::Tensor class_ids(const std::vector<std::string>& names, const std::vector<std::string>& classes,
+                          const std::string& path) const {
+    std::vector<int64_t> ids;
+    for (const auto& n : names) {
+      const auto it = std::find(classes.begin(), classes.end(), n);
+      if (it == classes.end())
+        throw std::runtime_error(source_ + ": " + path + ": label '" + n + "' is not among the training classes");
+      ids.push_back(it - classes.begin());
+    }
+    return torch::tensor(ids, torch::kLong);
+  }
+
+  datasets::ImageClassificationSet images(const YAML::Node& node, const std::string& path) {
+    SourceSection source(node, source_, path);
+    auto out = datasets::find_source(datasets::image_sources(), source, "image")(source);
+    TaskSection& s = source.section();
+    const auto limit = s.get<int64_t>("limit", 0);
+    s.finish();
+    if (limit > 0 && limit < out.images.size(0)) {
+      out.images = out.images.narrow(0, 0, limit);
+      out.labels = out.labels.narrow(0, 0, limit);
+      if (!out.label_names.empty()) out.label_names.resize(static_cast<size_t>(limit));
+    }
+    if (out.images.size(0) == 0) throw std::runtime_error(source_ + ": " + path + " produced no images");
+    return out;
+  }
+
+  ProblemType problem_;
+  datasets::AugmentOptions augment_;
+  ImageProcessorOptions processor_;
+  bool interpolate_ = false;
+  std::string source_;
+  std::map<int64_t, std::string> names_;
+  Confusion confusion_;
+};
+
+}  // namespace
+
+std::unique_ptr<Task> make_image_classification_task(TaskSection& options) { return std::make_unique<ImageClassificationTask>(options); }
+
+}  // namespace perceiver::trainers

@@ -1,0 +1,130 @@
+// Masked language modelling (task `mlm`): byte windows of text corpora, dynamic 80/10/10 masking,
+// masked-byte accuracy and fill-in samples.
+#include <spdlog/spdlog.h>
+
+#include <fstream>
+
+#include "datasets/mlm_collator.h"
+#include "datasets/text_corpus.h"
+#include "perceiver/tokenizer.h"
+#include "trainers/task_options.h"
+#include "trainers/tasks.h"
+
+namespace perceiver::trainers {
+namespace {
+
+using datasets::Example;
+namespace fs = std::filesystem;
+
+class MaskedLmTask : public Task {
+ public:
+  MaskedLmTask(TaskSection& s) : source_(s.source()) {
+    options_.mask_probability = s.get<double>("mlm_probability", 0.15);
+    options_.whole_word = s.get<bool>("whole_word_mask", false);
+    fill_in_samples_ = s.get<int>("fill_in_samples", 3);
+  }
+  std::string name() const override { return "mlm"; }
+  std::vector<std::string> architectures() const override { return {"PerceiverForMaskedLM"}; }
+
+  TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
+    TaskSection d(data, source_, "data");
+    seq_len_ = d.get<int64_t>("seq_len", config.max_position_embeddings);
+    if (seq_len_ > config.max_position_embeddings)
+      d.fail("seq_len", "(" + std::to_string(seq_len_) + ") exceeds model max_position_embeddings (" +
+                            std::to_string(config.max_position_embeddings) + ")");
+    const auto train_docs = documents(data["train"], "data.train");
+    const auto eval_docs = documents(data["eval"], "data.eval");
+    d.node("train");
+    d.node("eval");
+    d.finish();
+    datasets::WindowOptions w;
+    w.length = seq_len_;
+    TaskData out;
+    out.train = windows(train_docs, w);
+    out.eval = windows(eval_docs, w);
+    out.summary = "mlm: " + std::to_string(out.train->size()) + " train / " + std::to_string(out.eval->size()) +
+                  " eval windows of " + std::to_string(seq_len_) + " bytes";
+    return out;
+  }
+
+  StepOutput step(PerceiverPreTrainedModelImpl& model, const Example& batch, at::Generator& generator,
+                  bool training) override {
+    const auto& ids = batch.at("input_ids");
+    auto masked = datasets::mask_tokens(ids.to(torch::kCPU), options_, generator);
+    NamedTensors inputs{{"inputs", masked.input_ids.to(ids.device())}, {"attention_mask", batch.at("attention_mask")}};
+    auto out = model.forward_named(inputs, {});
+    // The decoder predicts all max_position_embeddings positions; score the input's.
+    const auto logits = out.at("logits").narrow(1, 0, ids.size(1));
+    const auto labels = masked.labels.to(ids.device());
+    StepOutput result;
+    result.samples = ids.size(0);
+    const auto flat_logits = logits.reshape({-1, logits.size(-1)}), flat_labels = labels.reshape({-1});
+    result.loss = torch::nn::functional::cross_entropy(flat_logits, flat_labels);
+    torch::NoGradGuard no_grad;
+    const auto chosen = flat_labels.ne(options_.ignore_index);
+    const double n = chosen.sum().item<double>();
+    if (n > 0) {
+      result.metrics.add("loss", result.loss.item<double>() * n, n);
+      result.metrics.add("accuracy", flat_logits.argmax(-1).eq(flat_labels).logical_and(chosen).sum().item<double>(), n);
+    }
+    if (!training && samples_.size() < static_cast<size_t>(fill_in_samples_)) record_samples(masked, logits);
+    return result;
+  }
+
+  void begin_eval() override { samples_.clear(); }
+  void end_eval(const fs::path& out_dir) override {
+    if (samples_.empty()) return;
+    std::ofstream out(out_dir / "fill_in_samples.txt");
+    for (const auto& s : samples_) {
+      spdlog::info("fill-in: {}", s);
+      out << s << "\n";
+    }
+  }
+
+
+ private:
+  std::vector<std::string> documents(const YAML::Node& node, const std::string& path) {
+    SourceSection s(node, source_, path);
+    auto docs = datasets::find_source(datasets::text_sources(), s, "text")(s);
+    s.section().finish();
+    if (docs.empty()) throw std::runtime_error(source_ + ": " + path + " produced no text");
+    return docs;
+  }
+
+  static std::shared_ptr<const datasets::Dataset> windows(const std::vector<std::string>& docs,
+                                                          const datasets::WindowOptions& w) {
+    const auto ids = datasets::make_byte_windows(docs, w);
+    return std::make_shared<datasets::TensorDataset>(
+        Example{{"input_ids", ids}, {"attention_mask", datasets::attention_mask_from_ids(ids)}});
+  }
+
+  void record_samples(const datasets::MlmBatch& masked, const torch::Tensor& logits) {
+    const PerceiverTokenizer tok;
+    const auto pred = logits.argmax(-1).to(torch::kCPU);
+    for (int64_t i = 0; i < pred.size(0) && samples_.size() < static_cast<size_t>(fill_in_samples_); ++i) {
+      const auto chosen = masked.labels[i].ne(options_.ignore_index);
+      auto filled = masked.input_ids[i].clone();
+      filled.masked_scatter_(chosen, pred[i].masked_select(chosen));
+      auto to_vec = [](const torch::Tensor& t) {
+        return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+      };
+      // Masked positions show as '_' in the input line.
+      const auto shown = masked.input_ids[i].masked_fill(masked.input_ids[i].eq(PerceiverTokenizer::mask_token_id),
+                                                         '_' + PerceiverTokenizer::num_special_tokens);
+      samples_.push_back("input: " + tok.decode(to_vec(shown.contiguous()), true) +
+                         " | model: " + tok.decode(to_vec(filled.contiguous()), true));
+    }
+  }
+
+  datasets::MlmOptions options_;
+  int fill_in_samples_ = 3;
+  int64_t seq_len_ = 0;
+  std::string source_;
+  std::vector<std::string> samples_;
+};
+
+}  // namespace
+
+std::unique_ptr<Task> make_masked_lm_task(TaskSection& options) { return std::make_unique<MaskedLmTask>(options); }
+
+}  // namespace perceiver::trainers

@@ -1,0 +1,102 @@
+// Sequence classification (task `sequence_classification`): labelled texts under HF's problem types.
+#include <spdlog/spdlog.h>
+
+#include "datasets/labelled_text.h"
+#include "perceiver/tokenizer.h"
+#include "trainers/problem_type.h"
+#include "trainers/task_options.h"
+#include "trainers/tasks.h"
+
+namespace perceiver::trainers {
+namespace {
+
+using datasets::Example;
+namespace fs = std::filesystem;
+
+class SequenceClassificationTask : public Task {
+ public:
+  SequenceClassificationTask(TaskSection& s) : source_(s.source()), problem_(s) {}
+  std::string name() const override { return "sequence_classification"; }
+  std::vector<std::string> architectures() const override { return {"PerceiverForSequenceClassification"}; }
+  std::string best_metric() const override { return problem_.best_metric(); }
+  std::string best_mode() const override { return problem_.best_mode(); }
+
+  TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
+    TaskSection d(data, source_, "data");
+    const int64_t seq_len = d.get<int64_t>("seq_len", std::min<int64_t>(config.max_position_embeddings, 256));
+    if (seq_len > config.max_position_embeddings)
+      d.fail("seq_len", "exceeds model max_position_embeddings (" + std::to_string(config.max_position_embeddings) + ")");
+    d.node("train");
+    d.node("eval");
+    d.finish();
+    auto train = texts(data["train"], "data.train");
+    auto eval = texts(data["eval"], "data.eval");
+    ProblemType::Targets t;
+    if (problem_.single()) {
+      if (train.id2label != eval.id2label)
+        throw std::runtime_error(source_ + ": data.train and data.eval have different label sets");
+      t = {torch::tensor(train.labels, torch::kLong), torch::tensor(eval.labels, torch::kLong), train.id2label};
+    } else {
+      t = problem_.targets(train.label_names, eval.label_names, source_);
+    }
+    const auto& id2label = t.id2label;
+    config.problem_type = problem_.name();
+    set_id2label(config, id2label);
+    names_ = config.id2label;
+    TaskData out;
+    out.train = encode(train, t.train, seq_len);
+    out.eval = encode(eval, t.eval, seq_len);
+    out.summary = "sequence classification (" + problem_.name() + "): " + std::to_string(train.texts.size()) +
+                  " train / " + std::to_string(eval.texts.size()) + " eval texts, " + std::to_string(id2label.size()) +
+                  " labels, " + std::to_string(seq_len) + " bytes max";
+    return out;
+  }
+
+  StepOutput step(PerceiverPreTrainedModelImpl& model, const Example& batch, at::Generator&, bool training) override {
+    auto out = model.forward_named({{"inputs", batch.at("input_ids")}, {"attention_mask", batch.at("attention_mask")}}, {});
+    StepOutput r;
+    const auto& logits = out.at("logits");
+    const auto& labels = batch.at("labels");
+    r.samples = labels.size(0);
+    r.loss = problem_.loss(logits, labels, r.metrics);
+    if (!training && problem_.single()) confusion_.add(logits, labels);
+    return r;
+  }
+  void begin_eval() override {
+    if (problem_.single()) confusion_.reset(static_cast<int64_t>(names_.size()));
+  }
+  void end_eval(const fs::path& out_dir) override { confusion_.write(out_dir / "confusion_matrix.csv", names_); }
+
+ private:
+  datasets::LabelledText texts(const YAML::Node& node, const std::string& path) {
+    SourceSection s(node, source_, path);
+    auto out = datasets::find_source(datasets::labelled_text_sources(), s, "labelled-text")(s, problem_.separator());
+    s.section().finish();
+    if (out.texts.empty()) throw std::runtime_error(source_ + ": " + path + " produced no labelled texts");
+    return out;
+  }
+
+  static std::shared_ptr<const datasets::Dataset> encode(const datasets::LabelledText& data, const torch::Tensor& targets,
+                                                         int64_t seq_len) {
+    const PerceiverTokenizer tok;
+    EncodeOptions o;
+    o.max_length = seq_len;
+    o.truncation = Truncation::LongestFirst;
+    o.padding = Padding::MaxLength;
+    const auto inputs = to_model_inputs(tok.batch_encode(data.texts, o));
+    return std::make_shared<datasets::TensorDataset>(Example{{"input_ids", inputs.input_ids},
+                                                             {"attention_mask", inputs.attention_mask},
+                                                             {"labels", targets}});
+  }
+
+  std::string source_;
+  ProblemType problem_;
+  std::map<int64_t, std::string> names_;
+  Confusion confusion_;
+};
+
+}  // namespace
+
+std::unique_ptr<Task> make_sequence_classification_task(TaskSection& options) { return std::make_unique<SequenceClassificationTask>(options); }
+
+}  // namespace perceiver::trainers
