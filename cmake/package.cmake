@@ -14,8 +14,9 @@ write_basic_package_version_file(${PROJECT_BINARY_DIR}/perceiverConfigVersion.cm
 install(FILES ${PROJECT_BINARY_DIR}/perceiverConfig.cmake ${PROJECT_BINARY_DIR}/perceiverConfigVersion.cmake
         DESTINATION ${PERCEIVER_CMAKE_DIR})
 
-# Debian package: runtime Depends from dpkg-shlibdeps (the libraries the binaries link), plus the
-# -dev packages the installed headers and CMake package need.
+# Debian package: Depends from dpkg-shlibdeps (the runtime libraries the binaries link); the -dev
+# packages that the installed headers and CMake package need are Recommends, which apt installs by
+# default (--no-install-recommends gives a CLI-only install).
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME perceiver-cpp)
 set(CPACK_PACKAGE_VERSION ${PROJECT_VERSION})
@@ -24,7 +25,7 @@ set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "Perceiver and Perceiver IO (Hugging Face 
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION science)
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_DEPENDS
+set(CPACK_DEBIAN_PACKAGE_RECOMMENDS
     "libtorch-dev, libopencv-dev, libspdlog-dev, libyaml-cpp-dev, nlohmann-json3-dev, libsndfile1-dev, zlib1g-dev, pkg-config")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 include(CPack)

@@ -13,7 +13,6 @@ namespace perceiver::trainers {
 namespace {
 
 using datasets::Example;
-namespace fs = std::filesystem;
 
 class MultimodalTask : public Task {
  public:

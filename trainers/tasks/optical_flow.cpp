@@ -14,7 +14,6 @@ namespace perceiver::trainers {
 namespace {
 
 using datasets::Example;
-namespace fs = std::filesystem;
 
 // Farneback's dense flow on the same pairs: the classical baseline the learned model must beat.
 torch::Tensor farneback_flow(const torch::Tensor& frame1, const torch::Tensor& frame2) {
