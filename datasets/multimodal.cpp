@@ -178,12 +178,7 @@ MultimodalBatch synthetic_clips(const SyntheticClipOptions& options, int64_t fir
 namespace {
 
 Clips synthetic_clip_source(SourceOptions& s, const ClipShape& shape) {
-  SyntheticClipOptions o;
-  o.num_classes = shape.num_classes;
-  o.num_frames = shape.num_frames;
-  o.height = shape.height;
-  o.width = shape.width;
-  o.num_samples = shape.num_samples;
+  SyntheticClipOptions o(shape);
   o.seed = static_cast<uint64_t>(s.get_int("seed", s.is_train() ? 1 : 2));
   return {s.get_int("count", 512), [o](int64_t i) { return synthetic_clips(o, i, 1); }};
 }

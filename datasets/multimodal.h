@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -51,12 +52,19 @@ struct AvClipFiles {
 MultimodalBatch load_av_clip(const AvClipFiles& files, int64_t num_labels, const VideoOptions& video = {},
                              const AudioOptions& audio = {});
 
-struct SyntheticClipOptions {
-  int64_t num_classes = 4;
+// What a multimodal autoencoder's clips look like: classes, frames, frame size, audio samples, and
+// the label names a recorded clip list may use.
+struct ClipShape {
+  int64_t num_classes = 0;
   int64_t num_frames = 16;
-  int64_t height = 32;
-  int64_t width = 32;
-  int64_t num_samples = 1920;  // audio samples per clip
+  int64_t height = 224, width = 224;
+  int64_t num_samples = 30720;  // audio samples per clip
+  std::map<std::string, int64_t> label2id;
+};
+
+struct SyntheticClipOptions : ClipShape {
+  SyntheticClipOptions() : ClipShape{4, 16, 32, 32, 1920, {}} {}  // small clips for tests and demos
+  explicit SyntheticClipOptions(const ClipShape& shape) : ClipShape(shape) {}
   int64_t sample_rate = 16000;
   uint64_t seed = 0;
 };

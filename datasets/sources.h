@@ -78,14 +78,7 @@ struct FlowPairs {
 using FlowSource = FlowPairs (*)(SourceOptions& options, int64_t height, int64_t width);
 const SourceRegistry<FlowSource>& flow_sources();
 
-// Video + audio + label clips shaped for the multimodal autoencoder: synthetic, files.
-struct ClipShape {
-  int64_t num_classes = 0;
-  int64_t num_frames = 16;
-  int64_t height = 224, width = 224;
-  int64_t num_samples = 30720;                // audio samples per clip
-  std::map<std::string, int64_t> label2id;  // label names a recorded clip list may use
-};
+// Video + audio + label clips shaped for the multimodal autoencoder (ClipShape): synthetic, files.
 struct Clips {
   int64_t count = 0;
   std::function<MultimodalBatch(int64_t)> clip;  // clip i as a batch of one
