@@ -16,20 +16,6 @@
 namespace perceiver::runtime {
 namespace {
 
-bool cpu_has_flag(const std::string& flag) {
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(cpuinfo, line)) {
-    if (line.rfind("flags", 0) != 0) continue;
-    std::istringstream words(line.substr(line.find(':') + 1));
-    std::string word;
-    while (words >> word)
-      if (word == flag) return true;
-    return false;
-  }
-  return false;
-}
-
 // Sets name=value unless the user already chose a value; returns whether it changed anything.
 bool set_default_env(const char* name, const std::string& value) {
   if (value.empty() || std::getenv(name) != nullptr) return false;
@@ -108,6 +94,35 @@ std::string environment_report() {
       << "openmp " << (at::hasOpenMP() ? "yes" : "no") << "\n"
       << "cuda " << (torch::cuda::is_available() ? "available, " + std::to_string(torch::cuda::device_count()) + " device(s)" : "not available") << "\n";
   return out.str();
+}
+
+bool cpu_has_flag(const std::string& flag) {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("flags", 0) != 0) continue;
+    std::istringstream words(line.substr(line.find(':') + 1));
+    std::string word;
+    while (words >> word)
+      if (word == flag) return true;
+    return false;
+  }
+  return false;
+}
+
+double peak_rss_mb() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;  // "VmHWM:   123 kB"
+  return 0.0;
+}
+
+bool reset_peak_rss() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+  clear.flush();
+  return static_cast<bool>(clear);
 }
 
 }  // namespace perceiver::runtime

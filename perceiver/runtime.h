@@ -27,6 +27,14 @@ std::string preferred_openblas_coretype();
 // The BLAS shared library actually mapped into this process (from /proc/self/maps).
 std::string loaded_blas_library();
 
+// Whether /proc/cpuinfo lists `flag` (e.g. "avx512_bf16", "amx_bf16", "amx_tile") for this CPU.
+bool cpu_has_flag(const std::string& flag);
+
+// Peak resident memory of this process in MB since start or the last reset_peak_rss() (Linux's
+// VmHWM; the reset writes 5 to /proc/self/clear_refs and returns false where that is refused).
+double peak_rss_mb();
+bool reset_peak_rss();
+
 // A multi-line, human-readable report: versions, BLAS, threads, oneDNN, CUDA.
 std::string environment_report();
 

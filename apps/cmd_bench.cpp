@@ -1,0 +1,66 @@
+#include <cstdio>
+#include <iostream>
+
+#include "apps/command.h"
+#include "apps/options.h"
+#include "trainers/bench.h"
+
+namespace {
+
+namespace po = boost::program_options;
+
+int run_bench(const std::vector<std::string>& args) {
+  po::options_description desc(
+      "perceiver bench [--only NAME...] [--iters N] [--warmup N] [--threads N] [--json]\n"
+      "  times each workload (median of the timed iterations) and compares it with the fp32 and bf16\n"
+      "  GEMM peak measured in the same run (2048^3 torch::mm)\n\noptions");
+  desc.add_options()("help,h", "show this help")("only", po::value<std::vector<std::string>>()->multitoken(),
+                                                 "workloads to run (default: all)")(
+      "iters", po::value<int>()->default_value(5), "timed iterations per workload")(
+      "warmup", po::value<int>()->default_value(2), "untimed iterations first")(
+      "threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)")(
+      "json", po::bool_switch(), "one JSON object per line instead of a table");
+  const auto vm = perceiver::cli::parse(desc, args);
+  if (vm.count("help")) {
+    std::cout << desc << "\nworkloads:";
+    for (const auto& [name, fn] : perceiver::trainers::bench_workloads()) std::cout << " " << name;
+    std::cout << "\n";
+    return 0;
+  }
+  perceiver::trainers::BenchOptions options;
+  if (vm.count("only")) options.only = vm["only"].as<std::vector<std::string>>();
+  options.iters = vm["iters"].as<int>();
+  options.warmup = vm["warmup"].as<int>();
+  options.threads = vm["threads"].as<int>();
+  if (options.iters < 1 || options.warmup < 0) throw std::invalid_argument("--iters must be >= 1 and --warmup >= 0");
+  const bool json = vm["json"].as<bool>();
+  if (!json)
+    std::printf("%-16s %-6s %12s %10s %10s %9s %10s %8s %7s %7s\n", "workload", "prec", "parameters", "s/iter",
+                "samples/s", "RSS MB", "GFLOP/it", "GFLOP/s", "fp32pk", "bf16pk");
+  const auto peak = perceiver::trainers::run_bench(options, [&](const perceiver::trainers::BenchResult& r) {
+    if (json) {
+      std::cout << r.to_json().dump() << std::endl;
+      return;
+    }
+    std::printf("%-16s %-6s %12lld %10.4f %10.2f %9.0f %10.2f %8.1f %7.3f %7.3f\n", r.workload.c_str(),
+                r.precision.c_str(), static_cast<long long>(r.num_parameters), r.seconds_per_iter, r.samples_per_s,
+                r.peak_rss_mb, r.gflop_per_iter, r.gflops, r.fp32_peak_fraction, r.bf16_peak_fraction);
+    std::fflush(stdout);
+  });
+  const nlohmann::json summary = {{"gemm_peak_fp32_gflops", peak.fp32_gflops},
+                                  {"gemm_peak_bf16_gflops", peak.bf16_gflops},
+                                  {"bf16_hardware", peak.bf16_hardware},
+                                  {"cpu_bf16_flags", peak.cpu_flags}};
+  if (json)
+    std::cout << summary.dump() << std::endl;
+  else
+    std::printf("GEMM peak (2048^3 mm, same threads): fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s%s\n", peak.fp32_gflops,
+                peak.bf16_gflops,
+                peak.cpu_flags.empty() ? " (/proc/cpuinfo lists none of avx512_bf16, amx_bf16, amx_tile)"
+                                       : (" (CPU flags: " + peak.cpu_flags + ")").c_str());
+  return 0;
+}
+
+}  // namespace
+
+PERCEIVER_COMMAND("bench", "time training and inference workloads against the same run's GEMM peak", run_bench);

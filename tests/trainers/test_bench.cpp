@@ -1,0 +1,92 @@
+// perceiver bench: result fields, the analytic FLOP count, and the CLI's JSON lines. No timing is
+// asserted (performance targets live in the benchmark itself).
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "perceiver/heads.h"
+#include "tests/test_support.h"
+#include "trainers/bench.h"
+
+namespace perceiver::trainers {
+namespace {
+
+using perceiver::testing::error_of;
+using perceiver::testing::run_cli;
+
+// A small MLM whose forward FLOPs are counted by hand below.
+TEST(Bench, ForwardFlopsFollowTheLayerShapes) {
+  auto model = build_model(PerceiverConfig::from_json({{"d_model", 32},
+                                                       {"num_latents", 8},
+                                                       {"d_latents", 16},
+                                                       {"num_blocks", 2},
+                                                       {"num_self_attends_per_block", 3},
+                                                       {"num_self_attention_heads", 2},
+                                                       {"num_cross_attention_heads", 1},
+                                                       {"qk_channels", 8},
+                                                       {"v_channels", 16},
+                                                       {"self_attention_widening_factor", 2},
+                                                       {"max_position_embeddings", 40},
+                                                       {"architectures", {"PerceiverForMaskedLM"}}}));
+  const int64_t B = 3, M = 40, N = 8, D = 16, C = 32, qk = 8, v = 16, Q = 40;
+  // Encoder cross-attention: 8 latents (q 16) over 40 inputs (kv 32), output back to 16, MLP 16 -> 16 -> 16.
+  const double cross = N * D * qk + M * C * (qk + v) + N * M * (qk + v) + N * v * D + 2.0 * N * D * D;
+  // Self-attention, 3 layers x 2 blocks: q = kv = 16, output v -> v, MLP 16 -> 32 -> 16.
+  const double self = 6.0 * (N * D * qk + N * D * (qk + v) + N * N * (qk + v) + N * v * v + 2.0 * N * D * 2 * D);
+  // Decoder: 40 queries of 32 channels over the 8 latents. HF's PerceiverForMaskedLM fixes its
+  // decoder's channels (qk_channels=8*32, v_channels=d_model); output to 32, MLP 32 -> 32 -> 32.
+  const int64_t dqk = 8 * 32, dv = C;
+  const double decoder = Q * C * dqk + N * D * (dqk + dv) + Q * N * (dqk + dv) + Q * dv * C + 2.0 * Q * C * C;
+  const double expected = 2.0 * B * (cross + self + decoder + 5.0) / 1e9;
+  EXPECT_NEAR(forward_gflop(*model, N, 2, {B, M, Q, 5.0}), expected, 1e-12);
+  // Twice the batch, twice the work; the decoder's cost grows with its queries.
+  EXPECT_NEAR(forward_gflop(*model, N, 2, {2 * B, M, Q, 5.0}), 2 * expected, 1e-12);
+  EXPECT_GT(forward_gflop(*model, N, 2, {B, M, 2 * Q, 5.0}), expected);
+}
+
+TEST(Bench, ResultsCarryEveryFieldAndUnknownWorkloadsAreNamed) {
+  BenchOptions options;
+  options.only = {"flow-infer"};
+  options.iters = 1;
+  options.warmup = 0;
+  std::vector<BenchResult> results;
+  const auto peak = run_bench(options, [&](const BenchResult& r) { results.push_back(r); });
+  ASSERT_EQ(results.size(), 1u);
+  const auto& r = results[0];
+  EXPECT_EQ(r.workload, "flow-infer");
+  EXPECT_EQ(r.precision, "fp32");
+  EXPECT_GT(r.num_parameters, 0);
+  EXPECT_GT(r.seconds_per_iter, 0);
+  EXPECT_NEAR(r.samples_per_s, 1.0 / r.seconds_per_iter, 1e-9 * r.samples_per_s);
+  EXPECT_NEAR(r.gflops, r.gflop_per_iter / r.seconds_per_iter, 1e-9 * r.gflops);
+  EXPECT_NEAR(r.fp32_peak_fraction, r.gflops / peak.fp32_gflops, 1e-12);
+  EXPECT_NEAR(r.bf16_peak_fraction, r.gflops / peak.bf16_gflops, 1e-12);
+  EXPECT_GT(r.peak_rss_mb, 0);
+  EXPECT_GT(peak.fp32_gflops, 0);
+  for (const char* key : {"workload", "precision", "num_parameters", "seconds_per_iter", "samples_per_s", "peak_rss_mb",
+                          "gflop_per_iter", "gflops", "fp32_peak_fraction", "bf16_peak_fraction"})
+    EXPECT_TRUE(r.to_json().contains(key)) << key;
+
+  options.only = {"mlm-tarin"};
+  const auto message = error_of([&] { run_bench(options, [](const BenchResult&) {}); });
+  EXPECT_NE(message.find("unknown bench workload 'mlm-tarin'"), std::string::npos) << message;
+  EXPECT_NE(message.find("mlm-train"), std::string::npos) << message;
+}
+
+TEST(Bench, CliPrintsOneJsonLinePerResultThenThePeak) {
+  const auto r = run_cli("bench --only flow-infer --iters 1 --warmup 0 --threads 1 --json");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::vector<nlohmann::json> objects;
+  for (std::string line; std::getline(lines, line);) objects.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(objects.size(), 2u) << r.out;
+  EXPECT_EQ(objects[0].at("workload"), "flow-infer");
+  EXPECT_GT(objects[0].at("gflop_per_iter").get<double>(), 0);
+  EXPECT_GT(objects[1].at("gemm_peak_fp32_gflops").get<double>(), 0);
+  const auto bad = run_cli("bench --only nope");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+}
+
+}  // namespace
+}  // namespace perceiver::trainers
