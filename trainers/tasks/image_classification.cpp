@@ -1,10 +1,8 @@
 // Image classification (task `image_classification`): IDX, Fashion-MNIST, image folders and lists,
 // augmentation, HF's problem types.
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 
-#include "datasets/idx.h"
+#include "datasets/images.h"
 #include "perceiver/image_processor.h"
 #include "trainers/problem_type.h"
 #include "trainers/task_options.h"

@@ -1,7 +1,5 @@
 // Multimodal autoencoding (task `multimodal_autoencoding`): synthetic or recorded video + audio +
 // label clips; per-modality losses.
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 
 #include "datasets/multimodal.h"

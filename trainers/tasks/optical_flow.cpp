@@ -1,7 +1,5 @@
 // Optical flow (task `optical_flow`): synthetic, Sintel and FlyingChairs pairs; EPE against the
 // zero-flow and Farneback baselines.
-#include <spdlog/spdlog.h>
-
 #include <opencv2/imgproc.hpp>
 #include <opencv2/video/tracking.hpp>
 

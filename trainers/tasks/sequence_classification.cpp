@@ -1,6 +1,4 @@
 // Sequence classification (task `sequence_classification`): labelled texts under HF's problem types.
-#include <spdlog/spdlog.h>
-
 #include "datasets/labelled_text.h"
 #include "perceiver/tokenizer.h"
 #include "trainers/problem_type.h"
