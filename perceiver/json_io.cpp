@@ -50,10 +50,13 @@ json read_json_file(const std::filesystem::path& file, int max_depth) {
   return parse_json(text.str(), file.string(), max_depth);
 }
 
+std::string excerpt(std::string_view text, std::size_t max_chars) {
+  if (text.size() <= max_chars) return std::string(text);
+  return std::string(text.substr(0, max_chars > 3 ? max_chars - 3 : 0)) + "...";
+}
+
 std::string json_excerpt(const json& value, std::size_t max_chars) {
-  std::string s = value.dump(-1, ' ', false, json::error_handler_t::replace);
-  if (s.size() > max_chars) s = s.substr(0, max_chars > 3 ? max_chars - 3 : 0) + "...";
-  return s;
+  return excerpt(value.dump(-1, ' ', false, json::error_handler_t::replace), max_chars);
 }
 
 }  // namespace perceiver

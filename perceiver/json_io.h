@@ -21,7 +21,9 @@ nlohmann::json parse_json_or_discard(std::string_view text, int max_depth = kMax
 // The whole file; errors name it ("cannot open", "invalid JSON").
 nlohmann::json read_json_file(const std::filesystem::path& file, int max_depth = kMaxJsonDepth);
 
-// A value as it may appear in an error message: at most max_chars characters.
+// Text or a value from a file as it may appear in an error message: at most max_chars characters
+// (a hostile file can hold a name or value of any length).
+std::string excerpt(std::string_view text, std::size_t max_chars = 120);
 std::string json_excerpt(const nlohmann::json& value, std::size_t max_chars = 120);
 
 }  // namespace perceiver

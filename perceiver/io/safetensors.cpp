@@ -51,12 +51,6 @@ constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 // (the top object is depth 0), so deeper values are refused while parsing.
 constexpr int kMaxHeaderDepth = 2;
 
-// Text from the file as it may appear in an error message: bounded in length.
-std::string clip(std::string s) {
-  constexpr std::size_t kMax = 120;
-  if (s.size() > kMax) s = s.substr(0, kMax) + "...";
-  return s;
-}
 
 // Random access to the bytes of a file (pread, no mapping: a file that shrinks while it is read gives
 // an error, not SIGBUS) or of a buffer.
@@ -144,7 +138,7 @@ struct TensorEntry {
 };
 
 TensorEntry parse_entry(const std::string& source, const std::string& name, const json& entry, uint64_t data_size) {
-  const std::string where = "tensor '" + clip(name) + "'";
+  const std::string where = "tensor '" + excerpt(name) + "'";
   if (!entry.is_object()) fail(source, where + ": header entry must be an object, found " + json_excerpt(entry));
   for (const char* field : {"dtype", "shape", "data_offsets"})
     if (!entry.contains(field)) fail(source, where + ": header entry lacks \"" + field + "\"");
@@ -156,7 +150,7 @@ TensorEntry parse_entry(const std::string& source, const std::string& name, cons
   for (const auto& d : kDtypes)
     if (dtype_name == d.name) dtype = d.type;
   if (!dtype)
-    fail(source, where + ": unsupported dtype '" + clip(dtype_name) + "' (supported: " + supported_dtype_list() + ")");
+    fail(source, where + ": unsupported dtype '" + excerpt(dtype_name) + "' (supported: " + supported_dtype_list() + ")");
 
   TensorEntry out{name, *dtype, {}, 0, 0};
   const json& shape_json = entry.at("shape");
@@ -198,8 +192,8 @@ void check_no_overlap(const std::string& source, std::vector<const TensorEntry*>
   for (const TensorEntry* e : entries) {
     if (e->begin == e->end) continue;
     if (previous && e->begin < previous->end)
-      fail(source, "tensors '" + clip(previous->name) + "' (bytes " + std::to_string(previous->begin) + "-" +
-                       std::to_string(previous->end) + ") and '" + clip(e->name) + "' (bytes " + std::to_string(e->begin) +
+      fail(source, "tensors '" + excerpt(previous->name) + "' (bytes " + std::to_string(previous->begin) + "-" +
+                       std::to_string(previous->end) + ") and '" + excerpt(e->name) + "' (bytes " + std::to_string(e->begin) +
                        "-" + std::to_string(e->end) + ") overlap");
     previous = e;
   }
@@ -237,7 +231,7 @@ SafetensorsContents read_from(const ByteSource& in, const std::string& source) {
     if (name == "__metadata__") {
       if (!entry.is_object()) fail(source, "__metadata__ must be an object, found " + json_excerpt(entry));
       for (const auto& [k, v] : entry.items()) {
-        if (!v.is_string()) fail(source, "__metadata__ value for '" + clip(k) + "' must be a string, found " + json_excerpt(v));
+        if (!v.is_string()) fail(source, "__metadata__ value for '" + excerpt(k) + "' must be a string, found " + json_excerpt(v));
         out.metadata[k] = v.get<std::string>();
       }
       continue;
@@ -252,14 +246,14 @@ SafetensorsContents read_from(const ByteSource& in, const std::string& source) {
     torch::Tensor t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype));
     const uint64_t nbytes = e.end - e.begin;
     if (nbytes > 0 && !in.read(data_begin + e.begin, t.data_ptr(), nbytes))
-      fail(source, "tensor '" + clip(e.name) + "': the file shrank while it was read (it was " + std::to_string(size) +
+      fail(source, "tensor '" + excerpt(e.name) + "': the file shrank while it was read (it was " + std::to_string(size) +
                        " bytes when opened)");
     if (e.dtype == torch::kBool) {
       // Any byte other than 0/1 is not a valid C++ bool.
       const auto* bytes = static_cast<const uint8_t*>(t.data_ptr());
       for (uint64_t i = 0; i < nbytes; ++i)
         if (bytes[i] > 1)
-          fail(source, "tensor '" + clip(e.name) + "': BOOL byte at index " + std::to_string(i) + " is neither 0 nor 1");
+          fail(source, "tensor '" + excerpt(e.name) + "': BOOL byte at index " + std::to_string(i) + " is neither 0 nor 1");
     }
     out.tensors[e.name] = std::move(t);
   }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "perceiver/io/zip_records.h"
+#include "perceiver/json_io.h"
 
 namespace perceiver::io {
 namespace {
@@ -534,7 +535,7 @@ TensorMap load_zip(const std::shared_ptr<caffe2::serialize::ReadAdapterInterface
     if (key->kind != Value::Kind::String)
       fail(source, std::string("state dict key is a ") + kind_name(key->kind) + ", expected str");
     if (value->kind != Value::Kind::Tensor)
-      fail(source, "state dict entry '" + key->s.substr(0, 200) + "' is a " + kind_name(value->kind) + ", expected a tensor");
+      fail(source, "state dict entry '" + excerpt(key->s, 200) + "' is a " + kind_name(value->kind) + ", expected a tensor");
     out[key->s] = value->tensor;
   }
   return out;

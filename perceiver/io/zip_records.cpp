@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "perceiver/json_io.h"
+
 namespace perceiver::io {
 namespace {
 
@@ -89,7 +91,7 @@ StoredZip::StoredZip(std::shared_ptr<caffe2::serialize::ReadAdapterInterface> in
     if (cd.size() - pos - kCentralHeaderSize < name_len + extra_len + comment_len)
       fail(name_, "zip central directory entry " + std::to_string(k) + " runs past the directory");
     const std::string full(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_len);
-    const std::string shown = full.substr(0, 200);
+    const std::string shown = excerpt(full, 200);
     // zip64 extra field (id 1): the 64-bit values of the fields saturated in the header, in order.
     const uint8_t* extra = h + kCentralHeaderSize + name_len;
     for (uint64_t e = 0; e + 4 <= extra_len;) {
