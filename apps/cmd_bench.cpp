@@ -20,6 +20,7 @@ int run_bench(const std::vector<std::string>& args) {
       "warmup", po::value<int>()->default_value(2), "untimed iterations first")(
       "threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)")(
       "json", po::bool_switch(), "one JSON object per line instead of a table");
+  perceiver::cli::add_device_options(desc, "cpu");
   const auto vm = perceiver::cli::parse(desc, args);
   if (vm.count("help")) {
     std::cout << desc << "\nworkloads:";
@@ -32,6 +33,9 @@ int run_bench(const std::vector<std::string>& args) {
   options.iters = vm["iters"].as<int>();
   options.warmup = vm["warmup"].as<int>();
   options.threads = vm["threads"].as<int>();
+  const auto choice = perceiver::cli::device_options(vm);
+  options.device = choice.device;
+  options.precision = choice.precision;
   if (options.iters < 1 || options.warmup < 0) throw std::invalid_argument("--iters must be >= 1 and --warmup >= 0");
   const bool json = vm["json"].as<bool>();
   if (!json)
@@ -47,14 +51,16 @@ int run_bench(const std::vector<std::string>& args) {
                 r.peak_rss_mb, r.gflop_per_iter, r.gflops, r.fp32_peak_fraction, r.bf16_peak_fraction);
     std::fflush(stdout);
   });
-  const nlohmann::json summary = {{"gemm_peak_fp32_gflops", peak.fp32_gflops},
+  const nlohmann::json summary = {{"device", options.device.str()},
+                                  {"gemm_peak_fp32_gflops", peak.fp32_gflops},
                                   {"gemm_peak_bf16_gflops", peak.bf16_gflops},
                                   {"bf16_hardware", peak.bf16_hardware},
                                   {"cpu_bf16_flags", peak.cpu_flags}};
   if (json)
     std::cout << summary.dump() << std::endl;
   else
-    std::printf("GEMM peak (2048^3 mm, same threads): fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s%s\n", peak.fp32_gflops,
+    std::printf("GEMM peak (%s, same threads): fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s%s\n",
+                options.device.is_cuda() ? "8192^3 mm on the GPU" : "2048^3 mm", peak.fp32_gflops,
                 peak.bf16_gflops,
                 peak.cpu_flags.empty() ? " (/proc/cpuinfo lists none of avx512_bf16, amx_bf16, amx_tile)"
                                        : (" (CPU flags: " + peak.cpu_flags + ")").c_str());

@@ -29,6 +29,7 @@ int run_infer(const std::vector<std::string>& args) {
       "PerceiverModel only: JSON file with the components (an object, or a meta.json with a \"construction\" key)")(
       "non-strict", po::bool_switch(), "load what matches and report the rest instead of failing")(
       "threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)");
+  perceiver::cli::add_device_options(desc, "cpu");
   for (const auto& a : args)
     if (a == "--help" || a == "-h") {
       std::cout << desc;
@@ -42,6 +43,9 @@ int run_infer(const std::vector<std::string>& args) {
   options.forward.output_hidden_states = vm["output-hidden-states"].as<bool>();
   options.forward.interpolate_pos_encoding = vm["interpolate-pos-encoding"].as<bool>();
   options.load.strict = !vm["non-strict"].as<bool>();
+  const auto choice = perceiver::cli::device_options(vm);
+  options.device = choice.device;
+  options.precision = choice.precision;
   if (vm.count("construction")) {
     const auto doc = perceiver::read_json_file(vm["construction"].as<std::string>());
     options.load.construction = doc.contains("construction") ? doc["construction"] : doc;

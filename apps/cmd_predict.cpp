@@ -47,6 +47,7 @@ int run_predict(const std::vector<std::string>& args) {
                                                  "model or checkpoint directory")(
       "text", po::value<std::vector<std::string>>()->required(), "input texts (image files for image models)")(
       "threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)");
+  perceiver::cli::add_device_options(desc, "cpu");
   for (const auto& a : args)
     if (a == "--help" || a == "-h") {
       std::cout << desc;
@@ -58,6 +59,9 @@ int run_predict(const std::vector<std::string>& args) {
   perceiver::runtime::set_threads(vm["threads"].as<int>());
   const std::string dir = vm["model"].as<std::string>();
   auto model = perceiver::io::load_pretrained(dir);
+  const auto choice = perceiver::cli::device_options(vm);
+  model->to(choice.device);
+  const perceiver::device::AutocastGuard autocast(choice.device, choice.precision);
   const auto inputs = vm["text"].as<std::vector<std::string>>();
   const auto arch = model->architecture();
   if (arch == "PerceiverForMaskedLM") {
@@ -65,9 +69,14 @@ int run_predict(const std::vector<std::string>& args) {
   } else if (arch == "PerceiverForSequenceClassification") {
     std::cout << to_json(perceiver::classify_texts(*model, inputs), "text").dump(2) << std::endl;
   } else if (arch.rfind("PerceiverForImageClassification", 0) == 0) {
+#if PERCEIVER_WITH_OPENCV
     const std::vector<std::filesystem::path> files(inputs.begin(), inputs.end());
     const auto processor = perceiver::image_processor_for(*model, dir);
     std::cout << to_json(perceiver::classify_images(*model, processor, files), "image").dump(2) << std::endl;
+#else
+    throw std::invalid_argument("this perceiver was built without OpenCV (PERCEIVER_WITH_OPENCV=OFF): it cannot read "
+                                "image files; use 'perceiver infer' with a pixel tensor");
+#endif
   } else {
     throw std::invalid_argument("predict supports PerceiverForMaskedLM, PerceiverForSequenceClassification and the "
                                 "image classifiers; " + arch + " takes tensors: use 'perceiver infer'");

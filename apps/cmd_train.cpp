@@ -14,6 +14,8 @@ po::options_description train_options(const char* title, bool training) {
   desc.add_options()("help,h", "show this help")("config", po::value<std::string>()->required(), "YAML run file");
   if (training) desc.add_options()("resume", po::value<std::string>()->default_value(""), "checkpoint directory or 'auto'");
   else desc.add_options()("checkpoint", po::value<std::string>()->required(), "checkpoint or HF model directory");
+  desc.add_options()("device", po::value<std::string>(), "cpu, cuda, cuda:N or auto (sets trainer.device)")(
+      "precision", po::value<std::string>(), "fp32 or bf16 autocast (sets trainer.precision)");
   desc.add_options()("overrides", po::value<std::vector<std::string>>()->default_value({}, ""),
                      "dotted overrides KEY=VALUE (e.g. trainer.max_steps=200 optimizer.lr=3e-4)");
   return desc;
@@ -21,7 +23,10 @@ po::options_description train_options(const char* title, bool training) {
 
 perceiver::trainers::RunConfig load(const po::variables_map& vm) {
   auto run = perceiver::trainers::load_run_config(vm["config"].as<std::string>());
-  perceiver::trainers::apply_overrides(run, vm["overrides"].as<std::vector<std::string>>());
+  auto overrides = vm["overrides"].as<std::vector<std::string>>();
+  if (vm.count("device")) overrides.push_back("trainer.device=" + vm["device"].as<std::string>());
+  if (vm.count("precision")) overrides.push_back("trainer.precision=" + vm["precision"].as<std::string>());
+  perceiver::trainers::apply_overrides(run, overrides);
   return run;
 }
 

@@ -15,4 +15,17 @@ boost::program_options::variables_map parse(
   return vm;
 }
 
+void add_device_options(boost::program_options::options_description& desc, const std::string& device_default) {
+  namespace po = boost::program_options;
+  desc.add_options()("device", po::value<std::string>()->default_value(device_default),
+                     "where the model runs: cpu, cuda, cuda:N or auto (a GPU when there is one)")(
+      "precision", po::value<std::string>()->default_value("fp32"), "fp32, or bf16 (autocast)")(
+      "tf32", po::bool_switch(), "allow TF32 matmuls and convolutions on GPUs (faster, ~1e-3 from fp32)");
+}
+
+DeviceChoice device_options(const boost::program_options::variables_map& vm) {
+  device::allow_tf32(vm["tf32"].as<bool>());
+  return {device::parse(vm["device"].as<std::string>()), device::parse_precision(vm["precision"].as<std::string>())};
+}
+
 }  // namespace perceiver::cli

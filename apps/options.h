@@ -2,8 +2,11 @@
 #pragma once
 
 #include <boost/program_options.hpp>
+#include <torch/types.h>
 #include <string>
 #include <vector>
+
+#include "perceiver/device.h"
 
 namespace perceiver::cli {
 
@@ -12,5 +15,15 @@ namespace perceiver::cli {
 boost::program_options::variables_map parse(
     const boost::program_options::options_description& desc, const std::vector<std::string>& args,
     const boost::program_options::positional_options_description* positional = nullptr);
+
+// --device (cpu, cuda, cuda:N, auto) and --precision (fp32, bf16), shared by the commands that run
+// a model. `device_default` is what the command does without the option.
+void add_device_options(boost::program_options::options_description& desc, const std::string& device_default);
+struct DeviceChoice {
+  torch::Device device = torch::kCPU;
+  device::Precision precision = device::Precision::fp32;
+};
+// The chosen device (parsed and checked) and precision; also sets TF32 as --tf32 asks (off by default).
+DeviceChoice device_options(const boost::program_options::variables_map& vm);
 
 }  // namespace perceiver::cli

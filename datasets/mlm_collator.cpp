@@ -27,7 +27,8 @@ MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, 
   if (options.mask_probability < 0 || options.mask_probability > 1 || options.mask_token_fraction < 0 ||
       options.random_token_fraction < 0 || options.mask_token_fraction + options.random_token_fraction > 1)
     throw std::invalid_argument("mask_tokens: probabilities must lie in [0, 1] and mask + random fractions <= 1");
-  auto ids = input_ids.to(torch::kInt64).contiguous().clone();
+  // Masking walks the ids on the host (accessors): a GPU batch is copied over, the result is on the CPU.
+  auto ids = input_ids.to(torch::kCPU, torch::kInt64).contiguous().clone();
   auto labels = torch::full_like(ids, options.ignore_index);
   const int64_t B = ids.size(0), L = ids.size(1);
   auto id = ids.accessor<int64_t, 2>();

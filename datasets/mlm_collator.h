@@ -22,7 +22,8 @@ struct MlmBatch {
 };
 
 // Chooses round(p * eligible) positions per row (at least one when a row has any eligible position).
-// Deterministic for a given generator state; the input is not modified.
+// Deterministic for a given generator state (a CPU generator); the input is not modified. The input
+// may live on any device; the returned tensors are on the CPU.
 MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, at::Generator& generator);
 MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, uint64_t seed);
 

@@ -9,17 +9,19 @@
 #include <string_view>
 #include <vector>
 
-#include "datasets/flow.h"
 #include "datasets/gzip.h"
-#include "datasets/idx.h"
 #include "datasets/labelled_text.h"
-#include "datasets/multimodal.h"
 #include "perceiver/config.h"
 #include "perceiver/io/safetensors.h"
 #include "perceiver/io/torch_bin.h"
 #include "perceiver/tokenizer.h"
 #include "trainers/run_config_util.h"
 #include "trainers/trainer.h"
+#if PERCEIVER_WITH_OPENCV
+#include "datasets/flow.h"
+#include "datasets/idx.h"
+#include "datasets/multimodal.h"
+#endif
 
 namespace perceiver::fuzz {
 namespace {
@@ -77,17 +79,19 @@ void run_yaml(const uint8_t* data, size_t size) {
   });
 }
 
-void idx(const uint8_t* data, size_t size) {
-  guarded([&] { datasets::parse_idx(std::string(view(data, size)), "fuzz.idx"); });
-}
-
 void gzip(const uint8_t* data, size_t size) {
   guarded([&] { datasets::gunzip(view(data, size), "fuzz.gz", size_t{1} << 20); });
+}
+
+#if PERCEIVER_WITH_OPENCV
+void idx(const uint8_t* data, size_t size) {
+  guarded([&] { datasets::parse_idx(std::string(view(data, size)), "fuzz.idx"); });
 }
 
 void flo(const uint8_t* data, size_t size) {
   guarded([&] { datasets::parse_flo(std::string(view(data, size)), "fuzz.flo"); });
 }
+#endif
 
 // The first byte picks CSV, TSV or JSONL (and whether there is a header row); the rest is the file.
 void labelled_text(const uint8_t* data, size_t size) {
@@ -124,6 +128,7 @@ void tokenizer(const uint8_t* data, size_t size) {
   guarded([&] { tok.decode(ids, DecodeOptions{(flags & 64) != 0, (flags & 128) != 0}); });
 }
 
+#if PERCEIVER_WITH_OPENCV
 void wav(const uint8_t* data, size_t size) {
   const ScratchFile file(view(data, size), ".wav");
   datasets::AudioOptions options;
@@ -131,15 +136,18 @@ void wav(const uint8_t* data, size_t size) {
   options.mono = size % 2 == 0;
   guarded([&] { datasets::read_wav(file.path(), options); });
 }
+#endif
 
 }  // namespace
 
 const std::map<std::string, EntryPoint>& entry_points() {
   static const std::map<std::string, EntryPoint> targets = {
-      {"safetensors", safetensors}, {"torch_bin", torch_bin}, {"config_json", config_json},
-      {"run_yaml", run_yaml},       {"idx", idx},             {"gzip", gzip},
-      {"flo", flo},                 {"labelled_text", labelled_text}, {"tokenizer", tokenizer},
-      {"wav", wav},
+      {"safetensors", safetensors}, {"torch_bin", torch_bin},         {"config_json", config_json},
+      {"run_yaml", run_yaml},       {"gzip", gzip},                   {"labelled_text", labelled_text},
+      {"tokenizer", tokenizer},
+#if PERCEIVER_WITH_OPENCV  // readers that live beside the image and video code
+      {"idx", idx},                 {"flo", flo},                     {"wav", wav},
+#endif
   };
   return targets;
 }

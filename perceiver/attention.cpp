@@ -11,6 +11,13 @@ torch::nn::LayerNorm layer_norm(int64_t dim) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-5));
 }
 
+// LayerNorm in the dtype of its weight. Under CPU autocast LibTorch 1.13 hands a bf16 activation to
+// layer_norm with fp32 weights and refuses it; CUDA autocast already computes layer norms in fp32.
+torch::Tensor norm(torch::nn::LayerNorm& layer, const torch::Tensor& x) {
+  const auto dtype = layer->weight.scalar_type();
+  return layer(x.scalar_type() == dtype ? x : x.to(dtype));
+}
+
 void require_divisible(const char* what, int64_t channels, int64_t heads) {
   TORCH_CHECK(heads > 0 && channels % heads == 0, what, " (", channels, ") must be divisible by num_heads (", heads,
               ")");
@@ -61,11 +68,11 @@ PerceiverSelfAttentionImpl::PerceiverSelfAttentionImpl(const PerceiverSelfAttent
 
 AttentionResult PerceiverSelfAttentionImpl::forward(const torch::Tensor& hidden_states, const torch::Tensor& inputs,
                                                     const torch::Tensor& attention_mask, bool output_attentions) {
-  const auto normed = layernorm1(hidden_states);
+  const auto normed = norm(layernorm1, hidden_states);
   const bool cross = inputs.defined();
   TORCH_CHECK(cross == options_.is_cross_attention,
               cross ? "self-attention layer called with cross-attention inputs" : "cross-attention layer needs inputs");
-  const auto kv = cross ? layernorm2(inputs) : normed;
+  const auto kv = cross ? norm(layernorm2, inputs) : normed;
   TORCH_CHECK(kv.size(-1) == options_.kv_dim, "attention inputs have ", kv.size(-1), " channels, expected ",
               options_.kv_dim);
 
@@ -138,7 +145,7 @@ PerceiverLayerImpl::PerceiverLayerImpl(const PerceiverConfig& config, const Perc
 AttentionResult PerceiverLayerImpl::forward(const torch::Tensor& hidden_states, const torch::Tensor& inputs,
                                             const torch::Tensor& attention_mask, bool output_attentions) {
   auto result = attention->forward(hidden_states, inputs, attention_mask, output_attentions);
-  result.output = mlp(layernorm(result.output)) + result.output;
+  result.output = mlp(norm(layernorm, result.output)) + result.output;
   return result;
 }
 

@@ -56,7 +56,8 @@ torch::Tensor PerceiverBasicDecoderImpl::decoder_query(const torch::Tensor& inpu
   if (subsampled_points.tensor.defined()) {
     // Flat indices into output_index_dims -> coordinates in [-1, 1) (HF: -1 + 2 * idx / dim).
     const auto& dims = options_.output_index_dims;
-    auto remaining = subsampled_points.tensor.to(torch::kCPU, torch::kLong).flatten();
+    // Computed on the inputs' device, where the queries are used (the points may come from anywhere).
+    auto remaining = subsampled_points.tensor.to(inputs.device(), torch::kLong).flatten();
     const int64_t total = std::accumulate(dims.begin(), dims.end(), int64_t{1}, std::multiplies<>());
     if (remaining.numel() > 0) {
       TORCH_CHECK(remaining.min().item<int64_t>() >= 0 && remaining.max().item<int64_t>() < total,
@@ -68,7 +69,7 @@ torch::Tensor PerceiverBasicDecoderImpl::decoder_query(const torch::Tensor& inpu
       remaining = torch::div(remaining, dims[d], "floor");
     }
     auto pos = torch::stack(coords, 1);
-    const auto dims_t = torch::tensor(dims, torch::kLong).unsqueeze(0);
+    const auto dims_t = torch::tensor(dims, remaining.options()).unsqueeze(0);
     pos = -1 + 2 * pos / dims_t;  // int64 / int64 -> float32 true division, as in HF
     pos = pos.unsqueeze(0).expand({batch_size, pos.size(0), pos.size(1)});
     query.index_dims = dims;

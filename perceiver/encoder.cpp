@@ -1,9 +1,15 @@
 #include "perceiver/encoder.h"
 
-#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
+
+#include "perceiver/device.h"
+#include "perceiver/torch_compat.h"
 
 namespace perceiver {
 namespace {
+
+// The generator dropout draws from for tensors on `device`: the CPU's, or that GPU's.
+at::Generator default_generator(const torch::Device& device) { return at::globalContext().defaultGenerator(device); }
 
 // Runs one self-attention layer without keeping its activations; backward replays it (with the
 // same dropout draws) and back-propagates through the replay. This is the "reentrant" scheme of
@@ -12,7 +18,10 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& hidden,
                                PerceiverLayerImpl* layer) {
     ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
-    ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    ctx->saved_data["rng"] = default_generator(hidden.device()).get_state();
+    // The replay must compute in the forward's precision (autocast state is per thread, and
+    // backward runs on the autograd engine's threads).
+    ctx->saved_data["autocast"] = compat::autocast_enabled(hidden.device().type());
     ctx->save_for_backward({hidden});
     return layer->forward(hidden).output;
   }
@@ -21,12 +30,14 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
                                                  torch::autograd::variable_list grads) {
     auto* layer = reinterpret_cast<PerceiverLayerImpl*>(ctx->saved_data["layer"].toInt());
     auto hidden = ctx->get_saved_variables()[0].detach().requires_grad_(true);
-    auto generator = at::detail::getDefaultCPUGenerator();
+    auto generator = default_generator(hidden.device());
     const auto current = generator.get_state();
     generator.set_state(ctx->saved_data["rng"].toTensor());
     torch::Tensor output;
     {
       torch::AutoGradMode enable(true);
+      const device::AutocastGuard autocast(
+          hidden.device(), ctx->saved_data["autocast"].toBool() ? device::Precision::bf16 : device::Precision::fp32);
       output = layer->forward(hidden).output;
     }
     generator.set_state(current);

@@ -62,7 +62,7 @@ PerceiverMaskedLMOutput PerceiverForMaskedLMImpl::forward(const torch::Tensor& i
                 "labels must have shape (batch, max_position_embeddings) = (", result.logits.size(0), ", ",
                 result.logits.size(1), ") because the decoder predicts every position; got ", labels.sizes());
     result.loss = torch::nn::functional::cross_entropy(result.logits.reshape({-1, config_.vocab_size}),
-                                                       labels.reshape({-1}).to(torch::kLong));
+                                                       labels.reshape({-1}).to(result.logits.device(), torch::kLong));
   }
   result.hidden_states = std::move(out.hidden_states);
   result.attentions = std::move(out.attentions);

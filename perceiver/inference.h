@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "perceiver/device.h"
 #include "perceiver/io/model_dir.h"
 #include "perceiver/model.h"
 
@@ -11,6 +12,8 @@ namespace perceiver {
 struct InferOptions {
   ForwardOptions forward;
   io::LoadOptions load;
+  torch::Device device = torch::kCPU;  // where the model runs; outputs come back on the CPU
+  device::Precision precision = device::Precision::fp32;
 };
 
 // Loads DIR, puts the model in eval mode and runs forward_named without gradients.

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "perceiver/device.h"
 #include "perceiver/tokenizer.h"
 
 namespace perceiver {
@@ -22,6 +23,17 @@ ModelInputs encode(const PerceiverPreTrainedModelImpl& model, const std::vector<
   o.truncation = Truncation::LongestFirst;
   o.max_length = model.config().max_position_embeddings;
   return to_model_inputs(PerceiverTokenizer().batch_encode(texts, o));
+}
+
+// Runs the model where its parameters live (CPU or GPU) and brings the outputs back to the CPU.
+NamedTensors forward_on_model_device(PerceiverPreTrainedModelImpl& model, const NamedTensors& inputs) {
+  const auto params = model.parameters();
+  const auto device = params.empty() ? torch::Device(torch::kCPU) : params.front().device();
+  NamedTensors on_device;
+  for (const auto& [name, t] : inputs) on_device[name] = device::to(t, device);
+  auto outputs = model.forward_named(on_device, {});
+  for (auto& [name, t] : outputs) t = t.to(torch::kCPU);
+  return outputs;
 }
 
 void expect_architecture(const PerceiverPreTrainedModelImpl& model, const std::vector<std::string>& accepted,
@@ -74,7 +86,8 @@ std::vector<MaskFill> fill_mask(PerceiverPreTrainedModelImpl& model, const std::
   c10::InferenceMode inference;
   const PerceiverTokenizer tok;
   const auto batch = encode(model, texts);
-  const auto out = model.forward_named({{"inputs", batch.input_ids}, {"attention_mask", batch.attention_mask}}, {});
+  const auto out =
+      forward_on_model_device(model, {{"inputs", batch.input_ids}, {"attention_mask", batch.attention_mask}});
   const auto pred = out.at("logits").narrow(1, 0, batch.input_ids.size(1)).argmax(-1);
   std::vector<MaskFill> result;
   for (size_t i = 0; i < texts.size(); ++i) {
@@ -93,10 +106,11 @@ std::vector<Classification> classify_texts(PerceiverPreTrainedModelImpl& model, 
   c10::InferenceMode inference;
   const auto batch = encode(model, texts);
   const auto logits =
-      model.forward_named({{"inputs", batch.input_ids}, {"attention_mask", batch.attention_mask}}, {}).at("logits");
+      forward_on_model_device(model, {{"inputs", batch.input_ids}, {"attention_mask", batch.attention_mask}}).at("logits");
   return answers(model, logits, texts);
 }
 
+#if PERCEIVER_WITH_OPENCV
 std::vector<Classification> classify_images(PerceiverPreTrainedModelImpl& model, const PerceiverImageProcessor& processor,
                                             const std::vector<std::filesystem::path>& files) {
   expect_architecture(model,
@@ -106,7 +120,7 @@ std::vector<Classification> classify_images(PerceiverPreTrainedModelImpl& model,
   model.eval();
   c10::InferenceMode inference;
   const auto pixels = processor.preprocess_files(files);
-  const auto logits = model.forward_named({{"inputs", pixels}}, {}).at("logits");
+  const auto logits = forward_on_model_device(model, {{"inputs", pixels}}).at("logits");
   std::vector<std::string> names;
   for (const auto& f : files) names.push_back(f.string());
   return answers(model, logits, names);
@@ -126,5 +140,7 @@ PerceiverImageProcessor image_processor_for(const PerceiverPreTrainedModelImpl& 
   }
   return PerceiverImageProcessor(options);
 }
+
+#endif  // PERCEIVER_WITH_OPENCV
 
 }  // namespace perceiver

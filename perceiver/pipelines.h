@@ -7,8 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "perceiver/image_processor.h"
 #include "perceiver/model.h"
+#if PERCEIVER_WITH_OPENCV
+#include "perceiver/image_processor.h"
+#endif
 
 namespace perceiver {
 
@@ -36,11 +38,13 @@ struct Classification {
 };
 // PerceiverForSequenceClassification.
 std::vector<Classification> classify_texts(PerceiverPreTrainedModelImpl& model, const std::vector<std::string>& texts);
+#if PERCEIVER_WITH_OPENCV
 // The image heads; each file is decoded (OpenCV) and run through `processor`.
 std::vector<Classification> classify_images(PerceiverPreTrainedModelImpl& model, const PerceiverImageProcessor& processor,
                                             const std::vector<std::filesystem::path>& files);
 // The processor a model directory asks for: its preprocessor_config.json when there is one, else
 // HF's defaults resized to the model's config.image_size (the learned head's fixed input size).
 PerceiverImageProcessor image_processor_for(const PerceiverPreTrainedModelImpl& model, const std::filesystem::path& dir);
+#endif
 
 }  // namespace perceiver

@@ -60,9 +60,9 @@ int64_t PerceiverFourierPositionEncodingImpl::output_size() const {
   return size;
 }
 
-torch::Tensor build_linear_positions(const std::vector<int64_t>& index_dims) {
+torch::Tensor build_linear_positions(const std::vector<int64_t>& index_dims, const torch::TensorOptions& options) {
   std::vector<torch::Tensor> ranges;
-  for (const auto n : index_dims) ranges.push_back(torch::linspace(-1.0, 1.0, n, torch::kFloat32));
+  for (const auto n : index_dims) ranges.push_back(torch::linspace(-1.0, 1.0, n, options.dtype(torch::kFloat32)));
   auto grid = torch::stack(torch::meshgrid(ranges, "ij"), -1);
   return grid.reshape({-1, static_cast<int64_t>(index_dims.size())});
 }
@@ -70,8 +70,8 @@ torch::Tensor build_linear_positions(const std::vector<int64_t>& index_dims) {
 torch::Tensor generate_fourier_features(const torch::Tensor& pos, const FourierPositionEncodingOptions& o) {
   const int64_t batch_size = pos.size(0);
   std::vector<torch::Tensor> bands;
-  for (const auto res : o.max_resolution)
-    bands.push_back(torch::linspace(1.0, res / 2.0, o.num_bands, torch::kFloat32));
+  for (const auto res : o.max_resolution)  // on pos's device: mixing devices in the product below fails
+    bands.push_back(torch::linspace(1.0, res / 2.0, o.num_bands, pos.options().dtype(torch::kFloat32)));
   const auto freq_bands = torch::stack(bands, 0);  // (D, K)
   // Only batch 0's positions are used, as in HF.
   auto features = (pos[0].unsqueeze(-1) * freq_bands.unsqueeze(0)).flatten(1);  // (N, D*K), axis-major
@@ -84,7 +84,10 @@ torch::Tensor generate_fourier_features(const torch::Tensor& pos, const FourierP
 torch::Tensor PerceiverFourierPositionEncodingImpl::forward(const PositionQuery& query) {
   torch::Tensor pos = query.pos;
   if (!pos.defined()) {
-    pos = build_linear_positions(query.index_dims).unsqueeze(0).expand({query.batch_size, -1, -1});
+    // Built where the encoding is used: no per-forward host computation and copy on a GPU.
+    pos = build_linear_positions(query.index_dims, torch::TensorOptions().device(query.device))
+              .unsqueeze(0)
+              .expand({query.batch_size, -1, -1});
   } else {
     TORCH_CHECK(pos.size(-1) == static_cast<int64_t>(query.index_dims.size()),
                 "spatial features have the wrong number of dimensions: ", pos.size(-1), " vs ",

@@ -63,9 +63,10 @@ class PerceiverFourierPositionEncodingImpl : public PositionEncodingImpl {
   FourierPositionEncodingOptions options_;
 };
 
-// linspace(-1, 1, n) per axis, "ij" grid: (prod(index_dims), D).
-torch::Tensor build_linear_positions(const std::vector<int64_t>& index_dims);
-// HF's generate_fourier_features: [pos, sin(pi f pos), cos(pi f pos)] from batch 0's positions.
+// linspace(-1, 1, n) per axis, "ij" grid: (prod(index_dims), D), float32 on options' device.
+torch::Tensor build_linear_positions(const std::vector<int64_t>& index_dims, const torch::TensorOptions& options = {});
+// HF's generate_fourier_features: [pos, sin(pi f pos), cos(pi f pos)] from batch 0's positions,
+// computed on pos's device.
 torch::Tensor generate_fourier_features(const torch::Tensor& pos, const FourierPositionEncodingOptions& options);
 
 // Arguments of HF's build_position_encoding.

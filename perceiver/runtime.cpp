@@ -13,6 +13,10 @@
 #include <thread>
 #include <vector>
 
+#include <spdlog/fmt/fmt.h>
+
+#include "perceiver/device.h"
+
 namespace perceiver::runtime {
 namespace {
 
@@ -93,6 +97,15 @@ std::string environment_report() {
       << "onednn (mkldnn) " << (at::hasMKLDNN() ? "yes" : "no") << "\n"
       << "openmp " << (at::hasOpenMP() ? "yes" : "no") << "\n"
       << "cuda " << (torch::cuda::is_available() ? "available, " + std::to_string(torch::cuda::device_count()) + " device(s)" : "not available") << "\n";
+  const auto accel = device::accelerator_report();
+  out << "libtorch cuda build " << (accel.built_with_cuda ? "yes" : "no") << "\n";
+  auto or_none = [](const std::string& s) { return s.empty() ? std::string("none") : s; };
+  if (accel.built_with_cuda)
+    out << "cuda runtime " << or_none(accel.cuda_runtime) << ", driver " << or_none(accel.cuda_driver) << "\n"
+        << "cudnn " << or_none(accel.cudnn) << "\n";
+  out << "nccl " << or_none(accel.nccl) << "\n";
+  for (const auto& g : accel.gpus)
+    out << fmt::format("gpu {} {}, {:.1f} GiB, compute capability {}.{}\n", g.index, g.name, g.memory_gib, g.major, g.minor);
   return out.str();
 }
 

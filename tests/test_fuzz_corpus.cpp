@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <set>
+#include <string>
 
 #include "fuzz/entry_points.h"
 #include "tests/test_support.h"
@@ -17,9 +19,16 @@ fs::path corpus_dir() { return fs::path(PERCEIVER_SOURCE_DIR) / "tests" / "corpu
 
 TEST(FuzzCorpus, EveryCorpusFolderNamesAnEntryPoint) {
   const auto& targets = fuzz::entry_points();
+#if PERCEIVER_WITH_OPENCV
+  const std::set<std::string> not_built;
+#else
+  const std::set<std::string> not_built = {"idx", "flo", "wav"};  // their readers live in the OpenCV-only sources
+#endif
   ASSERT_TRUE(fs::is_directory(corpus_dir()));
-  for (const auto& dir : fs::directory_iterator(corpus_dir()))
-    EXPECT_TRUE(targets.count(dir.path().filename().string())) << dir.path() << " is not a fuzz target";
+  for (const auto& dir : fs::directory_iterator(corpus_dir())) {
+    const auto name = dir.path().filename().string();
+    EXPECT_TRUE(targets.count(name) || not_built.count(name)) << dir.path() << " is not a fuzz target";
+  }
 }
 
 TEST(FuzzCorpus, ReplaysEveryKeptInputWithoutCrashing) {

@@ -3,8 +3,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
+#include <iostream>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -13,6 +16,58 @@ namespace perceiver::testing {
 std::filesystem::path hf_fixtures_dir() {
   if (const char* env = std::getenv("PERCEIVER_FIXTURES")) return env;
   return std::filesystem::path(PERCEIVER_SOURCE_DIR) / ".." / "shared" / "fixtures" / "hf";
+}
+
+namespace {
+
+torch::Device choose_test_device() {
+  const char* env = std::getenv("PERCEIVER_TEST_DEVICE");
+  const std::string name = env ? env : "";
+  if (name.empty() || name == "cpu") return torch::kCPU;
+  const std::string what = "PERCEIVER_TEST_DEVICE='" + name + "'";
+  std::optional<torch::Device> device;
+  try {
+    device = torch::Device(name);
+  } catch (const std::exception&) {
+  }
+  if (!device || !device->is_cuda())
+    throw std::runtime_error(what + " is not a device these tests run on (expected cpu, cuda or cuda:N)");
+  // Never a silent fallback: a GPU run that quietly tested the CPU would pass for the wrong reason.
+  if (!torch::cuda::is_available())
+    throw std::runtime_error(what + " but CUDA is not available (this LibTorch build has no CUDA, or no GPU or "
+                             "driver is visible); not falling back to the CPU");
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  if (!device->has_index()) device = torch::Device(torch::kCUDA, 0);
+  if (device->index() >= count)
+    throw std::runtime_error(what + " but only " + std::to_string(count) + " CUDA device(s) are visible");
+  // fp32 matmuls and convolutions in full precision, as on the CPU that produced the references.
+  at::globalContext().setAllowTF32CuBLAS(false);
+  at::globalContext().setAllowTF32CuDNN(false);
+  return *device;
+}
+
+}  // namespace
+
+torch::Device test_device() {
+  static std::optional<torch::Device> chosen;
+  if (!chosen) {
+    chosen = choose_test_device();  // a throw leaves it unset: every test that asks fails the same way
+    std::cout << "[ device   ] model tests run on " << chosen->str()
+              << (chosen->is_cuda() ? " (PERCEIVER_TEST_DEVICE; TF32 off; parity tolerance >= 1e-4)" : "") << std::endl;
+  }
+  return *chosen;
+}
+
+double parity_tolerance(double cpu_tolerance) {
+  return test_device().is_cpu() ? cpu_tolerance : std::max(cpu_tolerance, 1e-4);
+}
+
+torch::Tensor on_test_device(const torch::Tensor& t) { return t.defined() ? t.to(test_device()) : t; }
+
+std::map<std::string, torch::Tensor> on_test_device(const std::map<std::string, torch::Tensor>& tensors) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [name, t] : tensors) out[name] = on_test_device(t);
+  return out;
 }
 
 std::string tensor_mismatch(const torch::Tensor& actual, const torch::Tensor& expected, double atol, double rtol) {

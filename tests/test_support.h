@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 
 namespace perceiver::testing {
@@ -58,6 +59,18 @@ std::string expect_error(Fn&& fn, const std::filesystem::path& file) {
 // number of bad elements and the first one.
 std::string tensor_mismatch(const torch::Tensor& actual, const torch::Tensor& expected, double atol = 1e-5,
                             double rtol = 1e-5);
+
+// The device the model parity tests run their forward passes on, from PERCEIVER_TEST_DEVICE: unset,
+// "" or "cpu" = the CPU; "cuda" or "cuda:N" = that GPU, with TF32 turned off for cuBLAS and cuDNN.
+// Throws (never falls back to the CPU) when the variable is not such a name or names a GPU that this
+// LibTorch build or machine lacks. The choice is printed once.
+torch::Device test_device();
+// The atol = rtol of a parity comparison on test_device(): `cpu_tolerance` on the CPU; on a GPU, whose
+// kernels round differently, at least 1e-4.
+double parity_tolerance(double cpu_tolerance);
+// `t` (every tensor of `tensors`) on test_device(); undefined stays undefined.
+torch::Tensor on_test_device(const torch::Tensor& t);
+std::map<std::string, torch::Tensor> on_test_device(const std::map<std::string, torch::Tensor>& tensors);
 
 // Runs the built `perceiver` CLI with the given argument string (shell-quoted by the caller).
 CommandResult run_cli(const std::string& args);

@@ -9,6 +9,7 @@
 
 #include "perceiver/attention.h"
 #include "perceiver/config.h"
+#include "perceiver/device.h"
 #include "perceiver/heads.h"
 #include "perceiver/model.h"
 #include "perceiver/runtime.h"
@@ -89,8 +90,16 @@ int64_t count_parameters(torch::nn::Module& model) {
   return n;
 }
 
-PerceiverPreTrainedModel build(const nlohmann::json& config) {
-  return build_model(PerceiverConfig::from_json(config, "bench workload"));
+PerceiverPreTrainedModel build(const nlohmann::json& config, const BenchOptions& o) {
+  auto model = build_model(PerceiverConfig::from_json(config, "bench workload"));
+  model->to(o.device);
+  return model;
+}
+
+NamedTensors on_device(const NamedTensors& batch, const torch::Device& device) {
+  NamedTensors out;
+  for (const auto& [name, t] : batch) out[name] = t.to(device);
+  return out;
 }
 
 // ---- workloads ----
@@ -109,14 +118,22 @@ BenchResult time_training(const std::string& name, PerceiverPreTrainedModelImpl&
                           int64_t samples, const FlopShape& shape, const BenchOptions& o) {
   model.train();
   torch::optim::AdamW optimizer(model.parameters(), torch::optim::AdamWOptions(1e-4));
+  const auto inputs = on_device(batch, o.device);
   BenchResult r;
   r.workload = name;
+  r.precision = device::to_string(o.precision);
   r.num_parameters = count_parameters(model);
   runtime::reset_peak_rss();
   r.seconds_per_iter = median_seconds(o.warmup, o.iters, [&] {
     optimizer.zero_grad();
-    model.forward_named(batch, {}).at("loss").backward();
+    torch::Tensor loss;
+    {
+      const device::AutocastGuard autocast(o.device, o.precision);
+      loss = model.forward_named(inputs, {}).at("loss");
+    }
+    loss.backward();
     optimizer.step();
+    device::synchronize(o.device);
   });
   r.peak_rss_mb = runtime::peak_rss_mb();
   r.samples_per_s = static_cast<double>(samples) / r.seconds_per_iter;
@@ -128,11 +145,17 @@ BenchResult time_inference(const std::string& name, PerceiverPreTrainedModelImpl
                            int64_t samples, const FlopShape& shape, const BenchOptions& o) {
   model.eval();
   c10::InferenceMode inference;
+  const auto inputs = on_device(batch, o.device);
   BenchResult r;
   r.workload = name;
+  r.precision = device::to_string(o.precision);
   r.num_parameters = count_parameters(model);
   runtime::reset_peak_rss();
-  r.seconds_per_iter = median_seconds(o.warmup, o.iters, [&] { model.forward_named(batch, {}); });
+  r.seconds_per_iter = median_seconds(o.warmup, o.iters, [&] {
+    const device::AutocastGuard autocast(o.device, o.precision);
+    model.forward_named(inputs, {});
+    device::synchronize(o.device);
+  });
   r.peak_rss_mb = runtime::peak_rss_mb();
   r.samples_per_s = static_cast<double>(samples) / r.seconds_per_iter;
   r.gflop_per_iter = model_gflop(model, shape);
@@ -154,7 +177,7 @@ FlopShape mlm_shape(const PerceiverConfig& c, int64_t batch, int64_t length) {
 }
 
 std::vector<BenchResult> mlm_train(const BenchOptions& o) {
-  auto model = build(mlm_config(2048));
+  auto model = build(mlm_config(2048), o);
   return {time_training("mlm-train", *model, masked_batch(4, 2048), 4, mlm_shape(model->config(), 4, 2048), o)};
 }
 
@@ -163,7 +186,8 @@ std::vector<BenchResult> mlm_infer_full(const BenchOptions& o) {
   auto model = build({{"d_model", 768}, {"d_latents", 1280}, {"num_latents", 256}, {"num_self_attends_per_block", 26},
                       {"num_self_attention_heads", 8}, {"num_cross_attention_heads", 8}, {"qk_channels", 256},
                       {"v_channels", 1280}, {"max_position_embeddings", 2048},
-                      {"architectures", {"PerceiverForMaskedLM"}}});
+                      {"architectures", {"PerceiverForMaskedLM"}}},
+                     o);
   const NamedTensors batch{{"inputs", torch::randint(6, 262, {1, 2048}, torch::kLong)}};
   return {time_inference("mlm-infer-full", *model, batch, 1, mlm_shape(model->config(), 1, 2048), o)};
 }
@@ -173,7 +197,8 @@ std::vector<BenchResult> img_train(const BenchOptions& o) {
   auto model = build({{"d_model", 261}, {"num_latents", 128}, {"d_latents", 256}, {"num_self_attends_per_block", 4},
                       {"num_self_attention_heads", 8}, {"num_cross_attention_heads", 1}, {"image_size", 32},
                       {"num_labels", 10}, {"attention_probs_dropout_prob", 0.0},
-                      {"architectures", {"PerceiverForImageClassificationFourier"}}});
+                      {"architectures", {"PerceiverForImageClassificationFourier"}}},
+                     o);
   const NamedTensors batch{{"inputs", torch::randn({32, 3, 32, 32})},
                            {"labels", torch::randint(0, 10, {32}, torch::kLong)}};
   const auto& c = model->config();
@@ -184,7 +209,8 @@ std::vector<BenchResult> flow_infer(const BenchOptions& o) {
   // 3x3 patches of two frames (54) projected to 64 channels + 2-D Fourier features (64 bands): 322.
   auto model = build({{"d_model", 322}, {"num_latents", 256}, {"d_latents", 256}, {"num_self_attends_per_block", 6},
                       {"num_self_attention_heads", 8}, {"num_cross_attention_heads", 1}, {"train_size", {64, 96}},
-                      {"architectures", {"PerceiverForOpticalFlow"}}});
+                      {"architectures", {"PerceiverForOpticalFlow"}}},
+                     o);
   const int64_t pixels = 64 * 96;
   const NamedTensors batch{{"inputs", torch::randn({1, 2, 27, 64, 96})}};
   // conv_after_patches (54 -> 64) per pixel; the decoder's final layer (322 -> 2) per pixel.
@@ -196,7 +222,7 @@ std::vector<BenchResult> scaling(const BenchOptions& o) {
   std::vector<BenchResult> out;
   std::vector<double> log_length, log_time;
   for (const int64_t length : {2048, 4096, 8192, 16384}) {
-    auto model = build(mlm_config(length));
+    auto model = build(mlm_config(length), o);
     auto r = time_training("scaling", *model, masked_batch(1, length), 1, mlm_shape(model->config(), 1, length), o);
     r.extra["length"] = length;
     log_length.push_back(std::log(static_cast<double>(length)));
@@ -217,11 +243,15 @@ std::vector<BenchResult> scaling(const BenchOptions& o) {
   return out;
 }
 
-double gemm_gflops(torch::ScalarType dtype, int iters) {
-  constexpr int64_t n = 2048;
-  const auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
+double gemm_gflops(torch::ScalarType dtype, int iters, const torch::Device& device) {
+  // A GPU needs a larger product than a CPU to reach its peak.
+  const int64_t n = device.is_cuda() ? 8192 : 2048;
+  const auto a = torch::randn({n, n}).to(device, dtype), b = torch::randn({n, n}).to(device, dtype);
   c10::InferenceMode inference;
-  const double seconds = median_seconds(1, iters, [&] { torch::mm(a, b); });
+  const double seconds = median_seconds(1, iters, [&] {
+    torch::mm(a, b);
+    device::synchronize(device);
+  });
   return 2.0 * n * n * n / seconds / 1e9;
 }
 
@@ -242,13 +272,13 @@ nlohmann::json BenchResult::to_json() const {
   return j;
 }
 
-GemmPeak measure_gemm_peak(int iters) {
+GemmPeak measure_gemm_peak(int iters, const torch::Device& device) {
   GemmPeak peak;
   for (const char* flag : {"avx512_bf16", "amx_bf16", "amx_tile"})
     if (runtime::cpu_has_flag(flag)) peak.cpu_flags += (peak.cpu_flags.empty() ? "" : " ") + std::string(flag);
   peak.bf16_hardware = runtime::cpu_has_flag("avx512_bf16") || runtime::cpu_has_flag("amx_bf16");
-  peak.fp32_gflops = gemm_gflops(torch::kFloat32, iters);
-  peak.bf16_gflops = gemm_gflops(torch::kBFloat16, iters);
+  peak.fp32_gflops = gemm_gflops(torch::kFloat32, iters, device);
+  peak.bf16_gflops = gemm_gflops(torch::kBFloat16, iters, device);
   return peak;
 }
 
@@ -272,7 +302,7 @@ GemmPeak run_bench(const BenchOptions& options, const std::function<void(const B
       throw std::invalid_argument("unknown bench workload '" + name + "' (known: " + join(known, ", ") + ")");
     }
   runtime::set_threads(options.threads);
-  const GemmPeak peak = measure_gemm_peak(std::max(options.iters, 3));
+  const GemmPeak peak = measure_gemm_peak(std::max(options.iters, 3), options.device);
   for (const auto& name : names) {
     for (auto& r : workloads.at(name)(options)) {
       r.gflops = r.gflop_per_iter / r.seconds_per_iter;

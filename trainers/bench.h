@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "perceiver/device.h"
+
 namespace perceiver::trainers {
 
 struct BenchOptions {
@@ -17,6 +19,8 @@ struct BenchOptions {
   int iters = 5;                  // timed iterations (the median is reported)
   int warmup = 2;
   int threads = 0;  // intra-op threads, 0: all cores
+  torch::Device device = torch::kCPU;
+  device::Precision precision = device::Precision::fp32;  // bf16: the workloads' forwards under autocast
 };
 
 struct GemmPeak {
@@ -53,8 +57,8 @@ struct FlopShape {
 // Q/K/V projections, scores, weighted values, output projection and MLP; LayerNorm and softmax left out.
 double forward_gflop(torch::nn::Module& model, int64_t num_latents, int64_t num_blocks, const FlopShape& shape);
 
-// Median time of 2048^3 matrix products in fp32 and bf16.
-GemmPeak measure_gemm_peak(int iters);
+// Median time of n^3 matrix products in fp32 and bf16 on `device` (n = 2048 on a CPU, 8192 on a GPU).
+GemmPeak measure_gemm_peak(int iters, const torch::Device& device = torch::kCPU);
 
 // The workloads by name (mlm-train, mlm-infer-full, img-train, flow-infer, scaling).
 using BenchWorkload = std::function<std::vector<BenchResult>(const BenchOptions& options)>;

@@ -1,5 +1,6 @@
 #include "trainers/optim.h"
 
+#include "perceiver/torch_compat.h"
 #include "trainers/run_config_util.h"
 
 #include <torch/optim/serialize.h>
@@ -263,7 +264,7 @@ torch::Tensor Lamb::step(LossClosure closure) {
       if (!p.grad().defined()) continue;
       const auto& grad = p.grad();
       if (grad.is_sparse()) throw std::invalid_argument("LAMB does not support sparse gradients");
-      const auto key = c10::guts::to_string(p.unsafeGetTensorImpl());
+      const auto key = compat::optimizer_state_key(p);
       auto it = state_.find(key);
       if (it == state_.end()) {
         auto fresh = std::make_unique<LambParamState>();

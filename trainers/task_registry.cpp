@@ -1,5 +1,6 @@
 #include <stdexcept>
 
+#include "perceiver/device.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"
 
@@ -8,17 +9,21 @@ namespace perceiver::trainers {
 // One per file in trainers/tasks/.
 std::unique_ptr<Task> make_masked_lm_task(TaskSection& options);
 std::unique_ptr<Task> make_sequence_classification_task(TaskSection& options);
+#if PERCEIVER_WITH_OPENCV  // the vision tasks read images and video
 std::unique_ptr<Task> make_image_classification_task(TaskSection& options);
 std::unique_ptr<Task> make_optical_flow_task(TaskSection& options);
 std::unique_ptr<Task> make_multimodal_autoencoding_task(TaskSection& options);
+#endif
 
 const std::map<std::string, TaskFactory>& task_registry() {
   static const std::map<std::string, TaskFactory> registry = {
       {"mlm", make_masked_lm_task},
       {"sequence_classification", make_sequence_classification_task},
+#if PERCEIVER_WITH_OPENCV
       {"image_classification", make_image_classification_task},
       {"optical_flow", make_optical_flow_task},
       {"multimodal_autoencoding", make_multimodal_autoencoding_task},
+#endif
   };
   return registry;
 }
@@ -52,7 +57,7 @@ std::unique_ptr<Task> make_task(const YAML::Node& node, const std::string& sourc
 
 datasets::Example to_device(const datasets::Example& batch, const torch::Device& device) {
   datasets::Example out;
-  for (const auto& [name, t] : batch) out[name] = t.to(device);
+  for (const auto& [name, t] : batch) out[name] = device::to(t, device);
   return out;
 }
 

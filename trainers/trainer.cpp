@@ -7,6 +7,7 @@
 
 #include "datasets/loader.h"
 #include "datasets/mlm_collator.h"
+#include "perceiver/device.h"
 #include "perceiver/heads.h"
 #include "perceiver/io/model_dir.h"
 #include "perceiver/io/torch_bin.h"
@@ -58,7 +59,10 @@ trainer:
   clip_grad_norm: float
   seed: int
   threads: int
-  device: enum[cpu, cuda, auto]
+  device: string
+  precision: enum[fp32, bf16]
+  tf32: bool
+  deterministic: bool
   eval_every: int
   eval_max_batches: int
   checkpoint_every: int
@@ -85,11 +89,12 @@ T value(const YAML::Node& root, const std::string& key, const T& fallback) {
   return node.IsDefined() && !node.IsNull() ? node.as<T>() : fallback;
 }
 
-torch::Device pick_device(const std::string& name) {
-  if (name == "cuda" && !torch::cuda::is_available())
-    throw std::runtime_error("trainer.device is 'cuda' but CUDA is not available in this build/machine");
-  if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) return torch::kCUDA;
-  return torch::kCPU;
+torch::Device pick_device(const std::string& name, const std::string& source) {
+  try {
+    return device::parse(name);
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(source + ": trainer.device: " + e.what());
+  }
 }
 
 std::string format_metrics(const std::map<std::string, double>& m) {
@@ -107,6 +112,7 @@ struct Trainer::State {
   PerceiverPreTrainedModel model;
   TaskData data;
   torch::Device device = torch::kCPU;
+  device::Precision precision = device::Precision::fp32;
   BuiltOptimizer optimizer;
   ScheduleOptions schedule;
   std::unique_ptr<datasets::DataLoader> train_loader;
@@ -137,7 +143,10 @@ void Trainer::State::build(bool training) {
   seed = value<int64_t>(root, "trainer.seed", 0);
   torch::manual_seed(static_cast<uint64_t>(seed));
   generator = datasets::make_generator(static_cast<uint64_t>(seed) + 1);
-  device = pick_device(value<std::string>(root, "trainer.device", "auto"));
+  device = pick_device(value<std::string>(root, "trainer.device", "auto"), run.source);
+  precision = device::parse_precision(value<std::string>(root, "trainer.precision", "fp32"));
+  device::allow_tf32(value<bool>(root, "trainer.tf32", false));
+  device::set_deterministic(value<bool>(root, "trainer.deterministic", false));
 
   task = make_task(root["task"], run.source);
 
@@ -186,7 +195,8 @@ void Trainer::State::build(bool training) {
   model->to(device);
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
-  spdlog::info("model {}: {:.2f}M parameters, device {}", arch, params / 1e6, device.str());
+  spdlog::info("model {}: {:.2f}M parameters, device {}, precision {}", arch, params / 1e6, device.str(),
+               device::to_string(precision));
 
   batch_size = value<int64_t>(root, "trainer.batch_size", 32);
   eval_batch_size = value<int64_t>(root, "trainer.eval_batch_size", batch_size);
@@ -255,6 +265,7 @@ std::map<std::string, double> Trainer::State::run_eval(const fs::path& out_dir) 
   task->begin_eval();
   int64_t batches = 0;
   while (auto batch = loader->next()) {
+    const device::AutocastGuard autocast(device, precision);
     sums.merge(task->step(*model, to_device(*batch, device), eval_generator, false).metrics);
     if (eval_max_batches > 0 && ++batches >= eval_max_batches) break;
   }
@@ -273,7 +284,10 @@ void Trainer::State::save_checkpoint(std::optional<double> metric) {
       [&](const fs::path& tmp) {
         io::save_pretrained(*model, tmp);
         save_optimizer(tmp / "optimizer.pt", *optimizer.optimizer);
-        save_tensors(tmp / "rng.pt", {{"global", cpu_rng_state()}, {"task", generator.get_state()}});
+        auto rng = device::cuda_rng_states();  // dropout on a GPU draws from its generator
+        rng["global"] = cpu_rng_state();
+        rng["task"] = generator.get_state();
+        save_tensors(tmp / "rng.pt", rng);
         save_json(tmp / "trainer_state.json", {{"step", step},
                                                {"loader", train_loader->position().to_json()},
                                                {"skipped_batches", skipped_batches},
@@ -291,6 +305,12 @@ void Trainer::State::restore(const fs::path& checkpoint) {
   const auto rng = load_tensors(checkpoint / "rng.pt");
   set_cpu_rng_state(rng.at("global"));
   generator.set_state(rng.at("task"));
+  std::map<std::string, torch::Tensor> cuda_states;
+  for (const auto& [name, state] : rng)
+    if (name.rfind("cuda", 0) == 0) cuda_states[name] = state;
+  for (const auto& name : device::set_cuda_rng_states(cuda_states))
+    spdlog::warn("{}: this machine has no {}, so its random state is not restored: dropout draws will differ from "
+                 "the original run's", checkpoint.string(), name);
   step = state.at("step").get<int64_t>();
   skipped_batches = state.value("skipped_batches", int64_t{0});
   train_loader->set_position(datasets::LoaderPosition::from_json(state.at("loader")));
@@ -348,7 +368,11 @@ TrainResult Trainer::train(const std::string& resume) {
       auto batch = s.train_loader->next();
       if (!batch) batch = s.train_loader->next();  // epoch boundary
       if (!batch) throw std::runtime_error("the training set yields no batches (batch_size larger than the data?)");
-      auto out = s.task->step(*s.model, to_device(*batch, s.device), s.generator, true);
+      StepOutput out;
+      {
+        const device::AutocastGuard autocast(s.device, s.precision);
+        out = s.task->step(*s.model, to_device(*batch, s.device), s.generator, true);
+      }
       const double loss_value = out.loss.item<double>();
       if (!std::isfinite(loss_value)) {
         finite = false;

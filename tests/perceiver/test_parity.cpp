@@ -48,13 +48,17 @@ TEST(HfParityIndex, EveryModelFixtureListsItsPytorchBin) {
   }
 }
 
+// On PERCEIVER_TEST_DEVICE (the CPU by default): infer moves the model and every input there and
+// brings the outputs back to the CPU for the comparison.
 TEST_P(HfParity, LibraryMatchesHuggingFace) {
   const auto& fixture = GetParam();
   InferOptions options;
   options.forward = fixture_forward_options(fixture);
+  options.device = test_device();
   const auto outputs = infer(fixture.dir, fixture_inputs(fixture), options);
   const auto expected = io::load_safetensors(fixture.dir / "outputs.safetensors");
-  EXPECT_EQ(compare_outputs(expected, outputs), "") << fixture.name;
+  const double tol = parity_tolerance(1e-5);
+  EXPECT_EQ(compare_outputs(expected, outputs, tol, tol), "") << fixture.name << " on " << options.device;
 }
 
 TEST_P(HfParity, StateDictKeysAndParameterCountMatch) {
@@ -80,8 +84,11 @@ TEST_P(HfParity, PytorchBinMatchesToo) {
   fs::create_symlink(fs::absolute(fixture.dir / "pytorch_model.bin"), tmp.path() / "pytorch_model.bin");
   InferOptions options;
   options.forward = fixture_forward_options(fixture);
+  options.device = test_device();
   const auto outputs = infer(tmp.path(), fixture_inputs(fixture), options);
-  EXPECT_EQ(compare_outputs(io::load_safetensors(fixture.dir / "outputs.safetensors"), outputs), "");
+  const double tol = parity_tolerance(1e-5);
+  EXPECT_EQ(compare_outputs(io::load_safetensors(fixture.dir / "outputs.safetensors"), outputs, tol, tol), "")
+      << fixture.name << " on " << options.device;
 }
 
 TEST_P(HfParity, CliInferMatchesHuggingFace) {
@@ -94,11 +101,15 @@ TEST_P(HfParity, CliInferMatchesHuggingFace) {
   if (opts.output_attentions) args += " --output-attentions";
   if (opts.output_hidden_states) args += " --output-hidden-states";
   if (opts.interpolate_pos_encoding) args += " --interpolate-pos-encoding";
+  const auto device = test_device();
+  if (!device.is_cpu()) args += " --device " + device.str();
   const auto r = run_cli(args);
   ASSERT_EQ(r.exit_code, 0) << r.err;
+  const double tol = parity_tolerance(1e-5);
   EXPECT_EQ(compare_outputs(io::load_safetensors(fixture.dir / "outputs.safetensors"),
-                            io::load_safetensors(tmp.path() / "out.safetensors")),
-            "");
+                            io::load_safetensors(tmp.path() / "out.safetensors"), tol, tol),
+            "")
+      << fixture.name << " on " << device;
 }
 
 TEST_P(HfParity, SavedModelLoadsBackIdentically) {

@@ -35,6 +35,7 @@ TEST(Pipelines, FillMaskTakesTheArgmaxAtEveryMaskedPosition) {
   EXPECT_NE(wrong.find("PerceiverForSequenceClassification"), std::string::npos) << wrong;
 }
 
+#if PERCEIVER_WITH_OPENCV
 TEST(Pipelines, ImageClassificationMatchesTheModelAndPredictPrintsIt) {
   const auto dir = hf_fixtures_dir() / "PerceiverForImageClassificationLearned";
   auto model = io::load_pretrained(dir);
@@ -77,6 +78,8 @@ TEST(Pipelines, PredictOnAnUnreadableImageFailsWithOneLineNamingIt) {
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   EXPECT_NE(r.err.find("not_an_image.png"), std::string::npos) << r.err;
 }
+
+#endif  // PERCEIVER_WITH_OPENCV
 
 }  // namespace
 }  // namespace perceiver::testing

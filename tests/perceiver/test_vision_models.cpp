@@ -1,6 +1,8 @@
 // Vision, optical-flow and multimodal heads beyond the fixtures: full-size parameter counts,
 // interpolate_pos_encoding, input-shape errors, and the flow / multimodal training objectives
-// (finite-difference gradients in double precision, a few Adam steps).
+// (finite-difference gradients in double precision, a few Adam steps). The forward passes run on
+// PERCEIVER_TEST_DEVICE (test_device(), the CPU by default); the random inputs are drawn on the CPU
+// and moved, so that they are the same on every device.
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -24,6 +26,11 @@ PerceiverConfig fixture_config(const std::string& name) {
   auto config = PerceiverConfig::from_json_file(hf_fixtures_dir() / name / "config.json");
   config.attention_probs_dropout_prob = 0.0;
   return config;
+}
+
+// torch::allclose of the two on the CPU: the given tolerances on the CPU, at least 1e-4 on a GPU.
+bool close(const torch::Tensor& a, const torch::Tensor& b, double rtol = 1e-5, double atol = 1e-8) {
+  return torch::allclose(a.to(torch::kCPU), b.to(torch::kCPU), parity_tolerance(rtol), parity_tolerance(atol));
 }
 
 int64_t parameter_count(const torch::nn::Module& model) {
@@ -99,13 +106,14 @@ TEST(VisionInterpolation, LearnedHeadResamplesItsGrid) {
   auto config = fixture_config("PerceiverForImageClassificationLearned");  // image_size 8
   auto model = std::dynamic_pointer_cast<PerceiverClassifierHeadImpl>(build_model(config));
   model->eval();
+  model->to(test_device());
   torch::NoGradGuard no_grad;
-  const auto same = torch::randn({2, 3, 8, 8});
+  const auto same = on_test_device(torch::randn({2, 3, 8, 8}));
   ForwardOptions interp;
   interp.interpolate_pos_encoding = true;
   // At the trained size interpolation is the identity.
-  EXPECT_TRUE(torch::allclose(model->forward(same).logits.tensor, model->forward(same, {}, {}, interp).logits.tensor));
-  const auto larger = torch::randn({2, 3, 12, 12});
+  EXPECT_TRUE(close(model->forward(same).logits.tensor, model->forward(same, {}, {}, interp).logits.tensor));
+  const auto larger = on_test_device(torch::randn({2, 3, 12, 12}));
   const auto out = model->forward(larger, {}, {}, interp);
   EXPECT_EQ(out.logits.tensor.sizes(), (std::vector<int64_t>{2, config.num_labels()}));
   EXPECT_TRUE(torch::isfinite(out.logits.tensor).all().item<bool>());
@@ -125,21 +133,22 @@ void expect_fourier_grid(const std::string& fixture, int64_t size, int64_t grid,
   auto config = fixture_config(fixture);
   auto model = std::dynamic_pointer_cast<PerceiverClassifierHeadImpl>(build_model(config));
   model->eval();
+  model->to(test_device());
   torch::NoGradGuard no_grad;
   ForwardOptions interp;
   interp.interpolate_pos_encoding = true;
-  const auto images = torch::randn({1, 3, size, size});
+  const auto images = on_test_device(torch::randn({1, 3, size, size}));
   const auto out = model->forward(images, {}, {}, interp);
   EXPECT_EQ(out.logits.tensor.sizes(), (std::vector<int64_t>{1, config.num_labels()}));
   auto pre = model->perceiver->input_preprocessor()->forward(images, true).inputs;
   FourierPositionEncodingOptions f;
   f.num_bands = 64;
   f.max_resolution = max_resolution;
-  const auto expected = generate_fourier_features(build_linear_positions({grid, grid}).unsqueeze(0), f);
+  const auto expected = generate_fourier_features(build_linear_positions({grid, grid}).unsqueeze(0), f);  // CPU
   ASSERT_EQ(pre.size(1), grid * grid);
-  EXPECT_TRUE(torch::allclose(pre.narrow(2, pre.size(2) - expected.size(2), expected.size(2)), expected));
+  EXPECT_TRUE(close(pre.narrow(2, pre.size(2) - expected.size(2), expected.size(2)), expected));
   // Without the flag the same input works too: Fourier positions follow the input.
-  EXPECT_TRUE(torch::allclose(model->forward(images).logits.tensor, out.logits.tensor));
+  EXPECT_TRUE(close(model->forward(images).logits.tensor, out.logits.tensor));
 }
 
 TEST(VisionInterpolation, FourierHeadRecomputesGrid) {
@@ -162,8 +171,9 @@ TEST(VisionPreprocessor, AddModeWithProjectedTrainablePositions) {
   o.position_encoding.project_pos_dim = 6;
   PerceiverImagePreprocessorImpl pre(o);
   EXPECT_EQ(pre.num_channels(), 6);
+  pre.to(test_device());
   torch::NoGradGuard no_grad;
-  const auto x = torch::randn({2, 3, 4, 4});
+  const auto x = on_test_device(torch::randn({2, 3, 4, 4}));
   const auto out = pre.forward(x, false);
   // Independent: per-pixel W x + b, channels last, row-major positions, plus the projected table.
   const auto w = pre.convnet_1x1->weight.reshape({6, 3});
@@ -172,10 +182,10 @@ TEST(VisionPreprocessor, AddModeWithProjectedTrainablePositions) {
   auto* table = dynamic_cast<PerceiverTrainablePositionEncodingImpl*>(pre.position_embeddings.get());
   ASSERT_NE(table, nullptr);
   const auto pos = pre.positions_projection(table->position_embeddings);
-  EXPECT_TRUE(torch::allclose(out.inputs_without_pos, features, 1e-5, 1e-6));
-  EXPECT_TRUE(torch::allclose(out.inputs, features + pos, 1e-5, 1e-6));
+  EXPECT_TRUE(close(out.inputs_without_pos, features, 1e-5, 1e-6));
+  EXPECT_TRUE(close(out.inputs, features + pos, 1e-5, 1e-6));
   // 4 channels where 3 are expected: the error names both shapes.
-  const auto m = error_of([&] { pre.forward(torch::randn({2, 4, 4, 4}), false); });
+  const auto m = error_of([&] { pre.forward(on_test_device(torch::randn({2, 4, 4, 4})), false); });
   EXPECT_NE(m.find("(batch, 3, height, width)"), std::string::npos) << m;
   EXPECT_NE(m.find("[2, 4, 4, 4]"), std::string::npos) << m;
 }
@@ -260,9 +270,11 @@ TEST(VisionComposition, FlowComponentsFromKwargsMatchTheHead) {
   copy_weights(*head, *model);
   head->eval();
   model->eval();
+  head->to(test_device());
+  model->to(test_device());
   torch::NoGradGuard no_grad;
-  const auto x = torch::randn({1, 2, 27, 8, 12});
-  EXPECT_TRUE(torch::allclose(model->forward(x).logits.tensor, head->forward(x).logits));
+  const auto x = on_test_device(torch::randn({1, 2, 27, 8, 12}));
+  EXPECT_TRUE(close(model->forward(x).logits.tensor, head->forward(x).logits));
 }
 
 TEST(VisionComposition, MultimodalComponentsFromKwargsMatchTheHead) {
@@ -301,15 +313,17 @@ TEST(VisionComposition, MultimodalComponentsFromKwargsMatchTheHead) {
   copy_weights(*head, *model);
   head->eval();
   model->eval();
+  head->to(test_device());
+  model->to(test_device());
   torch::NoGradGuard no_grad;
-  const std::map<std::string, torch::Tensor> inputs = {
-      {"audio", torch::randn({1, 32, 1})}, {"image", torch::randn({1, 2, 3, 8, 8})}, {"label", torch::zeros({1, 5})}};
-  const std::map<std::string, torch::Tensor> points = {{"audio", torch::tensor({0, 2, 7})},
-                                                       {"image", torch::tensor({3, 9, 120})}};
+  const auto inputs = on_test_device(std::map<std::string, torch::Tensor>{
+      {"audio", torch::randn({1, 32, 1})}, {"image", torch::randn({1, 2, 3, 8, 8})}, {"label", torch::zeros({1, 5})}});
+  const auto points = on_test_device(
+      std::map<std::string, torch::Tensor>{{"audio", torch::tensor({0, 2, 7})}, {"image", torch::tensor({3, 9, 120})}});
   const auto expected = head->forward(inputs, {}, points).logits;
   const auto actual = model->forward(TensorOrDict(inputs), {}, TensorOrDict(points)).logits.dict;
   ASSERT_EQ(actual.size(), expected.size());
-  for (const auto& [name, t] : expected) EXPECT_TRUE(torch::allclose(actual.at(name), t)) << name;
+  for (const auto& [name, t] : expected) EXPECT_TRUE(close(actual.at(name), t)) << name;
 }
 
 // ---------------------------------------------------------------- losses
@@ -356,10 +370,11 @@ struct FlowCase {
 FlowCase flow_case(torch::Dtype dtype) {
   torch::manual_seed(7);
   auto model = std::dynamic_pointer_cast<PerceiverForOpticalFlowImpl>(build_model(fixture_config("PerceiverForOpticalFlow")));
-  model->to(dtype);
+  model->to(test_device(), dtype);
   model->eval();
   const auto& ts = model->config().train_size;
-  return {model, torch::randn({2, 2, 27, ts[0], ts[1]}, dtype), 0.05 * torch::randn({2, ts[0], ts[1], 2}, dtype)};
+  return {model, on_test_device(torch::randn({2, 2, 27, ts[0], ts[1]}, dtype)),
+          on_test_device(0.05 * torch::randn({2, ts[0], ts[1], 2}, dtype))};
 }
 
 TEST(VisionLosses, OpticalFlowEndPointError) {
@@ -408,7 +423,7 @@ TEST(VisionLosses, OpticalFlowSubsampledPixelsMatchTheFullGrid) {
   c.model->loss_options.flow_scale = 20.0;
   const auto& ts = c.model->config().train_size;
   const auto full = c.model->forward(c.inputs, {}, c.labels);
-  const auto points = torch::tensor({ts[0] * ts[1] - 1, int64_t{0}, int64_t{7}, int64_t{3}}, torch::kLong);
+  const auto points = on_test_device(torch::tensor({ts[0] * ts[1] - 1, int64_t{0}, int64_t{7}, int64_t{3}}, torch::kLong));
   const auto sub = c.model->forward(c.inputs, {}, c.labels, {}, points);
   // Decoder queries are independent: the subset's outputs are the full grid's at those pixels.
   ASSERT_EQ(sub.logits.sizes(), (std::vector<int64_t>{2, 4, 2}));
@@ -421,9 +436,10 @@ TEST(VisionLosses, OpticalFlowSubsampledPixelsMatchTheFullGrid) {
   const auto named = c.model->forward_named({{"inputs", c.inputs}, {"subsampled_output_points", points}}, {});
   EXPECT_TRUE(torch::allclose(named.at("logits"), full_at_points, 1e-10, 1e-12));
 
-  const auto out_of_range = error_of([&] { c.model->forward(c.inputs, {}, {}, {}, torch::tensor({ts[0] * ts[1]})); });
+  const auto out_of_range =
+      error_of([&] { c.model->forward(c.inputs, {}, {}, {}, on_test_device(torch::tensor({ts[0] * ts[1]}))); });
   EXPECT_NE(out_of_range.find("flat pixel indices in [0, "), std::string::npos) << out_of_range;
-  const auto all = error_of([&] { c.model->forward(c.inputs, {}, {}, {}, torch::arange(ts[0] * ts[1])); });
+  const auto all = error_of([&] { c.model->forward(c.inputs, {}, {}, {}, on_test_device(torch::arange(ts[0] * ts[1]))); });
   EXPECT_NE(all.find("pass none for the full grid"), std::string::npos) << all;
 }
 
@@ -444,18 +460,18 @@ MultimodalCase multimodal_case(torch::Dtype dtype) {
   torch::manual_seed(11);
   auto model = std::dynamic_pointer_cast<PerceiverForMultimodalAutoencodingImpl>(
       build_model(fixture_config("PerceiverForMultimodalAutoencoding")));
-  model->to(dtype);
+  model->to(test_device(), dtype);
   model->eval();
   const auto& c = model->config();
   const int64_t samples = c.num_frames * c.audio_samples_per_frame;
   MultimodalCase m;
   m.model = model;
-  const auto video = torch::randn({2, c.num_frames, 3, c.image_size, c.image_size}, dtype);
-  const auto audio = torch::randn({2, samples, 1}, dtype);
-  m.inputs = {{"audio", audio}, {"image", video}, {"label", torch::zeros({2, c.num_labels()}, dtype)}};
-  m.points = {{"image", torch::tensor({0, 5, 17, 64, 100, 127}, torch::kLong)},
-              {"audio", torch::tensor({1, 3, 6}, torch::kLong)}};
-  m.labels = {{"image", video}, {"audio", audio}, {"label", torch::tensor({1, 3}, torch::kLong)}};
+  const auto video = on_test_device(torch::randn({2, c.num_frames, 3, c.image_size, c.image_size}, dtype));
+  const auto audio = on_test_device(torch::randn({2, samples, 1}, dtype));
+  m.inputs = {{"audio", audio}, {"image", video}, {"label", on_test_device(torch::zeros({2, c.num_labels()}, dtype))}};
+  m.points = on_test_device(std::map<std::string, torch::Tensor>{
+      {"image", torch::tensor({0, 5, 17, 64, 100, 127}, torch::kLong)}, {"audio", torch::tensor({1, 3, 6}, torch::kLong)}});
+  m.labels = {{"image", video}, {"audio", audio}, {"label", on_test_device(torch::tensor({1, 3}, torch::kLong))}};
   return m;
 }
 

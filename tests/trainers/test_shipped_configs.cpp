@@ -8,6 +8,7 @@
 
 #include "tests/test_support.h"
 #include "trainers/run_config_util.h"
+#include "trainers/tasks.h"
 #include "trainers/trainer.h"
 
 namespace perceiver::testing {
@@ -30,6 +31,11 @@ TEST(ShippedConfigs, EveryConfigTrainsTwoSteps) {
     SCOPED_TRACE(file.string());
     TempDir tmp;
     auto run = trainers::load_run_config(file);
+#if !PERCEIVER_WITH_OPENCV  // a text-only build trains only the tasks it has
+    const auto task = run.root["task"].IsMap() ? run.root["task"]["name"] : run.root["task"];
+    const auto known = trainers::known_tasks();
+    if (std::find(known.begin(), known.end(), task.as<std::string>()) == known.end()) continue;
+#endif
     trainers::apply_overrides(run, {"trainer.max_steps=2", "trainer.batch_size=2", "trainer.eval_batch_size=2",
                                     "trainer.eval_max_batches=1", "trainer.threads=1",
                                     "logging.run_dir=" + (tmp.path() / "run").string()});

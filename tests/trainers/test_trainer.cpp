@@ -265,6 +265,22 @@ TEST(Trainer, ResumeIsBitwiseExact) {
   for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name << " differs after resume";
 }
 
+TEST(Trainer, Bf16AutocastTrainsTheSameModelAndAMissingGpuIsNamed) {
+  TempDir tmp;
+  const auto yaml = mlm_run(tmp.path(), 4, "");
+  const auto fp32 = train(yaml);
+  const auto bf16 = train(yaml, {"trainer.precision=bf16", "logging.run_dir=" + (tmp.path() / "bf16").string()});
+  ASSERT_TRUE(bf16.count("eval/loss"));
+  // Same seed, same batches: bf16 matmuls change the loss by rounding, not by a different model.
+  EXPECT_NEAR(bf16.at("eval/loss"), fp32.at("eval/loss"), 0.05 * fp32.at("eval/loss"));
+  if (!torch::cuda::is_available()) {
+    const auto msg = error_of([&] { train(yaml, {"trainer.device=cuda"}); });
+    EXPECT_NE(msg.find("test.yaml: trainer.device"), std::string::npos) << msg;
+  }
+  const auto bad = error_of([&] { train(yaml, {"trainer.precision=fp16"}); });
+  EXPECT_NE(bad.find("precision"), std::string::npos) << bad;
+}
+
 TEST(Trainer, ResumeAutoContinuesFromTheLatestCheckpoint) {
   TempDir tmp;
   const auto yaml = mlm_run(tmp.path(), 6);
