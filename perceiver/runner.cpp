@@ -1,0 +1,57 @@
+#include "perceiver/runner.h"
+
+#include <c10/core/InferenceMode.h>
+
+#include <stdexcept>
+
+#include "perceiver/export.h"
+
+namespace perceiver {
+namespace {
+
+class EagerRunner final : public ModelRunner {
+ public:
+  EagerRunner(PerceiverPreTrainedModel model, std::filesystem::path source, const RunnerOptions& options)
+      : model_(std::move(model)), source_(std::move(source)), options_(options) {
+    model_->eval();
+    model_->to(options_.device);
+  }
+  const PerceiverConfig& config() const override { return model_->config(); }
+  std::string architecture() const override { return model_->architecture(); }
+  const std::filesystem::path& source() const override { return source_; }
+
+  NamedTensors forward(const NamedTensors& inputs) override {
+    c10::InferenceMode inference;
+    NamedTensors on_device;
+    for (const auto& [name, t] : inputs) on_device[name] = device::to(t, options_.device);
+    NamedTensors outputs;
+    {
+      const device::AutocastGuard autocast(options_.device, options_.precision);
+      outputs = model_->forward_named(on_device, options_.forward);
+    }
+    for (auto& [name, t] : outputs) t = t.to(torch::kCPU).contiguous();
+    return outputs;
+  }
+
+ private:
+  PerceiverPreTrainedModel model_;
+  std::filesystem::path source_;
+  RunnerOptions options_;
+};
+
+}  // namespace
+
+std::unique_ptr<ModelRunner> eager_runner(PerceiverPreTrainedModel model, std::filesystem::path source,
+                                          const RunnerOptions& options) {
+  return std::make_unique<EagerRunner>(std::move(model), std::move(source), options);
+}
+
+std::unique_ptr<ModelRunner> open_model(const std::filesystem::path& path, const RunnerOptions& options) {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file(path, ec)) return open_exported(path, options);
+  if (!std::filesystem::is_directory(path, ec))
+    throw std::invalid_argument(path.string() + ": no such model directory or exported file");
+  return eager_runner(io::load_pretrained(path, options.load), path, options);
+}
+
+}  // namespace perceiver
