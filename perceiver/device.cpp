@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <stdexcept>
 
+#include "perceiver/runtime.h"
 #include "perceiver/torch_compat.h"
 
 #if PERCEIVER_WITH_CUDA
@@ -58,6 +59,21 @@ Precision parse_precision(const std::string& name) {
 }
 
 std::string to_string(Precision precision) { return precision == Precision::bf16 ? "bf16" : "fp32"; }
+
+std::string bf16_slowdown_warning(const torch::Device& device) {
+  if (device.is_cuda()) {
+#if PERCEIVER_WITH_CUDA
+    cudaDeviceProp p{};
+    if (cudaGetDeviceProperties(&p, device.index()) == cudaSuccess && p.major < 8)
+      return "bf16 on " + std::string(p.name) + " (compute capability " + std::to_string(p.major) + "." +
+             std::to_string(p.minor) + ") has no bf16 tensor cores: expect it to be slower than fp32";
+#endif
+    return "";
+  }
+  if (runtime::cpu_has_flag("avx512_bf16") || runtime::cpu_has_flag("amx_bf16")) return "";
+  return "this CPU lists neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo: bf16 matmuls are emulated and "
+         "expected to be slower than fp32";
+}
 
 AutocastGuard::AutocastGuard(const torch::Device& device, Precision precision) : type_(device.type()) {
   if (precision != Precision::bf16) return;

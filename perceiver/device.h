@@ -27,6 +27,10 @@ enum class Precision { fp32, bf16 };
 Precision parse_precision(const std::string& name);
 std::string to_string(Precision precision);
 
+// "" where bf16 on `device` has hardware behind it (a GPU of compute capability 8 or more; a CPU
+// listing avx512_bf16 or amx_bf16); otherwise a warning that bf16 will be slower than fp32 there.
+std::string bf16_slowdown_warning(const torch::Device& device);
+
 // Autocast on `device`'s type for the guard's lifetime when `precision` is bf16.
 class AutocastGuard {
  public:

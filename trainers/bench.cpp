@@ -1,5 +1,7 @@
 #include "trainers/bench.h"
 
+#include <spdlog/spdlog.h>
+
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
@@ -302,6 +304,9 @@ GemmPeak run_bench(const BenchOptions& options, const std::function<void(const B
       throw std::invalid_argument("unknown bench workload '" + name + "' (known: " + join(known, ", ") + ")");
     }
   runtime::set_threads(options.threads);
+  if (options.precision == device::Precision::bf16)
+    if (const auto warning = device::bf16_slowdown_warning(options.device); !warning.empty())
+      spdlog::warn("{}", warning);
   const GemmPeak peak = measure_gemm_peak(std::max(options.iters, 3), options.device);
   for (const auto& name : names) {
     for (auto& r : workloads.at(name)(options)) {

@@ -145,6 +145,8 @@ void Trainer::State::build(bool training) {
   generator = datasets::make_generator(static_cast<uint64_t>(seed) + 1);
   device = pick_device(value<std::string>(root, "trainer.device", "auto"), run.source);
   precision = device::parse_precision(value<std::string>(root, "trainer.precision", "fp32"));
+  if (precision == device::Precision::bf16)
+    if (const auto warning = device::bf16_slowdown_warning(device); !warning.empty()) spdlog::warn("{}", warning);
   device::allow_tf32(value<bool>(root, "trainer.tf32", false));
   device::set_deterministic(value<bool>(root, "trainer.deterministic", false));
 
