@@ -13,13 +13,14 @@ namespace {
 int run_infer(const std::vector<std::string>& args) {
   namespace po = boost::program_options;
   po::options_description desc(
-      "perceiver infer: run a model directory on named tensors\n"
+      "perceiver infer: run a model directory, training checkpoint or exported model.pt on named tensors\n"
       "  input names: inputs (or input_ids / pixel_values), inputs.<modality>, attention_mask, labels,\n"
       "               subsampled_output_points.<modality>\n"
       "  output names: loss, logits, logits.<modality>, last_hidden_state, hidden_states.<i>, attentions.<i>,\n"
       "                cross_attentions.<i>\n\noptions");
   desc.add_options()("help,h", "show this help")("model", po::value<std::string>()->required(),
-                                                 "HF model directory (config.json + model.safetensors or pytorch_model.bin)")(
+                                                 "HF model or checkpoint directory (config.json + model.safetensors or pytorch_model.bin), or a file "
+                                                 "written by 'perceiver export'")(
       "inputs", po::value<std::string>()->required(), "safetensors file with the forward arguments")(
       "output", po::value<std::string>()->required(), "safetensors file to write the outputs to")(
       "output-attentions", po::bool_switch(), "also write attentions and cross-attentions")(
@@ -59,4 +60,4 @@ int run_infer(const std::vector<std::string>& args) {
 
 }  // namespace
 
-PERCEIVER_COMMAND("infer", "run a model directory on named tensors (safetensors in, safetensors out)", run_infer);
+PERCEIVER_COMMAND("infer", "run a model directory or exported file on named tensors (safetensors in, safetensors out)", run_infer);

@@ -2,50 +2,42 @@
 
 #include "apps/command.h"
 #include "apps/options.h"
-#include "perceiver/io/model_dir.h"
-#include "perceiver/pipelines.h"
+#include "perceiver/runner.h"
 #include "perceiver/runtime.h"
+#include "trainers/predict.h"
 
 namespace {
 
 namespace po = boost::program_options;
 
-nlohmann::json to_json(const std::vector<perceiver::MaskFill>& fills) {
-  nlohmann::json out = nlohmann::json::array();
-  for (const auto& f : fills) out.push_back({{"text", f.text}, {"filled", f.filled}, {"predicted", f.predicted}});
-  return out;
-}
-
-// Single-label: the label and every score; multi-label: the labels above 0.5 and every score;
-// regression: the value (or values).
-nlohmann::json to_json(const std::vector<perceiver::Classification>& answers, const std::string& input_key) {
-  nlohmann::json out = nlohmann::json::array();
-  for (const auto& a : answers) {
-    nlohmann::json item = {{input_key, a.input}};
-    if (a.problem_type == "regression") {
-      item["value"] = a.values.size() == 1 ? nlohmann::json(a.values[0]) : nlohmann::json(a.values);
-    } else {
-      nlohmann::json scores = nlohmann::json::object();
-      for (const auto& s : a.scores) scores[s.label] = s.score;
-      if (a.problem_type == "multi_label_classification")
-        item["labels"] = a.labels;
-      else
-        item["label"] = a.labels.front();
-      item["scores"] = scores;
-    }
-    out.push_back(std::move(item));
+std::string usage() {
+  std::string text =
+      "perceiver predict --model DIR|CHECKPOINT|model.pt [options] INPUT...\n"
+      "  answers the task of the model's head; INPUT... (or --list FILE) is:\n";
+  for (const auto& task : perceiver::trainers::predict_tasks()) {
+    text += "  " + task.name + " (";
+    for (size_t i = 0; i < task.architectures.size(); ++i) text += (i ? ", " : "") + task.architectures[i];
+    text += "):\n      " + task.inputs + "\n";
   }
-  return out;
+  return text + "\noptions";
 }
 
 int run_predict(const std::vector<std::string>& args) {
-  po::options_description desc(
-      "perceiver predict --model DIR INPUT...\n"
-      "  masked LM: fills every [MASK] in each text; sequence classification: the label and scores of each text;\n"
-      "  image classification: the label and scores of each image file\n\noptions");
-  desc.add_options()("help,h", "show this help")("model", po::value<std::string>()->required(),
-                                                 "model or checkpoint directory")(
-      "text", po::value<std::vector<std::string>>()->required(), "input texts (image files for image models)")(
+  perceiver::trainers::PredictOptions defaults;
+  po::options_description desc(usage());
+  desc.add_options()("help,h", "show this help")(
+      "model", po::value<std::string>()->required(), "model directory, training checkpoint or exported .pt file")(
+      "input", po::value<std::vector<std::string>>()->default_value({}, ""), "inputs (positional)")(
+      "list", po::value<std::string>()->default_value(""), "a file of inputs, one per line")(
+      "json", po::bool_switch(), "print one JSON array: per input `input`, the answer and its raw `logits`")(
+      "top-k", po::value<int64_t>()->default_value(defaults.top_k), "labels, tokens or fillings per answer")(
+      "out", po::value<std::string>()->default_value(""), "output folder (optical flow, multimodal)")(
+      "batch-size", po::value<int64_t>()->default_value(defaults.batch_size), "inputs (flow: tiles) per forward pass")(
+      "flow-scale", po::value<double>(), "pixels per flow logit (default: the checkpoint's task.flow_scale, else 20)")(
+      "overlap", po::value<int64_t>()->default_value(defaults.min_overlap), "least overlap of flow tiles in pixels")(
+      "flow-max-radius", po::value<double>()->default_value(0), "flow PNG: pixels of full saturation (0: each field's largest)")(
+      "chunks", po::value<int64_t>()->default_value(defaults.chunks), "multimodal: chunks of decoded output points")(
+      "sample-rate", po::value<int64_t>(), "multimodal: the WAV rate in Hz (default: audio_samples_per_frame x 25)")(
       "threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)");
   perceiver::cli::add_device_options(desc, "cpu");
   for (const auto& a : args)
@@ -54,36 +46,38 @@ int run_predict(const std::vector<std::string>& args) {
       return 0;
     }
   po::positional_options_description pos;
-  pos.add("text", -1);
+  pos.add("input", -1);
   const auto vm = perceiver::cli::parse(desc, args, &pos);
   perceiver::runtime::set_threads(vm["threads"].as<int>());
-  const std::string dir = vm["model"].as<std::string>();
-  auto model = perceiver::io::load_pretrained(dir);
+
+  perceiver::trainers::PredictOptions options;
+  options.top_k = vm["top-k"].as<int64_t>();
+  options.batch_size = vm["batch-size"].as<int64_t>();
+  options.out_dir = vm["out"].as<std::string>();
+  if (vm.count("flow-scale")) options.flow_scale = vm["flow-scale"].as<double>();
+  options.min_overlap = vm["overlap"].as<int64_t>();
+  options.flow_max_radius = vm["flow-max-radius"].as<double>();
+  options.chunks = vm["chunks"].as<int64_t>();
+  if (vm.count("sample-rate")) options.sample_rate = vm["sample-rate"].as<int64_t>();
+
+  perceiver::RunnerOptions runner_options;
   const auto choice = perceiver::cli::device_options(vm);
-  model->to(choice.device);
-  const perceiver::device::AutocastGuard autocast(choice.device, choice.precision);
-  const auto inputs = vm["text"].as<std::vector<std::string>>();
-  const auto arch = model->architecture();
-  if (arch == "PerceiverForMaskedLM") {
-    std::cout << to_json(perceiver::fill_mask(*model, inputs)).dump(2) << std::endl;
-  } else if (arch == "PerceiverForSequenceClassification") {
-    std::cout << to_json(perceiver::classify_texts(*model, inputs), "text").dump(2) << std::endl;
-  } else if (arch.rfind("PerceiverForImageClassification", 0) == 0) {
-#if PERCEIVER_WITH_OPENCV
-    const std::vector<std::filesystem::path> files(inputs.begin(), inputs.end());
-    const auto processor = perceiver::image_processor_for(*model, dir);
-    std::cout << to_json(perceiver::classify_images(*model, processor, files), "image").dump(2) << std::endl;
-#else
-    throw std::invalid_argument("this perceiver was built without OpenCV (PERCEIVER_WITH_OPENCV=OFF): it cannot read "
-                                "image files; use 'perceiver infer' with a pixel tensor");
-#endif
+  runner_options.device = choice.device;
+  runner_options.precision = choice.precision;
+  const auto runner = perceiver::open_model(vm["model"].as<std::string>(), runner_options);
+  const auto answers = perceiver::trainers::predict(*runner, vm["input"].as<std::vector<std::string>>(),
+                                                    vm["list"].as<std::string>(), options);
+  if (vm["json"].as<bool>()) {
+    std::cout << answers.dump() << std::endl;
   } else {
-    throw std::invalid_argument("predict supports PerceiverForMaskedLM, PerceiverForSequenceClassification and the "
-                                "image classifiers; " + arch + " takes tensors: use 'perceiver infer'");
+    const auto& task = perceiver::trainers::predict_task(runner->architecture());
+    for (const auto& answer : answers) std::cout << task.describe(answer) << "\n";
+    std::cout.flush();
   }
   return 0;
 }
 
 }  // namespace
 
-PERCEIVER_COMMAND("predict", "fill [MASK]s or classify texts with a model/checkpoint directory", run_predict);
+PERCEIVER_COMMAND("predict", "answer a model's task: fill [MASK]s, classify texts or images, optical flow, multimodal",
+                  run_predict);

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "perceiver/flow_input.h"
+
 namespace perceiver::datasets {
 
 // Flow (H, W, 2) float32: channel 0 = horizontal (x) displacement, 1 = vertical (y), in pixels,
@@ -60,12 +62,8 @@ FlowSample synthetic_flow_sample(const SyntheticFlowOptions& options, uint64_t i
 // warp_backward(frame2, flow) reproduces frame1.
 torch::Tensor warp_backward(const torch::Tensor& image, const torch::Tensor& flow);
 
-// (B, C, H, W) -> (B, 9C, H, W): channel (dy * 3 + dx) * C + c holds channel c of the neighbour at
-// offset (dy - 1, dx - 1), zero beyond the border (TF extract_patches / the HF colab's extract_image_patches order).
-torch::Tensor extract_patches_3x3(const torch::Tensor& images);
-
-// Frames (H, W, 3) or (B, H, W, 3) in [0, 255] -> (B, 2, 27, H, W) float32 for PerceiverForOpticalFlow,
-// scaled to [-1, 1] first (as the DeepMind/HF examples do) when `normalize`.
-torch::Tensor flow_model_input(const torch::Tensor& frame1, const torch::Tensor& frame2, bool normalize = true);
+// The model's input (moved to the core library, where the flow pipeline uses it too).
+using perceiver::extract_patches_3x3;
+using perceiver::flow_model_input;
 
 }  // namespace perceiver::datasets

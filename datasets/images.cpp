@@ -163,6 +163,15 @@ torch::Tensor augment_images(const torch::Tensor& images, const AugmentOptions& 
   return single ? out.squeeze(0) : out;
 }
 
+torch::Tensor augment_images(const torch::Tensor& images, const AugmentOptions& options, std::vector<at::Generator>& rows) {
+  if (images.dim() != 4 || images.size(0) != static_cast<int64_t>(rows.size()))
+    throw std::invalid_argument("augment_images: expected (N, H, W, C) images with one generator per image, got " +
+                                c10::str(images.sizes()) + " and " + std::to_string(rows.size()) + " generators");
+  std::vector<torch::Tensor> out;
+  for (size_t i = 0; i < rows.size(); ++i) out.push_back(augment_images(images[static_cast<int64_t>(i)], options, rows[i]));
+  return torch::stack(out);
+}
+
 // ---- sources (datasets/sources.h) ----
 namespace {
 

@@ -47,5 +47,7 @@ struct AugmentOptions {
 };
 // (H, W, C) or (N, H, W, C) uint8; each image gets its own crop offset and flip.
 torch::Tensor augment_images(const torch::Tensor& images, const AugmentOptions& options, at::Generator& generator);
+// (N, H, W, C): image i drawn from rows[i] alone (one generator per example).
+torch::Tensor augment_images(const torch::Tensor& images, const AugmentOptions& options, std::vector<at::Generator>& rows);
 
 }  // namespace perceiver::datasets

@@ -1,5 +1,7 @@
 #include "datasets/loader.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <random>
 #include <stdexcept>
 
@@ -54,6 +56,16 @@ uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index) {
   return stable_hash(std::to_string(epoch) + ":" + std::to_string(index), seed);
 }
 
+std::vector<at::Generator> example_generators(const Example& batch) {
+  std::vector<at::Generator> out;
+  const auto it = batch.find(kSampleSeedKey);
+  if (it == batch.end()) return out;
+  const auto seeds = it->second.to(torch::kCPU, torch::kInt64).contiguous();
+  for (int64_t i = 0; i < seeds.numel(); ++i)
+    out.push_back(at::detail::createCPUGenerator(static_cast<uint64_t>(seeds.data_ptr<int64_t>()[i])));
+  return out;
+}
+
 LoaderPosition LoaderPosition::from_json(const nlohmann::json& j) {
   if (!j.is_object() || !j.contains("epoch") || !j.contains("batch") || !j["epoch"].is_number_integer() ||
       !j["batch"].is_number_integer())
@@ -93,7 +105,9 @@ std::vector<int64_t> DataLoader::epoch_indices(int64_t epoch) const {
     }
   }
   const int64_t ws = options_.world_size;
-  if (options_.pad_shards && n > 0 && n % ws != 0) {
+  if (options_.drop_last && ws > 1) {
+    perm.resize(static_cast<size_t>(n / (options_.batch_size * ws) * options_.batch_size * ws));
+  } else if (options_.pad_shards && n > 0 && n % ws != 0) {
     const int64_t total = (n + ws - 1) / ws * ws;
     for (int64_t i = n; i < total; ++i) perm.push_back(perm[(i - n) % n]);
   }
@@ -121,11 +135,19 @@ Example DataLoader::load_batch(int64_t batch) const {
   std::vector<Example> examples;
   examples.reserve(static_cast<size_t>(end - begin));
   for (int64_t i = begin; i < end; ++i) examples.push_back(dataset_->get(indices_[i]));
-  return collate_(std::move(examples));
+  auto out = collate_(std::move(examples));
+  if (options_.sample_seeds) {
+    std::vector<int64_t> seeds;
+    for (int64_t i = begin; i < end; ++i)
+      seeds.push_back(static_cast<int64_t>(sample_seed(options_.seed, indices_epoch_, indices_[i])));
+    out[kSampleSeedKey] = torch::tensor(seeds, torch::kInt64);
+  }
+  return out;
 }
 
 void DataLoader::start() {
   indices_ = epoch_indices(position_.epoch);
+  indices_epoch_ = position_.epoch;
   const int64_t n = static_cast<int64_t>(indices_.size());
   num_batches_ = options_.drop_last ? n / options_.batch_size : (n + options_.batch_size - 1) / options_.batch_size;
   next_produce_ = next_consume_ = position_.batch;

@@ -2,6 +2,7 @@
 // background workers with a bounded prefetch window, resumable position, and a data-wait measurement.
 #pragma once
 
+#include <ATen/core/Generator.h>
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -62,6 +63,13 @@ Example stack_collate(std::vector<Example> examples);
 // A per-sample seed for augmentation that depends only on (seed, epoch, index), not on worker timing.
 uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index);
 
+// With LoaderOptions::sample_seeds, each batch carries its examples' sample_seed() (int64 bits) under
+// this key: randomness drawn from it (masking, augmentation) is the same whichever rank, batch or
+// worker an example lands in, so N ranks see what one process sees.
+inline constexpr char kSampleSeedKey[] = "sample_seed";
+// One CPU generator per example of `batch`, seeded from its kSampleSeedKey entry; empty without one.
+std::vector<at::Generator> example_generators(const Example& batch);
+
 struct LoaderOptions {
   int64_t batch_size = 32;
   bool shuffle = true;
@@ -71,7 +79,11 @@ struct LoaderOptions {
   bool drop_last = false;  // drop this rank's final short batch
   // Like torch's DistributedSampler: repeat the first indices so every rank gets ceil(N / world_size)
   // samples (equal step counts keep DDP ranks in lock-step). false: disjoint shards of N / world_size +- 1.
+  // Ranks take interleaved positions of one global order, so with batch_size = B / world_size the
+  // ranks' batch k together hold exactly batch k of B from one process. With drop_last the global order
+  // is cut to whole global batches instead (no padding): every rank has as many batches as one process.
   bool pad_shards = true;
+  bool sample_seeds = false;  // add kSampleSeedKey to every batch
   int num_workers = 2;       // 0: load in the calling thread
   int prefetch_batches = 4;  // at most this many batches produced ahead of the consumer
 };
@@ -128,6 +140,7 @@ class DataLoader {
   mutable std::mutex mutex_;
   std::condition_variable produce_cv_, consume_cv_;
   std::vector<int64_t> indices_;  // current epoch's shard
+  int64_t indices_epoch_ = 0;
   int64_t num_batches_ = 0;
   int64_t next_produce_ = 0;
   int64_t next_consume_ = 0;

@@ -93,6 +93,19 @@ MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, 
   return {ids, labels};
 }
 
+MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, std::vector<at::Generator>& rows) {
+  if (input_ids.dim() != 2 || input_ids.size(0) != static_cast<int64_t>(rows.size()))
+    throw std::invalid_argument("mask_tokens: expected (B, L) input_ids with one generator per row, got " +
+                                c10::str(input_ids.sizes()) + " and " + std::to_string(rows.size()) + " generators");
+  std::vector<torch::Tensor> ids, labels;
+  for (size_t b = 0; b < rows.size(); ++b) {
+    auto row = mask_tokens(input_ids.narrow(0, static_cast<int64_t>(b), 1), options, rows[b]);
+    ids.push_back(row.input_ids);
+    labels.push_back(row.labels);
+  }
+  return {torch::cat(ids), torch::cat(labels)};
+}
+
 MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, uint64_t seed) {
   auto gen = make_generator(seed);
   return mask_tokens(input_ids, options, gen);

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace perceiver::datasets {
 
@@ -26,6 +27,8 @@ struct MlmBatch {
 // may live on any device; the returned tensors are on the CPU.
 MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, at::Generator& generator);
 MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, uint64_t seed);
+// Row b drawn from rows[b] alone (one generator per example, e.g. datasets::example_generators).
+MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, std::vector<at::Generator>& rows);
 
 // A CPU generator seeded with `seed` (helper for callers without one).
 at::Generator make_generator(uint64_t seed);

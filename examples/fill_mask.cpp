@@ -1,18 +1,19 @@
-// Loads a Hugging Face model directory (config.json + model.safetensors or pytorch_model.bin) of a
-// PerceiverForMaskedLM and fills in the [MASK]ed bytes of each text given on the command line.
-//   fill_mask MODEL_DIR "The [MASK][MASK][MASK] is blue." ...
-#include <perceiver/io/model_dir.h>
+// Loads a Hugging Face model directory (config.json + model.safetensors or pytorch_model.bin), a
+// training checkpoint or an exported .pt of a PerceiverForMaskedLM and fills in the [MASK]ed bytes
+// of each text given on the command line.
+//   fill_mask MODEL "The [MASK][MASK][MASK] is blue." ...
 #include <perceiver/pipelines.h>
+#include <perceiver/runner.h>
 
 #include <iostream>
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::cerr << "usage: " << argv[0] << " MODEL_DIR TEXT...\n";
+    std::cerr << "usage: " << argv[0] << " MODEL TEXT...\n";
     return 2;
   }
   try {
-    auto model = perceiver::io::load_pretrained(argv[1]);
+    const auto model = perceiver::open_model(argv[1]);
     const std::vector<std::string> texts(argv + 2, argv + argc);
     for (const auto& fill : perceiver::fill_mask(*model, texts))
       std::cout << fill.text << "\t" << fill.filled << "\t" << fill.predicted << "\n";

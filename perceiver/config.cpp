@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "perceiver/json_io.h"
+#include "perceiver/problem_type.h"
 
 namespace perceiver {
 namespace {
@@ -379,10 +380,7 @@ void PerceiverConfig::validate(const std::string& source) const {
     fail(source, "v_channels", std::to_string(*v_channels) + " must be divisible by num_cross_attention_heads (" +
                                    std::to_string(num_cross_attention_heads) + ")");
   if (id2label.empty()) fail(source, "id2label", "must name at least one label");
-  if (problem_type && *problem_type != "regression" && *problem_type != "single_label_classification" &&
-      *problem_type != "multi_label_classification")
-    fail(source, "problem_type",
-         "must be regression, single_label_classification or multi_label_classification, found \"" + *problem_type + "\"");
+  if (problem_type && !ProblemType::known(*problem_type)) fail(source, "problem_type", ProblemType::expected(*problem_type));
 }
 
 }  // namespace perceiver

@@ -1,5 +1,7 @@
 #include "perceiver/decoders.h"
 
+#include "perceiver/dynamic_size.h"
+
 #include <numeric>
 
 namespace perceiver {
@@ -47,7 +49,7 @@ torch::Tensor PerceiverBasicDecoderImpl::decoder_query(const torch::Tensor& inpu
                                                        const TensorOrDict& subsampled_points) {
   TORCH_CHECK(options_.position_encoding.type != "none",
               "cannot construct decoder queries when position_encoding_type is none");
-  const int64_t batch_size = inputs.size(0);
+  const auto batch_size = DynamicSize::of(inputs, 0);
   PositionQuery query;
   query.batch_size = batch_size;
   query.dtype = inputs.scalar_type();
@@ -71,11 +73,11 @@ torch::Tensor PerceiverBasicDecoderImpl::decoder_query(const torch::Tensor& inpu
     auto pos = torch::stack(coords, 1);
     const auto dims_t = torch::tensor(dims, remaining.options()).unsqueeze(0);
     pos = -1 + 2 * pos / dims_t;  // int64 / int64 -> float32 true division, as in HF
-    pos = pos.unsqueeze(0).expand({batch_size, pos.size(0), pos.size(1)});
+    pos = dynamic::expand(pos.unsqueeze(0), {batch_size, -1, -1});
     query.index_dims = dims;
     query.pos = pos;
     pos_emb = project_positions(output_position_encodings->forward(query));
-    pos_emb = pos_emb.reshape({pos_emb.size(0), -1, pos_emb.size(-1)});
+    pos_emb = pos_emb.flatten(1, -2);
   } else {
     query.index_dims = inputs.sizes().slice(2).vec();
     pos_emb = project_positions(output_position_encodings->forward(query));
@@ -138,9 +140,9 @@ PerceiverEmbeddingDecoderImpl::PerceiverEmbeddingDecoderImpl(const PerceiverConf
 
 torch::Tensor PerceiverEmbeddingDecoderImpl::forward(const torch::Tensor& hidden_states,
                                                      const torch::Tensor& embedding_weight) {
-  const auto b = hidden_states.size(0), t = hidden_states.size(1), d = hidden_states.size(2);
-  auto out = torch::matmul(hidden_states.reshape({-1, d}), embedding_weight.t()) + bias;
-  return out.reshape({b, t, bias.size(0)});
+  const auto b = DynamicSize::of(hidden_states, 0), t = DynamicSize::of(hidden_states, 1);
+  auto out = torch::matmul(hidden_states.reshape({-1, hidden_states.size(2)}), embedding_weight.t()) + bias;
+  return dynamic::reshape(out, {b, t, bias.size(0)});
 }
 
 }  // namespace perceiver

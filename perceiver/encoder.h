@@ -8,13 +8,14 @@
 
 #include "perceiver/attention.h"
 #include "perceiver/config.h"
+#include "perceiver/dynamic_size.h"
 
 namespace perceiver {
 
 class PerceiverEmbeddingsImpl : public torch::nn::Module {
  public:
   explicit PerceiverEmbeddingsImpl(const PerceiverConfig& config);
-  torch::Tensor forward(int64_t batch_size) { return latents.expand({batch_size, -1, -1}); }
+  torch::Tensor forward(const DynamicSize& batch_size) { return dynamic::expand(latents, {batch_size, -1, -1}); }
 
   torch::Tensor latents;
 };

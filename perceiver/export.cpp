@@ -1,12 +1,178 @@
 #include "perceiver/export.h"
 
+#include <ATen/Context.h>
+
 #include <stdexcept>
 
-namespace perceiver {
+#include "perceiver/export_signature.h"
+#include "perceiver/export_trace.h"
+#include "perceiver/json_io.h"
+#include "perceiver/tokenizer.h"
+#if PERCEIVER_WITH_OPENCV
+#include "perceiver/image_processor.h"
+#include "perceiver/input_settings.h"
+#endif
 
-std::unique_ptr<ModelRunner> open_exported(const std::filesystem::path& file, const RunnerOptions&) {
-  // Placeholder until TorchScript export lands (issue 11).
-  throw std::invalid_argument(file.string() + ": running exported TorchScript files is not implemented yet");
+namespace perceiver {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Trace and check sizes: the check runs at another batch size and other free sizes than the trace,
+// so that any size the trace froze shows up as a difference or an error.
+constexpr int64_t kTraceBatch = 2, kTraceFree = 5, kCheckBatch = 1, kCheckFree = 3;
+
+// The eager model on a method's arguments (HF names), as `perceiver infer` runs it.
+NamedTensors run_eager(PerceiverPreTrainedModelImpl& model, const ExportSignature& signature,
+                       const TracedMethod& method, const std::vector<torch::Tensor>& args) {
+  NamedTensors named;
+  for (size_t i = 0; i < method.arguments.size(); ++i) named[signature.inputs[method.arguments[i]].name] = args[i];
+  return model.forward_named(named, {});
+}
+
+std::vector<torch::Tensor> method_args(const TracedMethod& method, const std::vector<torch::Tensor>& all) {
+  std::vector<torch::Tensor> args;
+  for (const auto i : method.arguments) args.push_back(all[i]);
+  return args;
+}
+
+// Runs `forward` of the module for each traced method's inputs (the others None) and compares with
+// the eager model under the same random state (a masking preprocessor draws from it). Returns the
+// output names of the first method.
+std::vector<std::string> check_against_eager(torch::jit::Module& module, PerceiverPreTrainedModelImpl& model,
+                                             const ExportSignature& signature, const std::vector<TracedMethod>& methods,
+                                             const torch::Device& device, const std::string& who) {
+  torch::NoGradGuard no_grad;
+  const auto inputs = example_inputs(signature, kCheckBatch, kCheckFree, device, /*seed=*/1);
+  auto generator = at::globalContext().defaultGenerator(device);
+  std::vector<std::string> names;
+  for (const auto& method : methods) {
+    const auto state = generator.get_state();
+    const auto eager = run_eager(model, signature, method, method_args(method, inputs));
+    generator.set_state(state);
+    std::vector<c10::IValue> args(signature.inputs.size());
+    for (const auto i : method.arguments) args[i] = inputs[i];
+    auto fail = [&](const std::string& what) {
+      throw std::runtime_error(who + ": the traced module disagrees with the eager model at batch size " +
+                               std::to_string(kCheckBatch) + " (" + method.name + "): " + what +
+                               "; this model does not trace shape-agnostically, please report it");
+    };
+    c10::impl::GenericDict traced(c10::StringType::get(), c10::TensorType::get());
+    try {
+      traced = module.forward(args).toGenericDict();
+    } catch (const std::exception& e) {
+      fail(std::string("it fails (") + excerpt(e.what(), 300) + ")");
+    }
+    if (static_cast<size_t>(traced.size()) != eager.size()) fail("it returns other outputs");
+    for (const auto& [name, want] : eager) {
+      if (!traced.contains(name)) fail("no output `" + name + "`");
+      const auto got = traced.at(name).toTensor();
+      if (got.sizes() != want.sizes()) fail("`" + name + "` has another shape");
+      if (!torch::allclose(got, want, 1e-4, 1e-5))
+        fail("`" + name + "` differs by up to " + std::to_string((got - want).abs().max().item<double>()));
+      if (&method == &methods.front()) names.push_back(name);
+    }
+  }
+  return names;
+}
+
+// HF's tokenizer_config.json and special_tokens_map.json for PerceiverTokenizer.
+std::map<std::string, std::string> tokenizer_files(const PerceiverConfig& config) {
+  nlohmann::json special = nlohmann::json::object();
+  for (const auto& token : PerceiverTokenizer::special_tokens())
+    special[std::string(token.name) + "_token"] = token.content;
+  nlohmann::json tokenizer = special;
+  tokenizer["tokenizer_class"] = "PerceiverTokenizer";
+  tokenizer["model_max_length"] = config.max_position_embeddings;  // what the exported module accepts
+  tokenizer["model_input_names"] = PerceiverTokenizer::model_input_names();
+  tokenizer["padding_side"] = "right";
+  return {{"tokenizer_config.json", tokenizer.dump(2)}, {"special_tokens_map.json", special.dump(2)}};
+}
+
+// The image settings shipped with an image head, their `size` set to the exported input size.
+std::optional<nlohmann::json> image_settings(const ExportOptions& options, const std::pair<int64_t, int64_t>& size) {
+  nlohmann::json settings = options.preprocessor_config;
+#if PERCEIVER_WITH_OPENCV
+  if (settings.is_null()) settings = ImageProcessorOptions{}.to_json();
+#endif
+  if (!settings.is_object()) return std::nullopt;  // a build without OpenCV has no defaults to write
+  settings["size"] = {{"height", size.first}, {"width", size.second}};
+  return settings;
+}
+
+}  // namespace
+
+nlohmann::json export_torchscript(PerceiverPreTrainedModelImpl& model, const fs::path& out,
+                                  const ExportOptions& options) {
+  const auto architecture = model.architecture();
+  const auto who = architecture + " (exported by perceiver-cpp)";
+  const auto signature = export_signature(model, options);
+  const auto methods = traced_methods(signature);
+  model.eval();
+  model.to(options.device);
+
+  auto module = mirror_module(model);
+  const auto examples = example_inputs(signature, kTraceBatch, kTraceFree, options.device, /*seed=*/0);
+  nlohmann::json method_arguments = nlohmann::json::object();
+  for (const auto& method : methods) {
+    std::vector<std::string> names;
+    for (const auto i : method.arguments) names.push_back(signature.inputs[i].argument);
+    method_arguments[method.name] = names;
+    add_traced_method(module, method.name, names, method_args(method, examples),
+                      [&](const std::vector<torch::Tensor>& args) {
+                        c10::Dict<std::string, torch::Tensor> dict;
+                        for (const auto& [name, t] : run_eager(model, signature, method, args)) dict.insert(name, t);
+                        return dict;
+                      });
+  }
+  module.define(forward_source(signature, methods, who));
+  const auto outputs = check_against_eager(module, model, signature, methods, options.device, who);
+
+  auto config = model.config();
+  config.architectures = {architecture};
+  nlohmann::json manifest = {{"format", kExportFormat},
+                             {"format_version", 1},
+                             {"perceiver_cpp_version", PERCEIVER_VERSION},
+                             {"architecture", architecture},
+                             {"source", options.source},
+                             {"device", options.device.str()},
+                             {"outputs", outputs},
+                             {"traced_methods", method_arguments}};
+  manifest.update(signature_json(signature));
+  torch::jit::ExtraFilesMap extra = {{"config.json", config.to_json().dump(2)}};
+  if (signature.takes_text)
+    for (const auto& [name, text] : tokenizer_files(config)) extra[name] = text;
+  if (signature.image_size)
+    if (const auto settings = image_settings(options, *signature.image_size))
+      extra["preprocessor_config.json"] = settings->dump(2);
+  nlohmann::json files = {kExportManifest};
+  for (const auto& [name, text] : extra) files.push_back(name);
+  manifest["extra_files"] = files;
+  extra[kExportManifest] = manifest.dump(2);
+
+  // Written beside the target and renamed: an interrupted export leaves no half-written file.
+  if (out.has_parent_path()) fs::create_directories(out.parent_path());
+  const fs::path partial = out.string() + ".partial";
+  module.save(partial.string(), extra);
+  fs::rename(partial, out);
+  return manifest;
+}
+
+nlohmann::json export_model_dir(const fs::path& dir, const fs::path& out, const ExportOptions& options,
+                                const io::LoadOptions& load) {
+  auto model = io::load_pretrained(dir, load);
+  ExportOptions resolved = options;
+  if (resolved.source.empty()) resolved.source = dir.string();
+  if (resolved.preprocessor_config.is_null() && export_signature(*model, resolved).image_size) {
+#if PERCEIVER_WITH_OPENCV
+    resolved.preprocessor_config = image_processor_for(*eager_runner(model, dir)).options().to_json();
+#else
+    std::error_code ec;
+    if (fs::is_regular_file(dir / "preprocessor_config.json", ec))
+      resolved.preprocessor_config = read_json_file(dir / "preprocessor_config.json");
+#endif
+  }
+  return export_torchscript(*model, out, resolved);
 }
 
 }  // namespace perceiver

@@ -1,12 +1,53 @@
 // TorchScript export of every Perceiver head (`perceiver export`), and running such a file.
+//
+// The archive holds the traced module and, as extra files, config.json (id2label included),
+// perceiver.json (architecture, the forward's inputs in order with their fixed and free
+// dimensions, the output names), and tokenizer_config.json + special_tokens_map.json (text heads)
+// or HF's preprocessor_config.json (image heads). Its `forward` takes HF's forward arguments
+// positionally, checks every fixed dimension (a wrong shape is an error, never a silent wrong
+// answer), and returns a Dict[str, Tensor] with the names `perceiver infer` writes.
 #pragma once
 
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
 
+#include "perceiver/io/model_dir.h"
 #include "perceiver/runner.h"
 
 namespace perceiver {
+
+struct ExportOptions {
+  torch::Device device = torch::kCPU;  // where the module is traced; the file runs there
+  // Fourier and conv image heads take any image size eagerly; an export fixes one. 0 = the image
+  // processor's size (preprocessor_config), else config.image_size.
+  int64_t image_height = 0;
+  int64_t image_width = 0;
+  // HF's image-processor settings shipped with an image head (its `size` becomes the exported size);
+  // null = HF's defaults at that size.
+  nlohmann::json preprocessor_config;
+  std::string source;  // where the model came from (recorded in perceiver.json)
+};
+
+// The archive's manifest name and format tag.
+inline constexpr const char* kExportManifest = "perceiver.json";
+inline constexpr const char* kExportFormat = "perceiver-cpp-torchscript";
+
+// Traces `model` (eval mode, on options.device), checks the traced module against the eager model
+// at another batch size and other free sizes, and writes `out`. Returns the manifest written.
+nlohmann::json export_torchscript(PerceiverPreTrainedModelImpl& model, const std::filesystem::path& out,
+                                  const ExportOptions& options = {});
+
+// Loads a model or training-checkpoint directory and exports it, with the image settings the
+// pipelines would use for it (preprocessor_config.json, the checkpoint's run file, or defaults).
+nlohmann::json export_model_dir(const std::filesystem::path& dir, const std::filesystem::path& out,
+                                const ExportOptions& options = {}, const io::LoadOptions& load = {});
+
+// An extra file of an archive written by export_torchscript (e.g. "preprocessor_config.json"), or
+// nullopt when the archive has none by that name. Throws, naming `file`, when it is not such an archive.
+std::optional<std::string> exported_extra_file(const std::filesystem::path& file, const std::string& name);
 
 // Runs a file written by `perceiver export` (its config and input names come from the archive's
 // extra files). A file that is not such an archive is an error naming it.

@@ -1,22 +1,17 @@
-// Runs a model directory on HF-named tensors: the library side of `perceiver infer`.
+// Runs a model directory, training checkpoint or exported file on HF-named tensors: the library side
+// of `perceiver infer`.
 #pragma once
 
 #include <filesystem>
 
-#include "perceiver/device.h"
-#include "perceiver/io/model_dir.h"
-#include "perceiver/model.h"
+#include "perceiver/runner.h"
 
 namespace perceiver {
 
-struct InferOptions {
-  ForwardOptions forward;
-  io::LoadOptions load;
-  torch::Device device = torch::kCPU;  // where the model runs; outputs come back on the CPU
-  device::Precision precision = device::Precision::fp32;
-};
+using InferOptions = RunnerOptions;
 
-// Loads DIR, puts the model in eval mode and runs forward_named without gradients.
-NamedTensors infer(const std::filesystem::path& model_dir, const NamedTensors& inputs, const InferOptions& options = {});
+// Opens `model` (open_model: a directory or a file written by `perceiver export`) and runs it in
+// eval mode without autograd; outputs come back on the CPU.
+NamedTensors infer(const std::filesystem::path& model, const NamedTensors& inputs, const InferOptions& options = {});
 
 }  // namespace perceiver

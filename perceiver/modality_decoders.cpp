@@ -1,5 +1,6 @@
 #include "perceiver/modality_decoders.h"
 
+#include "perceiver/dynamic_size.h"
 #include "perceiver/postprocessors.h"
 
 #include <numeric>
@@ -52,10 +53,7 @@ PerceiverDecoderOutput PerceiverOpticalFlowDecoderImpl::forward(const torch::Ten
     out.logits = preds;
     return out;
   }
-  std::vector<int64_t> shape = {preds.size(0)};
-  shape.insert(shape.end(), options_.output_image_shape.begin(), options_.output_image_shape.end());
-  shape.push_back(preds.size(-1));
-  out.logits = preds.reshape(shape);
+  out.logits = preds.unflatten(1, options_.output_image_shape);  // (B, H, W, C), the batch free for export
   return out;
 }
 
@@ -80,7 +78,7 @@ PerceiverDecoderOutput PerceiverBasicVideoAutoencodingDecoderImpl::forward(const
   auto out = decoder->forward(query, z, {}, output_attentions);
   const auto& logits = out.logits.tensor;
   if (logits.size(1) == output_shape_[1] * output_shape_[2] * output_shape_[3])
-    out.logits = logits.reshape({logits.size(0), output_shape_[1], output_shape_[2], output_shape_[3], logits.size(-1)});
+    out.logits = logits.unflatten(1, {output_shape_[1], output_shape_[2], output_shape_[3]});
   return out;
 }
 
@@ -128,8 +126,9 @@ torch::Tensor PerceiverMultimodalDecoderImpl::decoder_query(const torch::Tensor&
     auto points = subsampled_points.dict.find(name);
     auto query = dec->decoder_query(it->second, std::nullopt, {},
                                     points == subsampled_points.dict.end() ? TensorOrDict() : TensorOrDict(points->second));
-    query = query.reshape({query.size(0), -1, query.size(-1)});
-    auto pad = padding->get(name).expand({query.size(0), query.size(1), common - query.size(2)});
+    query = query.flatten(1, -2);
+    const auto batch = DynamicSize::of(query, 0), positions = DynamicSize::of(query, 1);
+    auto pad = dynamic::expand(padding->get(name), {batch, positions, common - query.size(2)});
     queries.push_back(torch::cat({query, pad.to(query.scalar_type())}, 2));
   }
   return torch::cat(queries, 1);

@@ -1,5 +1,7 @@
 #include "perceiver/modality_preprocessors.h"
 
+#include "perceiver/dynamic_size.h"
+
 #include <cmath>
 #include <sstream>
 
@@ -30,12 +32,11 @@ int64_t position_width(const PositionEncodingOptions& p, const PositionEncodingI
 PreprocessorOutput build_network_inputs(const char* who, torch::Tensor inputs, PositionEncodingImpl& encoding,
                                         torch::nn::Linear projection, const std::string& concat_or_add,
                                         bool interpolate) {
-  const int64_t batch_size = inputs.size(0);
   const auto index_dims = inputs.sizes().slice(1, inputs.dim() - 2).vec();
-  if (inputs.dim() > 3) inputs = inputs.reshape({batch_size, -1, inputs.size(-1)});
+  if (inputs.dim() > 3) inputs = inputs.flatten(1, -2);
 
   PositionQuery query;
-  query.batch_size = batch_size;
+  query.batch_size = DynamicSize::of(inputs, 0);
   query.dtype = inputs.scalar_type();
   query.device = inputs.device();
   query.index_dims = index_dims;
@@ -74,18 +75,21 @@ torch::Tensor space_to_depth(const torch::Tensor& frames, int64_t t, int64_t s) 
   TORCH_CHECK(frames.dim() == 4 || frames.dim() == 5, "Frames should be of rank 4 (batch, channels, height, width) or "
               "rank 5 (batch, time, channels, height, width), got shape ", frames.sizes());
   if (frames.dim() == 4) {
-    const int64_t b = frames.size(0), c = frames.size(1), h = frames.size(2), w = frames.size(3);
+    const int64_t h = frames.size(2), w = frames.size(3);
     TORCH_CHECK(h % s == 0 && w % s == 0, "space_to_depth: height and width ", h, "x", w,
                 " must be divisible by the spatial block size ", s);
-    return frames.reshape({b, c, h / s, s, w / s, s}).permute({0, 2, 4, 3, 5, 1}).reshape({b, h / s, w / s, s * s * c});
+    // unflatten/flatten rather than reshape with sizes: the batch stays free in an export.
+    return frames.unflatten(3, {w / s, s}).unflatten(2, {h / s, s}).permute({0, 2, 4, 3, 5, 1}).flatten(3);
   }
   {
-    const int64_t b = frames.size(0), time = frames.size(1), c = frames.size(2), h = frames.size(3), w = frames.size(4);
+    const int64_t time = frames.size(1), h = frames.size(3), w = frames.size(4);
     TORCH_CHECK(time % t == 0 && h % s == 0 && w % s == 0, "space_to_depth: frames ", time, " and size ", h, "x", w,
                 " must be divisible by the temporal block size ", t, " and the spatial block size ", s);
-    return frames.reshape({b, time / t, t, c, h / s, s, w / s, s})
+    return frames.unflatten(4, {w / s, s})
+        .unflatten(3, {h / s, s})
+        .unflatten(1, {time / t, t})
         .permute({0, 1, 4, 6, 2, 5, 7, 3})
-        .reshape({b, time / t, h / s, w / s, t * s * s * c});
+        .flatten(4);
   }
 }
 
@@ -238,7 +242,7 @@ PreprocessorOutput PerceiverAudioPreprocessorImpl::forward(const TensorOrDict& i
   TORCH_CHECK(x.dim() >= 2 && x.is_floating_point() && x.numel() > 0 && (x.numel() / x.size(0)) % spp == 0,
               "PerceiverAudioPreprocessor: expected float audio of shape (batch, samples[, 1]) with samples a multiple "
               "of samples_per_patch = ", spp, ", got ", x.sizes(), " (", x.scalar_type(), ")");
-  auto patches = x.reshape({x.size(0), -1, spp});
+  auto patches = dynamic::reshape(x, {DynamicSize::of(x, 0), -1, spp});
   return build_network_inputs("PerceiverAudioPreprocessor", patches, *position_embeddings, positions_projection,
                               options_.concat_or_add_pos, false);
 }
@@ -290,14 +294,15 @@ PreprocessorOutput PerceiverMultimodalPreprocessorImpl::forward(const TensorOrDi
                 " (shape ", x.sizes(), ")");
     batch = x.size(0);
     auto output = pre->forward(x, false).inputs;
-    const int64_t b = output.size(0), n = output.size(1), c = output.size(2);
-    auto pad = padding->get(name).expand({b, -1, -1}).expand({b, n, common - c});
+    const auto b = DynamicSize::of(output, 0);
+    const int64_t n = output.size(1), c = output.size(2);
+    auto pad = dynamic::expand(padding->get(name), {b, n, common - c});
     auto output_padded = torch::cat({output, pad.to(output.scalar_type())}, 2);
     auto it = options_.mask_probs.find(name);
     if (it != options_.mask_probs.end()) {
-      auto mask_token = mask->get(name).expand({b, -1, -1});
+      auto mask_token = dynamic::expand(mask->get(name), {b, -1, -1});
       // Drawn on the global generator even for p = 0 or 1, so that the RNG stream matches HF.
-      auto m = torch::bernoulli(torch::full({b, n}, it->second)).unsqueeze(2).to(mask_token.device());
+      auto m = torch::bernoulli(dynamic::full({b, n}, it->second)).unsqueeze(2).to(mask_token.device());
       output_padded = (1 - m) * output_padded + m * mask_token;
     }
     sizes[name] = output_padded.size(1);

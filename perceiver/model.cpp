@@ -1,6 +1,7 @@
 #include "perceiver/model.h"
 
 #include "perceiver/attention.h"
+#include "perceiver/dynamic_size.h"
 #include "perceiver/position_encoding.h"
 
 namespace perceiver {
@@ -70,8 +71,9 @@ PerceiverModelOutput PerceiverModelImpl::forward(const TensorOrDict& raw_inputs,
     extended_mask = invert_attention_mask(attention_mask).to(inputs.device(), inputs.scalar_type());
   }  // no mask = all ones, whose additive form is zero: skip the addition
 
-  auto encoded = encoder->forward(embeddings->forward(batch_size), inputs, extended_mask, options.output_attentions,
-                                  options.output_hidden_states);
+  const auto latents = embeddings->forward(DynamicSize::of(inputs, 0));
+  auto encoded =
+      encoder->forward(latents, inputs, extended_mask, options.output_attentions, options.output_hidden_states);
   PerceiverModelOutput out;
   out.last_hidden_state = encoded.last_hidden_state;
   out.hidden_states = std::move(encoded.hidden_states);
@@ -82,7 +84,8 @@ PerceiverModelOutput PerceiverModelImpl::forward(const TensorOrDict& raw_inputs,
   std::optional<ModalitySizes> output_modality_sizes = pre.modality_sizes;
   if (subsampled_output_points.is_dict()) {
     output_modality_sizes = ModalitySizes{};
-    for (const auto& [name, points] : subsampled_output_points.dict) (*output_modality_sizes)[name] = points.size(0);
+    for (const auto& [name, points] : subsampled_output_points.dict)
+      (*output_modality_sizes)[name] = DynamicSize::of(points, 0);
     (*output_modality_sizes)["label"] = 1;
   }
   const auto query = decoder_->decoder_query(inputs, pre.modality_sizes, pre.inputs_without_pos, subsampled_output_points);

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "perceiver/dynamic_size.h"
+
 namespace perceiver {
 
 // One tensor (text, images, flow) or one tensor per modality (multimodal), ordered by modality name.
@@ -23,8 +25,9 @@ struct TensorOrDict {
   bool defined() const { return tensor.defined() || !dict.empty(); }
 };
 
-// Number of positions each modality occupies in the flattened input, by modality name.
-using ModalitySizes = std::map<std::string, int64_t>;
+// Number of positions each modality occupies in the flattened input, by modality name (dynamic:
+// the numbers of subsampled output points stay free in an export).
+using ModalitySizes = std::map<std::string, DynamicSize>;
 
 struct PerceiverDecoderOutput {
   TensorOrDict logits;

@@ -49,7 +49,7 @@ torch::Tensor PerceiverTrainablePositionEncodingImpl::forward(const PositionQuer
                 query.index_dims.size(), " dims");
     embeddings = interpolate_pos_encoding(embeddings, query.index_dims[0], query.index_dims[1]);
   }
-  return embeddings.expand({query.batch_size, -1, -1});
+  return dynamic::expand(embeddings, {query.batch_size, -1, -1});
 }
 
 int64_t PerceiverFourierPositionEncodingImpl::output_size() const {
@@ -68,7 +68,7 @@ torch::Tensor build_linear_positions(const std::vector<int64_t>& index_dims, con
 }
 
 torch::Tensor generate_fourier_features(const torch::Tensor& pos, const FourierPositionEncodingOptions& o) {
-  const int64_t batch_size = pos.size(0);
+  const auto batch_size = DynamicSize::of(pos, 0);
   std::vector<torch::Tensor> bands;
   for (const auto res : o.max_resolution)  // on pos's device: mixing devices in the product below fails
     bands.push_back(torch::linspace(1.0, res / 2.0, o.num_bands, pos.options().dtype(torch::kFloat32)));
@@ -77,17 +77,17 @@ torch::Tensor generate_fourier_features(const torch::Tensor& pos, const FourierP
   auto features = (pos[0].unsqueeze(-1) * freq_bands.unsqueeze(0)).flatten(1);  // (N, D*K), axis-major
   const auto scaled = features * M_PI;
   features = o.sine_only ? torch::sin(scaled) : torch::cat({torch::sin(scaled), torch::cos(scaled)}, -1);
-  if (o.concat_pos) return torch::cat({pos, features.expand({batch_size, -1, -1})}, -1);
-  return features.expand({batch_size, -1, -1});
+  const auto batched = dynamic::expand(features, {batch_size, -1, -1});
+  return o.concat_pos ? torch::cat({pos, batched}, -1) : batched;
 }
 
 torch::Tensor PerceiverFourierPositionEncodingImpl::forward(const PositionQuery& query) {
   torch::Tensor pos = query.pos;
   if (!pos.defined()) {
     // Built where the encoding is used: no per-forward host computation and copy on a GPU.
-    pos = build_linear_positions(query.index_dims, torch::TensorOptions().device(query.device))
-              .unsqueeze(0)
-              .expand({query.batch_size, -1, -1});
+    pos = dynamic::expand(
+        build_linear_positions(query.index_dims, torch::TensorOptions().device(query.device)).unsqueeze(0),
+        {query.batch_size, -1, -1});
   } else {
     TORCH_CHECK(pos.size(-1) == static_cast<int64_t>(query.index_dims.size()),
                 "spatial features have the wrong number of dimensions: ", pos.size(-1), " vs ",

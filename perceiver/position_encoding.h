@@ -8,11 +8,13 @@
 #include <string>
 #include <vector>
 
+#include "perceiver/dynamic_size.h"
+
 namespace perceiver {
 
 // What a position encoding is asked for; `pos` (B, N, D) overrides the regular grid (Fourier only).
 struct PositionQuery {
-  int64_t batch_size = 1;
+  DynamicSize batch_size = 1;
   std::vector<int64_t> index_dims;
   torch::Tensor pos;
   bool interpolate = false;  // trainable: resample the learned grid to index_dims

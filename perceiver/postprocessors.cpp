@@ -1,5 +1,7 @@
 #include "perceiver/postprocessors.h"
 
+#include "perceiver/dynamic_size.h"
+
 namespace perceiver {
 
 PerceiverProjectionPostprocessorImpl::PerceiverProjectionPostprocessorImpl(int64_t in_channels, int64_t out_channels) {
@@ -23,14 +25,14 @@ TensorOrDict PerceiverClassificationPostprocessorImpl::forward(const TensorOrDic
 
 std::map<std::string, torch::Tensor> restructure(const ModalitySizes& modality_sizes, const torch::Tensor& inputs) {
   int64_t total = 0;
-  for (const auto& [name, size] : modality_sizes) total += size;
+  for (const auto& [name, size] : modality_sizes) total += size.value();
   TORCH_CHECK(inputs.dim() >= 2 && inputs.size(1) >= total, "restructure: the modalities need ", total,
               " positions but the tensor has shape ", inputs.sizes());
   std::map<std::string, torch::Tensor> out;
-  int64_t index = 0;
+  DynamicSize index = 0;
   for (const auto& [name, size] : modality_sizes) {
-    out[name] = inputs.narrow(1, index, size);
-    index += size;
+    out[name] = dynamic::narrow(inputs, 1, index, size);
+    index = index + size;
   }
   return out;
 }
@@ -45,7 +47,7 @@ PerceiverAudioPostprocessorImpl::PerceiverAudioPostprocessorImpl(const Perceiver
 TensorOrDict PerceiverAudioPostprocessorImpl::forward(const TensorOrDict& inputs,
                                                       const std::optional<ModalitySizes>& /*modality_sizes*/) {
   const auto& x = single_tensor(inputs, "PerceiverAudioPostprocessor");
-  return classifier(x).reshape({x.size(0), -1});
+  return classifier(x).flatten(1);
 }
 
 PerceiverMultimodalPostprocessorImpl::PerceiverMultimodalPostprocessorImpl(std::map<std::string, Postprocessor> modalities,

@@ -1,5 +1,7 @@
 #include "perceiver/preprocessors.h"
 
+#include "perceiver/dynamic_size.h"
+
 namespace perceiver {
 
 const torch::Tensor& single_tensor(const TensorOrDict& value, const char* who) {
@@ -30,7 +32,8 @@ PreprocessorOutput PerceiverTextPreprocessorImpl::forward(const TensorOrDict& in
                 lo < 0 ? lo : hi);
   }
   auto without_pos = embeddings(ids.to(torch::kLong));
-  auto positions = torch::arange(seq_len, torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
+  auto positions =
+      dynamic::arange(DynamicSize::of(ids, 1), torch::TensorOptions().dtype(torch::kLong).device(ids.device()));
   return {without_pos + position_embeddings(positions), std::nullopt, without_pos};
 }
 

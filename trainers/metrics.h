@@ -18,6 +18,8 @@ class MetricSums {
   void merge(const MetricSums& other);
   std::map<std::string, double> means() const;
   bool empty() const { return sums_.empty(); }
+  // name -> (sum, weight), e.g. to add them up over ranks.
+  const std::map<std::string, std::pair<double, double>>& entries() const { return sums_; }
 
  private:
   std::map<std::string, std::pair<double, double>> sums_;
@@ -37,6 +39,8 @@ class Confusion {
   void reset(int64_t n) { counts_ = torch::zeros({n, n}, torch::kLong); }
   void add(const torch::Tensor& logits, const torch::Tensor& labels);
   void write(const std::filesystem::path& file, const std::map<int64_t, std::string>& names) const;
+  // The (n, n) counts, shared (e.g. to add them up over ranks in place); undefined before reset().
+  torch::Tensor counts() const { return counts_; }
 
  private:
   torch::Tensor counts_;

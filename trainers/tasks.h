@@ -46,6 +46,9 @@ class Task {
   // Evaluation artefacts (confusion matrix, sample fill-ins) are gathered between these two calls.
   virtual void begin_eval() {}
   virtual void end_eval(const std::filesystem::path& out_dir) { (void)out_dir; }
+  // Evaluation state that adds up over data-parallel ranks (a confusion matrix): summed in place
+  // over the ranks before end_eval, so that its artefacts cover the whole eval set.
+  virtual std::vector<torch::Tensor> eval_counts() { return {}; }
   // The metric that selects the best checkpoint; classification accuracy unless a task says otherwise.
   virtual std::string best_metric() const { return "eval/accuracy"; }
   virtual std::string best_mode() const { return "max"; }  // "max" or "min"

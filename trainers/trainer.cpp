@@ -4,7 +4,10 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <thread>
 
+#include "datasets/common.h"
 #include "datasets/loader.h"
 #include "datasets/mlm_collator.h"
 #include "perceiver/device.h"
@@ -13,6 +16,8 @@
 #include "perceiver/io/torch_bin.h"
 #include "perceiver/runtime.h"
 #include "trainers/checkpoint_io.h"
+#include "trainers/distributed.h"
+#include "trainers/gradient_sync.h"
 #include "trainers/initialization.h"
 #include "trainers/metrics_log.h"
 #include "trainers/optim.h"
@@ -73,6 +78,7 @@ trainer:
   time_limit_minutes: float
   num_workers: int
   prefetch: int
+  dist_timeout_s: float
 logging:
   run_dir: string
   log_every: int
@@ -103,6 +109,24 @@ std::string format_metrics(const std::map<std::string, double>& m) {
   return s;
 }
 
+// What a task's loss is the mean over: its "loss" metric's weight (masked tokens for MLM), else samples.
+double loss_weight(const StepOutput& out) {
+  const auto it = out.metrics.entries().find("loss");
+  return it != out.metrics.entries().end() ? it->second.second : static_cast<double>(out.samples);
+}
+
+// Ranks other than 0 keep quiet: rank 0 logs for the job (warnings and errors still show).
+class QuietRank {
+ public:
+  QuietRank() : previous_(spdlog::get_level()) { spdlog::set_level(spdlog::level::warn); }
+  ~QuietRank() { spdlog::set_level(previous_); }
+  QuietRank(const QuietRank&) = delete;
+  QuietRank& operator=(const QuietRank&) = delete;
+
+ private:
+  spdlog::level::level_enum previous_;
+};
+
 }  // namespace
 
 struct Trainer::State {
@@ -128,7 +152,26 @@ struct Trainer::State {
   bool skip_nonfinite = false;
   int64_t skipped_batches = 0;
   std::string best_metric, best_mode;
+  // Several ranks (WORLD_SIZE > 1): the process group and the gradient synchroniser.
+  RankEnvironment env;
+  std::unique_ptr<Distributed> dist;
+  std::unique_ptr<GradientSync> gradient_sync;
+  std::unique_ptr<QuietRank> quiet;
+  std::vector<torch::Tensor> running_stats;  // BatchNorm statistics: rank 0's are broadcast every step
 
+  bool is_main() const { return !dist || dist->is_main(); }
+  // Runs `fn`; when it throws on one of several ranks, the error names the ranks that were lost.
+  template <typename Fn>
+  auto guard(Fn&& fn) {
+    try {
+      return fn();
+    } catch (...) {
+      if (dist) dist->fail(std::current_exception());
+      throw;
+    }
+  }
+  void join(const YAML::Node& root);
+  void broadcast_model();
   void build(bool training);
   std::map<std::string, double> run_eval(const fs::path& out_dir);
   void save_checkpoint(std::optional<double> metric);
@@ -139,11 +182,29 @@ struct Trainer::State {
 void Trainer::State::build(bool training) {
   const auto& root = run.root;
   check_schema(run, run_schema());
-  runtime::set_threads(value<int>(root, "trainer.threads", 0));
+  env = rank_environment();
+  // Ranks of one machine share its cores.
+  int threads = value<int>(root, "trainer.threads", 0);
+  if (threads <= 0 && env.local_world_size > 1)
+    threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency() / env.local_world_size));
+  runtime::set_threads(threads);
   seed = value<int64_t>(root, "trainer.seed", 0);
   torch::manual_seed(static_cast<uint64_t>(seed));
   generator = datasets::make_generator(static_cast<uint64_t>(seed) + 1);
   device = pick_device(value<std::string>(root, "trainer.device", "auto"), run.source);
+  if (env.distributed() && device.is_cuda()) device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  if (env.distributed()) {
+    // Join early: a rank that then fails (bad data path, ...) is named by the others.
+    join(root);
+    // The batch sizes are global: each rank takes its share of every batch.
+    const auto global = value<int64_t>(root, "trainer.batch_size", 32);
+    for (const auto& [key, size] : {std::pair{"batch_size", global},
+                                    std::pair{"eval_batch_size", value<int64_t>(root, "trainer.eval_batch_size", global)}})
+      if (size % env.world_size != 0)
+        throw std::invalid_argument(fmt::format(
+            "{}: trainer.{} ({}) is the global batch and must divide by the world size ({} ranks): use a multiple of {}",
+            run.source, key, size, env.world_size, env.world_size));
+  }
   precision = device::parse_precision(value<std::string>(root, "trainer.precision", "fp32"));
   if (precision == device::Precision::bf16)
     if (const auto warning = device::bf16_slowdown_warning(device); !warning.empty()) spdlog::warn("{}", warning);
@@ -193,8 +254,10 @@ void Trainer::State::build(bool training) {
     spdlog::info("fine-tuning from {}: {}", from, report.summary());
     for (const auto& m : report.mismatched) spdlog::warn("re-initialised (shape differs): {}", m);
   }
-  if (value<bool>(root, "model.activation_checkpointing", false)) set_activation_checkpointing(*model, true);
+  const bool checkpointing = value<bool>(root, "model.activation_checkpointing", false);
+  if (checkpointing) set_activation_checkpointing(*model, true);
   model->to(device);
+  if (dist) broadcast_model();
   int64_t params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
   spdlog::info("model {}: {:.2f}M parameters, device {}, precision {}", arch, params / 1e6, device.str(),
@@ -218,6 +281,21 @@ void Trainer::State::build(bool training) {
   o.freeze.insert(o.freeze.end(), freeze.begin(), freeze.end());
   optimizer = build_optimizer(model->named_parameters(), o);
   if (!optimizer.frozen.empty()) spdlog::info("frozen parameters: {}", optimizer.frozen.size());
+  if (dist) {
+    std::vector<std::pair<std::string, torch::Tensor>> named;
+    for (const auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
+    GradientSyncOptions so;
+    so.static_graph = checkpointing;  // reentrant checkpointing replays shared layers: see GradientSyncOptions
+    gradient_sync = std::make_unique<GradientSync>(*dist, named, so);
+    // As Python DDP's broadcast_buffers: statistics a forward updates follow rank 0's (constant buffers such
+    // as position grids need no traffic).
+    for (const auto& b : model->named_buffers()) {
+      const auto& name = b.key();
+      for (const char* suffix : {"running_mean", "running_var", "num_batches_tracked"})
+        if (name.size() >= std::strlen(suffix) && name.compare(name.size() - std::strlen(suffix), std::string::npos, suffix) == 0)
+          running_stats.push_back(b.value());
+    }
+  }
 
   train_loader = make_loader(data.train, true);
   const auto steps_per_epoch = std::max<int64_t>(1, train_loader->batches_per_epoch() / grad_accum);
@@ -241,16 +319,38 @@ void Trainer::State::build(bool training) {
   co.keep_last = value<int>(root, "trainer.keep_last", 2);
   co.best_metric = best_metric;
   co.mode = best_mode;
-  checkpoints = std::make_unique<CheckpointManager>(co);
+  if (is_main()) checkpoints = std::make_unique<CheckpointManager>(co);  // rank 0 writes them
+}
+
+void Trainer::State::join(const YAML::Node& root) {
+  DistributedOptions o;
+  o.timeout = std::chrono::milliseconds(static_cast<int64_t>(value<double>(root, "trainer.dist_timeout_s", 1800.0) * 1000));
+  if (o.timeout.count() <= 0) throw std::invalid_argument(run.source + ": trainer.dist_timeout_s must be > 0");
+  o.fingerprint = fmt::format("{:016x}", datasets::stable_hash(YAML::Dump(root)));
+  o.cuda = device.is_cuda();
+  dist = std::make_unique<Distributed>(env, o);
+  if (!dist->is_main()) quiet = std::make_unique<QuietRank>();
+}
+
+void Trainer::State::broadcast_model() {
+  std::vector<torch::Tensor> state;
+  for (const auto& p : model->parameters()) state.push_back(p);
+  for (const auto& b : model->buffers()) state.push_back(b);
+  dist->broadcast(state);
 }
 
 std::unique_ptr<datasets::DataLoader> Trainer::State::make_loader(std::shared_ptr<const datasets::Dataset> set,
                                                                   bool train) const {
   datasets::LoaderOptions lo;
-  lo.batch_size = train ? batch_size : eval_batch_size;
+  lo.batch_size = (train ? batch_size : eval_batch_size) / env.world_size;
   lo.shuffle = train;
-  lo.seed = static_cast<uint64_t>(seed);
+  // Evaluation's per-example draws (MLM masks) come from another seed than training's.
+  lo.seed = static_cast<uint64_t>(seed) + (train ? 0 : 2);
   lo.drop_last = train;
+  lo.rank = env.rank;
+  lo.world_size = env.world_size;
+  lo.pad_shards = false;  // training cuts the order to whole global batches; evaluation sees each example once
+  lo.sample_seeds = true;
   lo.num_workers = num_workers;
   lo.prefetch_batches = prefetch;
   return std::make_unique<datasets::DataLoader>(std::move(set), lo);
@@ -271,8 +371,15 @@ std::map<std::string, double> Trainer::State::run_eval(const fs::path& out_dir) 
     sums.merge(task->step(*model, to_device(*batch, device), eval_generator, false).metrics);
     if (eval_max_batches > 0 && ++batches >= eval_max_batches) break;
   }
-  fs::create_directories(out_dir);
-  task->end_eval(out_dir);
+  if (dist) {
+    sums = dist->all_reduce(sums);
+    for (auto& counts : task->eval_counts())
+      if (counts.defined()) dist->all_reduce_sum(counts);
+  }
+  if (is_main()) {
+    fs::create_directories(out_dir);
+    task->end_eval(out_dir);
+  }
   model->train();
   std::map<std::string, double> out;
   for (const auto& [k, v] : sums.means()) out["eval/" + k] = v;
@@ -326,28 +433,54 @@ const fs::path& Trainer::run_dir() const { return state_->run_dir; }
 
 TrainResult Trainer::train(const std::string& resume) {
   auto& s = *state_;
+  return s.guard([&] { return run_training(resume); });
+}
+
+TrainResult Trainer::run_training(const std::string& resume_arg) {
+  auto& s = *state_;
   s.build(true);
-  fs::create_directories(s.run_dir);
-  write_yaml(s.run.root, s.run_dir / "config.yaml");  // the effective, fully resolved run file
+  if (s.is_main()) {
+    fs::create_directories(s.run_dir);
+    write_yaml(s.run.root, s.run_dir / "config.yaml");  // the effective, fully resolved run file
+  }
+  // An elastic restart (torchrun --max_restarts) continues from the latest checkpoint by itself.
+  std::string resume = resume_arg;
+  if (resume.empty() && s.env.restart_count > 0) {
+    spdlog::info("elastic restart {}: resuming from the latest checkpoint", s.env.restart_count);
+    resume = "auto";
+  }
   if (!resume.empty()) {
     std::optional<fs::path> ckpt;
     if (resume == "auto") {
-      ckpt = find_latest_checkpoint(s.run_dir);
+      // Rank 0 chooses, so that every rank resumes from the same checkpoint.
+      if (s.is_main()) ckpt = find_latest_checkpoint(s.run_dir);
+      if (s.dist) {
+        const auto chosen = s.dist->broadcast_string(ckpt ? ckpt->string() : "");
+        ckpt = chosen.empty() ? std::nullopt : std::optional<fs::path>(chosen);
+      }
       if (!ckpt) spdlog::info("--resume auto: no checkpoint in {}, starting fresh", s.run_dir.string());
     } else {
       ckpt = fs::path(resume);
-      if (!fs::exists(*ckpt / "trainer_state.json"))
-        throw std::runtime_error(resume + ": not a training checkpoint (no trainer_state.json)");
     }
-    if (ckpt) s.restore(*ckpt);
+    if (ckpt && !fs::exists(*ckpt / "trainer_state.json"))
+      throw std::runtime_error(ckpt->string() + ": not a training checkpoint (no trainer_state.json)" +
+                               (s.dist ? " on this machine (ranks on several machines resume from a shared filesystem)" : ""));
+    if (ckpt) {
+      s.restore(*ckpt);
+      if (s.dist) s.broadcast_model();
+    }
   }
-  s.metrics = std::make_unique<MetricsLog>(s.run_dir, s.step);
+  if (s.is_main()) s.metrics = std::make_unique<MetricsLog>(s.run_dir, s.step);
 
   const auto& root = s.run.root;
   ProgressOptions po;
   po.total_steps = s.max_steps;
   po.log_every_steps = value<int64_t>(root, "logging.log_every", 50);
   po.log_every_seconds = value<double>(root, "logging.log_every_seconds", 30.0);
+  if (!s.is_main()) {
+    po.tty = false;
+    po.logger = std::make_shared<spdlog::logger>("quiet-rank");  // no sinks
+  }
   ProgressReporter progress(po);
   const double time_limit = value<double>(root, "trainer.time_limit_minutes", 0.0) * 60.0;
   const auto start = std::chrono::steady_clock::now();
@@ -363,6 +496,7 @@ TrainResult Trainer::train(const std::string& resume) {
     const double lr = learning_rate_at(s.schedule, s.optimizer.base_lr, s.step);
     set_learning_rate(*s.optimizer.optimizer, lr, multipliers);
     s.optimizer.optimizer->zero_grad();
+    if (s.dist && !s.running_stats.empty()) s.dist->broadcast(s.running_stats);
     double step_loss = 0;
     int64_t samples = 0;
     bool finite = true;
@@ -375,14 +509,30 @@ TrainResult Trainer::train(const std::string& resume) {
         const device::AutocastGuard autocast(s.device, s.precision);
         out = s.task->step(*s.model, to_device(*batch, s.device), s.generator, true);
       }
-      const double loss_value = out.loss.item<double>();
+      double loss_value = out.loss.item<double>();
+      int64_t micro_samples = out.samples;
+      auto loss = out.loss;
+      if (s.dist) {
+        // The global batch's loss is the mean over every rank's terms: weigh this rank's mean by its share
+        // of them (the Reducer then averages over ranks). Every rank sees the same global loss, so all of
+        // them agree on a non-finite one.
+        const double weight = loss_weight(out);
+        auto global = s.dist->all_reduce_sum(torch::tensor(
+            {weight > 0 ? loss_value * weight : 0.0, weight, static_cast<double>(out.samples)}, torch::kDouble));
+        const double total = global[1].item<double>();
+        loss_value = global[0].item<double>() / total;
+        micro_samples = global[2].item<int64_t>();
+        loss = (weight > 0 ? out.loss : out.loss.nan_to_num(0.0)) * (weight * s.dist->world_size() / total);
+      }
       if (!std::isfinite(loss_value)) {
         finite = false;
         break;
       }
-      (out.loss / static_cast<double>(s.grad_accum)).backward();
+      const auto scaled = loss / static_cast<double>(s.grad_accum);
+      if (s.gradient_sync) s.gradient_sync->backward(scaled, micro == s.grad_accum - 1);  // all-reduce on the last
+      else scaled.backward();
       step_loss += loss_value / s.grad_accum;
-      samples += out.samples;
+      samples += micro_samples;
       window.merge(out.metrics);
     }
     if (!finite) {
@@ -402,45 +552,61 @@ TrainResult Trainer::train(const std::string& resume) {
     progress.update(s.step, step_loss, lr, samples);
 
     if (s.step % log_every == 0 || s.step == s.max_steps) {
+      if (s.dist) window = s.dist->all_reduce(window);
       std::map<std::string, double> row;
       for (const auto& [k, v] : window.means()) row["train/" + k] = v;
       row["lr"] = lr;
       row["data_wait_fraction"] = s.train_loader->wait_fraction();
-      s.metrics->log(s.step, row);
+      if (s.metrics) s.metrics->log(s.step, row);
       window = MetricSums();
     }
-    const bool out_of_time = time_limit > 0 && elapsed() >= time_limit;
+    bool out_of_time = time_limit > 0 && elapsed() >= time_limit;
+    // Rank 0's clock decides for everyone: ranks that stopped at different steps would wait on each other.
+    if (s.dist && time_limit > 0)
+      out_of_time = s.dist->broadcast_string(out_of_time ? "1" : "0") == "1";
     const bool last = s.step == s.max_steps || out_of_time;
     std::optional<double> metric;
     if ((s.eval_every > 0 && s.step % s.eval_every == 0) || last) {
       const auto eval = s.run_eval(s.run_dir / "eval" / fmt::format("step-{:08d}", s.step));
-      s.metrics->log(s.step, eval);
+      if (s.metrics) s.metrics->log(s.step, eval);
       progress.finish();
       spdlog::info("eval at step {}: {}", s.step, format_metrics(eval));
       if (eval.count(s.best_metric)) metric = eval.at(s.best_metric);
       result.final_metrics = eval;
     }
-    if ((s.checkpoint_every > 0 && s.step % s.checkpoint_every == 0) || last) s.save_checkpoint(metric);
+    if (s.checkpoints && ((s.checkpoint_every > 0 && s.step % s.checkpoint_every == 0) || last)) s.save_checkpoint(metric);
     if (out_of_time) {
       spdlog::info("time limit reached after {} steps", s.step);
       break;
     }
   }
   progress.finish();
+  if (s.dist) s.dist->barrier();  // every rank returns once rank 0's last checkpoint is written
   result.steps = s.step;
   result.seconds = elapsed();
-  if (auto latest = s.checkpoints->latest()) result.last_checkpoint = latest->dir;
+  if (s.checkpoints)
+    if (auto latest = s.checkpoints->latest()) result.last_checkpoint = latest->dir;
   spdlog::info("training done: {} steps in {:.1f} s; data wait {:.1f}%; run directory {}", s.step, result.seconds,
                100.0 * s.train_loader->wait_fraction(), s.run_dir.string());
+  if (s.gradient_sync)
+    if (const auto st = s.gradient_sync->stats(); st.synced_backwards > 0)
+      spdlog::info("gradient all-reduce over {} ranks: {} synchronised backwards of {:.1f} ms, {:.1f} ms of it "
+                   "communication not hidden behind backward",
+                   s.dist->world_size(), st.synced_backwards, 1e3 * st.backward_seconds / st.synced_backwards,
+                   1e3 * st.exposed_seconds / st.synced_backwards);
   return result;
 }
 
 std::map<std::string, double> Trainer::evaluate(const fs::path& checkpoint) {
   auto& s = *state_;
-  s.build(false);
-  io::load_weights(*s.model, io::load_state_dict(io::weights_file(checkpoint)), /*strict=*/true, checkpoint.string());
-  s.model->to(s.device);
-  return s.run_eval(s.run_dir / "evaluate");
+  return s.guard([&] {
+    s.build(false);
+    io::load_weights(*s.model, io::load_state_dict(io::weights_file(checkpoint)), /*strict=*/true, checkpoint.string());
+    s.model->to(s.device);
+    return s.run_eval(s.run_dir / "evaluate");
+  });
 }
+
+bool Trainer::is_main_process() const { return state_->is_main(); }
 
 }  // namespace perceiver::trainers

@@ -38,8 +38,11 @@ class Trainer {
   std::map<std::string, double> evaluate(const std::filesystem::path& checkpoint);
 
   const std::filesystem::path& run_dir() const;
+  // False on ranks other than 0 of a distributed job (WORLD_SIZE > 1): they write and print nothing.
+  bool is_main_process() const;
 
  private:
+  TrainResult run_training(const std::string& resume);
   struct State;
   std::unique_ptr<State> state_;
 };

@@ -179,10 +179,10 @@ TEST(Trainer, SequenceClassificationMultiLabelAndRegression) {
   const auto checkpoint = [&](const std::string& run) {
     return (tmp.path() / run / "checkpoints" / "step-00000080").string();
   };
-  const auto tagged = run_cli("predict --model '" + checkpoint("multi") + "' 'aeio uoia eeai ouea iaou '");
+  const auto tagged = run_cli("predict --json --model '" + checkpoint("multi") + "' 'aeio uoia eeai ouea iaou '");
   ASSERT_EQ(tagged.exit_code, 0) << tagged.err;
   EXPECT_EQ(nlohmann::json::parse(tagged.out)[0].at("labels"), nlohmann::json::array({"soft"})) << tagged.out;
-  const auto scored = run_cli("predict --model '" + checkpoint("reg") + "' 'aeio uoia bcdf gbcd fgdb '");
+  const auto scored = run_cli("predict --json --model '" + checkpoint("reg") + "' 'aeio uoia bcdf gbcd fgdb '");
   ASSERT_EQ(scored.exit_code, 0) << scored.err;
   EXPECT_NEAR(nlohmann::json::parse(scored.out)[0].at("value").get<double>(), 0.4, 0.15) << scored.out;
 
@@ -378,7 +378,7 @@ TEST(Trainer, CliTrainEvaluateAndPredictOnACheckpoint) {
   const auto metrics = nlohmann::json::parse(evaluated.out);
   EXPECT_NEAR(metrics.at("eval/loss").get<double>(), summary.at("metrics").at("eval/loss").get<double>(), 1e-6);
 
-  const auto predicted = run_cli("predict --model '" + checkpoint + "' 'the cat [MASK][MASK][MASK] on the mat.'");
+  const auto predicted = run_cli("predict --json --model '" + checkpoint + "' 'the cat [MASK][MASK][MASK] on the mat.'");
   ASSERT_EQ(predicted.exit_code, 0) << predicted.err;
   const auto fills = nlohmann::json::parse(predicted.out);
   ASSERT_EQ(fills.size(), 1u);

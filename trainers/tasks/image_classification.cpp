@@ -4,7 +4,7 @@
 
 #include "datasets/images.h"
 #include "perceiver/image_processor.h"
-#include "trainers/problem_type.h"
+#include "trainers/classification_objective.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"
 
@@ -68,8 +68,13 @@ class ImageClassificationTask : public Task {
   StepOutput step(PerceiverPreTrainedModelImpl& model, const Example& batch, at::Generator& generator,
                   bool training) override {
     auto images = batch.at("images");  // (B, H, W, C) uint8
-    if (training && (augment_.crop_padding > 0 || augment_.hflip_probability > 0))
-      images = datasets::augment_images(images.to(torch::kCPU), augment_, generator).to(images.device());
+    if (training && (augment_.crop_padding > 0 || augment_.hflip_probability > 0)) {
+      // Each example's own generator when the loader gives one: the same crops on any number of ranks.
+      auto rows = datasets::example_generators(batch);
+      images = (rows.empty() ? datasets::augment_images(images.to(torch::kCPU), augment_, generator)
+                             : datasets::augment_images(images.to(torch::kCPU), augment_, rows))
+                   .to(images.device());
+    }
     ForwardOptions fo;
     fo.interpolate_pos_encoding = interpolate_;
     auto out = model.forward_named({{"inputs", normalize(images)}}, fo);
@@ -83,6 +88,7 @@ class ImageClassificationTask : public Task {
     if (problem_.single()) confusion_.reset(static_cast<int64_t>(names_.size()));
   }
   void end_eval(const fs::path& out_dir) override { confusion_.write(out_dir / "confusion_matrix.csv", names_); }
+  std::vector<torch::Tensor> eval_counts() override { return {confusion_.counts()}; }
 
  private:
   // The image processor's rescale + normalise, channels first; grey replicated to RGB.
@@ -123,7 +129,7 @@ class ImageClassificationTask : public Task {
     return out;
   }
 
-  ProblemType problem_;
+  ClassificationObjective problem_;
   datasets::AugmentOptions augment_;
   ImageProcessorOptions processor_;
   bool interpolate_ = false;

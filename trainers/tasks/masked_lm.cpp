@@ -50,7 +50,10 @@ class MaskedLmTask : public Task {
   StepOutput step(PerceiverPreTrainedModelImpl& model, const Example& batch, at::Generator& generator,
                   bool training) override {
     const auto& ids = batch.at("input_ids");
-    auto masked = datasets::mask_tokens(ids.to(torch::kCPU), options_, generator);
+    // Each example's own generator when the loader gives one: the same masks on any number of ranks.
+    auto rows = datasets::example_generators(batch);
+    auto masked = rows.empty() ? datasets::mask_tokens(ids.to(torch::kCPU), options_, generator)
+                               : datasets::mask_tokens(ids.to(torch::kCPU), options_, rows);
     NamedTensors inputs{{"inputs", masked.input_ids.to(ids.device())}, {"attention_mask", batch.at("attention_mask")}};
     auto out = model.forward_named(inputs, {});
     // The decoder predicts all max_position_embeddings positions; score the input's.

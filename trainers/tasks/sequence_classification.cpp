@@ -1,7 +1,7 @@
 // Sequence classification (task `sequence_classification`): labelled texts under HF's problem types.
 #include "datasets/labelled_text.h"
 #include "perceiver/tokenizer.h"
-#include "trainers/problem_type.h"
+#include "trainers/classification_objective.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"
 
@@ -29,7 +29,7 @@ class SequenceClassificationTask : public Task {
     d.finish();
     auto train = texts(data["train"], "data.train");
     auto eval = texts(data["eval"], "data.eval");
-    ProblemType::Targets t;
+    ClassificationObjective::Targets t;
     if (problem_.single()) {
       if (train.id2label != eval.id2label)
         throw std::runtime_error(source_ + ": data.train and data.eval have different label sets");
@@ -64,6 +64,7 @@ class SequenceClassificationTask : public Task {
     if (problem_.single()) confusion_.reset(static_cast<int64_t>(names_.size()));
   }
   void end_eval(const fs::path& out_dir) override { confusion_.write(out_dir / "confusion_matrix.csv", names_); }
+  std::vector<torch::Tensor> eval_counts() override { return {confusion_.counts()}; }
 
  private:
   datasets::LabelledText texts(const YAML::Node& node, const std::string& path) {
@@ -88,7 +89,7 @@ class SequenceClassificationTask : public Task {
   }
 
   std::string source_;
-  ProblemType problem_;
+  ClassificationObjective problem_;
   std::map<int64_t, std::string> names_;
   Confusion confusion_;
 };

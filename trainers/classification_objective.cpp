@@ -1,28 +1,28 @@
-#include "trainers/problem_type.h"
+#include "trainers/classification_objective.h"
 
 #include "datasets/labelled_text.h"
 
 namespace perceiver::trainers {
 
-ProblemType::ProblemType(TaskSection& s) {
+ClassificationObjective::ClassificationObjective(TaskSection& s) {
   label_smoothing_ = s.get<double>("label_smoothing", 0.0);
-  type_ = s.get<std::string>("problem_type", type_);
-  if (type_ != "single_label_classification" && type_ != "multi_label_classification" && type_ != "regression")
-    s.fail("problem_type",
-           "must be single_label_classification, multi_label_classification or regression, found '" + type_ + "'");
+  const auto name = s.get<std::string>("problem_type", type_.name());
+  if (!ProblemType::known(name)) s.fail("problem_type", ProblemType::expected(name));
+  type_ = ProblemType(name);
   if (label_smoothing_ != 0.0 && !single()) s.fail("label_smoothing", "applies to single_label_classification only");
   separator_ = s.get<std::string>("label_separator", separator_);
   if (separator_.empty()) s.fail("label_separator", "must not be empty");
 }
 
-std::string ProblemType::best_metric() const {
-  return type_ == "regression" ? "eval/mse" : type_ == "multi_label_classification" ? "eval/f1_micro" : "eval/accuracy";
+std::string ClassificationObjective::best_metric() const {
+  return type_.regression() ? "eval/mse" : type_.multi_label() ? "eval/f1_micro" : "eval/accuracy";
 }
 
-ProblemType::Targets ProblemType::targets(const std::vector<std::string>& train, const std::vector<std::string>& eval,
-                                          const std::string& source) const {
+ClassificationObjective::Targets ClassificationObjective::targets(const std::vector<std::string>& train,
+                                                                  const std::vector<std::string>& eval,
+                                                                  const std::string& source) const {
   Targets t;
-  if (type_ == "multi_label_classification") {
+  if (type_.multi_label()) {
     auto tr = datasets::multi_label_targets(train, separator_, source + ": data.train");
     t.eval = datasets::multi_label_targets(eval, separator_, source + ": data.eval", tr.id2label).targets;
     t.train = tr.targets;
@@ -35,9 +35,10 @@ ProblemType::Targets ProblemType::targets(const std::vector<std::string>& train,
   return t;
 }
 
-torch::Tensor ProblemType::loss(const torch::Tensor& logits, const torch::Tensor& labels, MetricSums& metrics) const {
-  if (type_ == "multi_label_classification") return multi_label_loss_metrics(logits, labels, metrics);
-  if (type_ == "regression") return regression_loss_metrics(logits, labels, metrics);
+torch::Tensor ClassificationObjective::loss(const torch::Tensor& logits, const torch::Tensor& labels,
+                                            MetricSums& metrics) const {
+  if (type_.multi_label()) return multi_label_loss_metrics(logits, labels, metrics);
+  if (type_.regression()) return regression_loss_metrics(logits, labels, metrics);
   return loss_metrics(logits, labels, label_smoothing_, metrics, 5);
 }
 

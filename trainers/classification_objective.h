@@ -1,26 +1,28 @@
-// HF's problem types for the classification heads (single_label_classification,
-// multi_label_classification, regression): the task options, targets from raw label fields, the
-// loss with its metrics, and the metric that picks the best checkpoint.
+// What training a classification head under one of HF's problem types (perceiver/problem_type.h)
+// needs: the task options, targets from raw label fields, the loss with its metrics, and the metric
+// that picks the best checkpoint.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "perceiver/config.h"
+#include "perceiver/problem_type.h"
 #include "trainers/metrics.h"
 #include "trainers/task_options.h"
 
 namespace perceiver::trainers {
 
-class ProblemType {
+class ClassificationObjective {
  public:
   // Reads task.problem_type, task.label_smoothing and task.label_separator.
-  explicit ProblemType(TaskSection& s);
-  const std::string& name() const { return type_; }
+  explicit ClassificationObjective(TaskSection& s);
+  const ProblemType& type() const { return type_; }
+  const std::string& name() const { return type_.name(); }
   const std::string& separator() const { return separator_; }
-  bool single() const { return type_ == "single_label_classification"; }
+  bool single() const { return type_.single(); }
   std::string best_metric() const;
-  std::string best_mode() const { return type_ == "regression" ? "min" : "max"; }
+  std::string best_mode() const { return type_.regression() ? "min" : "max"; }
 
   struct Targets {
     torch::Tensor train, eval;
@@ -32,7 +34,7 @@ class ProblemType {
   torch::Tensor loss(const torch::Tensor& logits, const torch::Tensor& labels, MetricSums& metrics) const;
 
  private:
-  std::string type_ = "single_label_classification";
+  ProblemType type_{"single_label_classification"};
   std::string separator_ = "|";
   double label_smoothing_ = 0.0;
 };
