@@ -33,7 +33,10 @@ int64_t data_setting(const YAML::Node& run, const char* key) {
   return 0;
 }
 
-ImageProcessorOptions from_run_file(const YAML::Node& run, const PerceiverConfig& config, const std::string& where) {
+}  // namespace
+
+ImageProcessorOptions image_settings_of_run(const YAML::Node& run, const PerceiverConfig& config,
+                                            const std::string& where) {
   ImageProcessorOptions o;
   o.do_center_crop = false;
   try {
@@ -52,8 +55,6 @@ ImageProcessorOptions from_run_file(const YAML::Node& run, const PerceiverConfig
   return o;
 }
 
-}  // namespace
-
 PerceiverImageProcessor image_processor_for(const ModelRunner& runner) {
   const auto& dir = runner.source();
   std::error_code ec;
@@ -65,7 +66,7 @@ PerceiverImageProcessor image_processor_for(const ModelRunner& runner) {
   if (std::filesystem::is_regular_file(dir / "preprocessor_config.json", ec))
     return PerceiverImageProcessor::from_pretrained(dir);
   if (const auto run = training_run_file(dir))
-    return PerceiverImageProcessor(from_run_file(*run, runner.config(), (dir / "run.yaml").string()));
+    return PerceiverImageProcessor(image_settings_of_run(*run, runner.config(), (dir / "run.yaml").string()));
   ImageProcessorOptions options;
   const int side = static_cast<int>(runner.config().image_size);
   if (side > 0 && side != options.size.height) {

@@ -26,6 +26,9 @@ std::optional<YAML::Node> training_run_file(const std::filesystem::path& source)
 //     source's height x width (else config.image_size), task.image_mean / task.image_std;
 //  3. HF's defaults at config.image_size (the crop keeps HF's 256:224 ratio).
 PerceiverImageProcessor image_processor_for(const ModelRunner& runner);
+// The image settings of item 2: how a run file's training prepared images. `where` names the file.
+ImageProcessorOptions image_settings_of_run(const YAML::Node& run, const PerceiverConfig& config,
+                                            const std::string& where);
 #endif
 
 }  // namespace perceiver

@@ -50,6 +50,11 @@ class Task {
   // over the ranks before end_eval, so that its artefacts cover the whole eval set.
   virtual std::vector<torch::Tensor> eval_counts() { return {}; }
   // The metric that selects the best checkpoint; classification accuracy unless a task says otherwise.
+  // Files beside a checkpoint's config.json that inference needs (e.g. preprocessor_config.json).
+  virtual void write_inference_files(const std::filesystem::path& dir, const YAML::Node& run,
+                                     const PerceiverConfig& config) const {
+    (void)dir, (void)run, (void)config;
+  }
   virtual std::string best_metric() const { return "eval/accuracy"; }
   virtual std::string best_mode() const { return "max"; }  // "max" or "min"
 };

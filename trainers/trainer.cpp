@@ -402,6 +402,7 @@ void Trainer::State::save_checkpoint(std::optional<double> metric) {
                                                {"skipped_batches", skipped_batches},
                                                {"seed", seed}});
         write_yaml(run.root, tmp / "run.yaml");
+        task->write_inference_files(tmp, run.root, config);
       },
       metric);
   spdlog::info("checkpoint written: {}", dir.string());

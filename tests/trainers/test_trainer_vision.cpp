@@ -7,6 +7,7 @@
 
 #include "datasets/idx.h"
 #include "datasets/multimodal.h"
+#include "perceiver/image_processor.h"
 #include "tests/test_support.h"
 #include "trainers/run_config_util.h"
 #include "trainers/trainer.h"
@@ -55,6 +56,15 @@ TEST(TrainerVision, ImageClassificationLearnsFromIdxFiles) {
   const auto [before, after] = before_and_after(yaml, tmp.path());
   EXPECT_LT(after.at("eval/loss"), before.at("eval/loss") - 0.1);
   EXPECT_GT(after.at("eval/accuracy"), 0.9);
+  // The checkpoint says how training prepared images (HF's preprocessor_config.json): the 8x8 size,
+  // no centre crop, the default normalisation; predict and export read it back.
+  const auto checkpoint = tmp.path() / "trained" / "checkpoints" / "step-00000040";
+  const auto settings = nlohmann::json::parse(slurp(checkpoint / "preprocessor_config.json"));
+  EXPECT_EQ(settings.at("size"), (nlohmann::json{{"height", 8}, {"width", 8}})) << settings;
+  EXPECT_EQ(settings.at("do_center_crop"), false) << settings;
+  const auto reread = PerceiverImageProcessor::from_pretrained(checkpoint).options();
+  EXPECT_EQ(reread.size.height, 8);
+  EXPECT_EQ(reread.image_mean, ImageProcessorOptions().image_mean);
 }
 
 // An image list (CSV of PNG paths and label fields): images with a strong red and/or green channel

@@ -1,9 +1,11 @@
 // Image classification (task `image_classification`): IDX, Fashion-MNIST, image folders and lists,
 // augmentation, HF's problem types.
 #include <algorithm>
+#include <fstream>
 
 #include "datasets/images.h"
 #include "perceiver/image_processor.h"
+#include "perceiver/input_settings.h"
 #include "trainers/classification_objective.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"
@@ -99,6 +101,13 @@ class ImageClassificationTask : public Task {
     const auto mean = torch::tensor(processor_.image_mean, opts.dtype(torch::kDouble)).to(opts).view({1, 3, 1, 1});
     const auto std = torch::tensor(processor_.image_std, opts.dtype(torch::kDouble)).to(opts).view({1, 3, 1, 1});
     return ((x * static_cast<float>(processor_.rescale_factor)) - mean) / std;
+  }
+
+  // HF's preprocessor_config.json with the settings training used, so that predict, export and HF's
+  // image processor read the checkpoint's images as training did.
+  void write_inference_files(const fs::path& dir, const YAML::Node& run, const PerceiverConfig& config) const override {
+    const auto options = image_settings_of_run(run, config, source_);
+    std::ofstream(dir / "preprocessor_config.json") << options.to_json().dump(2) << "\n";
   }
 
   // Image-list labels scored against the training classes (an evaluation list may lack some).
