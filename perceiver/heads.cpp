@@ -1,5 +1,8 @@
 #include "perceiver/heads.h"
 
+#include <algorithm>
+#include <tuple>
+
 #include "perceiver/composition.h"
 #include "perceiver/modality_registry.h"
 #include "perceiver/preprocessors.h"
@@ -68,6 +71,29 @@ PerceiverMaskedLMOutput PerceiverForMaskedLMImpl::forward(const torch::Tensor& i
   result.attentions = std::move(out.attentions);
   result.cross_attentions = std::move(out.cross_attentions);
   return result;
+}
+
+torch::Tensor PerceiverForMaskedLMImpl::logits_at(const torch::Tensor& inputs, const torch::Tensor& attention_mask,
+                                                  const torch::Tensor& positions) {
+  const auto out = perceiver->forward(inputs, attention_mask, {}, {}, positions);
+  return embedding_decoder->forward(out.logits.tensor, input_embeddings_->weight);
+}
+
+MaskedLmLoss masked_lm_loss(PerceiverForMaskedLMImpl& model, const torch::Tensor& inputs,
+                            const torch::Tensor& attention_mask, const torch::Tensor& labels) {
+  TORCH_CHECK(labels.dim() == 2 && labels.sizes() == inputs.sizes(), "labels must have the inputs' shape ",
+              inputs.sizes(), ", got ", labels.sizes());
+  const auto labelled = labels.ne(-100);
+  const int64_t k = std::max<int64_t>(1, labelled.sum(1).max().item<int64_t>());
+  MaskedLmLoss out;
+  // A stable sort of "not labelled" puts each row's labelled positions first, in order.
+  out.positions = std::get<1>(torch::sort(labelled.logical_not().to(torch::kInt), c10::optional<bool>(true), /*dim=*/1,
+                                         /*descending=*/false)).narrow(1, 0, k);
+  out.labels = labels.gather(1, out.positions).to(torch::kLong);
+  out.logits = model.logits_at(inputs, attention_mask, out.positions);
+  out.loss = torch::nn::functional::cross_entropy(out.logits.reshape({-1, out.logits.size(-1)}),
+                                                  out.labels.reshape({-1}).to(out.logits.device()));
+  return out;
 }
 
 NamedTensors PerceiverForMaskedLMImpl::forward_named(const NamedTensors& inputs, const ForwardOptions& options) {

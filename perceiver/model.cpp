@@ -48,7 +48,7 @@ PerceiverModelImpl::PerceiverModelImpl(const PerceiverConfig& config, Decoder de
 
 PerceiverModelOutput PerceiverModelImpl::forward(const TensorOrDict& raw_inputs, const torch::Tensor& attention_mask,
                                                  const TensorOrDict& subsampled_output_points,
-                                                 const ForwardOptions& options) {
+                                                 const ForwardOptions& options, const torch::Tensor& decode_positions) {
   PreprocessorOutput pre;
   if (input_preprocessor_) {
     pre = input_preprocessor_->forward(raw_inputs, options.interpolate_pos_encoding);
@@ -88,7 +88,13 @@ PerceiverModelOutput PerceiverModelImpl::forward(const TensorOrDict& raw_inputs,
       (*output_modality_sizes)[name] = DynamicSize::of(points, 0);
     (*output_modality_sizes)["label"] = 1;
   }
-  const auto query = decoder_->decoder_query(inputs, pre.modality_sizes, pre.inputs_without_pos, subsampled_output_points);
+  auto query = decoder_->decoder_query(inputs, pre.modality_sizes, pre.inputs_without_pos, subsampled_output_points);
+  if (decode_positions.defined()) {
+    // Decoder queries attend to the latents, never to each other: a subset decodes to the same values.
+    TORCH_CHECK(decode_positions.dim() == 2 && decode_positions.size(0) == batch_size,
+                "decode_positions must have shape (batch, K), got ", decode_positions.sizes());
+    query = query.gather(1, decode_positions.to(query.device(), torch::kLong).unsqueeze(-1).expand({-1, -1, query.size(-1)}));
+  }
   auto decoded = decoder_->forward(query, out.last_hidden_state, extended_mask, options.output_attentions);
   for (auto& a : decoded.cross_attentions) out.cross_attentions.push_back(std::move(a));
   out.logits = output_postprocessor_ ? output_postprocessor_->forward(decoded.logits, output_modality_sizes)

@@ -52,9 +52,11 @@ class PerceiverModelImpl : public PerceiverPreTrainedModelImpl {
                      Postprocessor output_postprocessor = nullptr);
   std::string architecture() const override { return "PerceiverModel"; }
 
-  // subsampled_output_points: per-modality flat indices (multimodal) or empty.
+  // subsampled_output_points: per-modality flat indices (multimodal) or empty. decode_positions:
+  // (batch, K) indices of the decoder queries to decode, per example (all when undefined); not HF's.
   PerceiverModelOutput forward(const TensorOrDict& inputs, const torch::Tensor& attention_mask = {},
-                               const TensorOrDict& subsampled_output_points = {}, const ForwardOptions& options = {});
+                               const TensorOrDict& subsampled_output_points = {}, const ForwardOptions& options = {},
+                               const torch::Tensor& decode_positions = {});
   NamedTensors forward_named(const NamedTensors& inputs, const ForwardOptions& options) override;
 
   const Preprocessor& input_preprocessor() const { return input_preprocessor_; }

@@ -6,6 +6,7 @@
 
 #include "datasets/mlm_collator.h"
 #include "datasets/text_corpus.h"
+#include "perceiver/heads.h"
 #include "perceiver/tokenizer.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"
@@ -22,6 +23,10 @@ class MaskedLmTask : public Task {
     options_.mask_probability = s.get<double>("mlm_probability", 0.15);
     options_.whole_word = s.get<bool>("whole_word_mask", false);
     fill_in_samples_ = s.get<int>("fill_in_samples", 3);
+    const auto decode = s.get<std::string>("decode", "masked");
+    if (decode != "masked" && decode != "all")
+      s.fail("decode", "must be 'masked' (decode the masked bytes only, the default) or 'all' (every position)");
+    decode_all_ = decode == "all";
   }
   std::string name() const override { return "mlm"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForMaskedLM"}; }
@@ -54,11 +59,20 @@ class MaskedLmTask : public Task {
     auto rows = datasets::example_generators(batch);
     auto masked = rows.empty() ? datasets::mask_tokens(ids.to(torch::kCPU), options_, generator)
                                : datasets::mask_tokens(ids.to(torch::kCPU), options_, rows);
-    NamedTensors inputs{{"inputs", masked.input_ids.to(ids.device())}, {"attention_mask", batch.at("attention_mask")}};
-    auto out = model.forward_named(inputs, {});
-    // The decoder predicts all max_position_embeddings positions; score the input's.
-    const auto logits = out.at("logits").narrow(1, 0, ids.size(1));
-    const auto labels = masked.labels.to(ids.device());
+    const auto input_ids = masked.input_ids.to(ids.device());
+    auto labels = masked.labels.to(ids.device());
+    torch::Tensor logits, positions;  // positions: which input bytes `logits` score (all when undefined)
+    auto* mlm = dynamic_cast<PerceiverForMaskedLMImpl*>(&model);
+    if (decode_all_ || mlm == nullptr) {
+      auto out = model.forward_named({{"inputs", input_ids}, {"attention_mask", batch.at("attention_mask")}}, {});
+      // The decoder predicts all max_position_embeddings positions; score the input's.
+      logits = out.at("logits").narrow(1, 0, ids.size(1));
+    } else {
+      auto out = masked_lm_loss(*mlm, input_ids, batch.at("attention_mask"), labels);
+      logits = out.logits;
+      labels = out.labels;
+      positions = out.positions;
+    }
     StepOutput result;
     result.samples = ids.size(0);
     const auto flat_logits = logits.reshape({-1, logits.size(-1)}), flat_labels = labels.reshape({-1});
@@ -70,7 +84,12 @@ class MaskedLmTask : public Task {
       result.metrics.add("loss", result.loss.item<double>() * n, n);
       result.metrics.add("accuracy", flat_logits.argmax(-1).eq(flat_labels).logical_and(chosen).sum().item<double>(), n);
     }
-    if (!training && samples_.size() < static_cast<size_t>(fill_in_samples_)) record_samples(masked, logits);
+    if (!training && samples_.size() < static_cast<size_t>(fill_in_samples_)) {
+      auto predicted = logits.argmax(-1).to(torch::kCPU);
+      if (positions.defined())  // back to input positions; only the masked ones are read
+        predicted = torch::zeros_like(masked.input_ids).scatter_(1, positions.to(torch::kCPU), predicted);
+      record_samples(masked, predicted);
+    }
     return result;
   }
 
@@ -101,9 +120,9 @@ class MaskedLmTask : public Task {
         Example{{"input_ids", ids}, {"attention_mask", datasets::attention_mask_from_ids(ids)}});
   }
 
-  void record_samples(const datasets::MlmBatch& masked, const torch::Tensor& logits) {
+  // pred: (batch, length) predicted ids at the input's positions.
+  void record_samples(const datasets::MlmBatch& masked, const torch::Tensor& pred) {
     const PerceiverTokenizer tok;
-    const auto pred = logits.argmax(-1).to(torch::kCPU);
     for (int64_t i = 0; i < pred.size(0) && samples_.size() < static_cast<size_t>(fill_in_samples_); ++i) {
       const auto chosen = masked.labels[i].ne(options_.ignore_index);
       auto filled = masked.input_ids[i].clone();
@@ -121,6 +140,7 @@ class MaskedLmTask : public Task {
 
   datasets::MlmOptions options_;
   int fill_in_samples_ = 3;
+  bool decode_all_ = false;
   int64_t seq_len_ = 0;
   std::string source_;
   std::vector<std::string> samples_;

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# perceiver bench, this build against another commit's, interleaved in one run: absolute times on
+# shared machines move by 30 % between runs, so the ratio of the two builds measured side by side is
+# the figure that speed targets are about.
+#   scripts/bench-compare.sh GIT_REF [--rounds N] [BENCH ARGS...]
+# e.g. scripts/bench-compare.sh f96ed50 --rounds 3 --only mlm-train img-train --iters 3 --warmup 1
+# GIT_REF is checked out in build-ref/<sha>/src (a git worktree) and built in build-ref/<sha>/build;
+# it must have `perceiver bench` (f96ed50 or later). This build is build/ (scripts/setup.sh).
+# Each round runs every workload on the old build, then the new (the order alternates per round);
+# the table shows the median seconds per iteration of each and new/old.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+[ $# -ge 1 ] || { sed -n '2,11p' "$0"; exit 2; }
+ref="$1"; shift
+rounds=3
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rounds) rounds="$2"; shift 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+sha="$(git -C "$root" rev-parse --verify "$ref^{commit}")"
+dir="$root/build-ref/${sha:0:12}"
+if [ ! -d "$dir/src" ]; then
+  mkdir -p "$dir"
+  git -C "$root" worktree add --detach "$dir/src" "$sha" >/dev/null
+fi
+[ -f "$dir/src/apps/cmd_bench.cpp" ] || { echo "bench-compare: $ref ($sha) has no 'perceiver bench' (added in f96ed50)" >&2; exit 2; }
+new="$root/build/perceiver"
+[ -x "$new" ] || { echo "bench-compare: build this tree first (scripts/setup.sh)" >&2; exit 2; }
+echo "bench-compare: building $ref in $dir/build" >&2
+cmake -S "$dir/src" -B "$dir/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPERCEIVER_BUILD_TESTS=OFF \
+  -DPERCEIVER_BUILD_BENCH=OFF >/dev/null
+cmake --build "$dir/build" --target perceiver -j "$(nproc)" >/dev/null
+old="$dir/build/perceiver"
+
+results="$(mktemp)"; trap 'rm -f "$results"' EXIT
+for ((round = 1; round <= rounds; round++)); do
+  order=(old new); ((round % 2)) || order=(new old)
+  for which in "${order[@]}"; do
+    bin="$old"; [ "$which" = new ] && bin="$new"
+    echo "bench-compare: round $round/$rounds, $which build" >&2
+    "$bin" bench --json "${args[@]}" | sed "s/^{/{\"build\":\"$which\",/" >>"$results"
+  done
+done
+
+python3 - "$results" "$ref" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{"build"')]
+times = {}
+for r in rows:
+    if "workload" not in r:
+        continue
+    key = (r["workload"], r.get("precision", "fp32"), r.get("length", ""))
+    times.setdefault(key, {}).setdefault(r["build"], []).append(r["seconds_per_iter"])
+print(f"{'workload':<24} {'prec':<5} {'old s/iter':>11} {'new s/iter':>11} {'new/old':>8}   (old = {sys.argv[2]})")
+for (workload, prec, length), t in sorted(times.items()):
+    if "old" not in t or "new" not in t:
+        continue
+    o, n = statistics.median(t["old"]), statistics.median(t["new"])
+    name = f"{workload} {length}".strip()
+    print(f"{name:<24} {prec:<5} {o:>11.4f} {n:>11.4f} {n / o:>8.3f}")
+EOF
