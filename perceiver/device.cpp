@@ -48,6 +48,12 @@ torch::Tensor to(const torch::Tensor& t, const torch::Device& device) {
   return t.to(device);
 }
 
+std::map<std::string, torch::Tensor> to(const std::map<std::string, torch::Tensor>& tensors, const torch::Device& device) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [name, t] : tensors) out[name] = to(t, device);
+  return out;
+}
+
 void synchronize(const torch::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }

@@ -17,6 +17,8 @@ torch::Device parse(const std::string& name);
 // `t` on `device`. Host tensors bound for a GPU go through pinned memory with a non-blocking copy,
 // so the copy overlaps the work queued before it.
 torch::Tensor to(const torch::Tensor& t, const torch::Device& device);
+// Every tensor of a name -> tensor map (a batch, HF-named inputs) moved as above.
+std::map<std::string, torch::Tensor> to(const std::map<std::string, torch::Tensor>& tensors, const torch::Device& device);
 
 // Waits until the work queued on `device` is done (a no-op on the CPU): before a timer reads.
 void synchronize(const torch::Device& device);

@@ -22,8 +22,7 @@ class EagerRunner final : public ModelRunner {
 
   NamedTensors forward(const NamedTensors& inputs) override {
     c10::InferenceMode inference;
-    NamedTensors on_device;
-    for (const auto& [name, t] : inputs) on_device[name] = device::to(t, options_.device);
+    const auto on_device = device::to(inputs, options_.device);
     NamedTensors outputs;
     {
       const device::AutocastGuard autocast(options_.device, options_.precision);

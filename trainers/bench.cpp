@@ -98,11 +98,6 @@ PerceiverPreTrainedModel build(const nlohmann::json& config, const BenchOptions&
   return model;
 }
 
-NamedTensors on_device(const NamedTensors& batch, const torch::Device& device) {
-  NamedTensors out;
-  for (const auto& [name, t] : batch) out[name] = t.to(device);
-  return out;
-}
 
 // ---- workloads ----
 
@@ -131,7 +126,7 @@ BenchResult time_training(const std::string& name, PerceiverPreTrainedModelImpl&
                           const LossOf& loss_of = head_loss) {
   model.train();
   torch::optim::AdamW optimizer(model.parameters(), torch::optim::AdamWOptions(1e-4));
-  const auto inputs = on_device(batch, o.device);
+  const auto inputs = device::to(batch, o.device);
   BenchResult r;
   r.workload = name;
   r.precision = device::to_string(o.precision);
@@ -158,7 +153,7 @@ BenchResult time_inference(const std::string& name, PerceiverPreTrainedModelImpl
                            int64_t samples, const FlopShape& shape, const BenchOptions& o) {
   model.eval();
   c10::InferenceMode inference;
-  const auto inputs = on_device(batch, o.device);
+  const auto inputs = device::to(batch, o.device);
   BenchResult r;
   r.workload = name;
   r.precision = device::to_string(o.precision);

@@ -56,9 +56,7 @@ std::unique_ptr<Task> make_task(const YAML::Node& node, const std::string& sourc
 }
 
 datasets::Example to_device(const datasets::Example& batch, const torch::Device& device) {
-  datasets::Example out;
-  for (const auto& [name, t] : batch) out[name] = device::to(t, device);
-  return out;
+  return device::to(batch, device);
 }
 
 }  // namespace perceiver::trainers
