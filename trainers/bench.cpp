@@ -120,6 +120,23 @@ torch::Tensor masked_decoding_loss(PerceiverPreTrainedModelImpl& model, const Na
   return masked_lm_loss(dynamic_cast<PerceiverForMaskedLMImpl&>(model), batch.at("inputs"), {}, batch.at("labels")).loss;
 }
 
+// Times `iteration` (the median after warm-up) with the result's common fields filled in; the
+// caller's iteration synchronises the device. forward_passes: 3 for a training step, 1 for inference.
+template <typename Fn>
+BenchResult timed(const std::string& name, PerceiverPreTrainedModelImpl& model, int64_t samples,
+                  const FlopShape& shape, double forward_passes, const BenchOptions& o, Fn&& iteration) {
+  BenchResult r;
+  r.workload = name;
+  r.precision = device::to_string(o.precision);
+  r.num_parameters = count_parameters(model);
+  runtime::reset_peak_rss();
+  r.seconds_per_iter = median_seconds(o.warmup, o.iters, iteration);
+  r.peak_rss_mb = runtime::peak_rss_mb();
+  r.samples_per_s = static_cast<double>(samples) / r.seconds_per_iter;
+  r.gflop_per_iter = forward_passes * model_gflop(model, shape);
+  return r;
+}
+
 // One AdamW step (lr 1e-4) of forward with labels + backward.
 BenchResult time_training(const std::string& name, PerceiverPreTrainedModelImpl& model, const NamedTensors& batch,
                           int64_t samples, const FlopShape& shape, const BenchOptions& o,
@@ -127,12 +144,7 @@ BenchResult time_training(const std::string& name, PerceiverPreTrainedModelImpl&
   model.train();
   torch::optim::AdamW optimizer(model.parameters(), torch::optim::AdamWOptions(1e-4));
   const auto inputs = device::to(batch, o.device);
-  BenchResult r;
-  r.workload = name;
-  r.precision = device::to_string(o.precision);
-  r.num_parameters = count_parameters(model);
-  runtime::reset_peak_rss();
-  r.seconds_per_iter = median_seconds(o.warmup, o.iters, [&] {
+  return timed(name, model, samples, shape, 3.0, o, [&] {
     optimizer.zero_grad();
     torch::Tensor loss;
     {
@@ -143,10 +155,6 @@ BenchResult time_training(const std::string& name, PerceiverPreTrainedModelImpl&
     optimizer.step();
     device::synchronize(o.device);
   });
-  r.peak_rss_mb = runtime::peak_rss_mb();
-  r.samples_per_s = static_cast<double>(samples) / r.seconds_per_iter;
-  r.gflop_per_iter = 3.0 * model_gflop(model, shape);
-  return r;
 }
 
 BenchResult time_inference(const std::string& name, PerceiverPreTrainedModelImpl& model, const NamedTensors& batch,
@@ -154,20 +162,11 @@ BenchResult time_inference(const std::string& name, PerceiverPreTrainedModelImpl
   model.eval();
   c10::InferenceMode inference;
   const auto inputs = device::to(batch, o.device);
-  BenchResult r;
-  r.workload = name;
-  r.precision = device::to_string(o.precision);
-  r.num_parameters = count_parameters(model);
-  runtime::reset_peak_rss();
-  r.seconds_per_iter = median_seconds(o.warmup, o.iters, [&] {
+  return timed(name, model, samples, shape, 1.0, o, [&] {
     const device::AutocastGuard autocast(o.device, o.precision);
     model.forward_named(inputs, {});
     device::synchronize(o.device);
   });
-  r.peak_rss_mb = runtime::peak_rss_mb();
-  r.samples_per_s = static_cast<double>(samples) / r.seconds_per_iter;
-  r.gflop_per_iter = model_gflop(model, shape);
-  return r;
 }
 
 // 15 % of the bytes replaced by [MASK] (id 3) and scored.
