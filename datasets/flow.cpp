@@ -1,6 +1,9 @@
 #include "datasets/flow.h"
 
+#include <opencv2/imgproc.hpp>
+
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -249,6 +252,36 @@ FlowSample synthetic_flow_sample(const SyntheticFlowOptions& options, uint64_t i
   return s;
 }
 
+namespace {
+int64_t shift_margin(double max_displacement) { return static_cast<int64_t>(std::ceil(max_displacement)) + 1; }
+}  // namespace
+
+FlowSample shifted_image_sample(const std::vector<torch::Tensor>& images, const ShiftedImageOptions& options,
+                                uint64_t index) {
+  if (images.empty()) throw std::invalid_argument("shifted_image_sample: no images");
+  constexpr double kPi = 3.14159265358979323846;
+  Rng rng(stable_hash(std::to_string(index), options.seed));
+  const auto& image = images[index % images.size()];
+  const int64_t m = shift_margin(options.max_displacement);
+  const int64_t h = options.height + 2 * m, w = options.width + 2 * m;
+  if (image.size(0) < h || image.size(1) < w)
+    throw std::invalid_argument("shifted_image_sample: image " + c10::str(image.sizes()) + " is smaller than the " +
+                                std::to_string(h) + "x" + std::to_string(w) + " a pair needs");
+  const auto y0 = static_cast<int64_t>(rng.uniform(0, static_cast<double>(image.size(0) - h + 1)));
+  const auto x0 = static_cast<int64_t>(rng.uniform(0, static_cast<double>(image.size(1) - w + 1)));
+  const double radius = options.max_displacement * std::sqrt(rng.uniform(0, 1)), angle = rng.uniform(0, 2 * kPi);
+  const auto region = image.narrow(0, std::min(y0, image.size(0) - h), h).narrow(1, std::min(x0, image.size(1) - w), w);
+  auto flow = torch::empty({h, w, 2}, torch::kFloat);
+  flow.select(2, 0).fill_(radius * std::cos(angle));
+  flow.select(2, 1).fill_(radius * std::sin(angle));
+  auto inner = [&](const torch::Tensor& t) { return t.narrow(0, m, options.height).narrow(1, m, options.width).contiguous(); };
+  FlowSample s;
+  s.frame1 = inner(warp_backward(region, flow));
+  s.frame2 = inner(region.to(torch::kFloat));
+  s.flow = inner(flow);
+  return s;
+}
+
 torch::Tensor warp_backward(const torch::Tensor& image, const torch::Tensor& flow) {
   if (image.dim() != 3 || flow.dim() != 3 || flow.size(2) != 2 || image.size(0) != flow.size(0) ||
       image.size(1) != flow.size(1))
@@ -298,6 +331,68 @@ FlowPairs recorded_flow_pairs(SourceOptions& s, std::vector<FlowFiles> files, co
           }};
 }
 
+// (H, W, 3) float32 resized (INTER_AREA when shrinking) so that its shorter side is `side` pixels.
+torch::Tensor resize_shorter_side(const torch::Tensor& image, int64_t side) {
+  const int64_t h = image.size(0), w = image.size(1);
+  const double scale = static_cast<double>(side) / static_cast<double>(std::min(h, w));
+  const int out_h = static_cast<int>(std::lround(static_cast<double>(h) * scale));
+  const int out_w = static_cast<int>(std::lround(static_cast<double>(w) * scale));
+  const auto in = image.contiguous();
+  const cv::Mat src(static_cast<int>(h), static_cast<int>(w), CV_32FC3, in.data_ptr<float>());
+  cv::Mat dst;
+  cv::resize(src, dst, cv::Size(out_w, out_h), 0, 0, scale < 1 ? cv::INTER_AREA : cv::INTER_LINEAR);
+  return torch::from_blob(dst.data, {out_h, out_w, 3}, torch::kFloat).clone();
+}
+
+// Real images (a file, or a folder's image files) moved by known translations: a check of what a
+// model trained on synthetic pairs does on photographs. `short_side` > 0 first resizes each image
+// (INTER_AREA) so that its shorter side has that many pixels, bringing its detail to the scale of
+// the training textures.
+FlowPairs shifted_images_source(SourceOptions& s, int64_t height, int64_t width) {
+  const fs::path root = s.required("path");
+  ShiftedImageOptions o;
+  o.height = height;
+  o.width = width;
+  o.seed = static_cast<uint64_t>(s.get_int("seed", s.is_train() ? 1 : 2));
+  o.max_displacement = s.get_double("max_displacement", o.max_displacement);
+  if (!(o.max_displacement >= 0)) s.fail("max_displacement", "must be a number of pixels >= 0");
+  const auto short_side = s.get_int("short_side", 0);
+  if (short_side < 0) s.fail("short_side", "must be 0 (keep the size) or a number of pixels");
+  std::vector<fs::path> files;
+  std::error_code ec;
+  if (fs::is_directory(root, ec)) {
+    const ImageFolderOptions known;
+    for (const auto& entry : fs::directory_iterator(root)) {
+      auto ext = entry.path().extension().string();
+      std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+      if (entry.is_regular_file() && std::find(known.extensions.begin(), known.extensions.end(), ext) != known.extensions.end())
+        files.push_back(entry.path());
+    }
+    std::sort(files.begin(), files.end());
+  } else if (fs::is_regular_file(root, ec)) {
+    files.push_back(root);
+  } else {
+    s.fail("path", "'" + root.string() + "' is neither an image file nor a folder");
+  }
+  if (files.empty()) s.fail("path", "no image files in '" + root.string() + "'");
+  const int64_t m = shift_margin(o.max_displacement);
+  std::vector<torch::Tensor> images;
+  for (const auto& file : files) {
+    auto image = read_image(file).to(torch::kFloat);
+    if (short_side > 0) image = resize_shorter_side(image, short_side);
+    if (image.size(0) < height + 2 * m || image.size(1) < width + 2 * m)
+      s.fail("path", "'" + file.string() + "' is " + std::to_string(image.size(1)) + "x" + std::to_string(image.size(0)) +
+                         " pixels" + (short_side > 0 ? " after short_side" : std::string()) + "; pairs of " +
+                         std::to_string(width) + "x" + std::to_string(height) + " with max_displacement " +
+                         c10::str(o.max_displacement) + " need at least " + std::to_string(width + 2 * m) + "x" +
+                         std::to_string(height + 2 * m));
+    images.push_back(std::move(image));
+  }
+  return {s.get_int("count", 128), [o, images = std::move(images)](int64_t i) {
+            return shifted_image_sample(images, o, static_cast<uint64_t>(i));
+          }};
+}
+
 FlowPairs sintel_source(SourceOptions& s, int64_t height, int64_t width) {
   const auto root = s.required("path");
   const auto pass = s.get_string("pass", "clean");
@@ -316,6 +411,7 @@ const SourceRegistry<FlowSource>& flow_sources() {
       {"synthetic", synthetic_flow_source},
       {"sintel", sintel_source},
       {"chairs", chairs_source},
+      {"shifted_images", shifted_images_source},
   };
   return registry;
 }

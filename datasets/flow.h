@@ -58,6 +58,20 @@ struct SyntheticFlowOptions {
 // frame2 sampled at p + flow(p) is frame1(p). Frames are unquantised floats. Same (seed, index) -> same sample.
 FlowSample synthetic_flow_sample(const SyntheticFlowOptions& options, uint64_t index);
 
+struct ShiftedImageOptions {
+  int64_t height = 24;  // the pair's size (the model's train_size)
+  int64_t width = 32;
+  double max_displacement = 2.0;  // each pair's shift is drawn uniformly from the disc of this radius
+  uint64_t seed = 0;
+};
+// A real image moved by a known translation d: frame2 is a crop of image i mod N and frame1 the same
+// crop sampled (bilinear) at p + d, so the ground truth is the constant flow d and frame2 sampled at
+// p + d is frame1(p). The crop lies far enough inside the image that no sample falls outside it.
+// Images: (H, W, 3) float32 in [0, 255], each at least (height + 2m) x (width + 2m) with
+// m = ceil(max_displacement) + 1. Same (seed, index) -> same pair.
+FlowSample shifted_image_sample(const std::vector<torch::Tensor>& images, const ShiftedImageOptions& options,
+                                uint64_t index);
+
 // Bilinear sample of `image` (H, W, C) at p + flow(p) (zeros outside): with the ground truth flow,
 // warp_backward(frame2, flow) reproduces frame1.
 torch::Tensor warp_backward(const torch::Tensor& image, const torch::Tensor& flow);

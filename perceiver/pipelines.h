@@ -1,6 +1,6 @@
 // The answers a user asks a Perceiver for, one pipeline per task, each on a ModelRunner (an eager
 // model or an exported file, perceiver/runner.h): fill-mask, text and image classification, tiled
-// optical flow with Middlebury's colour coding, and multimodal reconstruction; and the input
+// optical flow with Middlebury's colour coding, multimodal reconstruction, whole-word fill-in; and the input
 // settings (image processor, flow scale) a model directory or checkpoint asks for.
 #pragma once
 
@@ -10,3 +10,4 @@
 #include "perceiver/flow_pipeline.h"
 #include "perceiver/input_settings.h"
 #include "perceiver/multimodal_pipeline.h"
+#include "perceiver/span_fill.h"

@@ -15,6 +15,7 @@
 #include "datasets/loader.h"
 #include "perceiver/config.h"
 #include "perceiver/model.h"
+#include "perceiver/runner.h"
 #include "trainers/metrics.h"
 
 namespace perceiver::trainers {
@@ -45,7 +46,12 @@ class Task {
                           at::Generator& generator, bool training) = 0;
   // Evaluation artefacts (confusion matrix, sample fill-ins) are gathered between these two calls.
   virtual void begin_eval() {}
-  virtual void end_eval(const std::filesystem::path& out_dir) { (void)out_dir; }
+  // On the main rank only, after the batches: writes the artefacts to out_dir, may run the model
+  // (eval mode, no autograd) for checks of its own, and returns metrics to add to the evaluation's.
+  virtual std::map<std::string, double> end_eval(const std::filesystem::path& out_dir, ModelRunner& model) {
+    (void)out_dir, (void)model;
+    return {};
+  }
   // Evaluation state that adds up over data-parallel ranks (a confusion matrix): summed in place
   // over the ranks before end_eval, so that its artefacts cover the whole eval set.
   virtual std::vector<torch::Tensor> eval_counts() { return {}; }

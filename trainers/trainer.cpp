@@ -376,12 +376,16 @@ std::map<std::string, double> Trainer::State::run_eval(const fs::path& out_dir) 
     for (auto& counts : task->eval_counts())
       if (counts.defined()) dist->all_reduce_sum(counts);
   }
+  std::map<std::string, double> out;
   if (is_main()) {
     fs::create_directories(out_dir);
-    task->end_eval(out_dir);
+    RunnerOptions runner_options;
+    runner_options.device = device;
+    runner_options.precision = precision;
+    const auto runner = eager_runner(model, run_dir, runner_options);
+    for (const auto& [k, v] : task->end_eval(out_dir, *runner)) out["eval/" + k] = v;
   }
   model->train();
-  std::map<std::string, double> out;
   for (const auto& [k, v] : sums.means()) out["eval/" + k] = v;
   if (out.count("eval/loss") && task->name() == "mlm") out["eval/perplexity"] = std::exp(out["eval/loss"]);
   return out;

@@ -6,6 +6,8 @@
 
 #include "datasets/common.h"
 #include "datasets/flow.h"
+#include "datasets/sources.h"
+#include "trainers/task_options.h"
 #include "tests/test_support.h"
 
 namespace pd = perceiver::datasets;
@@ -167,4 +169,78 @@ TEST(DatasetsFlow, PatchExtractionOrderAndPadding) {
   // The centre of the 3x3 neighbourhood (dy = dx = 1) is the pixel itself, scaled to [-1, 1].
   EXPECT_TRUE(torch::allclose(in[0][0].slice(0, 12, 15), f1.permute({2, 0, 1}) / 255 * 2 - 1));
   EXPECT_TRUE(torch::allclose(in[0][1].slice(0, 12, 15), f2.permute({2, 0, 1}) / 255 * 2 - 1));
+}
+
+TEST(DatasetsFlow, ShiftedImageGroundTruthIsExactAndInsideTheImage) {
+  torch::manual_seed(5);
+  const std::vector<torch::Tensor> images = {torch::rand({40, 50, 3}) * 255, torch::rand({60, 45, 3}) * 255};
+  pd::ShiftedImageOptions o;
+  o.height = 24;
+  o.width = 32;
+  o.max_displacement = 2.5;
+  o.seed = 4;
+  double largest = 0;
+  for (uint64_t i = 0; i < 40; ++i) {
+    const auto s = pd::shifted_image_sample(images, o, i);
+    ASSERT_EQ(s.frame1.sizes(), (std::vector<int64_t>{24, 32, 3}));
+    ASSERT_EQ(s.flow.sizes(), (std::vector<int64_t>{24, 32, 2}));
+    // One translation per pair, inside the disc.
+    const auto d = s.flow[0][0];
+    EXPECT_TRUE(s.flow.sub(d).abs().max().item<float>() == 0);
+    const double norm = d.norm().item<double>();
+    EXPECT_LE(norm, o.max_displacement + 1e-6);
+    largest = std::max(largest, norm);
+    // frame2 is a crop of image i mod 2, at integer offsets.
+    const auto& image = images[i % 2];
+    bool found = false;
+    for (int64_t y = 0; y + 24 <= image.size(0) && !found; ++y)
+      for (int64_t x = 0; x + 32 <= image.size(1) && !found; ++x)
+        found = image.narrow(0, y, 24).narrow(1, x, 32).equal(s.frame2);
+    EXPECT_TRUE(found) << "pair " << i;
+    // frame2 sampled at p + d is frame1(p) wherever p + d lies inside the crop (exactly: both are the
+    // bilinear interpolant of the same pixels; float rounding of 0..255 values aside).
+    const auto warped = pd::warp_backward(s.frame2, s.flow);
+    const int64_t m = 3;  // ceil(2.5): p + d stays inside
+    EXPECT_LT((warped - s.frame1).narrow(0, m, 24 - 2 * m).narrow(1, m, 32 - 2 * m).abs().max().item<float>(), 5e-3)
+        << "pair " << i;
+  }
+  EXPECT_GT(largest, 0.5 * o.max_displacement);
+  // Same (seed, index), same pair; the next index, another.
+  EXPECT_TRUE(pd::shifted_image_sample(images, o, 7).frame1.equal(pd::shifted_image_sample(images, o, 7).frame1));
+  EXPECT_FALSE(pd::shifted_image_sample(images, o, 7).flow.equal(pd::shifted_image_sample(images, o, 9).flow));
+  // An image too small for a pair is refused with its size.
+  const auto small = error_of([&] { pd::shifted_image_sample({torch::zeros({20, 40, 3})}, o, 0); });
+  EXPECT_NE(small.find("smaller than the 32x40"), std::string::npos) << small;
+}
+
+TEST(DatasetsFlow, ShiftedImagesSourceReadsAFolderOrAFileAndNamesWhatIsWrong) {
+  perceiver::testing::TempDir tmp;
+  cv::Mat photo(60, 80, CV_8UC3);
+  cv::randu(photo, 0, 255);
+  fs::create_directories(tmp.path() / "photos");
+  cv::imwrite((tmp.path() / "photos" / "a.png").string(), photo);
+  cv::imwrite((tmp.path() / "photos" / "b.jpg").string(), photo);
+  write_file(tmp.path() / "photos" / "notes.txt", "not an image");
+  auto make = [&](const std::string& yaml) {
+    perceiver::trainers::SourceSection s(YAML::Load(yaml), "run.yaml", "data.eval");
+    return pd::find_source(pd::flow_sources(), s, "flow")(s, 24, 32);
+  };
+  const auto folder = make("{type: shifted_images, path: '" + (tmp.path() / "photos").string() + "', count: 5}");
+  EXPECT_EQ(folder.count, 5);
+  const auto pair = folder.sample(3);
+  EXPECT_EQ(pair.frame1.sizes(), (std::vector<int64_t>{24, 32, 3}));
+  // short_side shrinks the image first: 30 pixels leave room for 24-pixel crops.
+  const auto file = make("{type: shifted_images, path: '" + (tmp.path() / "photos" / "a.png").string() +
+                         "', short_side: 30, max_displacement: 1}");
+  EXPECT_EQ(file.count, 128);
+  EXPECT_EQ(file.sample(0).frame2.sizes(), (std::vector<int64_t>{24, 32, 3}));
+  const auto too_small = error_of([&] {
+    make("{type: shifted_images, path: '" + (tmp.path() / "photos").string() + "', short_side: 20}");
+  });
+  EXPECT_NE(too_small.find("a.png' is 27x20 pixels after short_side"), std::string::npos) << too_small;
+  const auto missing = error_of([&] { make("{type: shifted_images, path: '" + (tmp.path() / "none").string() + "'}"); });
+  EXPECT_NE(missing.find("neither an image file nor a folder"), std::string::npos) << missing;
+  fs::create_directories(tmp.path() / "empty");
+  const auto empty = error_of([&] { make("{type: shifted_images, path: '" + (tmp.path() / "empty").string() + "'}"); });
+  EXPECT_NE(empty.find("no image files in"), std::string::npos) << empty;
 }

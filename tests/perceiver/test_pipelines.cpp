@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <set>
 
@@ -112,6 +113,71 @@ TEST(Pipelines, FillMaskRefusesATextWithoutMaskAndOtherHeads) {
   EXPECT_NE(late.find("within the model's 32 positions"), std::string::npos) << late;
   const auto wrong = error_of([&] { classify_texts(*runner, {"x"}); });
   EXPECT_NE(wrong.find("PerceiverForSequenceClassification"), std::string::npos) << wrong;
+}
+
+// A masked LM that always predicts the byte 'e', and remembers what it was given.
+class PredictsE : public ModelRunner {
+ public:
+  explicit PredictsE(int64_t positions) { config_.max_position_embeddings = positions; }
+  const PerceiverConfig& config() const override { return config_; }
+  std::string architecture() const override { return "PerceiverForMaskedLM"; }
+  const fs::path& source() const override { return source_; }
+  NamedTensors forward(const NamedTensors& inputs) override {
+    const auto& ids = inputs.at("inputs");
+    seen.push_back(ids.clone());
+    auto logits = torch::zeros({ids.size(0), config_.max_position_embeddings, PerceiverTokenizer::num_ids});
+    logits.select(2, 'e' + PerceiverTokenizer::num_special_tokens).fill_(10);
+    return {{"logits", logits}};
+  }
+  std::vector<torch::Tensor> seen;
+
+ private:
+  PerceiverConfig config_;
+  fs::path source_ = "predicts-e";
+};
+
+TEST(Pipelines, WordFillInMasksOneWholeWordPerDocumentAndCountsTheBytesRight) {
+  PredictsE runner(32);  // 30 bytes of text fit
+  const std::vector<std::string> docs = {"a bc de",  // no word of 4 letters: the next document stands in
+                                         "The seven sheep slept here.", "no", "peel",
+                                         "abc defg, hijk and lmnopqrstuvwxyz"};  // the last word does not fit
+  SpanFillOptions options;
+  options.count = 3;
+  const auto report = fill_word_spans(runner, docs, options);
+  ASSERT_EQ(report.examples.size(), 3u);
+  // Starts spread evenly (0, 1, 3), each moving on to the next document with a word of 4+ letters.
+  EXPECT_EQ(report.examples[0].document, 1);
+  EXPECT_EQ(report.examples[1].document, 3);
+  EXPECT_EQ(report.examples[2].document, 4);
+  int64_t bytes = 0, correct = 0, exact = 0;
+  for (const auto& e : report.examples) {
+    const auto& doc = docs[static_cast<size_t>(e.document)];
+    ASSERT_GE(e.truth.size(), 4u);
+    const auto at = e.masked.find(std::string(e.truth.size(), '_'));
+    ASSERT_NE(at, std::string::npos) << e.masked;
+    const auto cut = doc.substr(0, 30);
+    EXPECT_EQ(e.masked.substr(0, at) + e.truth + e.masked.substr(at + e.truth.size()), cut);
+    const auto end = at + e.truth.size();  // a whole word of the document, not one cut at 30 bytes
+    EXPECT_TRUE(end == doc.size() || !std::isalpha(static_cast<unsigned char>(doc[end]))) << e.truth;
+    EXPECT_EQ(e.predicted, std::string(e.truth.size(), 'e'));
+    EXPECT_EQ(e.bytes_correct, std::count(e.truth.begin(), e.truth.end(), 'e')) << e.truth;
+    bytes += static_cast<int64_t>(e.truth.size());
+    correct += e.bytes_correct;
+    exact += e.bytes_correct == static_cast<int64_t>(e.truth.size());
+    EXPECT_NE(describe(e).find(std::to_string(e.bytes_correct) + "/" + std::to_string(e.truth.size()) + " bytes"),
+              std::string::npos);
+  }
+  EXPECT_EQ(report.bytes, bytes);
+  EXPECT_EQ(report.bytes_correct, correct);
+  EXPECT_EQ(report.words_correct, exact);
+  // The model saw each word as one [MASK] per byte, the rest of the text as it is.
+  ASSERT_EQ(runner.seen.size(), 1u);
+  const auto& ids = runner.seen[0];
+  for (size_t i = 0; i < report.examples.size(); ++i)
+    EXPECT_EQ(ids[static_cast<int64_t>(i)].eq(PerceiverTokenizer::mask_token_id).sum().item<int64_t>(),
+              static_cast<int64_t>(report.examples[i].truth.size()));
+  // The same documents and seed give the same words.
+  EXPECT_EQ(fill_word_spans(runner, docs, options).examples[2].truth, report.examples[2].truth);
 }
 
 TEST(Pipelines, TextClassificationFollowsTheProblemType) {

@@ -7,6 +7,7 @@
 #include "datasets/mlm_collator.h"
 #include "datasets/text_corpus.h"
 #include "perceiver/heads.h"
+#include "perceiver/span_fill.h"
 #include "perceiver/tokenizer.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"
@@ -23,6 +24,8 @@ class MaskedLmTask : public Task {
     options_.mask_probability = s.get<double>("mlm_probability", 0.15);
     options_.whole_word = s.get<bool>("whole_word_mask", false);
     fill_in_samples_ = s.get<int>("fill_in_samples", 3);
+    spans_.count = s.get<int64_t>("fill_in_words", 8);
+    if (spans_.count < 0) s.fail("fill_in_words", "must be 0 (off) or a number of held-out documents");
     const auto decode = s.get<std::string>("decode", "masked");
     if (decode != "masked" && decode != "all")
       s.fail("decode", "must be 'masked' (decode the masked bytes only, the default) or 'all' (every position)");
@@ -38,7 +41,8 @@ class MaskedLmTask : public Task {
       d.fail("seq_len", "(" + std::to_string(seq_len_) + ") exceeds model max_position_embeddings (" +
                             std::to_string(config.max_position_embeddings) + ")");
     const auto train_docs = documents(data["train"], "data.train");
-    const auto eval_docs = documents(data["eval"], "data.eval");
+    eval_docs_ = documents(data["eval"], "data.eval");
+    const auto& eval_docs = eval_docs_;
     d.node("train");
     d.node("eval");
     d.finish();
@@ -94,13 +98,30 @@ class MaskedLmTask : public Task {
   }
 
   void begin_eval() override { samples_.clear(); }
-  void end_eval(const fs::path& out_dir) override {
-    if (samples_.empty()) return;
-    std::ofstream out(out_dir / "fill_in_samples.txt");
-    for (const auto& s : samples_) {
-      spdlog::info("fill-in: {}", s);
-      out << s << "\n";
+  std::map<std::string, double> end_eval(const fs::path& out_dir, ModelRunner& model) override {
+    if (!samples_.empty()) {
+      std::ofstream out(out_dir / "fill_in_samples.txt");
+      for (const auto& s : samples_) {
+        spdlog::info("fill-in: {}", s);
+        out << s << "\n";
+      }
     }
+    if (spans_.count == 0) return {};
+    // One whole word masked in each of several held-out documents: what the model makes of a gap.
+    const auto report = fill_word_spans(model, eval_docs_, spans_);
+    std::ofstream out(out_dir / "fill_in_words.txt");
+    for (const auto& e : report.examples) {
+      spdlog::info("fill-in word: {}", describe(e));
+      out << describe(e) << "\n";
+    }
+    const double bytes = static_cast<double>(std::max<int64_t>(report.bytes, 1));
+    const auto summary = fmt::format("{}/{} masked bytes right ({:.1f} %), {}/{} words exact, in {} held-out documents",
+                                     report.bytes_correct, report.bytes, 100.0 * report.bytes_correct / bytes,
+                                     report.words_correct, report.examples.size(), report.examples.size());
+    spdlog::info("fill-in words: {}", summary);
+    out << summary << "\n";
+    return {{"fill_in_word_byte_accuracy", report.bytes_correct / bytes},
+            {"fill_in_words_exact", static_cast<double>(report.words_correct) / std::max<size_t>(report.examples.size(), 1)}};
   }
 
 
@@ -140,6 +161,8 @@ class MaskedLmTask : public Task {
 
   datasets::MlmOptions options_;
   int fill_in_samples_ = 3;
+  SpanFillOptions spans_;
+  std::vector<std::string> eval_docs_;
   bool decode_all_ = false;
   int64_t seq_len_ = 0;
   std::string source_;

@@ -63,7 +63,10 @@ class SequenceClassificationTask : public Task {
   void begin_eval() override {
     if (problem_.single()) confusion_.reset(static_cast<int64_t>(names_.size()));
   }
-  void end_eval(const fs::path& out_dir) override { confusion_.write(out_dir / "confusion_matrix.csv", names_); }
+  std::map<std::string, double> end_eval(const fs::path& out_dir, ModelRunner&) override {
+    confusion_.write(out_dir / "confusion_matrix.csv", names_);
+    return {};
+  }
   std::vector<torch::Tensor> eval_counts() override { return {confusion_.counts()}; }
 
  private:
