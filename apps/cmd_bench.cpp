@@ -11,7 +11,7 @@ namespace po = boost::program_options;
 
 int run_bench(const std::vector<std::string>& args) {
   po::options_description desc(
-      "perceiver bench [--only NAME...] [--iters N] [--warmup N] [--threads N] [--json]\n"
+      "perceiver bench [--only NAME...] [--iters N] [--warmup N] [--threads N] [--json] [--profile N]\n"
       "  times each workload (median of the timed iterations) and compares it with the fp32 and bf16\n"
       "  GEMM peak measured in the same run (2048^3 torch::mm)\n\noptions");
   desc.add_options()("help,h", "show this help")("only", po::value<std::vector<std::string>>()->multitoken(),
@@ -19,7 +19,10 @@ int run_bench(const std::vector<std::string>& args) {
       "iters", po::value<int>()->default_value(5), "timed iterations per workload")(
       "warmup", po::value<int>()->default_value(2), "untimed iterations first")(
       "threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)")(
-      "json", po::bool_switch(), "one JSON object per line instead of a table");
+      "json", po::bool_switch(), "one JSON object per line instead of a table")(
+      "configs-dir", po::value<std::string>()->default_value("configs"),
+      "run files timed by the 'configs' workload")("profile", po::value<int>()->default_value(0),
+      "after timing, profile one more iteration and show its N most expensive operators (self time)");
   perceiver::cli::add_device_options(desc, "cpu");
   const auto vm = perceiver::cli::parse(desc, args);
   if (vm.count("help")) {
@@ -33,22 +36,29 @@ int run_bench(const std::vector<std::string>& args) {
   options.iters = vm["iters"].as<int>();
   options.warmup = vm["warmup"].as<int>();
   options.threads = vm["threads"].as<int>();
+  options.profile = vm["profile"].as<int>();
+  options.configs_dir = vm["configs-dir"].as<std::string>();
   const auto choice = perceiver::cli::device_options(vm);
   options.device = choice.device;
   options.precision = choice.precision;
   if (options.iters < 1 || options.warmup < 0) throw std::invalid_argument("--iters must be >= 1 and --warmup >= 0");
   const bool json = vm["json"].as<bool>();
   if (!json)
-    std::printf("%-16s %-6s %12s %10s %10s %9s %10s %8s %7s %7s\n", "workload", "prec", "parameters", "s/iter",
+    std::printf("%-28s %-6s %12s %10s %10s %9s %10s %8s %7s %7s\n", "workload", "prec", "parameters", "s/iter",
                 "samples/s", "RSS MB", "GFLOP/it", "GFLOP/s", "fp32pk", "bf16pk");
   const auto peak = perceiver::trainers::run_bench(options, [&](const perceiver::trainers::BenchResult& r) {
     if (json) {
       std::cout << r.to_json().dump() << std::endl;
       return;
     }
-    std::printf("%-16s %-6s %12lld %10.4f %10.2f %9.0f %10.2f %8.1f %7.3f %7.3f\n", r.workload.c_str(),
+    std::printf("%-28s %-6s %12lld %10.4f %10.2f %9.0f %10.2f %8.1f %7.3f %7.3f\n", r.workload.c_str(),
                 r.precision.c_str(), static_cast<long long>(r.num_parameters), r.seconds_per_iter, r.samples_per_s,
                 r.peak_rss_mb, r.gflop_per_iter, r.gflops, r.fp32_peak_fraction, r.bf16_peak_fraction);
+    if (r.extra.contains("profile"))
+      for (const auto& op : r.extra["profile"])
+        std::printf("    %-40s self %9.2f ms %5.1f %%   total %9.2f ms %7lld calls\n", op["op"].get<std::string>().c_str(),
+                    op["self_ms"].get<double>(), 100 * op["self_share"].get<double>(), op["total_ms"].get<double>(),
+                    static_cast<long long>(op["calls"].get<int64_t>()));
     std::fflush(stdout);
   });
   const nlohmann::json summary = {{"device", options.device.str()},

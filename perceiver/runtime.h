@@ -1,6 +1,8 @@
 // Process-level set-up shared by every binary the project ships (CLI, tests, benchmarks).
 #pragma once
 
+#include <spdlog/spdlog.h>
+
 #include <string>
 
 namespace perceiver::runtime {
@@ -37,5 +39,18 @@ bool reset_peak_rss();
 
 // A multi-line, human-readable report: versions, BLAS, threads, oneDNN, CUDA.
 std::string environment_report();
+
+// Raises spdlog's level for a scope (e.g. to warn: info lines hidden, warnings and errors shown) and
+// puts the previous level back at its end.
+class ScopedLogLevel {
+ public:
+  explicit ScopedLogLevel(spdlog::level::level_enum level) : previous_(spdlog::get_level()) { spdlog::set_level(level); }
+  ~ScopedLogLevel() { spdlog::set_level(previous_); }
+  ScopedLogLevel(const ScopedLogLevel&) = delete;
+  ScopedLogLevel& operator=(const ScopedLogLevel&) = delete;
+
+ private:
+  spdlog::level::level_enum previous_;
+};
 
 }  // namespace perceiver::runtime

@@ -4,6 +4,8 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -15,7 +17,9 @@
 #include "perceiver/heads.h"
 #include "perceiver/model.h"
 #include "perceiver/runtime.h"
+#include "trainers/op_profile.h"
 #include "trainers/run_config_util.h"
+#include "trainers/trainer.h"
 
 namespace perceiver::trainers {
 namespace {
@@ -122,6 +126,24 @@ torch::Tensor masked_decoding_loss(PerceiverPreTrainedModelImpl& model, const Na
 
 // Times `iteration` (the median after warm-up) with the result's common fields filled in; the
 // caller's iteration synchronises the device. forward_passes: 3 for a training step, 1 for inference.
+// One more call of `iteration` under OpProfile: its `top` operators by self time.
+template <typename Fn>
+nlohmann::json profile_iteration(Fn&& iteration, int top) {
+  std::vector<OpTime> ops;
+  const auto start = std::chrono::steady_clock::now();
+  {
+    const OpProfile profile;
+    iteration();
+    ops = profile.table();
+  }
+  const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  auto out = nlohmann::json::array();
+  for (size_t i = 0; i < ops.size() && i < static_cast<size_t>(top); ++i)
+    out.push_back({{"op", ops[i].name}, {"self_ms", ops[i].self_ms}, {"total_ms", ops[i].total_ms},
+                   {"calls", ops[i].calls}, {"self_share", ops[i].self_ms / wall_ms}});
+  return out;
+}
+
 template <typename Fn>
 BenchResult timed(const std::string& name, PerceiverPreTrainedModelImpl& model, int64_t samples,
                   const FlopShape& shape, double forward_passes, const BenchOptions& o, Fn&& iteration) {
@@ -132,6 +154,7 @@ BenchResult timed(const std::string& name, PerceiverPreTrainedModelImpl& model, 
   runtime::reset_peak_rss();
   r.seconds_per_iter = median_seconds(o.warmup, o.iters, iteration);
   r.peak_rss_mb = runtime::peak_rss_mb();
+  if (o.profile > 0) r.extra["profile"] = profile_iteration(iteration, o.profile);
   r.samples_per_s = static_cast<double>(samples) / r.seconds_per_iter;
   r.gflop_per_iter = forward_passes * model_gflop(model, shape);
   return r;
@@ -301,10 +324,74 @@ GemmPeak measure_gemm_peak(int iters, const torch::Device& device) {
   return peak;
 }
 
+namespace {
+
+namespace fs = std::filesystem;
+
+template <typename T>
+T run_value(const RunConfig& run, const std::string& key, const T& fallback) {
+  const auto node = lookup(run.root, key);
+  return node.IsDefined() && !node.IsNull() ? node.as<T>() : fallback;
+}
+
+// The run file's training steps as `perceiver train` takes them: the median step after warm-up.
+BenchResult time_config_steps(const fs::path& file, const BenchOptions& o) {
+  auto run = load_run_config(file);
+  const auto dir = fs::temp_directory_path() / fmt::format("perceiver-bench-{}-{}", ::getpid(), file.stem().string());
+  apply_overrides(run, {"trainer.max_steps=" + std::to_string(o.warmup + o.iters), "trainer.eval_every=0",
+                        "trainer.eval_max_batches=1", "trainer.checkpoint_every=0", "trainer.time_limit_minutes=0",
+                        "trainer.threads=" + std::to_string(o.threads), "trainer.device=" + o.device.str(),
+                        "logging.run_dir=" + dir.string(), "logging.log_every=1000000"});
+  BenchResult r;
+  r.workload = "config:" + file.stem().string();
+  r.precision = run_value<std::string>(run, "trainer.precision", "fp32");
+  TrainResult trained;
+  {
+    const runtime::ScopedLogLevel quiet(spdlog::level::err);  // the bench prints its own table (and the
+    // schedule warnings that its few steps cause would only be noise)
+    Trainer trainer(run);
+    runtime::reset_peak_rss();
+    trained = trainer.train();
+    r.peak_rss_mb = runtime::peak_rss_mb();
+  }
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  std::vector<double> steps(trained.step_seconds.begin() + std::min<size_t>(o.warmup, trained.step_seconds.size()),
+                            trained.step_seconds.end());
+  if (steps.empty()) throw std::runtime_error(file.string() + ": the bench ran no training step");
+  std::nth_element(steps.begin(), steps.begin() + static_cast<std::ptrdiff_t>(steps.size() / 2), steps.end());
+  r.seconds_per_iter = steps[steps.size() / 2];
+  r.samples_per_s = static_cast<double>(run_value<int64_t>(run, "trainer.batch_size", 0)) / r.seconds_per_iter;
+  r.num_parameters = trained.num_parameters;
+  r.extra["config"] = file.string();
+  return r;
+}
+
+// The *.yaml files of `dir`, sorted; an error naming it when there are none.
+std::vector<fs::path> run_files(const fs::path& dir) {
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (entry.path().extension() == ".yaml") files.push_back(entry.path());
+  if (ec || files.empty())
+    throw std::invalid_argument("bench workload 'configs': no *.yaml run files in '" + dir.string() +
+                                "' (run from the project root, or pass --configs-dir)");
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::vector<BenchResult> shipped_configs(const BenchOptions& o) {
+  std::vector<BenchResult> out;
+  for (const auto& file : run_files(o.configs_dir)) out.push_back(time_config_steps(file, o));
+  return out;
+}
+
+}  // namespace
+
 const std::map<std::string, BenchWorkload>& bench_workloads() {
   static const std::map<std::string, BenchWorkload> workloads = {
       {"mlm-train", mlm_train}, {"mlm-infer-full", mlm_infer_full}, {"img-train", img_train},
-      {"flow-infer", flow_infer}, {"scaling", scaling},
+      {"flow-infer", flow_infer}, {"scaling", scaling},         {"configs", shipped_configs},
   };
   return workloads;
 }
@@ -320,6 +407,7 @@ GemmPeak run_bench(const BenchOptions& options, const std::function<void(const B
       for (const auto& [k, fn] : workloads) known.push_back(k);
       throw std::invalid_argument("unknown bench workload '" + name + "' (known: " + join(known, ", ") + ")");
     }
+  if (std::find(names.begin(), names.end(), "configs") != names.end()) run_files(options.configs_dir);  // fail first
   runtime::set_threads(options.threads);
   if (options.precision == device::Precision::bf16)
     if (const auto warning = device::bf16_slowdown_warning(options.device); !warning.empty())

@@ -3,6 +3,7 @@
 // whose absolute speed moves by 30 % between runs, compare as fractions and ratios.
 #pragma once
 
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -21,6 +22,8 @@ struct BenchOptions {
   int threads = 0;  // intra-op threads, 0: all cores
   torch::Device device = torch::kCPU;
   device::Precision precision = device::Precision::fp32;  // bf16: the workloads' forwards under autocast
+  std::filesystem::path configs_dir = "configs";  // the `configs` workload: every *.yaml run file in it
+  int profile = 0;  // > 0: one more iteration per workload under OpProfile, its top `profile` ops in `extra`
 };
 
 struct GemmPeak {
@@ -41,7 +44,9 @@ struct BenchResult {
   double gflops = 0;
   double fp32_peak_fraction = 0;
   double bf16_peak_fraction = 0;
-  nlohmann::json extra = nlohmann::json::object();  // workload-specific fields (e.g. scaling's exponent)
+  // Workload-specific fields (e.g. scaling's exponent) and, with BenchOptions::profile, "profile": one
+  // {op, self_ms, total_ms, calls, self_share} per operator of one iteration, largest self time first.
+  nlohmann::json extra = nlohmann::json::object();
   nlohmann::json to_json() const;
 };
 
@@ -60,7 +65,10 @@ double forward_gflop(torch::nn::Module& model, int64_t num_latents, int64_t num_
 // Median time of n^3 matrix products in fp32 and bf16 on `device` (n = 2048 on a CPU, 8192 on a GPU).
 GemmPeak measure_gemm_peak(int iters, const torch::Device& device = torch::kCPU);
 
-// The workloads by name (mlm-train, mlm-infer-full, img-train, flow-infer, scaling).
+// The workloads by name (mlm-train, mlm-infer-full, img-train, flow-infer, scaling, configs). `configs`
+// times the training steps of every run file in BenchOptions::configs_dir as `perceiver train` runs
+// them (data loading included, the file's own precision), one result "config:<name>" each; it counts
+// no FLOPs (gflop_per_iter 0).
 using BenchWorkload = std::function<std::vector<BenchResult>(const BenchOptions& options)>;
 const std::map<std::string, BenchWorkload>& bench_workloads();
 

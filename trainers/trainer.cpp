@@ -115,18 +115,6 @@ double loss_weight(const StepOutput& out) {
   return it != out.metrics.entries().end() ? it->second.second : static_cast<double>(out.samples);
 }
 
-// Ranks other than 0 keep quiet: rank 0 logs for the job (warnings and errors still show).
-class QuietRank {
- public:
-  QuietRank() : previous_(spdlog::get_level()) { spdlog::set_level(spdlog::level::warn); }
-  ~QuietRank() { spdlog::set_level(previous_); }
-  QuietRank(const QuietRank&) = delete;
-  QuietRank& operator=(const QuietRank&) = delete;
-
- private:
-  spdlog::level::level_enum previous_;
-};
-
 }  // namespace
 
 struct Trainer::State {
@@ -142,6 +130,7 @@ struct Trainer::State {
   std::unique_ptr<datasets::DataLoader> train_loader;
   at::Generator generator;  // masking / augmentation draws, saved in checkpoints
   fs::path run_dir;
+  int64_t params = 0;  // the model's parameter count
   std::unique_ptr<CheckpointManager> checkpoints;
   std::unique_ptr<MetricsLog> metrics;
   int64_t step = 0;
@@ -156,7 +145,7 @@ struct Trainer::State {
   RankEnvironment env;
   std::unique_ptr<Distributed> dist;
   std::unique_ptr<GradientSync> gradient_sync;
-  std::unique_ptr<QuietRank> quiet;
+  std::unique_ptr<runtime::ScopedLogLevel> quiet;  // ranks other than 0: rank 0 logs for the job
   std::vector<torch::Tensor> running_stats;  // BatchNorm statistics: rank 0's are broadcast every step
 
   bool is_main() const { return !dist || dist->is_main(); }
@@ -258,7 +247,7 @@ void Trainer::State::build(bool training) {
   if (checkpointing) set_activation_checkpointing(*model, true);
   model->to(device);
   if (dist) broadcast_model();
-  int64_t params = 0;
+  params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
   spdlog::info("model {}: {:.2f}M parameters, device {}, precision {}", arch, params / 1e6, device.str(),
                device::to_string(precision));
@@ -329,7 +318,7 @@ void Trainer::State::join(const YAML::Node& root) {
   o.fingerprint = fmt::format("{:016x}", datasets::stable_hash(YAML::Dump(root)));
   o.cuda = device.is_cuda();
   dist = std::make_unique<Distributed>(env, o);
-  if (!dist->is_main()) quiet = std::make_unique<QuietRank>();
+  if (!dist->is_main()) quiet = std::make_unique<runtime::ScopedLogLevel>(spdlog::level::warn);
 }
 
 void Trainer::State::broadcast_model() {
@@ -493,11 +482,13 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
 
   TrainResult result;
   result.run_dir = s.run_dir;
+  result.num_parameters = s.params;
   s.model->train();
   MetricSums window;
   const auto multipliers = s.optimizer.lr_multipliers();
   const int64_t log_every = po.log_every_steps;
   while (s.step < s.max_steps) {
+    const auto step_start = std::chrono::steady_clock::now();
     const double lr = learning_rate_at(s.schedule, s.optimizer.base_lr, s.step);
     set_learning_rate(*s.optimizer.optimizer, lr, multipliers);
     s.optimizer.optimizer->zero_grad();
@@ -555,6 +546,8 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
     s.optimizer.optimizer->step();
     ++s.step;
     progress.update(s.step, step_loss, lr, samples);
+    result.step_seconds.push_back(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count());
 
     if (s.step % log_every == 0 || s.step == s.max_steps) {
       if (s.dist) window = s.dist->all_reduce(window);

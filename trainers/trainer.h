@@ -20,8 +20,11 @@ struct TrainResult {
   int64_t steps = 0;
   std::filesystem::path run_dir;
   std::filesystem::path last_checkpoint;
+  int64_t num_parameters = 0;
   std::map<std::string, double> final_metrics;  // the last evaluation ("eval/..." keys)
   double seconds = 0;
+  // Wall time of each training step of this call, data loading included (evaluation and checkpoints not).
+  std::vector<double> step_seconds;
 };
 
 class Trainer {

@@ -2,17 +2,20 @@
 // asserted (performance targets live in the benchmark itself).
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <sstream>
 
 #include "perceiver/heads.h"
 #include "tests/test_support.h"
 #include "trainers/bench.h"
+#include "trainers/op_profile.h"
 
 namespace perceiver::trainers {
 namespace {
 
 using perceiver::testing::error_of;
 using perceiver::testing::run_cli;
+namespace fs = std::filesystem;
 
 // A small MLM whose forward FLOPs are counted by hand below.
 TEST(Bench, ForwardFlopsFollowTheLayerShapes) {
@@ -86,6 +89,90 @@ TEST(Bench, CliPrintsOneJsonLinePerResultThenThePeak) {
   const auto bad = run_cli("bench --only nope");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+}
+
+TEST(OpProfile, TimesEachOperatorWithAndWithoutTheOnesItCalls) {
+  const auto a = torch::randn({64, 64}, torch::requires_grad());
+  const auto b = torch::randn({64, 64});
+  std::vector<OpTime> ops;
+  {
+    const OpProfile profile;
+    EXPECT_THROW(OpProfile second, std::logic_error);  // ATen's callbacks are process-wide
+    torch::matmul(a, b).relu().sum().backward();
+    ops = profile.table();
+  }
+  auto find = [&](const std::string& name) {
+    const auto it = std::find_if(ops.begin(), ops.end(), [&](const OpTime& op) { return op.name == name; });
+    return it == ops.end() ? nullptr : &*it;
+  };
+  const auto* mm = find("aten::mm");
+  const auto* matmul = find("aten::matmul");
+  ASSERT_NE(mm, nullptr);
+  ASSERT_NE(matmul, nullptr);
+  EXPECT_GE(mm->calls, 2);  // the forward's, and the backward's for a's gradient
+  EXPECT_EQ(matmul->calls, 1);
+  EXPECT_NE(find("MmBackward0"), nullptr);
+  // matmul's own time excludes the mm it calls; an op's self time never exceeds its total.
+  EXPECT_LT(matmul->self_ms, matmul->total_ms);
+  for (const auto& op : ops) EXPECT_LE(op.self_ms, op.total_ms + 1e-9) << op.name;
+  EXPECT_TRUE(std::is_sorted(ops.begin(), ops.end(), [](const OpTime& x, const OpTime& y) { return x.self_ms > y.self_ms; }));
+  // Once a profile ends, nothing is recorded until the next starts.
+  torch::mm(b, b);
+  const OpProfile next;
+  EXPECT_TRUE(next.table().empty());
+}
+
+TEST(Bench, ConfigsWorkloadTimesEveryRunFileAsTrainRunsIt) {
+  perceiver::testing::TempDir tmp;
+  const auto dir = tmp.path() / "configs";
+  fs::create_directories(dir);
+  {
+    std::ofstream corpus(tmp.path() / "corpus.txt");
+    for (int i = 0; i < 200; ++i) corpus << "line " << i << " of a small corpus for the bench\n";
+  }
+  const std::string corpus = (tmp.path() / "corpus.txt").string();
+  auto run_file = [&](const std::string& precision) {
+    return "model:\n"
+           "  architecture: PerceiverForMaskedLM\n"
+           "  config: {d_model: 32, d_latents: 32, num_latents: 8, num_self_attends_per_block: 1,\n"
+           "           num_self_attention_heads: 2, num_cross_attention_heads: 2, max_position_embeddings: 32}\n"
+           "task: {name: mlm}\n"
+           "data:\n"
+           "  seq_len: 32\n"
+           "  train: {type: text, path: '" + corpus + "', unit: line}\n"
+           "  eval: {type: text, path: '" + corpus + "', unit: line}\n"
+           "optimizer: {name: adamw, lr: 0.001}\n"
+           "trainer: {max_steps: 1000, batch_size: 8, precision: " + precision + ", eval_every: 1}\n"
+           "logging: {run_dir: '" + (tmp.path() / "must-not-be-written").string() + "'}\n";
+  };
+  perceiver::testing::write_file(dir / "a.yaml", run_file("fp32"));
+  perceiver::testing::write_file(dir / "b.yaml", run_file("bf16"));
+  perceiver::testing::write_file(dir / "notes.txt", "not a run file");
+  BenchOptions options;
+  options.only = {"configs"};
+  options.configs_dir = dir;
+  options.iters = 2;
+  options.warmup = 1;
+  options.threads = 1;
+  std::vector<BenchResult> results;
+  run_bench(options, [&](const BenchResult& r) { results.push_back(r); });
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_EQ(results[0].workload, "config:a");
+  EXPECT_EQ(results[1].workload, "config:b");
+  EXPECT_EQ(results[0].precision, "fp32");
+  EXPECT_EQ(results[1].precision, "bf16");  // each file's own precision
+  for (const auto& r : results) {
+    EXPECT_GT(r.num_parameters, 0);
+    EXPECT_GT(r.seconds_per_iter, 0);
+    EXPECT_NEAR(r.samples_per_s, 8 / r.seconds_per_iter, 1e-9 * r.samples_per_s);
+    EXPECT_EQ(r.gflop_per_iter, 0);  // no FLOP count for whole run files
+  }
+  // The runs went to temporary folders, removed afterwards: the file's run_dir is never touched.
+  EXPECT_FALSE(fs::exists(tmp.path() / "must-not-be-written"));
+
+  options.configs_dir = tmp.path() / "nowhere";
+  const auto message = error_of([&] { run_bench(options, [](const BenchResult&) {}); });
+  EXPECT_NE(message.find("no *.yaml run files in '" + (tmp.path() / "nowhere").string()), std::string::npos) << message;
 }
 
 }  // namespace
