@@ -6,7 +6,7 @@
 #include "datasets/images.h"
 #include "perceiver/image_processor.h"
 #include "perceiver/input_settings.h"
-#include "trainers/classification_objective.h"
+#include "trainers/classification_task.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"
 
@@ -16,9 +16,9 @@ namespace {
 using datasets::Example;
 namespace fs = std::filesystem;
 
-class ImageClassificationTask : public Task {
+class ImageClassificationTask : public ClassificationTask {
  public:
-  ImageClassificationTask(TaskSection& s) : problem_(s), source_(s.source()) {
+  ImageClassificationTask(TaskSection& s) : ClassificationTask(s), source_(s.source()) {
     augment_.crop_padding = s.get<int64_t>("random_crop_padding", 0);
     augment_.hflip_probability = s.get<double>("hflip_probability", 0.0);
     const auto mean = s.get<std::vector<double>>("image_mean", processor_.image_mean);
@@ -33,8 +33,6 @@ class ImageClassificationTask : public Task {
     return {"PerceiverForImageClassificationFourier", "PerceiverForImageClassificationLearned",
             "PerceiverForImageClassificationConvProcessing"};
   }
-  std::string best_metric() const override { return problem_.best_metric(); }
-  std::string best_mode() const override { return problem_.best_mode(); }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
     check_train_eval_section(data, source_);
@@ -56,7 +54,7 @@ class ImageClassificationTask : public Task {
       const auto n = std::max(train.labels.max().item<int64_t>(), eval.labels.max().item<int64_t>()) + 1;
       if (n != config.num_labels()) config.set_num_labels(n);
     }
-    names_ = config.id2label;
+    set_label_names(config.id2label);
     TaskData out;
     out.summary = "image classification: " + std::to_string(train.images.size(0)) + " train / " +
                   std::to_string(eval.images.size(0)) + " eval images of " + std::to_string(train.images.size(1)) + "x" +
@@ -82,18 +80,9 @@ class ImageClassificationTask : public Task {
     auto out = model.forward_named({{"inputs", normalize(images)}}, fo);
     StepOutput r;
     r.samples = images.size(0);
-    r.loss = problem_.loss(out.at("logits"), batch.at("labels"), r.metrics);
-    if (!training && problem_.single()) confusion_.add(out.at("logits"), batch.at("labels"));
+    r.loss = score(out.at("logits"), batch.at("labels"), training, r.metrics);
     return r;
   }
-  void begin_eval() override {
-    if (problem_.single()) confusion_.reset(static_cast<int64_t>(names_.size()));
-  }
-  std::map<std::string, double> end_eval(const fs::path& out_dir, ModelRunner&) override {
-    confusion_.write(out_dir / "confusion_matrix.csv", names_);
-    return {};
-  }
-  std::vector<torch::Tensor> eval_counts() override { return {confusion_.counts()}; }
 
  private:
   // The image processor's rescale + normalise, channels first; grey replicated to RGB.
@@ -141,13 +130,10 @@ class ImageClassificationTask : public Task {
     return out;
   }
 
-  ClassificationObjective problem_;
   datasets::AugmentOptions augment_;
   ImageProcessorOptions processor_;
   bool interpolate_ = false;
   std::string source_;
-  std::map<int64_t, std::string> names_;
-  Confusion confusion_;
 };
 
 }  // namespace

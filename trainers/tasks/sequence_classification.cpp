@@ -1,7 +1,7 @@
 // Sequence classification (task `sequence_classification`): labelled texts under HF's problem types.
 #include "datasets/labelled_text.h"
 #include "perceiver/tokenizer.h"
-#include "trainers/classification_objective.h"
+#include "trainers/classification_task.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"
 
@@ -11,13 +11,11 @@ namespace {
 using datasets::Example;
 namespace fs = std::filesystem;
 
-class SequenceClassificationTask : public Task {
+class SequenceClassificationTask : public ClassificationTask {
  public:
-  SequenceClassificationTask(TaskSection& s) : source_(s.source()), problem_(s) {}
+  SequenceClassificationTask(TaskSection& s) : ClassificationTask(s), source_(s.source()) {}
   std::string name() const override { return "sequence_classification"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForSequenceClassification"}; }
-  std::string best_metric() const override { return problem_.best_metric(); }
-  std::string best_mode() const override { return problem_.best_mode(); }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
     TaskSection d(data, source_, "data");
@@ -40,7 +38,7 @@ class SequenceClassificationTask : public Task {
     const auto& id2label = t.id2label;
     config.problem_type = problem_.name();
     set_id2label(config, id2label);
-    names_ = config.id2label;
+    set_label_names(config.id2label);
     TaskData out;
     out.train = encode(train, t.train, seq_len);
     out.eval = encode(eval, t.eval, seq_len);
@@ -56,18 +54,9 @@ class SequenceClassificationTask : public Task {
     const auto& logits = out.at("logits");
     const auto& labels = batch.at("labels");
     r.samples = labels.size(0);
-    r.loss = problem_.loss(logits, labels, r.metrics);
-    if (!training && problem_.single()) confusion_.add(logits, labels);
+    r.loss = score(logits, labels, training, r.metrics);
     return r;
   }
-  void begin_eval() override {
-    if (problem_.single()) confusion_.reset(static_cast<int64_t>(names_.size()));
-  }
-  std::map<std::string, double> end_eval(const fs::path& out_dir, ModelRunner&) override {
-    confusion_.write(out_dir / "confusion_matrix.csv", names_);
-    return {};
-  }
-  std::vector<torch::Tensor> eval_counts() override { return {confusion_.counts()}; }
 
  private:
   datasets::LabelledText texts(const YAML::Node& node, const std::string& path) {
@@ -92,9 +81,6 @@ class SequenceClassificationTask : public Task {
   }
 
   std::string source_;
-  ClassificationObjective problem_;
-  std::map<int64_t, std::string> names_;
-  Confusion confusion_;
 };
 
 }  // namespace

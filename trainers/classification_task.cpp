@@ -1,0 +1,21 @@
+#include "trainers/classification_task.h"
+
+namespace perceiver::trainers {
+
+void ClassificationTask::begin_eval() {
+  if (problem_.single()) confusion_.reset(static_cast<int64_t>(names_.size()));
+}
+
+std::map<std::string, double> ClassificationTask::end_eval(const std::filesystem::path& out_dir, ModelRunner&) {
+  confusion_.write(out_dir / "confusion_matrix.csv", names_);
+  return {};
+}
+
+torch::Tensor ClassificationTask::score(const torch::Tensor& logits, const torch::Tensor& labels, bool training,
+                                        MetricSums& metrics) {
+  auto loss = problem_.loss(logits, labels, metrics);
+  if (!training && problem_.single()) confusion_.add(logits, labels);
+  return loss;
+}
+
+}  // namespace perceiver::trainers
