@@ -7,7 +7,7 @@
 # GIT_REF is checked out in build-ref/<sha>/src (a git worktree) and built in build-ref/<sha>/build;
 # it must have `perceiver bench` (f96ed50 or later). This build is build/ (scripts/setup.sh).
 # Each round runs every workload on the old build, then the new (the order alternates per round);
-# the table shows the median seconds per iteration of each and new/old.
+# the table shows the median seconds per iteration of each, new/old, and each build's median peak RSS.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [ $# -ge 1 ] || { sed -n '2,11p' "$0"; exit 2; }
@@ -48,17 +48,20 @@ done
 python3 - "$results" "$ref" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith('{"build"')]
-times = {}
+times, rss = {}, {}
 for r in rows:
     if "workload" not in r:
         continue
     key = (r["workload"], r.get("precision", "fp32"), r.get("length", ""))
     times.setdefault(key, {}).setdefault(r["build"], []).append(r["seconds_per_iter"])
-print(f"{'workload':<24} {'prec':<5} {'old s/iter':>11} {'new s/iter':>11} {'new/old':>8}   (old = {sys.argv[2]})")
+    rss.setdefault(key, {}).setdefault(r["build"], []).append(r.get("peak_rss_mb", 0))
+print(f"{'workload':<28} {'prec':<5} {'old s/iter':>11} {'new s/iter':>11} {'new/old':>8} {'old RSS MB':>11} "
+      f"{'new RSS MB':>11}   (old = {sys.argv[2]})")
 for (workload, prec, length), t in sorted(times.items()):
     if "old" not in t or "new" not in t:
         continue
     o, n = statistics.median(t["old"]), statistics.median(t["new"])
+    ro, rn = statistics.median(rss[(workload, prec, length)]["old"]), statistics.median(rss[(workload, prec, length)]["new"])
     name = f"{workload} {length}".strip()
-    print(f"{name:<24} {prec:<5} {o:>11.4f} {n:>11.4f} {n / o:>8.3f}")
+    print(f"{name:<28} {prec:<5} {o:>11.4f} {n:>11.4f} {n / o:>8.3f} {ro:>11.0f} {rn:>11.0f}")
 EOF
