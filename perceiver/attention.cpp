@@ -66,20 +66,68 @@ PerceiverSelfAttentionImpl::PerceiverSelfAttentionImpl(const PerceiverSelfAttent
   dropout = register_module("dropout", torch::nn::Dropout(options.dropout));
 }
 
-AttentionResult PerceiverSelfAttentionImpl::forward(const torch::Tensor& hidden_states, const torch::Tensor& inputs,
+// LayerNorm(inputs) projected by the key and value layers, with inputs = [x, e]: x (B, M, Cx) per
+// example, e (1, M, Cs) the same for every example. With G = W * gamma (gamma folded into W's columns),
+// LayerNorm then W gives ((a - mean) G^T) / std + (W beta + b), and (a - mean) G^T splits into
+//   (x - mean) G_x^T  +  (e - mean_e) G_e^T  +  (mean_e - mean) rowsum(G_e)
+// whose middle term, the large one, is computed once for the batch. The statistics come from x's and
+// e's own centred sums (no E[a^2] - mean^2 cancellation).
+std::pair<torch::Tensor, torch::Tensor> PerceiverSelfAttentionImpl::factored_key_value(const CrossInputs& inputs) {
+  const auto& shared = inputs.shared;
+  const auto dtype = layernorm2->weight.scalar_type();
+  const int64_t c = inputs.all.size(-1), cs = shared.size(-1), cx = c - cs;
+  const auto x = inputs.all.narrow(-1, 0, cx).to(dtype);
+  const auto e = shared.to(dtype);
+  const double n = static_cast<double>(c);
+  // Mean and variance over all C channels per (example, position).
+  const auto e_mean = e.mean(-1, true);                                     // (1, M, 1)
+  const auto e_scatter = (e - e_mean).square().sum(-1, true);               // (1, M, 1)
+  const auto mean = (x.sum(-1, true) + e_mean * static_cast<double>(cs)) / n;  // (B, M, 1)
+  const auto x_centred = x - mean;
+  const auto var =
+      (x_centred.square().sum(-1, true) + e_scatter + (e_mean - mean).square() * static_cast<double>(cs)) / n;
+  const auto inv_std = torch::rsqrt(var + layernorm2->options.eps());
+
+  const int64_t kc = key->weight.size(0);
+  const auto kv_weight = torch::cat({key->weight, value->weight}, 0);  // (K + V, C)
+  const auto weight = kv_weight * layernorm2->weight;                  // gamma folded in
+  const auto bias = torch::cat({key->bias, value->bias}, 0) + (kv_weight * layernorm2->bias).sum(1);
+  // Centred before projecting (x by its example's mean, e by its own), so that no large terms cancel
+  // afterwards, also where autocast projects in bf16.
+  const auto w_e = weight.narrow(1, cx, cs);
+  const auto projected = torch::matmul(x_centred, weight.narrow(1, 0, cx).t()) +  // per example
+                         torch::matmul(e - e_mean, w_e.t()) +                      // once for the batch
+                         (e_mean - mean) * w_e.sum(1);
+  const auto kv = projected * inv_std + bias;
+  return {kv.narrow(-1, 0, kc), kv.narrow(-1, kc, kv.size(-1) - kc)};
+}
+
+AttentionResult PerceiverSelfAttentionImpl::forward(const torch::Tensor& hidden_states, const CrossInputs& inputs,
                                                     const torch::Tensor& attention_mask, bool output_attentions) {
   const auto normed = norm(layernorm1, hidden_states);
-  const bool cross = inputs.defined();
+  const bool cross = inputs.all.defined();
   TORCH_CHECK(cross == options_.is_cross_attention,
               cross ? "self-attention layer called with cross-attention inputs" : "cross-attention layer needs inputs");
-  const auto kv = cross ? norm(layernorm2, inputs) : normed;
-  TORCH_CHECK(kv.size(-1) == options_.kv_dim, "attention inputs have ", kv.size(-1), " channels, expected ",
-              options_.kv_dim);
+  if (cross)
+    TORCH_CHECK(inputs.all.size(-1) == options_.kv_dim, "attention inputs have ", inputs.all.size(-1),
+                " channels, expected ", options_.kv_dim);
 
   const int64_t heads = options_.num_heads;
   const auto q = split_heads(query(normed), heads);
-  const auto k = split_heads(key(kv), heads);
-  const auto v = split_heads(value(kv), heads);
+  torch::Tensor k, v;
+  // Shared channels pay off from two examples on; one example takes HF's path exactly.
+  if (cross && inputs.shared.defined() && inputs.all.size(0) > 1) {
+    TORCH_CHECK(inputs.shared.dim() == 3 && inputs.shared.size(0) == 1 && inputs.shared.size(1) == inputs.all.size(1) &&
+                    inputs.shared.size(2) < inputs.all.size(2),
+                "shared cross-attention channels ", inputs.shared.sizes(), " do not fit the inputs ", inputs.all.sizes());
+    const auto [key_states, value_states] = factored_key_value(inputs);
+    k = split_heads(key_states, heads);
+    v = split_heads(value_states, heads);
+  } else {
+    const auto kv = cross ? norm(layernorm2, inputs.all) : normed;
+    k = split_heads(key(kv), heads);
+    v = split_heads(value(kv), heads);
+  }
 
   auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
   if (attention_mask.defined()) scores = scores + attention_mask;
@@ -118,7 +166,7 @@ PerceiverAttentionImpl::PerceiverAttentionImpl(const PerceiverConfig& config, co
   output = register_module("output", PerceiverSelfOutput(v, o.is_cross_attention ? o.q_dim : v));
 }
 
-AttentionResult PerceiverAttentionImpl::forward(const torch::Tensor& hidden_states, const torch::Tensor& inputs,
+AttentionResult PerceiverAttentionImpl::forward(const torch::Tensor& hidden_states, const CrossInputs& inputs,
                                                 const torch::Tensor& attention_mask, bool output_attentions) {
   auto result = self->forward(hidden_states, inputs, attention_mask, output_attentions);
   result.output = output(result.output);
@@ -142,7 +190,7 @@ PerceiverLayerImpl::PerceiverLayerImpl(const PerceiverConfig& config, const Perc
   mlp = register_module("mlp", PerceiverMLP(config, options.q_dim, options.widening_factor));
 }
 
-AttentionResult PerceiverLayerImpl::forward(const torch::Tensor& hidden_states, const torch::Tensor& inputs,
+AttentionResult PerceiverLayerImpl::forward(const torch::Tensor& hidden_states, const CrossInputs& inputs,
                                             const torch::Tensor& attention_mask, bool output_attentions) {
   auto result = attention->forward(hidden_states, inputs, attention_mask, output_attentions);
   result.output = mlp(norm(layernorm, result.output)) + result.output;

@@ -6,6 +6,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 
 #include "perceiver/config.h"
 
@@ -17,6 +18,17 @@ torch::Tensor apply_activation(const std::string& name, const torch::Tensor& x);
 // HF's invert_attention_mask: (B, N) 1/0 mask -> (B, 1, 1, N) additive float mask
 // (1 - mask) * finfo(float32).min, so a fully masked row stays finite (uniform attention).
 torch::Tensor invert_attention_mask(const torch::Tensor& mask);
+
+// The key/value inputs of a cross-attention: `all` (B, M, C), and optionally `shared` (1, M, Cs),
+// its last Cs channels when they are the same for every example (position features that a
+// preprocessor concatenated). With `shared`, the cross-attention normalises and projects those
+// channels once per batch instead of once per example (the same result up to float rounding).
+struct CrossInputs {
+  CrossInputs(torch::Tensor all_ = {}, torch::Tensor shared_ = {})  // NOLINT: a plain tensor converts
+      : all(std::move(all_)), shared(std::move(shared_)) {}
+  torch::Tensor all;
+  torch::Tensor shared;
+};
 
 struct AttentionResult {
   torch::Tensor output;
@@ -37,11 +49,14 @@ class PerceiverSelfAttentionImpl : public torch::nn::Module {
  public:
   explicit PerceiverSelfAttentionImpl(const PerceiverSelfAttentionOptions& options);
   // inputs undefined = self-attention over hidden_states; mask is additive, broadcastable to scores.
-  AttentionResult forward(const torch::Tensor& hidden_states, const torch::Tensor& inputs,
+  AttentionResult forward(const torch::Tensor& hidden_states, const CrossInputs& inputs,
                           const torch::Tensor& attention_mask, bool output_attentions);
   int64_t v_channels() const { return options_.v_channels; }
 
  private:
+  // layernorm2 then the key and value projections of inputs.all, the shared channels once per batch.
+  std::pair<torch::Tensor, torch::Tensor> factored_key_value(const CrossInputs& inputs);
+
   PerceiverSelfAttentionOptions options_;
   torch::nn::LayerNorm layernorm1{nullptr}, layernorm2{nullptr};
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
@@ -74,7 +89,7 @@ struct PerceiverLayerOptions {
 class PerceiverAttentionImpl : public torch::nn::Module {
  public:
   PerceiverAttentionImpl(const PerceiverConfig& config, const PerceiverLayerOptions& options);
-  AttentionResult forward(const torch::Tensor& hidden_states, const torch::Tensor& inputs,
+  AttentionResult forward(const torch::Tensor& hidden_states, const CrossInputs& inputs,
                           const torch::Tensor& attention_mask, bool output_attentions);
 
  private:
@@ -98,7 +113,7 @@ TORCH_MODULE(PerceiverMLP);
 class PerceiverLayerImpl : public torch::nn::Module {
  public:
   PerceiverLayerImpl(const PerceiverConfig& config, const PerceiverLayerOptions& options);
-  AttentionResult forward(const torch::Tensor& hidden_states, const torch::Tensor& inputs = {},
+  AttentionResult forward(const torch::Tensor& hidden_states, const CrossInputs& inputs = {},
                           const torch::Tensor& attention_mask = {}, bool output_attentions = false);
 
  private:

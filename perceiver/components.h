@@ -19,6 +19,9 @@ struct PreprocessorOutput {
   torch::Tensor inputs;                         // (B, N, num_channels), positions included
   std::optional<ModalitySizes> modality_sizes;  // multimodal only
   torch::Tensor inputs_without_pos;             // undefined where HF returns None
+  // (1, N, Cs): the last Cs channels of `inputs` where they are the same for every example (position
+  // features concatenated); the encoder's cross-attention then projects them once per batch.
+  torch::Tensor shared_channels;
 };
 
 class PreprocessorImpl : public torch::nn::Module {

@@ -59,6 +59,7 @@ PreprocessorOutput build_network_inputs(const char* who, torch::Tensor inputs, P
   PreprocessorOutput out;
   if (concat_or_add == "concat") {
     out.inputs = torch::cat({inputs, pos.to(inputs.scalar_type())}, -1);
+    out.shared_channels = pos.narrow(0, 0, 1).to(inputs.scalar_type());  // positions: one row serves every example
   } else {
     TORCH_CHECK(pos.size(-1) == inputs.size(-1), who, ": concat_or_add_pos='add' needs ", inputs.size(-1),
                 " position channels, got ", pos.size(-1));

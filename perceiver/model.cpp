@@ -73,7 +73,8 @@ PerceiverModelOutput PerceiverModelImpl::forward(const TensorOrDict& raw_inputs,
 
   const auto latents = embeddings->forward(DynamicSize::of(inputs, 0));
   auto encoded =
-      encoder->forward(latents, inputs, extended_mask, options.output_attentions, options.output_hidden_states);
+      encoder->forward(latents, CrossInputs(inputs, pre.shared_channels), extended_mask, options.output_attentions,
+                       options.output_hidden_states);
   PerceiverModelOutput out;
   out.last_hidden_state = encoded.last_hidden_state;
   out.hidden_states = std::move(encoded.hidden_states);
