@@ -7,16 +7,19 @@
 # GIT_REF is checked out in build-ref/<sha>/src (a git worktree) and built in build-ref/<sha>/build;
 # it must have `perceiver bench` (f96ed50 or later). This build is build/ (scripts/setup.sh).
 # Each round runs every workload on the old build, then the new (the order alternates per round);
-# the table shows the median seconds per iteration of each, new/old, and each build's median peak RSS.
+# the table shows the median seconds per iteration of each, new/old, and each build's median peak RSS
+# (each workload runs in its own process).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 [ $# -ge 1 ] || { sed -n '2,11p' "$0"; exit 2; }
 ref="$1"; shift
 rounds=3
 args=()
+only=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
+    --only) shift; while [ $# -gt 0 ] && [ "${1#--}" = "$1" ]; do only+=("$1"); shift; done ;;
     *) args+=("$1"); shift ;;
   esac
 done
@@ -34,6 +37,11 @@ cmake -S "$dir/src" -B "$dir/build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPERCEI
   -DPERCEIVER_BUILD_BENCH=OFF >/dev/null
 cmake --build "$dir/build" --target perceiver -j "$(nproc)" >/dev/null
 old="$dir/build/perceiver"
+# One process per workload: the CLI keeps freed memory in the process (see the allocator note), so a
+# workload's peak RSS is only its own when it runs first.
+if ((${#only[@]} == 0)); then
+  mapfile -t only < <("$new" bench --help | sed -n 's/^workloads: *//p' | tr ' ' '\n' | grep -v '^$')
+fi
 
 results="$(mktemp)"; trap 'rm -f "$results"' EXIT
 for ((round = 1; round <= rounds; round++)); do
@@ -41,7 +49,9 @@ for ((round = 1; round <= rounds; round++)); do
   for which in "${order[@]}"; do
     bin="$old"; [ "$which" = new ] && bin="$new"
     echo "bench-compare: round $round/$rounds, $which build" >&2
-    "$bin" bench --json "${args[@]}" | sed "s/^{/{\"build\":\"$which\",/" >>"$results"
+    for workload in "${only[@]}"; do
+      "$bin" bench --json --only "$workload" "${args[@]}" | sed "s/^{/{\"build\":\"$which\",/" >>"$results"
+    done
   done
 done
 
