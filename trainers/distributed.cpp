@@ -315,6 +315,10 @@ Distributed::Distributed(const RankEnvironment& env, const DistributedOptions& o
     impl_->stop_heartbeat();
     throw;
   }
+  // Nobody leaves the join before every rank's connections are up: a rank that fails right after it
+  // (a bad batch size) would otherwise cut a slower peer's connection set-up short, and that peer would
+  // report a connection error instead of the real one.
+  barrier();
   spdlog::info("rank {} of {} joined the process group ({} on {}, collective timeout {:.0f} s)", env.rank,
                env.world_size, impl_->group->getBackendName(), impl_->endpoint(), seconds(options.timeout));
 }
