@@ -66,7 +66,9 @@ void set_threads(int n) {
   at::set_num_threads(n > 0 ? n : cores);
 }
 
-std::string loaded_blas_library() {
+namespace {
+// The resolved path of the first library mapped into this process whose file name contains `part`.
+std::string mapped_library(const std::string& part) {
   std::ifstream maps("/proc/self/maps");
   std::string line;
   while (std::getline(maps, line)) {
@@ -74,13 +76,25 @@ std::string loaded_blas_library() {
     if (slash == std::string::npos) continue;
     const std::string path = line.substr(slash);
     const std::string file = path.substr(path.rfind('/') + 1);
-    if (file.find("blas") != std::string::npos) {
+    if (file.find(part) != std::string::npos) {
       std::error_code ec;
       const auto real = std::filesystem::canonical(path, ec);
       return ec ? path : real.string();
     }
   }
-  return "(none mapped)";
+  return "";
+}
+}  // namespace
+
+std::string loaded_blas_library() {
+  const auto path = mapped_library("blas");
+  return path.empty() ? "(none mapped)" : path;
+}
+
+std::string malloc_library() {
+  for (const char* name : {"tcmalloc", "jemalloc", "mimalloc"})
+    if (auto path = mapped_library(name); !path.empty()) return path;
+  return "glibc malloc";
 }
 
 std::string environment_report() {
@@ -89,6 +103,7 @@ std::string environment_report() {
   out << "perceiver-cpp " << PERCEIVER_VERSION << "\n"
       << "libtorch " << TORCH_VERSION << "\n"
       << "blas library " << loaded_blas_library() << "\n"
+      << "malloc " << malloc_library() << "\n"
       << "OPENBLAS_CORETYPE " << (coretype ? coretype : "(unset)") << " (preferred for this CPU: "
       << (preferred_openblas_coretype().empty() ? "default" : preferred_openblas_coretype()) << ")\n"
       << "intra-op threads " << at::get_num_threads() << "\n"

@@ -28,6 +28,8 @@ std::string preferred_openblas_coretype();
 
 // The BLAS shared library actually mapped into this process (from /proc/self/maps).
 std::string loaded_blas_library();
+// The malloc in use: the tcmalloc, jemalloc or mimalloc library mapped into the process, else "glibc malloc".
+std::string malloc_library();
 
 // Whether /proc/cpuinfo lists `flag` (e.g. "avx512_bf16", "amx_bf16", "amx_tile") for this CPU.
 bool cpu_has_flag(const std::string& flag);

@@ -13,6 +13,7 @@ packages=(
   libtorch-dev libgloo-dev libopenblas0-openmp
   libopencv-dev libspdlog-dev libboost-program-options-dev libyaml-cpp-dev nlohmann-json3-dev
   libsndfile1-dev zlib1g-dev libgtest-dev libbenchmark-dev python3-torch
+  libgoogle-perftools-dev  # tcmalloc for the CLI (see CMakeLists.txt)
   # Embedded data sets.
   bible-kjv-text dataset-fashion-mnist
   fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-cs fortunes-pl fortunes-br
