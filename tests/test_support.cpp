@@ -70,6 +70,13 @@ std::map<std::string, torch::Tensor> on_test_device(const std::map<std::string, 
   return out;
 }
 
+std::map<std::string, torch::Tensor> parameter_gradients(torch::nn::Module& model) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : model.named_parameters())
+    out[p.key()] = p.value().grad().defined() ? p.value().grad().clone() : torch::zeros_like(p.value());
+  return out;
+}
+
 std::string tensor_mismatch(const torch::Tensor& actual, const torch::Tensor& expected, double atol, double rtol) {
   std::ostringstream report;
   if (actual.scalar_type() != expected.scalar_type()) {

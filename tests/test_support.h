@@ -60,6 +60,9 @@ std::string expect_error(Fn&& fn, const std::filesystem::path& file) {
 std::string tensor_mismatch(const torch::Tensor& actual, const torch::Tensor& expected, double atol = 1e-5,
                             double rtol = 1e-5);
 
+// Each parameter's gradient by name, cloned (zeros where it has none).
+std::map<std::string, torch::Tensor> parameter_gradients(torch::nn::Module& model);
+
 // The device the model parity tests run their forward passes on, from PERCEIVER_TEST_DEVICE: unset,
 // "" or "cpu" = the CPU; "cuda" or "cuda:N" = that GPU, with TF32 turned off for cuBLAS and cuDNN.
 // Throws (never falls back to the CPU) when the variable is not such a name or names a GPU that this

@@ -24,13 +24,6 @@ PerceiverForMaskedLM small_mlm() {
   return model;
 }
 
-std::map<std::string, torch::Tensor> gradients(torch::nn::Module& model) {
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& p : model.named_parameters())
-    out[p.key()] = p.value().grad().defined() ? p.value().grad().clone() : torch::zeros_like(p.value());
-  return out;
-}
-
 TEST(MaskedDecoding, LossGradientsAndLogitsEqualTheFullDecode) {
   auto model = small_mlm();
   // Shorter than max_position_embeddings, with padding in one row and rows of different mask counts.
@@ -49,12 +42,12 @@ TEST(MaskedDecoding, LossGradientsAndLogitsEqualTheFullDecode) {
   full.logits = full.logits.narrow(1, 0, length);
   full.loss = torch::nn::functional::cross_entropy(full.logits.reshape({-1, full.logits.size(-1)}), labels.reshape({-1}));
   full.loss.backward();
-  const auto full_grads = gradients(*model);
+  const auto full_grads = parameter_gradients(*model);
 
   model->zero_grad();
   const auto part = masked_lm_loss(*model, ids, mask, labels);
   part.loss.backward();
-  const auto part_grads = gradients(*model);
+  const auto part_grads = parameter_gradients(*model);
 
   EXPECT_LT(part.logits.size(1), length) << "the decoder should run on fewer queries than positions";
   EXPECT_NEAR(part.loss.item<double>(), full.loss.item<double>(), 1e-6);

@@ -10,13 +10,6 @@
 namespace perceiver::testing {
 namespace {
 
-std::map<std::string, torch::Tensor> gradients(torch::nn::Module& model) {
-  std::map<std::string, torch::Tensor> out;
-  for (const auto& p : model.named_parameters())
-    out[p.key()] = p.value().grad().defined() ? p.value().grad().clone() : torch::zeros_like(p.value());
-  return out;
-}
-
 void expect_batch_equals_examples(const std::string& fixture, const torch::Tensor& inputs) {
   SCOPED_TRACE(fixture);
   auto model = io::load_pretrained(hf_fixtures_dir() / fixture);
@@ -26,7 +19,7 @@ void expect_batch_equals_examples(const std::string& fixture, const torch::Tenso
   model->zero_grad();
   const auto batched = logits(inputs);
   batched.square().sum().backward();
-  const auto batched_grads = gradients(*model);
+  const auto batched_grads = parameter_gradients(*model);
 
   model->zero_grad();
   std::vector<torch::Tensor> rows;
@@ -35,7 +28,7 @@ void expect_batch_equals_examples(const std::string& fixture, const torch::Tenso
     rows.back().square().sum().backward();  // gradients add up over the examples
   }
   EXPECT_EQ(tensor_mismatch(batched.detach(), torch::cat(rows, 0).detach(), 1e-5, 1e-4), "");
-  for (const auto& [name, grad] : gradients(*model)) {
+  for (const auto& [name, grad] : parameter_gradients(*model)) {
     const double scale = std::max(grad.abs().max().item<double>(), 1.0);
     EXPECT_EQ(tensor_mismatch(batched_grads.at(name), grad, 1e-5 * scale, 1e-4), "") << name;
   }
