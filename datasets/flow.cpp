@@ -3,7 +3,6 @@
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -361,13 +360,8 @@ FlowPairs shifted_images_source(SourceOptions& s, int64_t height, int64_t width)
   std::vector<fs::path> files;
   std::error_code ec;
   if (fs::is_directory(root, ec)) {
-    const ImageFolderOptions known;
-    for (const auto& entry : fs::directory_iterator(root)) {
-      auto ext = entry.path().extension().string();
-      std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
-      if (entry.is_regular_file() && std::find(known.extensions.begin(), known.extensions.end(), ext) != known.extensions.end())
-        files.push_back(entry.path());
-    }
+    for (const auto& entry : fs::directory_iterator(root))
+      if (is_image_file(entry)) files.push_back(entry.path());
     std::sort(files.begin(), files.end());
   } else if (fs::is_regular_file(root, ec)) {
     files.push_back(root);

@@ -79,6 +79,13 @@ class ImageStack {
 
 }  // namespace
 
+bool is_image_file(const fs::directory_entry& entry, const ImageFolderOptions& options) {
+  if (!entry.is_regular_file()) return false;
+  std::string ext = entry.path().extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char ch) { return std::tolower(ch); });
+  return std::find(options.extensions.begin(), options.extensions.end(), ext) != options.extensions.end();
+}
+
 ImageClassificationSet load_image_folder(const fs::path& root, const ImageFolderOptions& options) {
   std::error_code ec;
   if (!fs::is_directory(root, ec)) throw std::runtime_error("image folder '" + root.string() + "' is not a directory");
@@ -91,13 +98,8 @@ ImageClassificationSet load_image_folder(const fs::path& root, const ImageFolder
   std::vector<int64_t> labels;
   for (size_t c = 0; c < set.classes.size(); ++c) {
     std::vector<fs::path> files;
-    for (const auto& e : fs::recursive_directory_iterator(root / set.classes[c])) {
-      if (!e.is_regular_file()) continue;
-      std::string ext = e.path().extension().string();
-      std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char ch) { return std::tolower(ch); });
-      if (std::find(options.extensions.begin(), options.extensions.end(), ext) != options.extensions.end())
-        files.push_back(e.path());
-    }
+    for (const auto& e : fs::recursive_directory_iterator(root / set.classes[c]))
+      if (is_image_file(e, options)) files.push_back(e.path());
     std::sort(files.begin(), files.end());
     for (const auto& f : files) {
       if (!stack.add(f)) {

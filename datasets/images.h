@@ -26,6 +26,9 @@ struct ImageFolderOptions {
   bool grayscale = false;  // C = 1, else RGB C = 3
   std::vector<std::string> extensions = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"};
 };
+// A regular file whose extension (any case) is one of options.extensions.
+bool is_image_file(const std::filesystem::directory_entry& entry, const ImageFolderOptions& options = {});
+
 // root/<class>/<image>: classes are the sorted subfolder names.
 ImageClassificationSet load_image_folder(const std::filesystem::path& root, const ImageFolderOptions& options = {});
 

@@ -328,12 +328,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-template <typename T>
-T run_value(const RunConfig& run, const std::string& key, const T& fallback) {
-  const auto node = lookup(run.root, key);
-  return node.IsDefined() && !node.IsNull() ? node.as<T>() : fallback;
-}
-
 // The run file's training steps as `perceiver train` takes them: the median step after warm-up.
 BenchResult time_config_steps(const fs::path& file, const BenchOptions& o) {
   auto run = load_run_config(file);
@@ -344,7 +338,7 @@ BenchResult time_config_steps(const fs::path& file, const BenchOptions& o) {
                         "logging.run_dir=" + dir.string(), "logging.log_every=1000000"});
   BenchResult r;
   r.workload = "config:" + file.stem().string();
-  r.precision = run_value<std::string>(run, "trainer.precision", "fp32");
+  r.precision = lookup_value<std::string>(run.root, "trainer.precision", "fp32");
   TrainResult trained;
   {
     const runtime::ScopedLogLevel quiet(spdlog::level::err);  // the bench prints its own table (and the
@@ -361,7 +355,7 @@ BenchResult time_config_steps(const fs::path& file, const BenchOptions& o) {
   if (steps.empty()) throw std::runtime_error(file.string() + ": the bench ran no training step");
   std::nth_element(steps.begin(), steps.begin() + static_cast<std::ptrdiff_t>(steps.size() / 2), steps.end());
   r.seconds_per_iter = steps[steps.size() / 2];
-  r.samples_per_s = static_cast<double>(run_value<int64_t>(run, "trainer.batch_size", 0)) / r.seconds_per_iter;
+  r.samples_per_s = static_cast<double>(lookup_value<int64_t>(run.root, "trainer.batch_size", 0)) / r.seconds_per_iter;
   r.num_parameters = trained.num_parameters;
   r.extra["config"] = file.string();
   return r;

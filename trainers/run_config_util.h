@@ -41,6 +41,13 @@ void apply_overrides(RunConfig& config, const std::vector<std::string>& assignme
 // The node at a dotted path, or an invalid/undefined node (check with IsDefined()) when absent.
 YAML::Node lookup(const YAML::Node& root, const std::string& dotted_key);
 
+// The value at a dotted path as T, or `fallback` when the key is absent or null.
+template <typename T>
+T lookup_value(const YAML::Node& root, const std::string& dotted_key, const T& fallback) {
+  const auto node = lookup(root, dotted_key);
+  return node.IsDefined() && !node.IsNull() ? node.as<T>() : fallback;
+}
+
 // Typed reads from one section of a run file; errors name the file, line and dotted key.
 class SectionReader {
  public:

@@ -89,12 +89,6 @@ logging:
 
 namespace {
 
-template <typename T>
-T value(const YAML::Node& root, const std::string& key, const T& fallback) {
-  const auto node = lookup(root, key);
-  return node.IsDefined() && !node.IsNull() ? node.as<T>() : fallback;
-}
-
 torch::Device pick_device(const std::string& name, const std::string& source) {
   try {
     return device::parse(name);
@@ -173,37 +167,37 @@ void Trainer::State::build(bool training) {
   check_schema(run, run_schema());
   env = rank_environment();
   // Ranks of one machine share its cores.
-  int threads = value<int>(root, "trainer.threads", 0);
+  int threads = lookup_value<int>(root, "trainer.threads", 0);
   if (threads <= 0 && env.local_world_size > 1)
     threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency() / env.local_world_size));
   runtime::set_threads(threads);
-  seed = value<int64_t>(root, "trainer.seed", 0);
+  seed = lookup_value<int64_t>(root, "trainer.seed", 0);
   torch::manual_seed(static_cast<uint64_t>(seed));
   generator = datasets::make_generator(static_cast<uint64_t>(seed) + 1);
-  device = pick_device(value<std::string>(root, "trainer.device", "auto"), run.source);
+  device = pick_device(lookup_value<std::string>(root, "trainer.device", "auto"), run.source);
   if (env.distributed() && device.is_cuda()) device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
   if (env.distributed()) {
     // Join early: a rank that then fails (bad data path, ...) is named by the others.
     join(root);
     // The batch sizes are global: each rank takes its share of every batch.
-    const auto global = value<int64_t>(root, "trainer.batch_size", 32);
+    const auto global = lookup_value<int64_t>(root, "trainer.batch_size", 32);
     for (const auto& [key, size] : {std::pair{"batch_size", global},
-                                    std::pair{"eval_batch_size", value<int64_t>(root, "trainer.eval_batch_size", global)}})
+                                    std::pair{"eval_batch_size", lookup_value<int64_t>(root, "trainer.eval_batch_size", global)}})
       if (size % env.world_size != 0)
         throw std::invalid_argument(fmt::format(
             "{}: trainer.{} ({}) is the global batch and must divide by the world size ({} ranks): use a multiple of {}",
             run.source, key, size, env.world_size, env.world_size));
   }
-  precision = device::parse_precision(value<std::string>(root, "trainer.precision", "fp32"));
+  precision = device::parse_precision(lookup_value<std::string>(root, "trainer.precision", "fp32"));
   if (precision == device::Precision::bf16)
     if (const auto warning = device::bf16_slowdown_warning(device); !warning.empty()) spdlog::warn("{}", warning);
-  device::allow_tf32(value<bool>(root, "trainer.tf32", false));
-  device::set_deterministic(value<bool>(root, "trainer.deterministic", false));
+  device::allow_tf32(lookup_value<bool>(root, "trainer.tf32", false));
+  device::set_deterministic(lookup_value<bool>(root, "trainer.deterministic", false));
 
   task = make_task(root["task"], run.source);
 
   // The model config: an HF/checkpoint directory's, or inline.
-  const auto from = value<std::string>(root, "model.from", "");
+  const auto from = lookup_value<std::string>(root, "model.from", "");
   if (!from.empty()) {
     config = PerceiverConfig::from_json_file(fs::path(from) / "config.json");
   } else if (root["model"] && root["model"]["config"]) {
@@ -211,7 +205,7 @@ void Trainer::State::build(bool training) {
   } else {
     throw std::invalid_argument(run.source + ": 'model' needs either 'from: DIR' or an inline 'config' mapping");
   }
-  auto arch = value<std::string>(root, "model.architecture", "");
+  auto arch = lookup_value<std::string>(root, "model.architecture", "");
   if (arch.empty()) arch = !from.empty() && !config.architecture().empty() ? config.architecture() : task->architectures().front();
   const auto supported = task->architectures();
   if (std::find(supported.begin(), supported.end(), arch) == supported.end()) {
@@ -243,7 +237,7 @@ void Trainer::State::build(bool training) {
     spdlog::info("fine-tuning from {}: {}", from, report.summary());
     for (const auto& m : report.mismatched) spdlog::warn("re-initialised (shape differs): {}", m);
   }
-  const bool checkpointing = value<bool>(root, "model.activation_checkpointing", false);
+  const bool checkpointing = lookup_value<bool>(root, "model.activation_checkpointing", false);
   if (checkpointing) set_activation_checkpointing(*model, true);
   model->to(device);
   if (dist) broadcast_model();
@@ -252,21 +246,21 @@ void Trainer::State::build(bool training) {
   spdlog::info("model {}: {:.2f}M parameters, device {}, precision {}", arch, params / 1e6, device.str(),
                device::to_string(precision));
 
-  batch_size = value<int64_t>(root, "trainer.batch_size", 32);
-  eval_batch_size = value<int64_t>(root, "trainer.eval_batch_size", batch_size);
-  grad_accum = value<int64_t>(root, "trainer.grad_accum", 1);
-  eval_max_batches = value<int64_t>(root, "trainer.eval_max_batches", 0);
-  num_workers = value<int>(root, "trainer.num_workers", 2);
-  prefetch = value<int>(root, "trainer.prefetch", 4);
+  batch_size = lookup_value<int64_t>(root, "trainer.batch_size", 32);
+  eval_batch_size = lookup_value<int64_t>(root, "trainer.eval_batch_size", batch_size);
+  grad_accum = lookup_value<int64_t>(root, "trainer.grad_accum", 1);
+  eval_max_batches = lookup_value<int64_t>(root, "trainer.eval_max_batches", 0);
+  num_workers = lookup_value<int>(root, "trainer.num_workers", 2);
+  prefetch = lookup_value<int>(root, "trainer.prefetch", 4);
   if (batch_size < 1 || eval_batch_size < 1 || grad_accum < 1)
     throw std::invalid_argument(run.source + ": trainer.batch_size, eval_batch_size and grad_accum must be >= 1");
-  best_metric = value<std::string>(root, "trainer.best_metric", task->best_metric());
-  best_mode = value<std::string>(root, "trainer.best_mode", task->best_mode());
-  run_dir = value<std::string>(root, "logging.run_dir", "runs/" + task->name());
+  best_metric = lookup_value<std::string>(root, "trainer.best_metric", task->best_metric());
+  best_mode = lookup_value<std::string>(root, "trainer.best_mode", task->best_mode());
+  run_dir = lookup_value<std::string>(root, "logging.run_dir", "runs/" + task->name());
   if (!training) return;
 
   auto o = optimizer_options_from_yaml(root["optimizer"], run.source, "optimizer");
-  const auto freeze = value<std::vector<std::string>>(root, "model.freeze", {});
+  const auto freeze = lookup_value<std::vector<std::string>>(root, "model.freeze", {});
   o.freeze.insert(o.freeze.end(), freeze.begin(), freeze.end());
   optimizer = build_optimizer(model->named_parameters(), o);
   if (!optimizer.frozen.empty()) spdlog::info("frozen parameters: {}", optimizer.frozen.size());
@@ -288,8 +282,8 @@ void Trainer::State::build(bool training) {
 
   train_loader = make_loader(data.train, true);
   const auto steps_per_epoch = std::max<int64_t>(1, train_loader->batches_per_epoch() / grad_accum);
-  max_steps = value<int64_t>(root, "trainer.max_steps", 0);
-  if (max_steps <= 0) max_steps = value<int64_t>(root, "trainer.epochs", 1) * steps_per_epoch;
+  max_steps = lookup_value<int64_t>(root, "trainer.max_steps", 0);
+  if (max_steps <= 0) max_steps = lookup_value<int64_t>(root, "trainer.epochs", 1) * steps_per_epoch;
   schedule = schedule_options_from_yaml(root["schedule"], run.source, "schedule");
   schedule.total_steps = max_steps;
   if (schedule.warmup_steps > max_steps) {
@@ -298,14 +292,14 @@ void Trainer::State::build(bool training) {
     schedule.warmup_steps = max_steps / 10;
   }
   validate(schedule);
-  eval_every = value<int64_t>(root, "trainer.eval_every", 0);
-  checkpoint_every = value<int64_t>(root, "trainer.checkpoint_every", 0);
-  clip = value<double>(root, "trainer.clip_grad_norm", 0.0);
-  skip_nonfinite = value<std::string>(root, "trainer.on_nonfinite", "stop") == "skip";
+  eval_every = lookup_value<int64_t>(root, "trainer.eval_every", 0);
+  checkpoint_every = lookup_value<int64_t>(root, "trainer.checkpoint_every", 0);
+  clip = lookup_value<double>(root, "trainer.clip_grad_norm", 0.0);
+  skip_nonfinite = lookup_value<std::string>(root, "trainer.on_nonfinite", "stop") == "skip";
 
   CheckpointOptions co;
   co.run_dir = run_dir;
-  co.keep_last = value<int>(root, "trainer.keep_last", 2);
+  co.keep_last = lookup_value<int>(root, "trainer.keep_last", 2);
   co.best_metric = best_metric;
   co.mode = best_mode;
   if (is_main()) checkpoints = std::make_unique<CheckpointManager>(co);  // rank 0 writes them
@@ -313,7 +307,7 @@ void Trainer::State::build(bool training) {
 
 void Trainer::State::join(const YAML::Node& root) {
   DistributedOptions o;
-  o.timeout = std::chrono::milliseconds(static_cast<int64_t>(value<double>(root, "trainer.dist_timeout_s", 1800.0) * 1000));
+  o.timeout = std::chrono::milliseconds(static_cast<int64_t>(lookup_value<double>(root, "trainer.dist_timeout_s", 1800.0) * 1000));
   if (o.timeout.count() <= 0) throw std::invalid_argument(run.source + ": trainer.dist_timeout_s must be > 0");
   o.fingerprint = fmt::format("{:016x}", datasets::stable_hash(YAML::Dump(root)));
   o.cuda = device.is_cuda();
@@ -469,14 +463,14 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
   const auto& root = s.run.root;
   ProgressOptions po;
   po.total_steps = s.max_steps;
-  po.log_every_steps = value<int64_t>(root, "logging.log_every", 50);
-  po.log_every_seconds = value<double>(root, "logging.log_every_seconds", 30.0);
+  po.log_every_steps = lookup_value<int64_t>(root, "logging.log_every", 50);
+  po.log_every_seconds = lookup_value<double>(root, "logging.log_every_seconds", 30.0);
   if (!s.is_main()) {
     po.tty = false;
     po.logger = std::make_shared<spdlog::logger>("quiet-rank");  // no sinks
   }
   ProgressReporter progress(po);
-  const double time_limit = value<double>(root, "trainer.time_limit_minutes", 0.0) * 60.0;
+  const double time_limit = lookup_value<double>(root, "trainer.time_limit_minutes", 0.0) * 60.0;
   const auto start = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
 
