@@ -63,14 +63,17 @@ int run_bench(const std::vector<std::string>& args) {
   });
   const nlohmann::json summary = {{"device", options.device.str()},
                                   {"gemm_peak_fp32_gflops", peak.fp32_gflops},
+                                  {"gemm_peak_fp32_backend", peak.fp32_backend},
+                                  {"gemm_aten_mm_fp32_gflops", peak.fp32_aten_gflops},
                                   {"gemm_peak_bf16_gflops", peak.bf16_gflops},
                                   {"bf16_hardware", peak.bf16_hardware},
                                   {"cpu_bf16_flags", peak.cpu_flags}};
   if (json)
     std::cout << summary.dump() << std::endl;
   else
-    std::printf("GEMM peak (%s, same threads): fp32 %.1f GFLOP/s, bf16 %.1f GFLOP/s%s\n",
+    std::printf("GEMM peak (%s, same threads): fp32 %.1f GFLOP/s (%s; ATen mm %.1f), bf16 %.1f GFLOP/s%s\n",
                 options.device.is_cuda() ? "8192^3 mm on the GPU" : "2048^3 mm", peak.fp32_gflops,
+                peak.fp32_backend.c_str(), peak.fp32_aten_gflops,
                 peak.bf16_gflops,
                 peak.cpu_flags.empty() ? " (/proc/cpuinfo lists none of avx512_bf16, amx_bf16, amx_tile)"
                                        : (" (CPU flags: " + peak.cpu_flags + ")").c_str());

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "perceiver/matmul.h"
+
 namespace perceiver {
 namespace {
 
@@ -95,8 +97,8 @@ std::pair<torch::Tensor, torch::Tensor> PerceiverSelfAttentionImpl::factored_key
   // Centred before projecting (x by its example's mean, e by its own), so that no large terms cancel
   // afterwards, also where autocast projects in bf16.
   const auto w_e = weight.narrow(1, cx, cs);
-  const auto projected = torch::matmul(x_centred, weight.narrow(1, 0, cx).t()) +  // per example
-                         torch::matmul(e - e_mean, w_e.t()) +                      // once for the batch
+  const auto projected = ops::linear(x_centred, weight.narrow(1, 0, cx)) +  // per example
+                         ops::linear(e - e_mean, w_e) +                      // once for the batch
                          (e_mean - mean) * w_e.sum(1);
   const auto kv = projected * inv_std + bias;
   return {kv.narrow(-1, 0, kc), kv.narrow(-1, kc, kv.size(-1) - kc)};
@@ -113,7 +115,7 @@ AttentionResult PerceiverSelfAttentionImpl::forward(const torch::Tensor& hidden_
                 " channels, expected ", options_.kv_dim);
 
   const int64_t heads = options_.num_heads;
-  const auto q = split_heads(query(normed), heads);
+  const auto q = split_heads(ops::linear(normed, query), heads);
   torch::Tensor k, v;
   // Shared channels pay off from two examples on; one example takes HF's path exactly.
   if (cross && inputs.shared.defined() && inputs.all.size(0) > 1) {
@@ -125,22 +127,24 @@ AttentionResult PerceiverSelfAttentionImpl::forward(const torch::Tensor& hidden_
     v = split_heads(value_states, heads);
   } else {
     const auto kv = cross ? norm(layernorm2, inputs.all) : normed;
-    k = split_heads(key(kv), heads);
-    v = split_heads(value(kv), heads);
+    k = split_heads(ops::linear(kv, key), heads);
+    v = split_heads(ops::linear(kv, value), heads);
   }
 
-  auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
+  auto scores = ops::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
   if (attention_mask.defined()) scores = scores + attention_mask;
   auto probs = torch::softmax(scores, -1);
   probs = dropout(probs);
 
-  auto context = torch::matmul(probs, v).transpose(1, 2).flatten(-2);
+  auto context = ops::matmul(probs, v).transpose(1, 2).flatten(-2);
   return {context, output_attentions ? probs : torch::Tensor()};
 }
 
 PerceiverSelfOutputImpl::PerceiverSelfOutputImpl(int64_t input_channels, int64_t output_channels) {
   dense = register_module("dense", torch::nn::Linear(input_channels, output_channels));
 }
+
+torch::Tensor PerceiverSelfOutputImpl::forward(const torch::Tensor& x) { return ops::linear(x, dense); }
 
 PerceiverAttentionImpl::PerceiverAttentionImpl(const PerceiverConfig& config, const PerceiverLayerOptions& o)
     : use_query_residual_(o.use_query_residual) {
@@ -181,7 +185,7 @@ PerceiverMLPImpl::PerceiverMLPImpl(const PerceiverConfig& config, int64_t input_
 }
 
 torch::Tensor PerceiverMLPImpl::forward(const torch::Tensor& x) {
-  return dense2(apply_activation(activation_, dense1(x)));
+  return ops::linear(apply_activation(activation_, ops::linear(x, dense1)), dense2);
 }
 
 PerceiverLayerImpl::PerceiverLayerImpl(const PerceiverConfig& config, const PerceiverLayerOptions& options) {

@@ -67,7 +67,7 @@ TORCH_MODULE(PerceiverSelfAttention);
 class PerceiverSelfOutputImpl : public torch::nn::Module {
  public:
   PerceiverSelfOutputImpl(int64_t input_channels, int64_t output_channels);
-  torch::Tensor forward(const torch::Tensor& x) { return dense(x); }
+  torch::Tensor forward(const torch::Tensor& x);
 
  private:
   torch::nn::Linear dense{nullptr};

@@ -1,6 +1,7 @@
 #include "perceiver/decoders.h"
 
 #include "perceiver/dynamic_size.h"
+#include "perceiver/matmul.h"
 
 #include <numeric>
 
@@ -40,7 +41,7 @@ int64_t PerceiverBasicDecoderImpl::num_query_channels() const {
 }
 
 torch::Tensor PerceiverBasicDecoderImpl::project_positions(const torch::Tensor& pos_emb) {
-  return positions_projection ? positions_projection(pos_emb) : pos_emb;
+  return positions_projection ? ops::linear(pos_emb, positions_projection) : pos_emb;
 }
 
 torch::Tensor PerceiverBasicDecoderImpl::decoder_query(const torch::Tensor& inputs,
@@ -95,7 +96,7 @@ PerceiverDecoderOutput PerceiverBasicDecoderImpl::forward(const torch::Tensor& q
   TORCH_CHECK(decoding_cross_attention, "this decoder only builds position encodings (position_encoding_only)");
   auto layer = decoding_cross_attention->forward(query, z, {}, output_attentions);
   PerceiverDecoderOutput out;
-  out.logits = final_layer ? final_layer(layer.output) : layer.output;
+  out.logits = final_layer ? ops::linear(layer.output, final_layer) : layer.output;
   if (output_attentions) out.cross_attentions.push_back(layer.attention_probs);
   return out;
 }
@@ -130,7 +131,7 @@ PerceiverDecoderOutput PerceiverProjectionDecoderImpl::forward(const torch::Tens
                                                                const torch::Tensor& /*query_mask*/,
                                                                bool /*output_attentions*/) {
   PerceiverDecoderOutput out;
-  out.logits = classifier(z.mean(1));
+  out.logits = ops::linear(z.mean(1), classifier);
   return out;
 }
 
@@ -141,7 +142,7 @@ PerceiverEmbeddingDecoderImpl::PerceiverEmbeddingDecoderImpl(const PerceiverConf
 torch::Tensor PerceiverEmbeddingDecoderImpl::forward(const torch::Tensor& hidden_states,
                                                      const torch::Tensor& embedding_weight) {
   const auto b = DynamicSize::of(hidden_states, 0), t = DynamicSize::of(hidden_states, 1);
-  auto out = torch::matmul(hidden_states.reshape({-1, hidden_states.size(2)}), embedding_weight.t()) + bias;
+  auto out = ops::linear(hidden_states.reshape({-1, hidden_states.size(2)}), embedding_weight, bias);
   return dynamic::reshape(out, {b, t, bias.size(0)});
 }
 

@@ -1,6 +1,7 @@
 #include "perceiver/modality_preprocessors.h"
 
 #include "perceiver/dynamic_size.h"
+#include "perceiver/matmul.h"
 
 #include <cmath>
 #include <sstream>
@@ -53,7 +54,7 @@ PreprocessorOutput build_network_inputs(const char* who, torch::Tensor inputs, P
                 " positions; resize the input or pass interpolate_pos_encoding to resample the learned grid");
   }
   auto pos = encoding.forward(query);
-  if (projection) pos = projection(pos);
+  if (projection) pos = ops::linear(pos, projection);
   TORCH_CHECK(pos.size(1) == inputs.size(1), who, ": position encoding has ", pos.size(1),
               " positions but the input has ", inputs.size(1), " (grid ", shape_string(index_dims), ")");
   PreprocessorOutput out;
@@ -207,7 +208,7 @@ PreprocessorOutput PerceiverImagePreprocessorImpl::forward(const TensorOrDict& i
   } else {
     x = space_to_depth(x, o.temporal_downsample, o.spatial_downsample);
     if (x.dim() == 5 && x.size(1) == 1) x = x.squeeze(1);  // flow: the two frames became channels
-    if (conv_after_patches) x = conv_after_patches(x);
+    if (conv_after_patches) x = ops::linear(x, conv_after_patches);
   }
   if (o.prep_type != "patches") x = x.dim() == 4 ? x.permute({0, 2, 3, 1}) : x.permute({0, 1, 3, 4, 2});
   return build_network_inputs("PerceiverImagePreprocessor", x, *position_embeddings, positions_projection,

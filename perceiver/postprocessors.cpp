@@ -1,6 +1,7 @@
 #include "perceiver/postprocessors.h"
 
 #include "perceiver/dynamic_size.h"
+#include "perceiver/matmul.h"
 
 namespace perceiver {
 
@@ -10,7 +11,7 @@ PerceiverProjectionPostprocessorImpl::PerceiverProjectionPostprocessorImpl(int64
 
 TensorOrDict PerceiverProjectionPostprocessorImpl::forward(const TensorOrDict& inputs,
                                                            const std::optional<ModalitySizes>& /*modality_sizes*/) {
-  return classifier(single_tensor(inputs, "PerceiverProjectionPostprocessor"));
+  return ops::linear(single_tensor(inputs, "PerceiverProjectionPostprocessor"), classifier);
 }
 
 PerceiverClassificationPostprocessorImpl::PerceiverClassificationPostprocessorImpl(const PerceiverConfig& config,
@@ -20,7 +21,7 @@ PerceiverClassificationPostprocessorImpl::PerceiverClassificationPostprocessorIm
 
 TensorOrDict PerceiverClassificationPostprocessorImpl::forward(const TensorOrDict& inputs,
                                                                const std::optional<ModalitySizes>& /*modality_sizes*/) {
-  return classifier(single_tensor(inputs, "PerceiverClassificationPostprocessor")).select(1, 0);
+  return ops::linear(single_tensor(inputs, "PerceiverClassificationPostprocessor"), classifier).select(1, 0);
 }
 
 std::map<std::string, torch::Tensor> restructure(const ModalitySizes& modality_sizes, const torch::Tensor& inputs) {
@@ -47,7 +48,7 @@ PerceiverAudioPostprocessorImpl::PerceiverAudioPostprocessorImpl(const Perceiver
 TensorOrDict PerceiverAudioPostprocessorImpl::forward(const TensorOrDict& inputs,
                                                       const std::optional<ModalitySizes>& /*modality_sizes*/) {
   const auto& x = single_tensor(inputs, "PerceiverAudioPostprocessor");
-  return classifier(x).flatten(1);
+  return ops::linear(x, classifier).flatten(1);
 }
 
 PerceiverMultimodalPostprocessorImpl::PerceiverMultimodalPostprocessorImpl(std::map<std::string, Postprocessor> modalities,

@@ -1,4 +1,5 @@
 #include "perceiver/runtime.h"
+#include "perceiver/matmul.h"
 
 #include <torch/torch.h>
 #include <unistd.h>
@@ -104,6 +105,7 @@ std::string environment_report() {
       << "libtorch " << TORCH_VERSION << "\n"
       << "blas library " << loaded_blas_library() << "\n"
       << "malloc " << malloc_library() << "\n"
+      << "float32 matmul " << ops::matmul_backend() << "\n"
       << "OPENBLAS_CORETYPE " << (coretype ? coretype : "(unset)") << " (preferred for this CPU: "
       << (preferred_openblas_coretype().empty() ? "default" : preferred_openblas_coretype()) << ")\n"
       << "intra-op threads " << at::get_num_threads() << "\n"

@@ -27,8 +27,10 @@ struct BenchOptions {
 };
 
 struct GemmPeak {
-  double fp32_gflops = 0;
+  double fp32_gflops = 0;        // through the model's own products (ops::matmul: oneDNN where built)
+  double fp32_aten_gflops = 0;   // through ATen's mm (the system BLAS on a CPU), for comparison
   double bf16_gflops = 0;
+  std::string fp32_backend;      // ops::matmul_backend()
   bool bf16_hardware = false;  // avx512_bf16 or amx_bf16 in /proc/cpuinfo
   std::string cpu_flags;       // the bf16/AMX flags present, for the record
 };

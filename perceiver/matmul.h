@@ -1,0 +1,30 @@
+// Matrix products of the model's float32 CPU work through oneDNN's matmul (Debian's libdnnl, the
+// library LibTorch itself links), with their own backward; everything else (other dtypes, CUDA,
+// autocast, tracing for export, a build without oneDNN) goes to ATen's linear/matmul unchanged.
+// Why: LibTorch 1.13 multiplies float32 through the system BLAS, whose speed depends on how OpenBLAS
+// was told about the CPU (OPENBLAS_CORETYPE), and runs a batched product as one small GEMM after
+// another; oneDNN picks its kernels from the CPU itself and spreads a batch over the threads.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+
+namespace perceiver::ops {
+
+// In a namespace of their own: ATen's linear and matmul would be found by argument lookup.
+
+// x (..., K) times weight (N, K) transposed, plus bias (N) where defined: at::linear.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});
+inline torch::Tensor linear(const torch::Tensor& x, const torch::nn::Linear& layer) {
+  return linear(x, layer->weight, layer->bias);
+}
+
+// a (..., M, K) times b (..., K, N): at::matmul. Leading dims that differ are broadcast by ATen.
+torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b);
+
+// Which library multiplies float32 CPU matrices: "oneDNN x.y.z", or "ATen" where the build has no
+// oneDNN or PERCEIVER_MATMUL=aten is set in the environment (read once, at the first product).
+std::string matmul_backend();
+
+}  // namespace perceiver::ops

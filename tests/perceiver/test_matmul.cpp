@@ -1,0 +1,134 @@
+// ops::linear and ops::matmul (oneDNN for float32 CPU work) against ATen's linear and matmul: values
+// and every gradient, for the layouts the model hands them (transposed, sliced, broadcast gradients),
+// and ATen's own behaviour where they defer to it (autocast, other dtypes, broadcast batch dims).
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "perceiver/device.h"
+#include "perceiver/matmul.h"
+#include "trainers/op_profile.h"
+#include "tests/test_support.h"
+
+namespace perceiver::testing {
+namespace {
+
+// Values and gradients of f_ops and f_ref on copies of the same leaf inputs, with a weighted loss so
+// that every output element has its own gradient.
+void expect_same_values_and_gradients(const std::vector<torch::Tensor>& inputs,
+                                      const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& f_ops,
+                                      const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& f_ref) {
+  auto leaves = [&] {
+    std::vector<torch::Tensor> out;
+    for (const auto& t : inputs) out.push_back(t.detach().clone().requires_grad_(true));
+    return out;
+  };
+  const auto a = leaves(), b = leaves();
+  const auto ya = f_ops(a), yb = f_ref(b);
+  EXPECT_EQ(tensor_mismatch(ya.detach(), yb.detach(), 1e-5, 1e-5), "");
+  const auto weights = torch::randn(yb.sizes());
+  (ya * weights).sum().backward();
+  (yb * weights).sum().backward();
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    ASSERT_TRUE(a[i].grad().defined()) << "input " << i;
+    EXPECT_EQ(tensor_mismatch(a[i].grad(), b[i].grad(), 1e-4, 1e-5), "") << "input " << i;
+  }
+}
+
+TEST(MatmulOps, LinearMatchesAtenWithAndWithoutBiasOnAnyLeadingShape) {
+  torch::manual_seed(1);
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{7, 24}, {3, 5, 24}, {2, 3, 4, 24}}) {
+    SCOPED_TRACE(::testing::PrintToString(shape));
+    const auto x = torch::randn(shape), w = torch::randn({9, 24}), bias = torch::randn({9});
+    expect_same_values_and_gradients(
+        {x, w, bias}, [](const auto& t) { return ops::linear(t[0], t[1], t[2]); },
+        [](const auto& t) { return torch::nn::functional::linear(t[0], t[1], t[2]); });
+    expect_same_values_and_gradients(
+        {x, w}, [](const auto& t) { return ops::linear(t[0], t[1]); },
+        [](const auto& t) { return torch::nn::functional::linear(t[0], t[1]); });
+  }
+}
+
+TEST(MatmulOps, LinearTakesSlicedTransposedAndNonContiguousOperands) {
+  torch::manual_seed(2);
+  const auto x = torch::randn({4, 6, 40}), w = torch::randn({12, 50});
+  // A column slice of the weight (its rows 50 apart), an input with a transposed middle, and an
+  // expanded (stride-0) gradient from a plain sum.
+  expect_same_values_and_gradients(
+      {x, w},
+      [](const auto& t) { return ops::linear(t[0].transpose(0, 1), t[1].narrow(1, 10, 40)); },
+      [](const auto& t) { return torch::matmul(t[0].transpose(0, 1), t[1].narrow(1, 10, 40).t()); });
+  const auto xs = x.detach().clone().requires_grad_(true);
+  ops::linear(xs, w.narrow(1, 0, 40)).sum().backward();
+  EXPECT_EQ(tensor_mismatch(xs.grad(), w.narrow(1, 0, 40).sum(0).expand({4, 6, 40}), 1e-4, 1e-5), "");
+}
+
+TEST(MatmulOps, BatchedMatmulMatchesAtenForAttentionLayouts) {
+  torch::manual_seed(3);
+  const auto q = torch::randn({2, 3, 5, 8}), k = torch::randn({2, 3, 7, 8}), v = torch::randn({2, 3, 7, 4});
+  expect_same_values_and_gradients(
+      {q, k, v},
+      [](const auto& t) {
+        return ops::matmul(torch::softmax(ops::matmul(t[0], t[1].transpose(-1, -2)), -1), t[2]);
+      },
+      [](const auto& t) {
+        return torch::matmul(torch::softmax(torch::matmul(t[0], t[1].transpose(-1, -2)), -1), t[2]);
+      });
+  // Heads split from (B, T, H*C) and moved in front of T, as the attention layers do.
+  const auto x = torch::randn({2, 5, 12});
+  expect_same_values_and_gradients(
+      {x, x.flip(1)},
+      [](const auto& t) {
+        return ops::matmul(t[0].unflatten(-1, {3, 4}).transpose(1, 2), t[1].unflatten(-1, {3, 4}).permute({0, 2, 3, 1}));
+      },
+      [](const auto& t) {
+        return torch::matmul(t[0].unflatten(-1, {3, 4}).transpose(1, 2),
+                             t[1].unflatten(-1, {3, 4}).permute({0, 2, 3, 1}));
+      });
+}
+
+TEST(MatmulOps, SecondDerivativesMatchAten) {
+  torch::manual_seed(4);
+  const auto x = torch::randn({3, 6}), w = torch::randn({5, 6}), bias = torch::randn({5});
+  auto grad_of_grad = [&](bool use_ops) {
+    const auto xl = x.clone().requires_grad_(true), wl = w.clone().requires_grad_(true);
+    const auto y = use_ops ? ops::linear(xl, wl, bias) : torch::nn::functional::linear(xl, wl, bias);
+    const auto gx = torch::autograd::grad({y.square().sum()}, {xl}, {}, /*retain_graph=*/true, /*create_graph=*/true)[0];
+    return torch::autograd::grad({gx.square().sum()}, {wl})[0];
+  };
+  EXPECT_EQ(tensor_mismatch(grad_of_grad(true), grad_of_grad(false), 1e-4, 1e-5), "");
+}
+
+TEST(MatmulOps, DefersToAtenWhereItDoesNotApply) {
+  torch::manual_seed(5);
+  const auto x = torch::randn({4, 8}), w = torch::randn({3, 8});
+  // Other dtypes keep ATen's results exactly.
+  const auto xd = x.to(torch::kFloat64), wd = w.to(torch::kFloat64);
+  EXPECT_TRUE(torch::equal(ops::linear(xd, wd), torch::nn::functional::linear(xd, wd)));
+  // Under CPU autocast the product is ATen's, in bf16.
+  {
+    device::AutocastGuard autocast(torch::kCPU, device::Precision::bf16);
+    EXPECT_EQ(ops::linear(x, w).scalar_type(), torch::kBFloat16);
+    EXPECT_EQ(ops::matmul(x, w.t()).scalar_type(), torch::kBFloat16);
+  }
+  // Batch dims that broadcast.
+  const auto a = torch::randn({2, 1, 4, 5}), b = torch::randn({3, 5, 6});
+  EXPECT_EQ(tensor_mismatch(ops::matmul(a, b), torch::matmul(a, b), 1e-5, 1e-5), "");
+  // Empty operands.
+  EXPECT_EQ(ops::linear(torch::randn({0, 8}), w).sizes(), (std::vector<int64_t>{0, 3}));
+}
+
+TEST(MatmulOps, Float32ProductsGoThroughTheBackendItNames) {
+  const bool onednn = ops::matmul_backend().rfind("oneDNN ", 0) == 0;
+  std::set<std::string> names;
+  {
+    trainers::OpProfile profile;
+    ops::linear(torch::randn({4, 8}), torch::randn({3, 8}), torch::randn({3}));
+    for (const auto& op : profile.table()) names.insert(op.name);
+  }
+  EXPECT_EQ(names.count("perceiver::onednn_matmul"), onednn ? 1U : 0U) << ops::matmul_backend();
+  EXPECT_EQ(names.count("aten::addmm"), onednn ? 0U : 1U) << ops::matmul_backend();
+}
+
+}  // namespace
+}  // namespace perceiver::testing
