@@ -2,6 +2,10 @@
 
 #include <cmath>
 #include <limits>
+#include <mutex>
+#include <vector>
+
+#include <torch/csrc/jit/frontend/tracer.h>
 
 #include "perceiver/matmul.h"
 
@@ -66,6 +70,7 @@ PerceiverSelfAttentionImpl::PerceiverSelfAttentionImpl(const PerceiverSelfAttent
   key = register_module("key", torch::nn::Linear(options.kv_dim, options.qk_channels));
   value = register_module("value", torch::nn::Linear(options.kv_dim, options.v_channels));
   dropout = register_module("dropout", torch::nn::Dropout(options.dropout));
+  shared_terms_cache_ = std::make_shared<SharedTermsCache>();
 }
 
 // LayerNorm(inputs) projected by the key and value layers, with inputs = [x, e]: x (B, M, Cx) per
@@ -74,33 +79,84 @@ PerceiverSelfAttentionImpl::PerceiverSelfAttentionImpl(const PerceiverSelfAttent
 //   (x - mean) G_x^T  +  (e - mean_e) G_e^T  +  (mean_e - mean) rowsum(G_e)
 // whose middle term, the large one, is computed once for the batch. The statistics come from x's and
 // e's own centred sums (no E[a^2] - mean^2 cancellation).
+namespace {
+
+// What the factored projection needs beyond x: functions of the weights and of e only.
+struct SharedTerms {
+  torch::Tensor weight_x;     // (K + V, Cx + 1): [G_x, rowsum(G_e)], so that one product also adds
+                              // the (mean_e - mean) rowsum(G_e) term
+  torch::Tensor bias;         // (K + V): W beta + b
+  torch::Tensor e_mean;       // (1, M, 1)
+  torch::Tensor e_scatter;    // (1, M, 1): sum of squared deviations from e_mean
+  torch::Tensor e_projected;  // (1, M, K + V): (e - mean_e) G_e^T
+};
+
+SharedTerms shared_terms(const torch::Tensor& e, const torch::Tensor& kv_weight, const torch::Tensor& kv_bias,
+                         const torch::nn::LayerNorm& norm) {
+  const int64_t cs = e.size(-1), cx = kv_weight.size(1) - cs;
+  const auto weight = kv_weight * norm->weight;
+  const auto w_e = weight.narrow(1, cx, cs);
+  SharedTerms t;
+  t.weight_x = torch::cat({weight.narrow(1, 0, cx), w_e.sum(1, true)}, 1);
+  t.bias = kv_bias + (kv_weight * norm->bias).sum(1);
+  t.e_mean = e.mean(-1, true);
+  t.e_scatter = (e - t.e_mean).square().sum(-1, true);
+  // Centred before projecting, so that no large terms cancel afterwards, also where autocast
+  // projects in bf16.
+  t.e_projected = ops::linear(e - t.e_mean, w_e);
+  return t;
+}
+
+}  // namespace
+
+struct PerceiverSelfAttentionImpl::SharedTermsCache {
+  std::mutex mutex;
+  torch::Tensor shared;                                   // the shared channels the terms were made from
+  std::vector<std::pair<const void*, uint32_t>> weights;  // identity and version of each parameter used
+  SharedTerms terms;
+};
+
 std::pair<torch::Tensor, torch::Tensor> PerceiverSelfAttentionImpl::factored_key_value(const CrossInputs& inputs) {
-  const auto& shared = inputs.shared;
   const auto dtype = layernorm2->weight.scalar_type();
-  const int64_t c = inputs.all.size(-1), cs = shared.size(-1), cx = c - cs;
+  const int64_t c = inputs.all.size(-1), cs = inputs.shared.size(-1), cx = c - cs;
   const auto x = inputs.all.narrow(-1, 0, cx).to(dtype);
-  const auto e = shared.to(dtype);
+  const auto e = inputs.shared.to(dtype);
+  const auto kv_weight = [&] { return torch::cat({key->weight, value->weight}, 0); };  // (K + V, C)
+  const auto kv_bias = [&] { return torch::cat({key->bias, value->bias}, 0); };
+
+  SharedTerms t;
+  const bool reusable = !torch::GradMode::is_enabled() && !torch::jit::tracer::isTracing();
+  if (reusable) {
+    std::vector<std::pair<const void*, uint32_t>> weights;
+    for (const auto* p : {&key->weight, &key->bias, &value->weight, &value->bias, &layernorm2->weight, &layernorm2->bias})
+      weights.emplace_back(p->unsafeGetTensorImpl(), p->_version());
+    auto& cache = *shared_terms_cache_;
+    std::lock_guard<std::mutex> lock(cache.mutex);
+    const bool hit = cache.shared.defined() && cache.weights == weights && cache.shared.sizes() == e.sizes() &&
+                     cache.shared.scalar_type() == e.scalar_type() && cache.shared.device() == e.device() &&
+                     torch::equal(cache.shared, e);
+    if (!hit) {
+      cache.terms = shared_terms(e, kv_weight(), kv_bias(), layernorm2);
+      cache.shared = e.clone();
+      cache.weights = std::move(weights);
+    }
+    t = cache.terms;
+  } else {
+    t = shared_terms(e, kv_weight(), kv_bias(), layernorm2);
+  }
+
   const double n = static_cast<double>(c);
   // Mean and variance over all C channels per (example, position).
-  const auto e_mean = e.mean(-1, true);                                     // (1, M, 1)
-  const auto e_scatter = (e - e_mean).square().sum(-1, true);               // (1, M, 1)
-  const auto mean = (x.sum(-1, true) + e_mean * static_cast<double>(cs)) / n;  // (B, M, 1)
+  const auto mean = (x.sum(-1, true) + t.e_mean * static_cast<double>(cs)) / n;  // (B, M, 1)
   const auto x_centred = x - mean;
   const auto var =
-      (x_centred.square().sum(-1, true) + e_scatter + (e_mean - mean).square() * static_cast<double>(cs)) / n;
+      (x_centred.square().sum(-1, true) + t.e_scatter + (t.e_mean - mean).square() * static_cast<double>(cs)) / n;
   const auto inv_std = torch::rsqrt(var + layernorm2->options.eps());
-
+  // Per example: (x - mean) G_x^T + (mean_e - mean) rowsum(G_e) as one product; then the shared term.
+  auto projected = ops::linear(torch::cat({x_centred, t.e_mean - mean}, -1), t.weight_x);
+  projected.add_(t.e_projected);  // in place: nothing saved the product for backward
+  const auto kv = torch::addcmul(t.bias, projected, inv_std);
   const int64_t kc = key->weight.size(0);
-  const auto kv_weight = torch::cat({key->weight, value->weight}, 0);  // (K + V, C)
-  const auto weight = kv_weight * layernorm2->weight;                  // gamma folded in
-  const auto bias = torch::cat({key->bias, value->bias}, 0) + (kv_weight * layernorm2->bias).sum(1);
-  // Centred before projecting (x by its example's mean, e by its own), so that no large terms cancel
-  // afterwards, also where autocast projects in bf16.
-  const auto w_e = weight.narrow(1, cx, cs);
-  const auto projected = ops::linear(x_centred, weight.narrow(1, 0, cx)) +  // per example
-                         ops::linear(e - e_mean, w_e) +                      // once for the batch
-                         (e_mean - mean) * w_e.sum(1);
-  const auto kv = projected * inv_std + bias;
   return {kv.narrow(-1, 0, kc), kv.narrow(-1, kc, kv.size(-1) - kc)};
 }
 
@@ -117,8 +173,9 @@ AttentionResult PerceiverSelfAttentionImpl::forward(const torch::Tensor& hidden_
   const int64_t heads = options_.num_heads;
   const auto q = split_heads(ops::linear(normed, query), heads);
   torch::Tensor k, v;
-  // Shared channels pay off from two examples on; one example takes HF's path exactly.
-  if (cross && inputs.shared.defined() && inputs.all.size(0) > 1) {
+  // Shared channels pay off from two examples on, or from the second call without gradients; one
+  // example in training takes HF's path exactly.
+  if (cross && inputs.shared.defined() && (inputs.all.size(0) > 1 || !torch::GradMode::is_enabled())) {
     TORCH_CHECK(inputs.shared.dim() == 3 && inputs.shared.size(0) == 1 && inputs.shared.size(1) == inputs.all.size(1) &&
                     inputs.shared.size(2) < inputs.all.size(2),
                 "shared cross-attention channels ", inputs.shared.sizes(), " do not fit the inputs ", inputs.all.sizes());

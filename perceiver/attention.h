@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -22,7 +23,8 @@ torch::Tensor invert_attention_mask(const torch::Tensor& mask);
 // The key/value inputs of a cross-attention: `all` (B, M, C), and optionally `shared` (1, M, Cs),
 // its last Cs channels when they are the same for every example (position features that a
 // preprocessor concatenated). With `shared`, the cross-attention normalises and projects those
-// channels once per batch instead of once per example (the same result up to float rounding).
+// channels once per batch instead of once per example (the same result up to float rounding), and
+// without gradients once for as long as the weights and the shared channels stay the same.
 struct CrossInputs {
   CrossInputs(torch::Tensor all_ = {}, torch::Tensor shared_ = {})  // NOLINT: a plain tensor converts
       : all(std::move(all_)), shared(std::move(shared_)) {}
@@ -61,6 +63,10 @@ class PerceiverSelfAttentionImpl : public torch::nn::Module {
   torch::nn::LayerNorm layernorm1{nullptr}, layernorm2{nullptr};
   torch::nn::Linear query{nullptr}, key{nullptr}, value{nullptr};
   torch::nn::Dropout dropout{nullptr};
+  // Without gradients, the shared channels' terms are kept between calls while the weights and the
+  // shared channels stay the same (inference on a fixed grid projects its positions once).
+  struct SharedTermsCache;
+  std::shared_ptr<SharedTermsCache> shared_terms_cache_;
 };
 TORCH_MODULE(PerceiverSelfAttention);
 

@@ -46,5 +46,37 @@ TEST(SharedChannels, OpticalFlowGivesABatchWhatItsExamplesGiveOneAtATime) {
   expect_batch_equals_examples("PerceiverForOpticalFlow", torch::randn({3, 2, 27, 8, 12}));
 }
 
+// Without gradients, a cross-attention keeps the shared channels' terms between calls: it must give
+// what HF's path (one example, gradients on) gives, on new inputs, after the weights change in place,
+// and when the positions change.
+TEST(SharedChannels, InferenceReusesThePositionTermsOnlyWhileWeightsAndPositionsStayTheSame) {
+  torch::manual_seed(23);
+  auto model = io::load_pretrained(hf_fixtures_dir() / "PerceiverForImageClassificationFourier");
+  model->eval();
+  auto logits = [&](const torch::Tensor& x) { return model->forward_named({{"inputs", x}}, {}).at("logits"); };
+  auto expect_hf_path = [&](const torch::Tensor& x, const char* what) {
+    SCOPED_TRACE(what);
+    const auto reference = logits(x).detach();  // gradients on: HF's path, no cache
+    torch::NoGradGuard no_grad;
+    EXPECT_EQ(tensor_mismatch(logits(x), reference, 1e-5, 1e-4), "");
+    return reference;
+  };
+  const auto a = torch::randn({1, 3, 16, 16}), b = torch::randn({1, 3, 16, 16});
+  expect_hf_path(a, "first call");
+  const auto before = expect_hf_path(b, "new input, same positions");
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& item : model->named_parameters()) {
+      const auto& name = item.key();
+      if (name.find("cross_attention.attention.self.") != std::string::npos &&
+          (name.find("key.") != std::string::npos || name.find("layernorm2.") != std::string::npos))
+        item.value().add_(0.05);
+    }
+  }
+  const auto after = expect_hf_path(b, "weights changed in place");
+  EXPECT_GT((after - before).abs().max().item<double>(), 1e-3);  // the change mattered
+  expect_hf_path(torch::randn({1, 3, 12, 12}), "other positions");
+}
+
 }  // namespace
 }  // namespace perceiver::testing
