@@ -137,7 +137,7 @@ std::pair<torch::Tensor, torch::Tensor> PerceiverSelfAttentionImpl::factored_key
                      torch::equal(cache.shared, e);
     if (!hit) {
       cache.terms = shared_terms(e, kv_weight(), kv_bias(), layernorm2);
-      cache.shared = e.clone();
+      cache.shared = e;  // compared by value: a new tensor with the same positions is a hit
       cache.weights = std::move(weights);
     }
     t = cache.terms;
@@ -155,7 +155,8 @@ std::pair<torch::Tensor, torch::Tensor> PerceiverSelfAttentionImpl::factored_key
   // Per example: (x - mean) G_x^T + (mean_e - mean) rowsum(G_e) as one product; then the shared term.
   auto projected = ops::linear(torch::cat({x_centred, t.e_mean - mean}, -1), t.weight_x);
   projected.add_(t.e_projected);  // in place: nothing saved the product for backward
-  const auto kv = torch::addcmul(t.bias, projected, inv_std);
+  // In place without gradients too: the (B, M, K + V) products are the largest tensors of a forward.
+  const auto kv = reusable ? projected.mul_(inv_std).add_(t.bias) : torch::addcmul(t.bias, projected, inv_std);
   const int64_t kc = key->weight.size(0);
   return {kv.narrow(-1, 0, kc), kv.narrow(-1, kc, kv.size(-1) - kc)};
 }
