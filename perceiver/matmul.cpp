@@ -49,7 +49,7 @@ const dnnl::engine& cpu_engine() {
   return engine;
 }
 
-// a (..., M, K) x b (..., K, N) [+ bias (N)] -> new contiguous (..., M, N); same leading dims. False
+// a (..., M, K) x b (..., K, N) [+ bias (N), dense] -> new contiguous (..., M, N); same leading dims. False
 // where oneDNN has no implementation for these strides.
 bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias, torch::Tensor& out) {
   auto sizes = a.sizes().vec();
@@ -83,8 +83,8 @@ bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
 torch::Tensor multiply(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias) {
   RECORD_FUNCTION("perceiver::onednn_matmul", c10::ArrayRef<c10::IValue>{});  // named in profiles
   torch::Tensor out;
-  if (try_onednn(a, b, bias, out)) return out;
-  const auto bias_dense = bias.defined() ? bias.contiguous() : bias;
+  const auto bias_dense = bias.defined() ? bias.contiguous() : bias;  // try_onednn reads it densely
+  if (try_onednn(a, b, bias_dense, out)) return out;
   if (try_onednn(a.contiguous(), b.contiguous(), bias_dense, out)) return out;
   out = at::matmul(a, b);
   return bias.defined() ? out + bias : out;

@@ -1,5 +1,4 @@
 #include "perceiver/runtime.h"
-#include "perceiver/matmul.h"
 
 #include <torch/torch.h>
 #include <unistd.h>
@@ -17,6 +16,7 @@
 #include <spdlog/fmt/fmt.h>
 
 #include "perceiver/device.h"
+#include "perceiver/matmul.h"
 
 namespace perceiver::runtime {
 namespace {

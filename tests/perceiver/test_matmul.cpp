@@ -58,6 +58,11 @@ TEST(MatmulOps, LinearTakesSlicedTransposedAndNonContiguousOperands) {
       {x, w},
       [](const auto& t) { return ops::linear(t[0].transpose(0, 1), t[1].narrow(1, 10, 40)); },
       [](const auto& t) { return torch::matmul(t[0].transpose(0, 1), t[1].narrow(1, 10, 40).t()); });
+  // A bias with every other element of a longer vector.
+  expect_same_values_and_gradients(
+      {x, w, torch::randn({24})},
+      [](const auto& t) { return ops::linear(t[0], t[1].narrow(1, 0, 40), t[2].slice(0, 0, 24, 2)); },
+      [](const auto& t) { return torch::nn::functional::linear(t[0], t[1].narrow(1, 0, 40), t[2].slice(0, 0, 24, 2)); });
   const auto xs = x.detach().clone().requires_grad_(true);
   ops::linear(xs, w.narrow(1, 0, 40)).sum().backward();
   EXPECT_EQ(tensor_mismatch(xs.grad(), w.narrow(1, 0, 40).sum(0).expand({4, 6, 40}), 1e-4, 1e-5), "");
