@@ -81,29 +81,40 @@ PerceiverSelfAttentionImpl::PerceiverSelfAttentionImpl(const PerceiverSelfAttent
 // e's own centred sums (no E[a^2] - mean^2 cancellation).
 namespace {
 
-// What the factored projection needs beyond x: functions of the weights and of e only.
-struct SharedTerms {
-  torch::Tensor weight_x;     // (K + V, Cx + 1): [G_x, rowsum(G_e)], so that one product also adds
+// What the factored projection needs beyond x: functions of the weights and of e only. Key and value
+// are projected separately, so that their gradients need no split of one (B, M, K + V) product.
+struct FoldedProjection {
+  torch::Tensor weight_x;     // (N, Cx + 1): [G_x, rowsum(G_e)], so that one product also adds
                               // the (mean_e - mean) rowsum(G_e) term
-  torch::Tensor bias;         // (K + V): W beta + b
-  torch::Tensor e_mean;       // (1, M, 1)
-  torch::Tensor e_scatter;    // (1, M, 1): sum of squared deviations from e_mean
-  torch::Tensor e_projected;  // (1, M, K + V): (e - mean_e) G_e^T
+  torch::Tensor bias;         // (N): W beta + b
+  torch::Tensor e_projected;  // (1, M, N): (e - mean_e) G_e^T
 };
 
-SharedTerms shared_terms(const torch::Tensor& e, const torch::Tensor& kv_weight, const torch::Tensor& kv_bias,
-                         const torch::nn::LayerNorm& norm) {
-  const int64_t cs = e.size(-1), cx = kv_weight.size(1) - cs;
-  const auto weight = kv_weight * norm->weight;
+struct SharedTerms {
+  torch::Tensor e_mean;     // (1, M, 1)
+  torch::Tensor e_scatter;  // (1, M, 1): sum of squared deviations from e_mean
+  FoldedProjection key, value;
+};
+
+FoldedProjection fold(const torch::nn::Linear& layer, const torch::nn::LayerNorm& norm,
+                      const torch::Tensor& e_centred) {
+  const int64_t cs = e_centred.size(-1), cx = layer->weight.size(1) - cs;
+  const auto weight = layer->weight * norm->weight;
   const auto w_e = weight.narrow(1, cx, cs);
-  SharedTerms t;
-  t.weight_x = torch::cat({weight.narrow(1, 0, cx), w_e.sum(1, true)}, 1);
-  t.bias = kv_bias + (kv_weight * norm->bias).sum(1);
-  t.e_mean = e.mean(-1, true);
-  t.e_scatter = (e - t.e_mean).square().sum(-1, true);
-  // Centred before projecting, so that no large terms cancel afterwards, also where autocast
+  // e centred before projecting, so that no large terms cancel afterwards, also where autocast
   // projects in bf16.
-  t.e_projected = ops::linear(e - t.e_mean, w_e);
+  return {torch::cat({weight.narrow(1, 0, cx), w_e.sum(1, true)}, 1),
+          layer->bias + (layer->weight * norm->bias).sum(1), ops::linear(e_centred, w_e)};
+}
+
+SharedTerms shared_terms(const torch::Tensor& e, const torch::nn::Linear& key, const torch::nn::Linear& value,
+                         const torch::nn::LayerNorm& norm) {
+  SharedTerms t;
+  t.e_mean = e.mean(-1, true);
+  const auto e_centred = e - t.e_mean;
+  t.e_scatter = e_centred.square().sum(-1, true);
+  t.key = fold(key, norm, e_centred);
+  t.value = fold(value, norm, e_centred);
   return t;
 }
 
@@ -121,8 +132,6 @@ std::pair<torch::Tensor, torch::Tensor> PerceiverSelfAttentionImpl::factored_key
   const int64_t c = inputs.all.size(-1), cs = inputs.shared.size(-1), cx = c - cs;
   const auto x = inputs.all.narrow(-1, 0, cx).to(dtype);
   const auto e = inputs.shared.to(dtype);
-  const auto kv_weight = [&] { return torch::cat({key->weight, value->weight}, 0); };  // (K + V, C)
-  const auto kv_bias = [&] { return torch::cat({key->bias, value->bias}, 0); };
 
   SharedTerms t;
   const bool reusable = !torch::GradMode::is_enabled() && !torch::jit::tracer::isTracing();
@@ -136,13 +145,13 @@ std::pair<torch::Tensor, torch::Tensor> PerceiverSelfAttentionImpl::factored_key
                      cache.shared.scalar_type() == e.scalar_type() && cache.shared.device() == e.device() &&
                      torch::equal(cache.shared, e);
     if (!hit) {
-      cache.terms = shared_terms(e, kv_weight(), kv_bias(), layernorm2);
+      cache.terms = shared_terms(e, key, value, layernorm2);
       cache.shared = e;  // compared by value: a new tensor with the same positions is a hit
       cache.weights = std::move(weights);
     }
     t = cache.terms;
   } else {
-    t = shared_terms(e, kv_weight(), kv_bias(), layernorm2);
+    t = shared_terms(e, key, value, layernorm2);
   }
 
   const double n = static_cast<double>(c);
@@ -152,13 +161,15 @@ std::pair<torch::Tensor, torch::Tensor> PerceiverSelfAttentionImpl::factored_key
   const auto var =
       (x_centred.square().sum(-1, true) + t.e_scatter + (t.e_mean - mean).square() * static_cast<double>(cs)) / n;
   const auto inv_std = torch::rsqrt(var + layernorm2->options.eps());
-  // Per example: (x - mean) G_x^T + (mean_e - mean) rowsum(G_e) as one product; then the shared term.
-  auto projected = ops::linear(torch::cat({x_centred, t.e_mean - mean}, -1), t.weight_x);
-  projected.add_(t.e_projected);  // in place: nothing saved the product for backward
-  // In place without gradients too: the (B, M, K + V) products are the largest tensors of a forward.
-  const auto kv = reusable ? projected.mul_(inv_std).add_(t.bias) : torch::addcmul(t.bias, projected, inv_std);
-  const int64_t kc = key->weight.size(0);
-  return {kv.narrow(-1, 0, kc), kv.narrow(-1, kc, kv.size(-1) - kc)};
+  const auto x_augmented = torch::cat({x_centred, t.e_mean - mean}, -1);
+  auto project = [&](const FoldedProjection& f) {
+    // Per example: (x - mean) G_x^T + (mean_e - mean) rowsum(G_e) as one product; then the shared term.
+    auto projected = ops::linear(x_augmented, f.weight_x);
+    projected.add_(f.e_projected);  // in place: nothing saved the product for backward
+    // In place without gradients too: these (B, M, N) products are the largest tensors of a forward.
+    return reusable ? projected.mul_(inv_std).add_(f.bias) : torch::addcmul(f.bias, projected, inv_std);
+  };
+  return {project(t.key), project(t.value)};
 }
 
 AttentionResult PerceiverSelfAttentionImpl::forward(const torch::Tensor& hidden_states, const CrossInputs& inputs,
