@@ -49,18 +49,21 @@ const dnnl::engine& cpu_engine() {
   return engine;
 }
 
-// a (..., M, K) x b (..., K, N) [+ bias (N), dense] -> new contiguous (..., M, N); same leading dims. False
-// where oneDNN has no implementation for these strides.
-bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias, torch::Tensor& out) {
+// a (..., M, K) x b (..., K, N) [+ bias (N), dense] -> out, new and contiguous: (..., M, N), or
+// `out_sizes` where given (the same elements; a linear's rows given back their leading dims, so that
+// the result is no view). False where oneDNN has no implementation for these strides.
+bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias, c10::IntArrayRef out_sizes,
+                torch::Tensor& out) {
   auto sizes = a.sizes().vec();
   sizes.back() = b.size(-1);
-  out = torch::empty(sizes, a.options());
+  out = torch::empty(out_sizes.empty() ? c10::IntArrayRef(sizes) : out_sizes, a.options());
   try {
     const auto& engine = cpu_engine();
-    const auto a_md = describe(a), b_md = describe(b), out_md = describe(out);
+    const auto dst = out.view(sizes);
+    const auto a_md = describe(a), b_md = describe(b), out_md = describe(dst);
     dnnl::memory::desc bias_md;
     if (bias.defined()) {
-      dnnl::memory::dims dims(out.dim(), 1), strides(out.dim(), bias.size(0));
+      dnnl::memory::dims dims(dst.dim(), 1), strides(dst.dim(), bias.size(0));
       dims.back() = bias.size(0);
       strides.back() = 1;
       bias_md = dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
@@ -80,15 +83,26 @@ bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
 }
 
 // The product without autograd; odd strides (broadcast, both inner dims strided) are made dense first.
-torch::Tensor multiply(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias) {
+torch::Tensor multiply(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
+                       c10::IntArrayRef out_sizes = {}) {
   RECORD_FUNCTION("perceiver::onednn_matmul", c10::ArrayRef<c10::IValue>{});  // named in profiles
   torch::Tensor out;
   const auto bias_dense = bias.defined() ? bias.contiguous() : bias;  // try_onednn reads it densely
-  if (try_onednn(a, b, bias_dense, out)) return out;
-  if (try_onednn(a.contiguous(), b.contiguous(), bias_dense, out)) return out;
+  if (try_onednn(a, b, bias_dense, out_sizes, out)) return out;
+  if (try_onednn(a.contiguous(), b.contiguous(), bias_dense, out_sizes, out)) return out;
   out = at::matmul(a, b);
-  return bias.defined() ? out + bias : out;
+  if (bias.defined()) out = out + bias;
+  return out_sizes.empty() ? out : out.reshape(out_sizes);
 }
+
+// x (..., K) -> (..., N): the shape a linear's result has.
+std::vector<int64_t> linear_sizes(const torch::Tensor& x, const torch::Tensor& weight) {
+  auto sizes = x.sizes().vec();
+  sizes.back() = weight.size(0);
+  return sizes;
+}
+
+torch::Tensor as_rows(const torch::Tensor& t) { return t.reshape({-1, t.size(-1)}); }
 
 bool needs_grad(std::initializer_list<const torch::Tensor*> tensors) {
   if (!torch::GradMode::is_enabled()) return false;
@@ -97,25 +111,36 @@ bool needs_grad(std::initializer_list<const torch::Tensor*> tensors) {
   return false;
 }
 
-// x (R, K), weight (N, K), bias (N).
+// x (..., K), weight (N, K), bias (N) or none -> (..., N). The result is a tensor of its own, not a
+// view of the rows' product: an in-place op on a view would make autograd copy it whole in backward.
 struct LinearFunction : torch::autograd::Function<LinearFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const torch::Tensor& bias) {
+                               const c10::optional<torch::Tensor>& bias) {
     ctx->save_for_backward({x, weight});
-    return multiply(x, weight.t(), bias);
+    ctx->saved_data["bias"] = bias.has_value();
+    return multiply(as_rows(x), weight.t(), bias.value_or(torch::Tensor()), linear_sizes(x, weight));
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto& x = saved[0];
     const auto& weight = saved[1];
-    const auto& g = grads[0];
+    const auto g = as_rows(grads[0]);
     torch::Tensor grad_x, grad_weight, grad_bias;
-    if (ctx->needs_input_grad(0)) grad_x = ops::matmul(g, weight);
-    if (ctx->needs_input_grad(1)) grad_weight = ops::matmul(g.t(), x);
-    if (ctx->needs_input_grad(2)) grad_bias = g.sum(0);
+    if (ctx->needs_input_grad(0)) grad_x = ops::matmul(g, weight).view(x.sizes());
+    if (ctx->needs_input_grad(1)) grad_weight = ops::matmul(g.t(), as_rows(x));
+    // An absent bias is no input of the graph: there is no index 2 to ask about.
+    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) grad_bias = g.sum(0);
     return {grad_x, grad_weight, grad_bias};
   }
 };
+
+// x y, laid out like `like`: where `like` is a transposed view (k.transpose(-1, -2) in q k^T), the
+// product is computed transposed (y^T x^T) and handed back transposed, so that the gradient reaching
+// k is dense; a transposed gradient made every later reduction and reshape over it slow.
+torch::Tensor product_like(const torch::Tensor& like, const torch::Tensor& x, const torch::Tensor& y) {
+  const bool transposed = like.stride(-2) == 1 && like.stride(-1) != 1;
+  return transposed ? ops::matmul(y.transpose(-1, -2), x.transpose(-1, -2)).transpose(-1, -2) : ops::matmul(x, y);
+}
 
 struct MatmulFunction : torch::autograd::Function<MatmulFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b) {
@@ -126,8 +151,10 @@ struct MatmulFunction : torch::autograd::Function<MatmulFunction> {
     const auto saved = ctx->get_saved_variables();
     const auto& g = grads[0];
     torch::Tensor grad_a, grad_b;
-    if (ctx->needs_input_grad(0)) grad_a = ops::matmul(g, saved[1].transpose(-1, -2));
-    if (ctx->needs_input_grad(1)) grad_b = ops::matmul(saved[0].transpose(-1, -2), g);
+    const auto& a = saved[0];
+    const auto& b = saved[1];
+    if (ctx->needs_input_grad(0)) grad_a = product_like(a, g, b.transpose(-1, -2));
+    if (ctx->needs_input_grad(1)) grad_b = product_like(b, a.transpose(-1, -2), g);
     return {grad_a, grad_b};
   }
 };
@@ -140,15 +167,8 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
 #if PERCEIVER_WITH_ONEDNN
   if (x.dim() >= 1 && weight.dim() == 2 && (!bias.defined() || bias.dim() == 1) &&
       onednn_eligible({&x, &weight, &bias})) {
-    const auto rows = x.reshape({-1, x.size(-1)});
-    torch::Tensor out;
-    if (!needs_grad({&x, &weight, &bias}))
-      out = multiply(rows, weight.t(), bias);
-    else  // a custom Function takes no undefined input: without bias it is a plain product
-      out = bias.defined() ? LinearFunction::apply(rows, weight, bias) : MatmulFunction::apply(rows, weight.t());
-    auto sizes = x.sizes().vec();
-    sizes.back() = weight.size(0);
-    return out.view(sizes);
+    if (!needs_grad({&x, &weight, &bias})) return multiply(as_rows(x), weight.t(), bias, linear_sizes(x, weight));
+    return LinearFunction::apply(x, weight, bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt);
   }
 #endif
   return torch::nn::functional::linear(x, weight, bias);

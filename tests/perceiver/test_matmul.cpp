@@ -123,16 +123,64 @@ TEST(MatmulOps, DefersToAtenWhereItDoesNotApply) {
   EXPECT_EQ(ops::linear(torch::randn({0, 8}), w).sizes(), (std::vector<int64_t>{0, 3}));
 }
 
+// The names of the operators that ran in f, at any depth.
+std::set<std::string> operators_in(const std::function<void()>& f) {
+  std::set<std::string> names;
+  trainers::OpProfile profile;
+  f();
+  for (const auto& op : profile.table()) names.insert(op.name);
+  return names;
+}
+
 TEST(MatmulOps, Float32ProductsGoThroughTheBackendItNames) {
   const bool onednn = ops::matmul_backend().rfind("oneDNN ", 0) == 0;
-  std::set<std::string> names;
-  {
-    trainers::OpProfile profile;
-    ops::linear(torch::randn({4, 8}), torch::randn({3, 8}), torch::randn({3}));
-    for (const auto& op : profile.table()) names.insert(op.name);
-  }
+  const auto names = operators_in([] { ops::linear(torch::randn({4, 8}), torch::randn({3, 8}), torch::randn({3})); });
   EXPECT_EQ(names.count("perceiver::onednn_matmul"), onednn ? 1U : 0U) << ops::matmul_backend();
   EXPECT_EQ(names.count("aten::addmm"), onednn ? 0U : 1U) << ops::matmul_backend();
+}
+
+// A product that oneDNN declines still comes out right through ATen, so only the operators tell a
+// silent fallback (e.g. a bias described with the wrong rank) from the fast path.
+TEST(MatmulOps, NoProductFallsBackToAtenForTheModelsShapes) {
+  if (ops::matmul_backend().rfind("oneDNN ", 0) != 0) GTEST_SKIP() << ops::matmul_backend();
+  torch::manual_seed(5);
+  const auto w = torch::randn({6, 8}, torch::requires_grad()), bias = torch::randn({6}, torch::requires_grad());
+  const auto q = torch::randn({2, 3, 5, 4}, torch::requires_grad()), k = torch::randn({2, 3, 7, 4}, torch::requires_grad());
+  for (const bool grad : {false, true}) {
+    const torch::AutoGradMode mode(grad);
+    for (const auto& shape : std::vector<std::vector<int64_t>>{{5, 8}, {2, 5, 8}, {2, 3, 5, 8}}) {
+      const auto x = torch::randn(shape, torch::requires_grad());
+      for (const bool with_bias : {false, true}) {
+        const auto names = operators_in([&] {
+          const auto y = ops::linear(x, w, with_bias ? bias : torch::Tensor());
+          const auto scores = ops::matmul(q, k.transpose(-1, -2));
+          if (grad) (y.sum() + scores.sum()).backward();
+        });
+        for (const char* aten : {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"})
+          EXPECT_EQ(names.count(aten), 0U) << aten << " ran for input " << c10::IntArrayRef(shape)
+                                            << (with_bias ? " with bias" : " without bias")
+                                            << (grad ? " with gradients" : "");
+      }
+    }
+  }
+}
+
+// The result of a linear is no view (an in-place op on one made autograd copy it whole in backward),
+// and the gradient reaching k in q k^T is dense (a transposed one made its reductions slow).
+TEST(MatmulOps, ResultsAndGradientsKeepDenseLayouts) {
+  torch::manual_seed(6);
+  const auto x = torch::randn({2, 5, 8}, torch::requires_grad()), w = torch::randn({6, 8}, torch::requires_grad());
+  const auto y = ops::linear(x, w, torch::randn({6}));
+  EXPECT_FALSE(y.is_view());
+  EXPECT_TRUE(y.is_contiguous());
+
+  const auto q = torch::randn({2, 3, 5, 4}, torch::requires_grad());
+  const auto k = (torch::randn({2, 3, 7, 4}, torch::requires_grad()) * 1.0);  // a non-leaf: its gradient as it arrives
+  torch::Tensor k_grad;
+  k.register_hook([&](const torch::Tensor& g) { k_grad = g; });
+  (ops::matmul(q, k.transpose(-1, -2)) * torch::randn({2, 3, 5, 7})).sum().backward();
+  ASSERT_TRUE(k_grad.defined());
+  EXPECT_TRUE(k_grad.is_contiguous()) << k_grad.strides();
 }
 
 }  // namespace
