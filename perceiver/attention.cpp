@@ -52,6 +52,13 @@ torch::Tensor apply_activation(const std::string& name, const torch::Tensor& x) 
   TORCH_CHECK(false, "unknown activation '", name, "'");
 }
 
+std::optional<ops::Activation> fusable_activation(const std::string& name) {
+  if (name == "gelu" || name == "gelu_python") return ops::Activation::gelu;
+  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return ops::Activation::gelu_tanh;
+  if (name == "relu") return ops::Activation::relu;
+  return std::nullopt;
+}
+
 torch::Tensor invert_attention_mask(const torch::Tensor& mask) {
   TORCH_CHECK(mask.dim() == 2 || mask.dim() == 3, "attention_mask must have shape (batch, seq) or (batch, q, seq), got ",
               mask.sizes());
@@ -200,7 +207,8 @@ AttentionResult PerceiverSelfAttentionImpl::forward(const torch::Tensor& hidden_
     v = split_heads(ops::linear(kv, value), heads);
   }
 
-  auto scores = ops::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
+  // HF divides the scores by sqrt(head width); the product applies it as it writes them.
+  auto scores = ops::matmul(q, k.transpose(-1, -2), 1.0 / std::sqrt(static_cast<double>(q.size(-1))));
   if (attention_mask.defined()) scores = scores + attention_mask;
   auto probs = torch::softmax(scores, -1);
   probs = dropout(probs);
@@ -213,7 +221,11 @@ PerceiverSelfOutputImpl::PerceiverSelfOutputImpl(int64_t input_channels, int64_t
   dense = register_module("dense", torch::nn::Linear(input_channels, output_channels));
 }
 
-torch::Tensor PerceiverSelfOutputImpl::forward(const torch::Tensor& x) { return ops::linear(x, dense); }
+torch::Tensor PerceiverSelfOutputImpl::forward(const torch::Tensor& x, const torch::Tensor& residual) {
+  ops::LinearEpilogue epilogue;
+  epilogue.residual = residual;
+  return ops::linear(x, dense, epilogue);
+}
 
 PerceiverAttentionImpl::PerceiverAttentionImpl(const PerceiverConfig& config, const PerceiverLayerOptions& o)
     : use_query_residual_(o.use_query_residual) {
@@ -242,19 +254,28 @@ PerceiverAttentionImpl::PerceiverAttentionImpl(const PerceiverConfig& config, co
 AttentionResult PerceiverAttentionImpl::forward(const torch::Tensor& hidden_states, const CrossInputs& inputs,
                                                 const torch::Tensor& attention_mask, bool output_attentions) {
   auto result = self->forward(hidden_states, inputs, attention_mask, output_attentions);
-  result.output = output(result.output);
-  if (use_query_residual_) result.output = result.output + hidden_states;
+  result.output = output->forward(result.output, use_query_residual_ ? hidden_states : torch::Tensor());
   return result;
 }
 
 PerceiverMLPImpl::PerceiverMLPImpl(const PerceiverConfig& config, int64_t input_size, int64_t widening_factor)
-    : activation_(config.hidden_act) {
+    : activation_(config.hidden_act), fused_activation_(fusable_activation(config.hidden_act)) {
   dense1 = register_module("dense1", torch::nn::Linear(input_size, widening_factor * input_size));
   dense2 = register_module("dense2", torch::nn::Linear(widening_factor * input_size, input_size));
 }
 
-torch::Tensor PerceiverMLPImpl::forward(const torch::Tensor& x) {
-  return ops::linear(apply_activation(activation_, ops::linear(x, dense1)), dense2);
+torch::Tensor PerceiverMLPImpl::forward(const torch::Tensor& x, const torch::Tensor& residual) {
+  torch::Tensor hidden;
+  if (fused_activation_) {
+    ops::LinearEpilogue activated;
+    activated.activation = *fused_activation_;
+    hidden = ops::linear(x, dense1, activated);
+  } else {
+    hidden = apply_activation(activation_, ops::linear(x, dense1));
+  }
+  ops::LinearEpilogue added;
+  added.residual = residual;
+  return ops::linear(hidden, dense2, added);
 }
 
 PerceiverLayerImpl::PerceiverLayerImpl(const PerceiverConfig& config, const PerceiverLayerOptions& options) {
@@ -266,7 +287,7 @@ PerceiverLayerImpl::PerceiverLayerImpl(const PerceiverConfig& config, const Perc
 AttentionResult PerceiverLayerImpl::forward(const torch::Tensor& hidden_states, const CrossInputs& inputs,
                                             const torch::Tensor& attention_mask, bool output_attentions) {
   auto result = attention->forward(hidden_states, inputs, attention_mask, output_attentions);
-  result.output = mlp(norm(layernorm, result.output)) + result.output;
+  result.output = mlp->forward(norm(layernorm, result.output), result.output);
   return result;
 }
 

@@ -10,11 +10,14 @@
 #include <utility>
 
 #include "perceiver/config.h"
+#include "perceiver/matmul.h"
 
 namespace perceiver {
 
 // HF's ACT2FN for the names PerceiverConfig.hidden_act accepts ("gelu" is the exact erf form).
 torch::Tensor apply_activation(const std::string& name, const torch::Tensor& x);
+// The same activation as one that a product applies as it writes its result, where there is one.
+std::optional<ops::Activation> fusable_activation(const std::string& name);
 
 // HF's invert_attention_mask: (B, N) 1/0 mask -> (B, 1, 1, N) additive float mask
 // (1 - mask) * finfo(float32).min, so a fully masked row stays finite (uniform attention).
@@ -73,7 +76,8 @@ TORCH_MODULE(PerceiverSelfAttention);
 class PerceiverSelfOutputImpl : public torch::nn::Module {
  public:
   PerceiverSelfOutputImpl(int64_t input_channels, int64_t output_channels);
-  torch::Tensor forward(const torch::Tensor& x);
+  // dense(x) + residual where defined (the query residual, added as the product is written).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual = {});
 
  private:
   torch::nn::Linear dense{nullptr};
@@ -108,10 +112,12 @@ TORCH_MODULE(PerceiverAttention);
 class PerceiverMLPImpl : public torch::nn::Module {
  public:
   PerceiverMLPImpl(const PerceiverConfig& config, int64_t input_size, int64_t widening_factor);
-  torch::Tensor forward(const torch::Tensor& x);
+  // dense2(act(dense1(x))) + residual where defined (PerceiverLayer's, added as the product is written).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual = {});
 
  private:
   std::string activation_;
+  std::optional<ops::Activation> fused_activation_;
   torch::nn::Linear dense1{nullptr}, dense2{nullptr};
 };
 TORCH_MODULE(PerceiverMLP);

@@ -49,11 +49,29 @@ const dnnl::engine& cpu_engine() {
   return engine;
 }
 
+// What oneDNN does to a product before writing it: scale * (a b) [+ bias], then the activation, then
+// + residual (a tensor of the result's shape).
+struct Epilogue {
+  double scale = 1.0;
+  Activation activation = Activation::none;
+  torch::Tensor residual;
+};
+
+dnnl::algorithm eltwise_algorithm(Activation activation) {
+  switch (activation) {
+    case Activation::gelu: return dnnl::algorithm::eltwise_gelu_erf;
+    case Activation::gelu_tanh: return dnnl::algorithm::eltwise_gelu_tanh;
+    case Activation::relu: return dnnl::algorithm::eltwise_relu;
+    case Activation::none: break;
+  }
+  return dnnl::algorithm::undef;
+}
+
 // a (..., M, K) x b (..., K, N) [+ bias (N), dense] -> out, new and contiguous: (..., M, N), or
 // `out_sizes` where given (the same elements; a linear's rows given back their leading dims, so that
 // the result is no view). False where oneDNN has no implementation for these strides.
 bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias, c10::IntArrayRef out_sizes,
-                torch::Tensor& out) {
+                const Epilogue& epilogue, torch::Tensor& out) {
   auto sizes = a.sizes().vec();
   sizes.back() = b.size(-1);
   out = torch::empty(out_sizes.empty() ? c10::IntArrayRef(sizes) : out_sizes, a.options());
@@ -68,11 +86,28 @@ bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
       strides.back() = 1;
       bias_md = dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
     }
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, bias_md, out_md), engine);
     std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, dnnl::memory(a_md, engine, a.data_ptr())},
                                                {DNNL_ARG_WEIGHTS, dnnl::memory(b_md, engine, b.data_ptr())},
                                                {DNNL_ARG_DST, dnnl::memory(out_md, engine, out.data_ptr())}};
     if (bias.defined()) args.emplace(DNNL_ARG_BIAS, dnnl::memory(bias_md, engine, bias.data_ptr()));
+
+    dnnl::primitive_attr attr;
+    if (epilogue.scale != 1.0) attr.set_output_scales(0, {static_cast<float>(epilogue.scale)});
+    dnnl::post_ops post_ops;
+    if (epilogue.activation != Activation::none)
+      post_ops.append_eltwise(1.0F, eltwise_algorithm(epilogue.activation), 0.0F, 0.0F);
+    torch::Tensor residual;  // alive until the product has run: a reshape may have copied it
+    if (epilogue.residual.defined()) {
+      // Dense: oneDNN's fast kernels read no other layout (an expanded one ran its reference kernel).
+      residual = epilogue.residual.reshape(sizes).contiguous();
+      const auto residual_md = describe(residual);
+      args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_ops.len()) | DNNL_ARG_SRC_1,
+                   dnnl::memory(residual_md, engine, residual.data_ptr()));
+      post_ops.append_binary(dnnl::algorithm::binary_add, residual_md);
+    }
+    attr.set_post_ops(post_ops);
+
+    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, bias_md, out_md), attr, engine);
     dnnl::stream stream(engine);
     dnnl::matmul(pd).execute(stream, args);
     stream.wait();
@@ -82,17 +117,33 @@ bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
   }
 }
 
-// The product without autograd; odd strides (broadcast, both inner dims strided) are made dense first.
+torch::Tensor activate(const torch::Tensor& x, Activation activation) {
+  namespace F = torch::nn::functional;
+  switch (activation) {
+    case Activation::gelu: return F::gelu(x);
+    case Activation::gelu_tanh: return F::gelu(x, F::GELUFuncOptions().approximate("tanh"));
+    case Activation::relu: return torch::relu(x);
+    case Activation::none: break;
+  }
+  return x;
+}
+
+// The product and its epilogue without autograd; odd strides (broadcast, both inner dims strided) are
+// made dense first, and ATen does what oneDNN declines.
 torch::Tensor multiply(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
-                       c10::IntArrayRef out_sizes = {}) {
+                       c10::IntArrayRef out_sizes = {}, const Epilogue& epilogue = {}) {
   RECORD_FUNCTION("perceiver::onednn_matmul", c10::ArrayRef<c10::IValue>{});  // named in profiles
+  TORCH_INTERNAL_ASSERT(epilogue.scale == 1.0 || !bias.defined(), "a scaled product takes no bias");
   torch::Tensor out;
   const auto bias_dense = bias.defined() ? bias.contiguous() : bias;  // try_onednn reads it densely
-  if (try_onednn(a, b, bias_dense, out_sizes, out)) return out;
-  if (try_onednn(a.contiguous(), b.contiguous(), bias_dense, out_sizes, out)) return out;
+  if (try_onednn(a, b, bias_dense, out_sizes, epilogue, out)) return out;
+  if (try_onednn(a.contiguous(), b.contiguous(), bias_dense, out_sizes, epilogue, out)) return out;
   out = at::matmul(a, b);
+  if (epilogue.scale != 1.0) out = out * epilogue.scale;
   if (bias.defined()) out = out + bias;
-  return out_sizes.empty() ? out : out.reshape(out_sizes);
+  if (!out_sizes.empty()) out = out.reshape(out_sizes);
+  out = activate(out, epilogue.activation);
+  return epilogue.residual.defined() ? out + epilogue.residual : out;
 }
 
 // x (..., K) -> (..., N): the shape a linear's result has.
@@ -104,6 +155,10 @@ std::vector<int64_t> linear_sizes(const torch::Tensor& x, const torch::Tensor& w
 
 torch::Tensor as_rows(const torch::Tensor& t) { return t.reshape({-1, t.size(-1)}); }
 
+c10::optional<torch::Tensor> optional(const torch::Tensor& t) {
+  return t.defined() ? c10::optional<torch::Tensor>(t) : c10::nullopt;
+}
+
 bool needs_grad(std::initializer_list<const torch::Tensor*> tensors) {
   if (!torch::GradMode::is_enabled()) return false;
   for (const auto* t : tensors)
@@ -111,51 +166,63 @@ bool needs_grad(std::initializer_list<const torch::Tensor*> tensors) {
   return false;
 }
 
-// x (..., K), weight (N, K), bias (N) or none -> (..., N). The result is a tensor of its own, not a
-// view of the rows' product: an in-place op on a view would make autograd copy it whole in backward.
+// x (..., K), weight (N, K), bias (N) or none, residual (..., N) or none -> x W^T + b + residual. The
+// result is a tensor of its own, not a view of the rows' product: an in-place op on a view would make
+// autograd copy it whole in backward.
 struct LinearFunction : torch::autograd::Function<LinearFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const c10::optional<torch::Tensor>& bias) {
+                               const c10::optional<torch::Tensor>& bias, const c10::optional<torch::Tensor>& residual) {
     ctx->save_for_backward({x, weight});
     ctx->saved_data["bias"] = bias.has_value();
-    return multiply(as_rows(x), weight.t(), bias.value_or(torch::Tensor()), linear_sizes(x, weight));
+    ctx->saved_data["residual"] = residual.has_value();
+    Epilogue epilogue;
+    epilogue.residual = residual.value_or(torch::Tensor());
+    return multiply(as_rows(x), weight.t(), bias.value_or(torch::Tensor()), linear_sizes(x, weight), epilogue);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto& x = saved[0];
     const auto& weight = saved[1];
     const auto g = as_rows(grads[0]);
-    torch::Tensor grad_x, grad_weight, grad_bias;
+    // Absent inputs are no inputs of the graph: the indices asked about count the present ones.
+    const bool has_bias = ctx->saved_data["bias"].toBool(), has_residual = ctx->saved_data["residual"].toBool();
+    torch::Tensor grad_x, grad_weight, grad_bias, grad_residual;
     if (ctx->needs_input_grad(0)) grad_x = ops::matmul(g, weight).view(x.sizes());
     if (ctx->needs_input_grad(1)) grad_weight = ops::matmul(g.t(), as_rows(x));
-    // An absent bias is no input of the graph: there is no index 2 to ask about.
-    if (ctx->saved_data["bias"].toBool() && ctx->needs_input_grad(2)) grad_bias = g.sum(0);
-    return {grad_x, grad_weight, grad_bias};
+    if (has_bias && ctx->needs_input_grad(2)) grad_bias = g.sum(0);
+    if (has_residual && ctx->needs_input_grad(has_bias ? 3 : 2)) grad_residual = grads[0];
+    return {grad_x, grad_weight, grad_bias, grad_residual};
   }
 };
 
-// x y, laid out like `like`: where `like` is a transposed view (k.transpose(-1, -2) in q k^T), the
-// product is computed transposed (y^T x^T) and handed back transposed, so that the gradient reaching
-// k is dense; a transposed gradient made every later reduction and reshape over it slow.
-torch::Tensor product_like(const torch::Tensor& like, const torch::Tensor& x, const torch::Tensor& y) {
+// scale * x y, laid out like `like`: where `like` is a transposed view (k.transpose(-1, -2) in q k^T),
+// the product is computed transposed (y^T x^T) and handed back transposed, so that the gradient
+// reaching k is dense; a transposed gradient made every later reduction and reshape over it slow.
+torch::Tensor product_like(const torch::Tensor& like, const torch::Tensor& x, const torch::Tensor& y, double scale) {
   const bool transposed = like.stride(-2) == 1 && like.stride(-1) != 1;
-  return transposed ? ops::matmul(y.transpose(-1, -2), x.transpose(-1, -2)).transpose(-1, -2) : ops::matmul(x, y);
+  return transposed ? ops::matmul(y.transpose(-1, -2), x.transpose(-1, -2), scale).transpose(-1, -2)
+                    : ops::matmul(x, y, scale);
 }
 
+// scale * a b.
 struct MatmulFunction : torch::autograd::Function<MatmulFunction> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b) {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b, double scale) {
     ctx->save_for_backward({a, b});
-    return multiply(a, b, {});
+    ctx->saved_data["scale"] = scale;
+    Epilogue epilogue;
+    epilogue.scale = scale;
+    return multiply(a, b, {}, {}, epilogue);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto& g = grads[0];
-    torch::Tensor grad_a, grad_b;
     const auto& a = saved[0];
     const auto& b = saved[1];
-    if (ctx->needs_input_grad(0)) grad_a = product_like(a, g, b.transpose(-1, -2));
-    if (ctx->needs_input_grad(1)) grad_b = product_like(b, a.transpose(-1, -2), g);
-    return {grad_a, grad_b};
+    const double scale = ctx->saved_data["scale"].toDouble();
+    torch::Tensor grad_a, grad_b;
+    if (ctx->needs_input_grad(0)) grad_a = product_like(a, g, b.transpose(-1, -2), scale);
+    if (ctx->needs_input_grad(1)) grad_b = product_like(b, a.transpose(-1, -2), g, scale);
+    return {grad_a, grad_b, torch::Tensor()};
   }
 };
 
@@ -163,25 +230,41 @@ struct MatmulFunction : torch::autograd::Function<MatmulFunction> {
 
 }  // namespace
 
-torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+                     const LinearEpilogue& epilogue) {
+  const auto& residual = epilogue.residual;
 #if PERCEIVER_WITH_ONEDNN
   if (x.dim() >= 1 && weight.dim() == 2 && (!bias.defined() || bias.dim() == 1) &&
-      onednn_eligible({&x, &weight, &bias})) {
-    if (!needs_grad({&x, &weight, &bias})) return multiply(as_rows(x), weight.t(), bias, linear_sizes(x, weight));
-    return LinearFunction::apply(x, weight, bias.defined() ? c10::optional<torch::Tensor>(bias) : c10::nullopt);
+      onednn_eligible({&x, &weight, &bias, &residual}) &&
+      (!residual.defined() || residual.sizes() == c10::IntArrayRef(linear_sizes(x, weight)))) {
+    if (!needs_grad({&x, &weight, &bias, &residual})) {
+      Epilogue fused;
+      fused.activation = epilogue.activation;
+      fused.residual = residual;
+      return multiply(as_rows(x), weight.t(), bias, linear_sizes(x, weight), fused);
+    }
+    if (epilogue.activation == Activation::none) return LinearFunction::apply(x, weight, optional(bias), optional(residual));
+    // The activation's backward needs its input: the product is kept, the activation is ATen's.
+    const auto y = activate(LinearFunction::apply(x, weight, optional(bias), c10::nullopt), epilogue.activation);
+    return residual.defined() ? y + residual : y;
   }
 #endif
-  return torch::nn::functional::linear(x, weight, bias);
+  const auto y = activate(torch::nn::functional::linear(x, weight, bias), epilogue.activation);
+  return residual.defined() ? y + residual : y;
 }
 
-torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b) {
+torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, double scale) {
 #if PERCEIVER_WITH_ONEDNN
   if (a.dim() >= 2 && a.dim() == b.dim() && a.sizes().slice(0, a.dim() - 2) == b.sizes().slice(0, b.dim() - 2) &&
       onednn_eligible({&a, &b})) {
-    return needs_grad({&a, &b}) ? MatmulFunction::apply(a, b) : multiply(a, b, {});
+    if (needs_grad({&a, &b})) return MatmulFunction::apply(a, b, scale);
+    Epilogue epilogue;
+    epilogue.scale = scale;
+    return multiply(a, b, {}, {}, epilogue);
   }
 #endif
-  return torch::matmul(a, b);
+  const auto product = torch::matmul(a, b);
+  return scale == 1.0 ? product : product * scale;
 }
 
 std::string matmul_backend() {

@@ -14,14 +14,27 @@ namespace perceiver::ops {
 
 // In a namespace of their own: ATen's linear and matmul would be found by argument lookup.
 
-// x (..., K) times weight (N, K) transposed, plus bias (N) where defined: at::linear.
-torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {});
-inline torch::Tensor linear(const torch::Tensor& x, const torch::nn::Linear& layer) {
-  return linear(x, layer->weight, layer->bias);
+// Activations that oneDNN applies to a product as it writes it.
+enum class Activation { none, gelu, gelu_tanh, relu };
+
+// What a linear does to its result: activation(x W^T + b) + residual. Without gradients both are fused
+// into the product (no extra pass over the result); with them only the residual is (the activation's
+// backward needs its input). `residual` has the result's shape, or is added by ATen.
+struct LinearEpilogue {
+  Activation activation = Activation::none;
+  torch::Tensor residual;
+};
+
+// x (..., K) times weight (N, K) transposed, plus bias (N) where defined: at::linear; then the epilogue.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias = {},
+                     const LinearEpilogue& epilogue = {});
+inline torch::Tensor linear(const torch::Tensor& x, const torch::nn::Linear& layer, const LinearEpilogue& epilogue = {}) {
+  return linear(x, layer->weight, layer->bias, epilogue);
 }
 
-// a (..., M, K) times b (..., K, N): at::matmul. Leading dims that differ are broadcast by ATen.
-torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b);
+// scale * (a (..., M, K) times b (..., K, N)): at::matmul, the scale fused into the product. Leading
+// dims that differ are broadcast by ATen.
+torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, double scale = 1.0);
 
 // Which library multiplies float32 CPU matrices: "oneDNN x.y.z", or "ATen" where the build has no
 // oneDNN or PERCEIVER_MATMUL=aten is set in the environment (read once, at the first product).

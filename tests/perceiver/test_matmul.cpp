@@ -3,6 +3,7 @@
 // and ATen's own behaviour where they defer to it (autocast, other dtypes, broadcast batch dims).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <set>
 
 #include "perceiver/device.h"
@@ -90,6 +91,56 @@ TEST(MatmulOps, BatchedMatmulMatchesAtenForAttentionLayouts) {
         return torch::matmul(t[0].unflatten(-1, {3, 4}).transpose(1, 2),
                              t[1].unflatten(-1, {3, 4}).permute({0, 2, 3, 1}));
       });
+}
+
+TEST(MatmulOps, ScaledProductsMatchAtenScaledAfterwards) {
+  torch::manual_seed(7);
+  const auto q = torch::randn({2, 3, 5, 8}), k = torch::randn({2, 3, 7, 8});
+  const double scale = 1.0 / std::sqrt(8.0);
+  expect_same_values_and_gradients(
+      {q, k}, [&](const auto& t) { return ops::matmul(t[0], t[1].transpose(-1, -2), scale); },
+      [&](const auto& t) { return torch::matmul(t[0], t[1].transpose(-1, -2)) / std::sqrt(8.0); });
+  const torch::NoGradGuard no_grad;
+  EXPECT_EQ(tensor_mismatch(ops::matmul(q, k.transpose(-1, -2), scale), torch::matmul(q, k.transpose(-1, -2)) * scale,
+                            1e-5, 1e-6),
+            "");
+}
+
+// activation(x W^T + b) + residual against ATen's ops one after another: with gradients (the residual
+// fused, the activation ATen's) and without (both fused into the product), for every activation, and
+// for residuals that are transposed or expanded.
+TEST(MatmulOps, LinearEpiloguesMatchAtenOneOpAfterAnother) {
+  namespace F = torch::nn::functional;
+  torch::manual_seed(8);
+  const std::vector<std::pair<ops::Activation, std::function<torch::Tensor(const torch::Tensor&)>>> activations{
+      {ops::Activation::none, [](const torch::Tensor& y) { return y; }},
+      {ops::Activation::gelu, [](const torch::Tensor& y) { return F::gelu(y); }},
+      {ops::Activation::gelu_tanh, [](const torch::Tensor& y) { return F::gelu(y, F::GELUFuncOptions().approximate("tanh")); }},
+      {ops::Activation::relu, [](const torch::Tensor& y) { return torch::relu(y); }}};
+  const auto x = torch::randn({3, 5, 16}), w = torch::randn({6, 16}), bias = torch::randn({6});
+  const std::vector<torch::Tensor> residuals{torch::Tensor(), torch::randn({3, 5, 6}),
+                                             torch::randn({3, 6, 5}).transpose(1, 2), torch::randn({1, 5, 6}).expand({3, 5, 6})};
+  for (const auto& [activation, reference] : activations) {
+    for (size_t r = 0; r < residuals.size(); ++r) {
+      SCOPED_TRACE("activation " + std::to_string(static_cast<int>(activation)) + ", residual " + std::to_string(r));
+      const auto& residual = residuals[r];
+      auto with_ops = [&, activation = activation](const std::vector<torch::Tensor>& t) {
+        ops::LinearEpilogue epilogue;
+        epilogue.activation = activation;
+        if (residual.defined()) epilogue.residual = t[3];
+        return ops::linear(t[0], t[1], t[2], epilogue);
+      };
+      auto with_aten = [&, reference = reference](const std::vector<torch::Tensor>& t) {
+        const auto y = reference(F::linear(t[0], t[1], t[2]));
+        return residual.defined() ? y + t[3] : y;
+      };
+      const std::vector<torch::Tensor> inputs{x, w, bias, residual.defined() ? residual : torch::zeros({1})};
+      expect_same_values_and_gradients(residual.defined() ? inputs : std::vector<torch::Tensor>(inputs.begin(), inputs.end() - 1),
+                                       with_ops, with_aten);
+      const torch::NoGradGuard no_grad;
+      EXPECT_EQ(tensor_mismatch(with_ops(inputs), with_aten(inputs), 1e-5, 1e-5), "");
+    }
+  }
 }
 
 TEST(MatmulOps, SecondDerivativesMatchAten) {
