@@ -130,6 +130,7 @@ SharedTerms shared_terms(const torch::Tensor& e, const torch::nn::Linear& key, c
 struct PerceiverSelfAttentionImpl::SharedTermsCache {
   std::mutex mutex;
   torch::Tensor shared;                                   // the shared channels the terms were made from
+  uint32_t shared_version = 0;                            // and their version then
   std::vector<std::pair<const void*, uint32_t>> weights;  // identity and version of each parameter used
   SharedTerms terms;
 };
@@ -148,12 +149,22 @@ std::pair<torch::Tensor, torch::Tensor> PerceiverSelfAttentionImpl::factored_key
       weights.emplace_back(p->unsafeGetTensorImpl(), p->_version());
     auto& cache = *shared_terms_cache_;
     std::lock_guard<std::mutex> lock(cache.mutex);
+    // The same memory at the same version holds the same values (a position encoding that keeps its
+    // grid hands out the same tensor); memory changed in place since has lost the values the terms
+    // came from; other memory is compared by value.
+    // (Inference tensors keep no version: for them the same memory is a miss.)
+    const auto same_values = [&] {
+      if (!cache.shared.is_alias_of(e)) return torch::equal(cache.shared, e);
+      return !e.is_inference() && !cache.shared.is_inference() && cache.shared.storage_offset() == e.storage_offset() &&
+             cache.shared.strides() == e.strides() && cache.shared_version == e._version();
+    };
     const bool hit = cache.shared.defined() && cache.weights == weights && cache.shared.sizes() == e.sizes() &&
                      cache.shared.scalar_type() == e.scalar_type() && cache.shared.device() == e.device() &&
-                     torch::equal(cache.shared, e);
-    if (!hit) {
-      cache.terms = shared_terms(e, key, value, layernorm2);
-      cache.shared = e;  // compared by value: a new tensor with the same positions is a hit
+                     same_values();
+    if (!hit) cache.terms = shared_terms(e, key, value, layernorm2);
+    {
+      cache.shared = e;  // also on a hit by value: the next call with this tensor is a hit by identity
+      cache.shared_version = e.is_inference() ? 0 : e._version();
       cache.weights = std::move(weights);
     }
     t = cache.terms;

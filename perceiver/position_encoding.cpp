@@ -1,6 +1,9 @@
 #include "perceiver/position_encoding.h"
 
+#include <torch/csrc/jit/frontend/tracer.h>
+
 #include <cmath>
+#include <mutex>
 #include <numeric>
 
 namespace perceiver {
@@ -81,7 +84,39 @@ torch::Tensor generate_fourier_features(const torch::Tensor& pos, const FourierP
   return o.concat_pos ? torch::cat({pos, batched}, -1) : batched;
 }
 
+// The features of the default grid depend on nothing but its shape, device and dtype: they are
+// computed once for one example and kept (outside tracing, whose graph must hold the ops), and every
+// call hands out a batch-sized expand of the same tensor (read-only for callers, as HF's are in
+// practice). A cross-attention that caches terms of these positions then sees the same tensor.
+struct PerceiverFourierPositionEncodingImpl::GridCache {
+  std::mutex mutex;
+  std::vector<int64_t> index_dims;
+  torch::Tensor features;  // (1, N, C)
+};
+
+PerceiverFourierPositionEncodingImpl::PerceiverFourierPositionEncodingImpl(const FourierPositionEncodingOptions& options)
+    : options_(options), grid_cache_(std::make_shared<GridCache>()) {}
+
 torch::Tensor PerceiverFourierPositionEncodingImpl::forward(const PositionQuery& query) {
+  if (!query.pos.defined() && !torch::jit::tracer::isTracing()) {
+    auto& cache = *grid_cache_;
+    const std::lock_guard<std::mutex> lock(cache.mutex);
+    if (!cache.features.defined() || cache.index_dims != query.index_dims || cache.features.device() != query.device ||
+        cache.features.scalar_type() != query.dtype) {
+      PositionQuery one = query;
+      one.batch_size = DynamicSize(1);
+      // A normal tensor even under InferenceMode: a later training step may save it for backward.
+      const c10::InferenceMode normal(false);
+      cache.features = features(one);
+      cache.index_dims = query.index_dims;
+    }
+    return cache.features.expand({query.batch_size.value(), -1, -1});
+  }
+  return features(query);
+}
+
+torch::Tensor PerceiverFourierPositionEncodingImpl::features(const PositionQuery& query) const {
+  const torch::NoGradGuard no_grad;  // a function of the grid alone
   torch::Tensor pos = query.pos;
   if (!pos.defined()) {
     // Built where the encoding is used: no per-forward host computation and copy on a GPU.

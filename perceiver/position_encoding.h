@@ -56,13 +56,17 @@ struct FourierPositionEncodingOptions {
 
 class PerceiverFourierPositionEncodingImpl : public PositionEncodingImpl {
  public:
-  explicit PerceiverFourierPositionEncodingImpl(const FourierPositionEncodingOptions& options) : options_(options) {}
+  explicit PerceiverFourierPositionEncodingImpl(const FourierPositionEncodingOptions& options);
   int64_t output_size() const override;
   torch::Tensor forward(const PositionQuery& query) override;
   const FourierPositionEncodingOptions& options() const { return options_; }
 
  private:
+  torch::Tensor features(const PositionQuery& query) const;
+
   FourierPositionEncodingOptions options_;
+  struct GridCache;
+  std::shared_ptr<GridCache> grid_cache_;
 };
 
 // linspace(-1, 1, n) per axis, "ij" grid: (prod(index_dims), D), float32 on options' device.

@@ -4,7 +4,9 @@
 // preprocessor concatenates positions.
 #include <gtest/gtest.h>
 
+#include "perceiver/attention.h"
 #include "perceiver/io/model_dir.h"
+#include "perceiver/position_encoding.h"
 #include "tests/test_support.h"
 
 namespace perceiver::testing {
@@ -76,6 +78,87 @@ TEST(SharedChannels, InferenceReusesThePositionTermsOnlyWhileWeightsAndPositions
   const auto after = expect_hf_path(b, "weights changed in place");
   EXPECT_GT((after - before).abs().max().item<double>(), 1e-3);  // the change mattered
   expect_hf_path(torch::randn({1, 3, 12, 12}), "other positions");
+}
+
+// The cache holds one tensor per position grid, so a second call's shared channels are the first's
+// memory: the terms must still be made again when those positions are changed in place.
+TEST(SharedChannels, APositionTensorChangedInPlaceIsProjectedAgain) {
+  torch::manual_seed(24);
+  PerceiverSelfAttentionOptions o;
+  o.is_cross_attention = true;
+  o.q_dim = 8;
+  o.kv_dim = 10;
+  o.qk_channels = o.v_channels = 8;
+  PerceiverSelfAttention attention(o);
+  const auto latents = torch::randn({1, 4, 8}), x = torch::randn({1, 6, 4});
+  auto e = torch::randn({1, 6, 6});
+  auto run = [&](bool cached) {
+    const torch::AutoGradMode grad(!cached);  // gradients on: HF's path, no cache
+    return attention->forward(latents, CrossInputs(torch::cat({x, e}, -1), e), {}, false).output.detach();
+  };
+  EXPECT_EQ(tensor_mismatch(run(true), run(false), 1e-5, 1e-5), "");
+  EXPECT_EQ(tensor_mismatch(run(true), run(false), 1e-5, 1e-5), "") << "second call";
+  const auto before = run(true);
+  {
+    torch::NoGradGuard no_grad;
+    e.mul_(-2.0);
+  }
+  const auto after = run(true);
+  EXPECT_EQ(tensor_mismatch(after, run(false), 1e-5, 1e-5), "") << "after an in-place change";
+  EXPECT_GT((after - before).abs().max().item<double>(), 1e-3);
+}
+
+// Under InferenceMode (as `perceiver predict` runs) tensors keep no version: both caches must still
+// work there, and a training step after it must be able to save the kept positions for backward.
+TEST(SharedChannels, InferenceModeCallsThenATrainingStepWork) {
+  torch::manual_seed(25);
+  auto model = io::load_pretrained(hf_fixtures_dir() / "PerceiverForImageClassificationFourier");
+  model->eval();
+  auto logits = [&](const torch::Tensor& x) { return model->forward_named({{"inputs", x}}, {}).at("logits"); };
+  const auto x = torch::randn({2, 3, 16, 16});
+  torch::Tensor inferred;
+  {
+    const c10::InferenceMode inference;
+    logits(x);
+    inferred = logits(x);
+  }
+  const auto trained = logits(x);
+  trained.square().sum().backward();
+  EXPECT_EQ(tensor_mismatch(inferred, trained.detach(), 1e-5, 1e-4), "");
+}
+
+// The Fourier encoding of the default grid is computed once and handed out again (the same memory,
+// so that the cross-attention's cache recognises it) with the values HF's formula gives, for any batch.
+TEST(SharedChannels, FourierGridFeaturesAreKeptAndStayRight) {
+  FourierPositionEncodingOptions f;
+  f.num_bands = 5;
+  f.max_resolution = {6, 7};
+  f.concat_pos = true;
+  const auto encoding = std::make_shared<PerceiverFourierPositionEncodingImpl>(f);
+  PositionQuery query;
+  query.index_dims = {6, 7};
+  query.batch_size = 3;
+  const auto first = encoding->forward(query), second = encoding->forward(query);
+  EXPECT_TRUE(first.is_alias_of(second));
+  const auto pos = build_linear_positions({6, 7}).unsqueeze(0).expand({3, -1, -1});
+  EXPECT_TRUE(torch::equal(second, generate_fourier_features(pos, f)));
+  query.index_dims = {7, 6};  // another grid: new features
+  const auto other = encoding->forward(query);
+  EXPECT_FALSE(other.is_alias_of(first));
+  EXPECT_TRUE(torch::equal(other, generate_fourier_features(build_linear_positions({7, 6}).unsqueeze(0).expand({3, -1, -1}), f)));
+  query.batch_size = 1;
+  EXPECT_EQ(encoding->forward(query).sizes(), (std::vector<int64_t>{1, 42, encoding->output_size()}));
+
+  // Kept under InferenceMode, the features can still be saved for backward afterwards (as a
+  // projection of the positions does).
+  query.index_dims = {5, 5};
+  {
+    const c10::InferenceMode inference;
+    encoding->forward(query);
+  }
+  const auto projection = torch::randn({3, encoding->output_size()}, torch::requires_grad());
+  EXPECT_NO_THROW(torch::nn::functional::linear(encoding->forward(query), projection).sum().backward());
+  EXPECT_TRUE(projection.grad().defined());
 }
 
 }  // namespace
