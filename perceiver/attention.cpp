@@ -77,19 +77,20 @@ PerceiverSelfAttentionImpl::PerceiverSelfAttentionImpl(const PerceiverSelfAttent
   key = register_module("key", torch::nn::Linear(options.kv_dim, options.qk_channels));
   value = register_module("value", torch::nn::Linear(options.kv_dim, options.v_channels));
   dropout = register_module("dropout", torch::nn::Dropout(options.dropout));
-  shared_terms_cache_ = std::make_shared<SharedTermsCache>();
+  query_terms_cache_ = std::make_shared<SharedTermsCache>();
+  key_value_terms_cache_ = std::make_shared<SharedTermsCache>();
 }
 
-// LayerNorm(inputs) projected by the key and value layers, with inputs = [x, e]: x (B, M, Cx) per
-// example, e (1, M, Cs) the same for every example. With G = W * gamma (gamma folded into W's columns),
-// LayerNorm then W gives ((a - mean) G^T) / std + (W beta + b), and (a - mean) G^T splits into
+// LayerNorm(a) projected by linear layers, with a = [x, e]: x (B, M, Cx) per example, e (1, M, Cs)
+// the same for every example. With G = W * gamma (gamma folded into W's columns), LayerNorm then W
+// gives ((a - mean) G^T) / std + (W beta + b), and (a - mean) G^T splits into
 //   (x - mean) G_x^T  +  (e - mean_e) G_e^T  +  (mean_e - mean) rowsum(G_e)
 // whose middle term, the large one, is computed once for the batch. The statistics come from x's and
 // e's own centred sums (no E[a^2] - mean^2 cancellation).
 namespace {
 
-// What the factored projection needs beyond x: functions of the weights and of e only. Key and value
-// are projected separately, so that their gradients need no split of one (B, M, K + V) product.
+// What a factored projection needs beyond x: functions of the weights and of e only. Each layer is
+// projected on its own, so that the gradients need no split of one (B, M, K + V) product.
 struct FoldedProjection {
   torch::Tensor weight_x;     // (N, Cx + 1): [G_x, rowsum(G_e)], so that one product also adds
                               // the (mean_e - mean) rowsum(G_e) term
@@ -100,7 +101,7 @@ struct FoldedProjection {
 struct SharedTerms {
   torch::Tensor e_mean;     // (1, M, 1)
   torch::Tensor e_scatter;  // (1, M, 1): sum of squared deviations from e_mean
-  FoldedProjection key, value;
+  std::vector<FoldedProjection> projections;
 };
 
 FoldedProjection fold(const torch::nn::Linear& layer, const torch::nn::LayerNorm& norm,
@@ -114,15 +115,25 @@ FoldedProjection fold(const torch::nn::Linear& layer, const torch::nn::LayerNorm
           layer->bias + (layer->weight * norm->bias).sum(1), ops::linear(e_centred, w_e)};
 }
 
-SharedTerms shared_terms(const torch::Tensor& e, const torch::nn::Linear& key, const torch::nn::Linear& value,
+SharedTerms shared_terms(const torch::Tensor& e, const std::vector<torch::nn::Linear>& layers,
                          const torch::nn::LayerNorm& norm) {
   SharedTerms t;
   t.e_mean = e.mean(-1, true);
   const auto e_centred = e - t.e_mean;
   t.e_scatter = e_centred.square().sum(-1, true);
-  t.key = fold(key, norm, e_centred);
-  t.value = fold(value, norm, e_centred);
+  for (const auto& layer : layers) t.projections.push_back(fold(layer, norm, e_centred));
   return t;
+}
+
+// Shared channels pay off from two examples on, or from the second call without gradients; one
+// example in training takes HF's path exactly.
+bool factorable(const WithSharedChannels& a, const char* what) {
+  if (!a.shared.defined() || (a.all.size(0) == 1 && torch::GradMode::is_enabled())) return false;
+  TORCH_CHECK(a.shared.dim() == 3 && a.shared.size(0) == 1 && a.shared.size(1) == a.all.size(1) &&
+                  a.shared.size(2) < a.all.size(2),
+              "shared channels of the attention ", what, " ", a.shared.sizes(), " do not fit the ", what, " ",
+              a.all.sizes());
+  return true;
 }
 
 }  // namespace
@@ -135,24 +146,27 @@ struct PerceiverSelfAttentionImpl::SharedTermsCache {
   SharedTerms terms;
 };
 
-std::pair<torch::Tensor, torch::Tensor> PerceiverSelfAttentionImpl::factored_key_value(const CrossInputs& inputs) {
-  const auto dtype = layernorm2->weight.scalar_type();
-  const int64_t c = inputs.all.size(-1), cs = inputs.shared.size(-1), cx = c - cs;
-  const auto x = inputs.all.narrow(-1, 0, cx).to(dtype);
-  const auto e = inputs.shared.to(dtype);
+std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(const WithSharedChannels& a,
+                                                                            const torch::nn::LayerNorm& norm,
+                                                                            const std::vector<torch::nn::Linear>& layers,
+                                                                            SharedTermsCache& cache) {
+  const auto dtype = norm->weight.scalar_type();
+  const int64_t c = a.all.size(-1), cs = a.shared.size(-1), cx = c - cs;
+  const auto x = a.all.narrow(-1, 0, cx).to(dtype);
+  const auto e = a.shared.to(dtype);
 
   SharedTerms t;
   const bool reusable = !torch::GradMode::is_enabled() && !torch::jit::tracer::isTracing();
   if (reusable) {
     std::vector<std::pair<const void*, uint32_t>> weights;
-    for (const auto* p : {&key->weight, &key->bias, &value->weight, &value->bias, &layernorm2->weight, &layernorm2->bias})
-      weights.emplace_back(p->unsafeGetTensorImpl(), p->_version());
-    auto& cache = *shared_terms_cache_;
+    std::vector<const torch::Tensor*> parameters{&norm->weight, &norm->bias};
+    for (const auto& layer : layers) parameters.insert(parameters.end(), {&layer->weight, &layer->bias});
+    for (const auto* p : parameters) weights.emplace_back(p->unsafeGetTensorImpl(), p->_version());
     std::lock_guard<std::mutex> lock(cache.mutex);
     // The same memory at the same version holds the same values (a position encoding that keeps its
     // grid hands out the same tensor); memory changed in place since has lost the values the terms
-    // came from; other memory is compared by value.
-    // (Inference tensors keep no version: for them the same memory is a miss.)
+    // came from; other memory is compared by value. (Inference tensors keep no version: for them the
+    // same memory is a miss.)
     const auto same_values = [&] {
       if (!cache.shared.is_alias_of(e)) return torch::equal(cache.shared, e);
       return !e.is_inference() && !cache.shared.is_inference() && cache.shared.storage_offset() == e.storage_offset() &&
@@ -161,15 +175,13 @@ std::pair<torch::Tensor, torch::Tensor> PerceiverSelfAttentionImpl::factored_key
     const bool hit = cache.shared.defined() && cache.weights == weights && cache.shared.sizes() == e.sizes() &&
                      cache.shared.scalar_type() == e.scalar_type() && cache.shared.device() == e.device() &&
                      same_values();
-    if (!hit) cache.terms = shared_terms(e, key, value, layernorm2);
-    {
-      cache.shared = e;  // also on a hit by value: the next call with this tensor is a hit by identity
-      cache.shared_version = e.is_inference() ? 0 : e._version();
-      cache.weights = std::move(weights);
-    }
+    if (!hit) cache.terms = shared_terms(e, layers, norm);
+    cache.shared = e;  // also on a hit by value: the next call with this tensor is a hit by identity
+    cache.shared_version = e.is_inference() ? 0 : e._version();
+    cache.weights = std::move(weights);
     t = cache.terms;
   } else {
-    t = shared_terms(e, key, value, layernorm2);
+    t = shared_terms(e, layers, norm);
   }
 
   const double n = static_cast<double>(c);
@@ -178,21 +190,22 @@ std::pair<torch::Tensor, torch::Tensor> PerceiverSelfAttentionImpl::factored_key
   const auto x_centred = x - mean;
   const auto var =
       (x_centred.square().sum(-1, true) + t.e_scatter + (t.e_mean - mean).square() * static_cast<double>(cs)) / n;
-  const auto inv_std = torch::rsqrt(var + layernorm2->options.eps());
+  const auto inv_std = torch::rsqrt(var + norm->options.eps());
   const auto x_augmented = torch::cat({x_centred, t.e_mean - mean}, -1);
-  auto project = [&](const FoldedProjection& f) {
+  std::vector<torch::Tensor> out;
+  for (const auto& f : t.projections) {
     // Per example: (x - mean) G_x^T + (mean_e - mean) rowsum(G_e) as one product; then the shared term.
     auto projected = ops::linear(x_augmented, f.weight_x);
     projected.add_(f.e_projected);  // in place: nothing saved the product for backward
     // In place without gradients too: these (B, M, N) products are the largest tensors of a forward.
-    return reusable ? projected.mul_(inv_std).add_(f.bias) : torch::addcmul(f.bias, projected, inv_std);
-  };
-  return {project(t.key), project(t.value)};
+    out.push_back(reusable ? projected.mul_(inv_std).add_(f.bias) : torch::addcmul(f.bias, projected, inv_std));
+  }
+  return out;
 }
 
-AttentionResult PerceiverSelfAttentionImpl::forward(const torch::Tensor& hidden_states, const CrossInputs& inputs,
+AttentionResult PerceiverSelfAttentionImpl::forward(const WithSharedChannels& hidden_states,
+                                                    const WithSharedChannels& inputs,
                                                     const torch::Tensor& attention_mask, bool output_attentions) {
-  const auto normed = norm(layernorm1, hidden_states);
   const bool cross = inputs.all.defined();
   TORCH_CHECK(cross == options_.is_cross_attention,
               cross ? "self-attention layer called with cross-attention inputs" : "cross-attention layer needs inputs");
@@ -200,30 +213,43 @@ AttentionResult PerceiverSelfAttentionImpl::forward(const torch::Tensor& hidden_
     TORCH_CHECK(inputs.all.size(-1) == options_.kv_dim, "attention inputs have ", inputs.all.size(-1),
                 " channels, expected ", options_.kv_dim);
 
+  // Each intermediate is dropped as soon as it is used: without gradients nothing else holds it, so
+  // a forward's peak memory is a few (B, M, N) tensors, not all of them.
   const int64_t heads = options_.num_heads;
-  const auto q = split_heads(ops::linear(normed, query), heads);
-  torch::Tensor k, v;
-  // Shared channels pay off from two examples on, or from the second call without gradients; one
-  // example in training takes HF's path exactly.
-  if (cross && inputs.shared.defined() && (inputs.all.size(0) > 1 || !torch::GradMode::is_enabled())) {
-    TORCH_CHECK(inputs.shared.dim() == 3 && inputs.shared.size(0) == 1 && inputs.shared.size(1) == inputs.all.size(1) &&
-                    inputs.shared.size(2) < inputs.all.size(2),
-                "shared cross-attention channels ", inputs.shared.sizes(), " do not fit the inputs ", inputs.all.sizes());
-    const auto [key_states, value_states] = factored_key_value(inputs);
-    k = split_heads(key_states, heads);
-    v = split_heads(value_states, heads);
-  } else {
-    const auto kv = cross ? norm(layernorm2, inputs.all) : normed;
-    k = split_heads(ops::linear(kv, key), heads);
-    v = split_heads(ops::linear(kv, value), heads);
+  torch::Tensor q, k, v;
+  {
+    torch::Tensor normed;  // layernorm1(hidden_states), where something projects it whole
+    if (factorable(hidden_states, "queries")) {
+      q = factored_projections(hidden_states, layernorm1, {query}, *query_terms_cache_)[0];
+    } else {
+      normed = norm(layernorm1, hidden_states.all);
+      q = ops::linear(normed, query);
+    }
+    q = split_heads(q, heads);
+    if (cross && factorable(inputs, "inputs")) {
+      const auto kv = factored_projections(inputs, layernorm2, {key, value}, *key_value_terms_cache_);
+      k = split_heads(kv[0], heads);
+      v = split_heads(kv[1], heads);
+    } else {
+      const auto kv = cross ? norm(layernorm2, inputs.all) : normed;
+      k = split_heads(ops::linear(kv, key), heads);
+      v = split_heads(ops::linear(kv, value), heads);
+    }
   }
 
   // HF divides the scores by sqrt(head width); the product applies it as it writes them.
   auto scores = ops::matmul(q, k.transpose(-1, -2), 1.0 / std::sqrt(static_cast<double>(q.size(-1))));
-  if (attention_mask.defined()) scores = scores + attention_mask;
-  auto probs = torch::softmax(scores, -1);
-  probs = dropout(probs);
-
+  q.reset();
+  k.reset();
+  if (attention_mask.defined()) {
+    // In place where that changes nothing (the product's backward does not need its result); a mask
+    // of another dtype promotes the scores, as HF's add does under autocast.
+    const bool fits = attention_mask.scalar_type() == scores.scalar_type() &&
+                      at::infer_size(scores.sizes(), attention_mask.sizes()) == scores.sizes();
+    scores = fits ? scores.add_(attention_mask) : scores + attention_mask;
+  }
+  auto probs = dropout(torch::softmax(scores, -1));
+  scores.reset();
   auto context = ops::matmul(probs, v).transpose(1, 2).flatten(-2);
   return {context, output_attentions ? probs : torch::Tensor()};
 }
@@ -262,10 +288,10 @@ PerceiverAttentionImpl::PerceiverAttentionImpl(const PerceiverConfig& config, co
   output = register_module("output", PerceiverSelfOutput(v, o.is_cross_attention ? o.q_dim : v));
 }
 
-AttentionResult PerceiverAttentionImpl::forward(const torch::Tensor& hidden_states, const CrossInputs& inputs,
+AttentionResult PerceiverAttentionImpl::forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
                                                 const torch::Tensor& attention_mask, bool output_attentions) {
   auto result = self->forward(hidden_states, inputs, attention_mask, output_attentions);
-  result.output = output->forward(result.output, use_query_residual_ ? hidden_states : torch::Tensor());
+  result.output = output->forward(result.output, use_query_residual_ ? hidden_states.all : torch::Tensor());
   return result;
 }
 
@@ -275,7 +301,7 @@ PerceiverMLPImpl::PerceiverMLPImpl(const PerceiverConfig& config, int64_t input_
   dense2 = register_module("dense2", torch::nn::Linear(widening_factor * input_size, input_size));
 }
 
-torch::Tensor PerceiverMLPImpl::forward(const torch::Tensor& x, const torch::Tensor& residual) {
+torch::Tensor PerceiverMLPImpl::forward(torch::Tensor x, const torch::Tensor& residual) {
   torch::Tensor hidden;
   if (fused_activation_) {
     ops::LinearEpilogue activated;
@@ -284,6 +310,7 @@ torch::Tensor PerceiverMLPImpl::forward(const torch::Tensor& x, const torch::Ten
   } else {
     hidden = apply_activation(activation_, ops::linear(x, dense1));
   }
+  x.reset();  // without gradients, the input (a layer norm's output) is freed before dense2
   ops::LinearEpilogue added;
   added.residual = residual;
   return ops::linear(hidden, dense2, added);
@@ -295,7 +322,7 @@ PerceiverLayerImpl::PerceiverLayerImpl(const PerceiverConfig& config, const Perc
   mlp = register_module("mlp", PerceiverMLP(config, options.q_dim, options.widening_factor));
 }
 
-AttentionResult PerceiverLayerImpl::forward(const torch::Tensor& hidden_states, const CrossInputs& inputs,
+AttentionResult PerceiverLayerImpl::forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
                                             const torch::Tensor& attention_mask, bool output_attentions) {
   auto result = attention->forward(hidden_states, inputs, attention_mask, output_attentions);
   result.output = mlp->forward(norm(layernorm, result.output), result.output);

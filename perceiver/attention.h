@@ -8,9 +8,11 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "perceiver/config.h"
 #include "perceiver/matmul.h"
+#include "perceiver/shared_channels.h"
 
 namespace perceiver {
 
@@ -22,18 +24,6 @@ std::optional<ops::Activation> fusable_activation(const std::string& name);
 // HF's invert_attention_mask: (B, N) 1/0 mask -> (B, 1, 1, N) additive float mask
 // (1 - mask) * finfo(float32).min, so a fully masked row stays finite (uniform attention).
 torch::Tensor invert_attention_mask(const torch::Tensor& mask);
-
-// The key/value inputs of a cross-attention: `all` (B, M, C), and optionally `shared` (1, M, Cs),
-// its last Cs channels when they are the same for every example (position features that a
-// preprocessor concatenated). With `shared`, the cross-attention normalises and projects those
-// channels once per batch instead of once per example (the same result up to float rounding), and
-// without gradients once for as long as the weights and the shared channels stay the same.
-struct CrossInputs {
-  CrossInputs(torch::Tensor all_ = {}, torch::Tensor shared_ = {})  // NOLINT: a plain tensor converts
-      : all(std::move(all_)), shared(std::move(shared_)) {}
-  torch::Tensor all;
-  torch::Tensor shared;
-};
 
 struct AttentionResult {
   torch::Tensor output;
@@ -54,13 +44,18 @@ class PerceiverSelfAttentionImpl : public torch::nn::Module {
  public:
   explicit PerceiverSelfAttentionImpl(const PerceiverSelfAttentionOptions& options);
   // inputs undefined = self-attention over hidden_states; mask is additive, broadcastable to scores.
-  AttentionResult forward(const torch::Tensor& hidden_states, const CrossInputs& inputs,
+  // Shared channels of the queries (a decoder whose queries are the encoder's inputs) or of the
+  // inputs are normalised and projected once per batch (see WithSharedChannels).
+  AttentionResult forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
                           const torch::Tensor& attention_mask, bool output_attentions);
   int64_t v_channels() const { return options_.v_channels; }
 
  private:
-  // layernorm2 then the key and value projections of inputs.all, the shared channels once per batch.
-  std::pair<torch::Tensor, torch::Tensor> factored_key_value(const CrossInputs& inputs);
+  struct SharedTermsCache;
+  // norm(a.all) projected by each of layers, the terms of a's shared channels made once per batch, and
+  // without gradients kept in `cache` while the weights and the shared channels stay the same.
+  std::vector<torch::Tensor> factored_projections(const WithSharedChannels& a, const torch::nn::LayerNorm& norm,
+                                                  const std::vector<torch::nn::Linear>& layers, SharedTermsCache& cache);
 
   PerceiverSelfAttentionOptions options_;
   torch::nn::LayerNorm layernorm1{nullptr}, layernorm2{nullptr};
@@ -68,8 +63,7 @@ class PerceiverSelfAttentionImpl : public torch::nn::Module {
   torch::nn::Dropout dropout{nullptr};
   // Without gradients, the shared channels' terms are kept between calls while the weights and the
   // shared channels stay the same (inference on a fixed grid projects its positions once).
-  struct SharedTermsCache;
-  std::shared_ptr<SharedTermsCache> shared_terms_cache_;
+  std::shared_ptr<SharedTermsCache> query_terms_cache_, key_value_terms_cache_;
 };
 TORCH_MODULE(PerceiverSelfAttention);
 
@@ -99,7 +93,7 @@ struct PerceiverLayerOptions {
 class PerceiverAttentionImpl : public torch::nn::Module {
  public:
   PerceiverAttentionImpl(const PerceiverConfig& config, const PerceiverLayerOptions& options);
-  AttentionResult forward(const torch::Tensor& hidden_states, const CrossInputs& inputs,
+  AttentionResult forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
                           const torch::Tensor& attention_mask, bool output_attentions);
 
  private:
@@ -113,7 +107,8 @@ class PerceiverMLPImpl : public torch::nn::Module {
  public:
   PerceiverMLPImpl(const PerceiverConfig& config, int64_t input_size, int64_t widening_factor);
   // dense2(act(dense1(x))) + residual where defined (PerceiverLayer's, added as the product is written).
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual = {});
+  // x by value: a temporary passed in is freed once dense1 has read it.
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& residual = {});
 
  private:
   std::string activation_;
@@ -125,7 +120,7 @@ TORCH_MODULE(PerceiverMLP);
 class PerceiverLayerImpl : public torch::nn::Module {
  public:
   PerceiverLayerImpl(const PerceiverConfig& config, const PerceiverLayerOptions& options);
-  AttentionResult forward(const torch::Tensor& hidden_states, const CrossInputs& inputs = {},
+  AttentionResult forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs = {},
                           const torch::Tensor& attention_mask = {}, bool output_attentions = false);
 
  private:

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "perceiver/outputs.h"
+#include "perceiver/shared_channels.h"
 
 namespace perceiver {
 
@@ -37,7 +38,7 @@ class DecoderImpl : public torch::nn::Module {
   virtual torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
                                       const torch::Tensor& inputs_without_pos,
                                       const TensorOrDict& subsampled_points) = 0;
-  virtual PerceiverDecoderOutput forward(const torch::Tensor& query, const torch::Tensor& z,
+  virtual PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z,
                                          const torch::Tensor& query_mask, bool output_attentions) = 0;
 };
 

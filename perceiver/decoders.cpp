@@ -90,7 +90,7 @@ torch::Tensor PerceiverBasicDecoderImpl::decoder_query(const torch::Tensor& inpu
   return pos_emb;
 }
 
-PerceiverDecoderOutput PerceiverBasicDecoderImpl::forward(const torch::Tensor& query, const torch::Tensor& z,
+PerceiverDecoderOutput PerceiverBasicDecoderImpl::forward(const WithSharedChannels& query, const torch::Tensor& z,
                                                           const torch::Tensor& /*query_mask: HF ignores it*/,
                                                           bool output_attentions) {
   TORCH_CHECK(decoding_cross_attention, "this decoder only builds position encodings (position_encoding_only)");
@@ -115,7 +115,7 @@ torch::Tensor PerceiverClassificationDecoderImpl::decoder_query(const torch::Ten
   return decoder->decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points);
 }
 
-PerceiverDecoderOutput PerceiverClassificationDecoderImpl::forward(const torch::Tensor& query, const torch::Tensor& z,
+PerceiverDecoderOutput PerceiverClassificationDecoderImpl::forward(const WithSharedChannels& query, const torch::Tensor& z,
                                                                    const torch::Tensor& /*query_mask*/,
                                                                    bool output_attentions) {
   auto out = decoder->forward(query, z, {}, output_attentions);
@@ -127,7 +127,7 @@ PerceiverProjectionDecoderImpl::PerceiverProjectionDecoderImpl(const PerceiverCo
   classifier = register_module("classifier", torch::nn::Linear(config.d_latents, config.num_labels()));
 }
 
-PerceiverDecoderOutput PerceiverProjectionDecoderImpl::forward(const torch::Tensor& /*query*/, const torch::Tensor& z,
+PerceiverDecoderOutput PerceiverProjectionDecoderImpl::forward(const WithSharedChannels& /*query*/, const torch::Tensor& z,
                                                                const torch::Tensor& /*query_mask*/,
                                                                bool /*output_attentions*/) {
   PerceiverDecoderOutput out;

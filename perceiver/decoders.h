@@ -34,7 +34,7 @@ class PerceiverBasicDecoderImpl : public DecoderImpl {
   int64_t num_query_channels() const override;
   torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
                               const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
-  PerceiverDecoderOutput forward(const torch::Tensor& query, const torch::Tensor& z, const torch::Tensor& query_mask,
+  PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
   const BasicDecoderOptions& options() const { return options_; }
 
@@ -57,7 +57,7 @@ class PerceiverClassificationDecoderImpl : public DecoderImpl {
   int64_t num_query_channels() const override { return decoder->num_query_channels(); }
   torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
                               const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
-  PerceiverDecoderOutput forward(const torch::Tensor& query, const torch::Tensor& z, const torch::Tensor& query_mask,
+  PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
 
  private:
@@ -75,7 +75,7 @@ class PerceiverProjectionDecoderImpl : public DecoderImpl {
                               const TensorOrDict&) override {
     return {};
   }
-  PerceiverDecoderOutput forward(const torch::Tensor& query, const torch::Tensor& z, const torch::Tensor& query_mask,
+  PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
 
  private:

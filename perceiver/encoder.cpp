@@ -81,7 +81,7 @@ PerceiverEncoderImpl::PerceiverEncoderImpl(const PerceiverConfig& config, int64_
   for (int64_t i = 0; i < config.num_self_attends_per_block; ++i) self_attends->push_back(PerceiverLayer(config, self));
 }
 
-EncoderOutput PerceiverEncoderImpl::forward(const torch::Tensor& latents, const CrossInputs& inputs,
+EncoderOutput PerceiverEncoderImpl::forward(const torch::Tensor& latents, const WithSharedChannels& inputs,
                                             const torch::Tensor& inputs_mask, bool output_attentions,
                                             bool output_hidden_states) {
   EncoderOutput out;

@@ -32,7 +32,7 @@ class PerceiverEncoderImpl : public torch::nn::Module {
  public:
   PerceiverEncoderImpl(const PerceiverConfig& config, int64_t kv_dim);
   // inputs_mask is the additive (B,1,1,N) mask of the inputs (see invert_attention_mask).
-  EncoderOutput forward(const torch::Tensor& latents, const CrossInputs& inputs, const torch::Tensor& inputs_mask,
+  EncoderOutput forward(const torch::Tensor& latents, const WithSharedChannels& inputs, const torch::Tensor& inputs_mask,
                         bool output_attentions, bool output_hidden_states);
   // Recompute each self-attention layer in backward instead of keeping its activations (training
   // only; HF has no such option). Saves memory at the cost of a second forward per layer.

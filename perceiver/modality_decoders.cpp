@@ -41,7 +41,7 @@ torch::Tensor PerceiverOpticalFlowDecoderImpl::decoder_query(const torch::Tensor
   return inputs.index_select(1, points);
 }
 
-PerceiverDecoderOutput PerceiverOpticalFlowDecoderImpl::forward(const torch::Tensor& query, const torch::Tensor& z,
+PerceiverDecoderOutput PerceiverOpticalFlowDecoderImpl::forward(const WithSharedChannels& query, const torch::Tensor& z,
                                                                 const torch::Tensor& /*query_mask*/,
                                                                 bool output_attentions) {
   auto out = decoder->forward(query, z, {}, output_attentions);
@@ -71,7 +71,7 @@ torch::Tensor PerceiverBasicVideoAutoencodingDecoderImpl::decoder_query(
   return decoder->decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points);
 }
 
-PerceiverDecoderOutput PerceiverBasicVideoAutoencodingDecoderImpl::forward(const torch::Tensor& query,
+PerceiverDecoderOutput PerceiverBasicVideoAutoencodingDecoderImpl::forward(const WithSharedChannels& query,
                                                                            const torch::Tensor& z,
                                                                            const torch::Tensor& /*query_mask*/,
                                                                            bool output_attentions) {
@@ -134,7 +134,7 @@ torch::Tensor PerceiverMultimodalDecoderImpl::decoder_query(const torch::Tensor&
   return torch::cat(queries, 1);
 }
 
-PerceiverDecoderOutput PerceiverMultimodalDecoderImpl::forward(const torch::Tensor& query, const torch::Tensor& z,
+PerceiverDecoderOutput PerceiverMultimodalDecoderImpl::forward(const WithSharedChannels& query, const torch::Tensor& z,
                                                                const torch::Tensor& /*query_mask*/,
                                                                bool output_attentions) {
   return decoder->forward(query, z, {}, output_attentions);

@@ -29,7 +29,7 @@ class PerceiverOpticalFlowDecoderImpl : public DecoderImpl {
   int64_t num_query_channels() const override { return decoder->num_query_channels(); }
   torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
                               const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
-  PerceiverDecoderOutput forward(const torch::Tensor& query, const torch::Tensor& z, const torch::Tensor& query_mask,
+  PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
   const OpticalFlowDecoderOptions& options() const { return options_; }
 
@@ -49,7 +49,7 @@ class PerceiverBasicVideoAutoencodingDecoderImpl : public DecoderImpl {
   torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
                               const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
   // Full-grid outputs become (B, T, H, W, C); subsampled ones stay (B, N, C).
-  PerceiverDecoderOutput forward(const torch::Tensor& query, const torch::Tensor& z, const torch::Tensor& query_mask,
+  PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
   const std::vector<int64_t>& output_shape() const { return output_shape_; }
   const std::vector<int64_t>& output_index_dims() const { return decoder->options().output_index_dims; }
@@ -78,7 +78,7 @@ class PerceiverMultimodalDecoderImpl : public DecoderImpl {
   int64_t num_query_channels() const override;
   torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
                               const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
-  PerceiverDecoderOutput forward(const torch::Tensor& query, const torch::Tensor& z, const torch::Tensor& query_mask,
+  PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
   const std::map<std::string, Decoder>& modalities() const { return modalities_; }
 

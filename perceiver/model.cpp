@@ -73,7 +73,7 @@ PerceiverModelOutput PerceiverModelImpl::forward(const TensorOrDict& raw_inputs,
 
   const auto latents = embeddings->forward(DynamicSize::of(inputs, 0));
   auto encoded =
-      encoder->forward(latents, CrossInputs(inputs, pre.shared_channels), extended_mask, options.output_attentions,
+      encoder->forward(latents, WithSharedChannels(inputs, pre.shared_channels), extended_mask, options.output_attentions,
                        options.output_hidden_states);
   PerceiverModelOutput out;
   out.last_hidden_state = encoded.last_hidden_state;
@@ -96,7 +96,10 @@ PerceiverModelOutput PerceiverModelImpl::forward(const TensorOrDict& raw_inputs,
                 "decode_positions must have shape (batch, K), got ", decode_positions.sizes());
     query = query.gather(1, decode_positions.to(query.device(), torch::kLong).unsqueeze(-1).expand({-1, -1, query.size(-1)}));
   }
-  auto decoded = decoder_->forward(query, out.last_hidden_state, extended_mask, options.output_attentions);
+  // A decoder whose queries are the encoder's inputs themselves (optical flow) queries with the same
+  // shared position channels.
+  const WithSharedChannels queries(query, query.is_same(inputs) ? pre.shared_channels : torch::Tensor());
+  auto decoded = decoder_->forward(queries, out.last_hidden_state, extended_mask, options.output_attentions);
   for (auto& a : decoded.cross_attentions) out.cross_attentions.push_back(std::move(a));
   out.logits = output_postprocessor_ ? output_postprocessor_->forward(decoded.logits, output_modality_sizes)
                                      : std::move(decoded.logits);

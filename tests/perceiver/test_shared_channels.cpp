@@ -1,8 +1,10 @@
 // The encoder's cross-attention projects the position channels a preprocessor concatenated once per
-// batch (CrossInputs::shared): a batch must give what its examples give one at a time (one example
+// batch (WithSharedChannels::shared): a batch must give what its examples give one at a time (one example
 // takes HF's path unchanged), outputs and parameter gradients alike, for every head whose
 // preprocessor concatenates positions.
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 #include "perceiver/attention.h"
 #include "perceiver/io/model_dir.h"
@@ -48,12 +50,16 @@ TEST(SharedChannels, OpticalFlowGivesABatchWhatItsExamplesGiveOneAtATime) {
   expect_batch_equals_examples("PerceiverForOpticalFlow", torch::randn({3, 2, 27, 8, 12}));
 }
 
-// Without gradients, a cross-attention keeps the shared channels' terms between calls: it must give
-// what HF's path (one example, gradients on) gives, on new inputs, after the weights change in place,
-// and when the positions change.
-TEST(SharedChannels, InferenceReusesThePositionTermsOnlyWhileWeightsAndPositionsStayTheSame) {
+// Without gradients, an attention layer keeps the shared channels' terms between calls: it must give
+// what HF's path (one example, gradients on) gives, on new inputs, after each group of the weights
+// that the terms come from changes in place (the parameters whose names contain all the strings of a
+// group of `changed`), and when the positions change.
+void expect_cached_terms_follow_weights_and_positions(const std::string& fixture, const std::vector<int64_t>& shape,
+                                                      const std::vector<int64_t>& other_shape,
+                                                      const std::vector<std::vector<std::string>>& changed) {
+  SCOPED_TRACE(fixture);
   torch::manual_seed(23);
-  auto model = io::load_pretrained(hf_fixtures_dir() / "PerceiverForImageClassificationFourier");
+  auto model = io::load_pretrained(hf_fixtures_dir() / fixture);
   model->eval();
   auto logits = [&](const torch::Tensor& x) { return model->forward_named({{"inputs", x}}, {}).at("logits"); };
   auto expect_hf_path = [&](const torch::Tensor& x, const char* what) {
@@ -63,21 +69,39 @@ TEST(SharedChannels, InferenceReusesThePositionTermsOnlyWhileWeightsAndPositions
     EXPECT_EQ(tensor_mismatch(logits(x), reference, 1e-5, 1e-4), "");
     return reference;
   };
-  const auto a = torch::randn({1, 3, 16, 16}), b = torch::randn({1, 3, 16, 16});
+  const auto a = torch::randn(shape), b = torch::randn(shape);
   expect_hf_path(a, "first call");
-  const auto before = expect_hf_path(b, "new input, same positions");
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& item : model->named_parameters()) {
-      const auto& name = item.key();
-      if (name.find("cross_attention.attention.self.") != std::string::npos &&
-          (name.find("key.") != std::string::npos || name.find("layernorm2.") != std::string::npos))
-        item.value().add_(0.05);
+  auto before = expect_hf_path(b, "new input, same positions");
+  for (const auto& parts : changed) {  // one group of parameters at a time
+    SCOPED_TRACE("changed: " + parts.front());
+    {
+      torch::NoGradGuard no_grad;
+      int64_t count = 0;
+      for (auto& item : model->named_parameters()) {
+        const auto& name = item.key();
+        if (std::all_of(parts.begin(), parts.end(), [&](const std::string& p) { return name.find(p) != std::string::npos; })) {
+          item.value().add_(0.05);
+          ++count;
+        }
+      }
+      ASSERT_GT(count, 0) << "no parameter matched";
     }
+    const auto after = expect_hf_path(b, "weights changed in place");
+    EXPECT_GT((after - before).abs().max().item<double>(), 1e-4);  // the change mattered (10x the tolerance)
+    before = after;
   }
-  const auto after = expect_hf_path(b, "weights changed in place");
-  EXPECT_GT((after - before).abs().max().item<double>(), 1e-3);  // the change mattered
-  expect_hf_path(torch::randn({1, 3, 12, 12}), "other positions");
+  expect_hf_path(torch::randn(other_shape), "other positions");
+}
+
+TEST(SharedChannels, InferenceReusesThePositionTermsOnlyWhileWeightsAndPositionsStayTheSame) {
+  // The encoder's cross-attention inputs.
+  expect_cached_terms_follow_weights_and_positions(
+      "PerceiverForImageClassificationFourier", {1, 3, 16, 16}, {1, 3, 12, 12},
+      {{"cross_attention.attention.self.key."}, {"cross_attention.attention.self.layernorm2."}});
+  // The optical-flow decoder's queries (the encoder's inputs): its query projection and layernorm1.
+  expect_cached_terms_follow_weights_and_positions(
+      "PerceiverForOpticalFlow", {1, 2, 27, 8, 12}, {1, 2, 27, 8, 12},
+      {{"decoding_cross_attention.attention.self.query."}, {"decoding_cross_attention.attention.self.layernorm1."}});
 }
 
 // The cache holds one tensor per position grid, so a second call's shared channels are the first's
@@ -94,7 +118,7 @@ TEST(SharedChannels, APositionTensorChangedInPlaceIsProjectedAgain) {
   auto e = torch::randn({1, 6, 6});
   auto run = [&](bool cached) {
     const torch::AutoGradMode grad(!cached);  // gradients on: HF's path, no cache
-    return attention->forward(latents, CrossInputs(torch::cat({x, e}, -1), e), {}, false).output.detach();
+    return attention->forward(latents, WithSharedChannels(torch::cat({x, e}, -1), e), {}, false).output.detach();
   };
   EXPECT_EQ(tensor_mismatch(run(true), run(false), 1e-5, 1e-5), "");
   EXPECT_EQ(tensor_mismatch(run(true), run(false), 1e-5, 1e-5), "") << "second call";
