@@ -19,6 +19,8 @@
 #include "perceiver/model.h"
 #include "perceiver/runtime.h"
 #include "trainers/op_profile.h"
+#include "trainers/fused_adamw.h"
+#include "trainers/optim.h"
 #include "trainers/run_config_util.h"
 #include "trainers/trainer.h"
 
@@ -166,10 +168,10 @@ BenchResult time_training(const std::string& name, PerceiverPreTrainedModelImpl&
                           int64_t samples, const FlopShape& shape, const BenchOptions& o,
                           const LossOf& loss_of = head_loss) {
   model.train();
-  torch::optim::AdamW optimizer(model.parameters(), torch::optim::AdamWOptions(1e-4));
+  FusedAdamW optimizer(model.parameters(), torch::optim::AdamWOptions(1e-4));  // as `perceiver train` steps
   const auto inputs = device::to(batch, o.device);
   return timed(name, model, samples, shape, 3.0, o, [&] {
-    optimizer.zero_grad();
+    clear_gradients(optimizer);
     torch::Tensor loss;
     {
       const device::AutocastGuard autocast(o.device, o.precision);

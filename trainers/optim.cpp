@@ -1,6 +1,7 @@
 #include "trainers/optim.h"
 
 #include "perceiver/torch_compat.h"
+#include "trainers/fused_adamw.h"
 #include "trainers/run_config_util.h"
 
 #include <torch/optim/serialize.h>
@@ -148,7 +149,7 @@ BuiltOptimizer build_optimizer(const NamedParameters& params, const OptimizerOpt
                                                   info.decay ? options.weight_decay : 0.0));
   }
   if (options.name == "adamw") {
-    built.optimizer = std::make_unique<torch::optim::AdamW>(
+    built.optimizer = std::make_unique<FusedAdamW>(
         std::move(groups), static_cast<const torch::optim::AdamWOptions&>(
                                *group_options(options, options.lr, options.weight_decay)));
   } else if (options.name == "lamb") {
@@ -165,6 +166,11 @@ BuiltOptimizer build_optimizer(const NamedParameters& params, const OptimizerOpt
                                .weight_decay(options.weight_decay));
   }
   return built;
+}
+
+void clear_gradients(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups())
+    for (auto& p : group.params()) p.mutable_grad().reset();
 }
 
 OptimizerOptions optimizer_options_from_yaml(const YAML::Node& section, const std::string& source,

@@ -70,6 +70,11 @@ BuiltOptimizer build_optimizer(const NamedParameters& params, const OptimizerOpt
 BuiltOptimizer build_optimizer(const torch::OrderedDict<std::string, torch::Tensor>& params,
                                const OptimizerOptions& options);
 
+// Drops every gradient of the optimizer's parameters (Python's zero_grad(set_to_none=True), which
+// LibTorch 1.13's zero_grad() lacks): no pass zeroing them, and the next backward hands its gradient
+// over instead of adding it to zeros. Optimizers skip a parameter without a gradient.
+void clear_gradients(torch::optim::Optimizer& optimizer);
+
 // ---- LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning", Algorithm 2) ----
 
 struct LambOptions : public torch::optim::OptimizerCloneableOptions<LambOptions> {

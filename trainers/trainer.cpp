@@ -485,7 +485,7 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
     const auto step_start = std::chrono::steady_clock::now();
     const double lr = learning_rate_at(s.schedule, s.optimizer.base_lr, s.step);
     set_learning_rate(*s.optimizer.optimizer, lr, multipliers);
-    s.optimizer.optimizer->zero_grad();
+    clear_gradients(*s.optimizer.optimizer);
     if (s.dist && !s.running_stats.empty()) s.dist->broadcast(s.running_stats);
     double step_loss = 0;
     int64_t samples = 0;
@@ -533,7 +533,7 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
             s.step + 1));
       ++s.skipped_batches;
       spdlog::warn("non-finite loss at step {}: batch skipped ({} so far)", s.step + 1, s.skipped_batches);
-      s.optimizer.optimizer->zero_grad();
+      clear_gradients(*s.optimizer.optimizer);
       continue;
     }
     if (s.clip > 0) torch::nn::utils::clip_grad_norm_(s.model->parameters(), s.clip);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "trainers/fused_adamw.h"
 #include "trainers/optim.h"
 #include "trainers/run_config_util.h"
 #include "trainers/schedule.h"
@@ -93,6 +94,86 @@ TEST(TrainOptim, LambStateRoundTripResumesExactly) {
     opt_b.step();
   }
   EXPECT_TRUE(torch::equal(a.detach(), b.detach()));
+}
+
+// FusedAdamW against torch::optim::AdamW on the same gradients: two groups with their own lr and
+// weight decay, a parameter larger than one thread's share and of odd length, and one that has no
+// gradient in some steps.
+std::vector<torch::Tensor> adamw_trajectory(bool fused, torch::Dtype dtype, bool amsgrad, int steps) {
+  torch::manual_seed(11);
+  std::vector<torch::Tensor> params{torch::randn({40001}, dtype), torch::randn({7, 3}, dtype), torch::randn({5}, dtype)};
+  for (auto& p : params) p.requires_grad_();
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(std::vector<torch::Tensor>{params[0], params[1]},
+                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(3e-3).weight_decay(0.1)));
+  groups.emplace_back(std::vector<torch::Tensor>{params[2]},
+                      std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(1e-2).weight_decay(0.0)));
+  const auto defaults = torch::optim::AdamWOptions(1e-3).amsgrad(amsgrad);
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  if (fused)
+    optimizer = std::make_unique<perceiver::trainers::FusedAdamW>(std::move(groups), defaults);
+  else
+    optimizer = std::make_unique<torch::optim::AdamW>(std::move(groups), defaults);
+  for (auto& g : optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).amsgrad(amsgrad);
+  for (int step = 0; step < steps; ++step) {
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (i == 2 && step % 2 == 1) params[i].mutable_grad() = torch::Tensor();  // no gradient this step
+      else params[i].mutable_grad() = torch::randn(params[i].sizes(), dtype) * (i + 1.0);
+    }
+    optimizer->step();
+  }
+  return params;
+}
+
+TEST(TrainOptim, FusedAdamWMatchesTorchAdamW) {
+  const auto fused = adamw_trajectory(true, torch::kFloat32, false, 6);
+  const auto reference = adamw_trajectory(false, torch::kFloat32, false, 6);
+  for (size_t i = 0; i < fused.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(fused[i], reference[i], 1e-6, 1e-7)) << "parameter " << i << ": max difference "
+                                                                      << (fused[i] - reference[i]).abs().max().item<double>();
+    if (i < 2)  // (the third has no gradient in the last step)
+      EXPECT_FALSE(torch::equal(fused[i], adamw_trajectory(false, torch::kFloat32, false, 5)[i])) << "the last step changed nothing";
+  }
+  // Where it cannot fuse (amsgrad, float64) it is torch's AdamW exactly.
+  for (const auto& [dtype, amsgrad] : std::vector<std::pair<torch::Dtype, bool>>{{torch::kFloat32, true}, {torch::kFloat64, false}}) {
+    const auto a = adamw_trajectory(true, dtype, amsgrad, 3), b = adamw_trajectory(false, dtype, amsgrad, 3);
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "parameter " << i;
+  }
+}
+
+// Its checkpoints are torch's AdamW's: saved by one, loaded by the other, the steps go on alike.
+TEST(TrainOptim, FusedAdamWStateIsTorchAdamWState) {
+  torch::manual_seed(12);
+  const auto init = torch::randn({6, 4});
+  std::vector<torch::Tensor> grads;
+  for (int i = 0; i < 4; ++i) grads.push_back(torch::randn({6, 4}));
+  auto a = init.clone().requires_grad_();
+  perceiver::trainers::FusedAdamW opt_a({a}, torch::optim::AdamWOptions(0.01).weight_decay(0.05));
+  for (int i = 0; i < 2; ++i) {
+    a.mutable_grad() = grads[i].clone();
+    opt_a.step();
+  }
+  std::stringstream buffer;
+  {
+    torch::serialize::OutputArchive archive;
+    opt_a.save(archive);
+    archive.save_to(buffer);
+  }
+  auto b = a.detach().clone().requires_grad_();
+  torch::optim::AdamW opt_b({b}, torch::optim::AdamWOptions(0.01).weight_decay(0.05));
+  {
+    torch::serialize::InputArchive archive;
+    archive.load_from(buffer);
+    opt_b.load(archive);
+  }
+  for (int i = 2; i < 4; ++i) {
+    a.mutable_grad() = grads[i].clone();
+    b.mutable_grad() = grads[i].clone();
+    opt_a.step();
+    opt_b.step();
+  }
+  EXPECT_TRUE(torch::allclose(a.detach(), b.detach(), 1e-6, 1e-7));
+  EXPECT_GT((a.detach() - init).abs().max().item<double>(), 1e-3);
 }
 
 NamedParameters perceiver_like_params() {

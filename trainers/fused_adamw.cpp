@@ -1,0 +1,84 @@
+#include "trainers/fused_adamw.h"
+
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
+
+#include <cmath>
+
+#include "perceiver/torch_compat.h"
+#include "trainers/adamw_kernel.h"
+
+namespace perceiver::trainers {
+namespace {
+
+bool plain_cpu_float(const torch::Tensor& t) {
+  return t.device().is_cpu() && t.scalar_type() == torch::kFloat32 && t.layout() == torch::kStrided &&
+         t.is_contiguous();
+}
+
+}  // namespace
+
+bool FusedAdamW::fusable() const {
+  for (const auto& group : param_groups_) {
+    if (static_cast<const torch::optim::AdamWOptions&>(group.options()).amsgrad()) return false;
+    for (const auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      if (!plain_cpu_float(p) || !plain_cpu_float(p.grad())) return false;
+      const auto it = state_.find(compat::optimizer_state_key(p));
+      if (it == state_.end()) continue;
+      const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+      if (!plain_cpu_float(s.exp_avg()) || !plain_cpu_float(s.exp_avg_sq())) return false;
+    }
+  }
+  return true;
+}
+
+torch::Tensor FusedAdamW::step(LossClosure closure) {
+  if (!fusable()) return torch::optim::AdamW::step(std::move(closure));
+  RECORD_FUNCTION("perceiver::fused_adamw", c10::ArrayRef<c10::IValue>{});  // named in profiles
+  torch::NoGradGuard no_grad;
+  torch::Tensor loss;
+  if (closure) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  for (auto& group : param_groups_) {
+    const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    const auto [beta1, beta2] = o.betas();
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      const auto key = compat::optimizer_state_key(p);
+      auto it = state_.find(key);
+      if (it == state_.end()) {  // as torch's AdamW initialises it
+        auto fresh = std::make_unique<torch::optim::AdamWParamState>();
+        fresh->step(0);
+        fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+        it = state_.emplace(key, std::move(fresh)).first;
+      }
+      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      s.step(s.step() + 1);
+      const auto step = static_cast<double>(s.step());
+      AdamWScalars c{};
+      c.decay = static_cast<float>(1 - o.lr() * o.weight_decay());
+      c.beta1 = static_cast<float>(beta1);
+      c.beta2 = static_cast<float>(beta2);
+      c.one_minus_beta1 = static_cast<float>(1 - beta1);
+      c.one_minus_beta2 = static_cast<float>(1 - beta2);
+      c.bias_correction2_sqrt = static_cast<float>(std::sqrt(1 - std::pow(beta2, step)));
+      c.eps = static_cast<float>(o.eps());
+      c.neg_step_size = static_cast<float>(-o.lr() / (1 - std::pow(beta1, step)));
+
+      float* param = p.data_ptr<float>();
+      const float* grad = p.grad().data_ptr<float>();
+      float* exp_avg = s.exp_avg().data_ptr<float>();
+      float* exp_avg_sq = s.exp_avg_sq().data_ptr<float>();
+      at::parallel_for(0, p.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
+        adamw_update(param + begin, grad + begin, exp_avg + begin, exp_avg_sq + begin, end - begin, c);
+      });
+    }
+  }
+  return loss;
+}
+
+}  // namespace perceiver::trainers
