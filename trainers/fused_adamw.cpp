@@ -7,6 +7,7 @@
 
 #include "perceiver/torch_compat.h"
 #include "trainers/adamw_kernel.h"
+#include "trainers/optim.h"
 
 namespace perceiver::trainers {
 namespace {
@@ -37,26 +38,13 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
   if (!fusable()) return torch::optim::AdamW::step(std::move(closure));
   RECORD_FUNCTION("perceiver::fused_adamw", c10::ArrayRef<c10::IValue>{});  // named in profiles
   torch::NoGradGuard no_grad;
-  torch::Tensor loss;
-  if (closure) {
-    at::AutoGradMode enable_grad(true);
-    loss = closure();
-  }
+  const auto loss = evaluate_closure(closure);
   for (auto& group : param_groups_) {
     const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
     const auto [beta1, beta2] = o.betas();
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
-      const auto key = compat::optimizer_state_key(p);
-      auto it = state_.find(key);
-      if (it == state_.end()) {  // as torch's AdamW initialises it
-        auto fresh = std::make_unique<torch::optim::AdamWParamState>();
-        fresh->step(0);
-        fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        it = state_.emplace(key, std::move(fresh)).first;
-      }
-      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      auto& s = moment_state<torch::optim::AdamWParamState>(state_, p);  // as torch's AdamW makes it
       s.step(s.step() + 1);
       const auto step = static_cast<double>(s.step());
       AdamWScalars c{};

@@ -257,28 +257,22 @@ Lamb::Lamb(std::vector<torch::optim::OptimizerParamGroup> param_groups, LambOpti
   if (!(defaults.weight_decay() >= 0)) fail("weight_decay must be >= 0");
 }
 
+torch::Tensor evaluate_closure(const torch::optim::Optimizer::LossClosure& closure) {
+  if (!closure) return {};
+  const at::AutoGradMode enable_grad(true);
+  return closure();
+}
+
 torch::Tensor Lamb::step(LossClosure closure) {
   torch::NoGradGuard no_grad;
-  torch::Tensor loss;
-  if (closure) {
-    at::AutoGradMode enable_grad(true);
-    loss = closure();
-  }
+  const auto loss = evaluate_closure(closure);
   for (auto& group : param_groups_) {
     const auto& o = static_cast<const LambOptions&>(group.options());
     for (auto& p : group.params()) {
       if (!p.grad().defined()) continue;
       const auto& grad = p.grad();
       if (grad.is_sparse()) throw std::invalid_argument("LAMB does not support sparse gradients");
-      const auto key = compat::optimizer_state_key(p);
-      auto it = state_.find(key);
-      if (it == state_.end()) {
-        auto fresh = std::make_unique<LambParamState>();
-        fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
-        it = state_.emplace(key, std::move(fresh)).first;
-      }
-      auto& s = static_cast<LambParamState&>(*it->second);
+      auto& s = moment_state<LambParamState>(state_, p);
       s.step(s.step() + 1);
       s.exp_avg().mul_(o.beta1()).add_(grad, 1 - o.beta1());
       s.exp_avg_sq().mul_(o.beta2()).addcmul_(grad, grad, 1 - o.beta2());

@@ -10,6 +10,8 @@
 #include <utility>
 #include <vector>
 
+#include "perceiver/torch_compat.h"
+
 namespace perceiver::trainers {
 
 // A name pattern: "re:EXPR" is an ECMAScript regex searched anywhere in the name; anything else is a
@@ -74,6 +76,27 @@ BuiltOptimizer build_optimizer(const torch::OrderedDict<std::string, torch::Tens
 // LibTorch 1.13's zero_grad() lacks): no pass zeroing them, and the next backward hands its gradient
 // over instead of adding it to zeros. Optimizers skip a parameter without a gradient.
 void clear_gradients(torch::optim::Optimizer& optimizer);
+
+// ---- Pieces of an optimizer's step ----
+
+// The closure's loss, evaluated with gradients on (as torch's optimizers do); undefined without one.
+torch::Tensor evaluate_closure(const torch::optim::Optimizer::LossClosure& closure);
+
+// p's state in an optimizer's state map, made on first use as torch's Adam-family optimizers make it:
+// step 0 and zero moments shaped like p. State: a param state with step, exp_avg and exp_avg_sq.
+template <typename State, typename StateMap>
+State& moment_state(StateMap& states, const torch::Tensor& p) {
+  const auto key = compat::optimizer_state_key(p);
+  auto it = states.find(key);
+  if (it == states.end()) {
+    auto fresh = std::make_unique<State>();
+    fresh->step(0);
+    fresh->exp_avg(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    fresh->exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    it = states.emplace(key, std::move(fresh)).first;
+  }
+  return static_cast<State&>(*it->second);
+}
 
 // ---- LAMB (You et al. 2019, "Large Batch Optimization for Deep Learning", Algorithm 2) ----
 

@@ -2,6 +2,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <functional>
 #include <sstream>
 
 #include "trainers/fused_adamw.h"
@@ -62,38 +63,50 @@ TEST(TrainOptim, LambTrustRatioIsOneForZeroWeights) {
   EXPECT_TRUE(torch::allclose(w.detach(), expected, 1e-9, 1e-12));
 }
 
-TEST(TrainOptim, LambStateRoundTripResumesExactly) {
-  torch::manual_seed(1);
-  const auto init = torch::randn({3, 2});
-  std::vector<torch::Tensor> grads;
-  for (int i = 0; i < 4; ++i) grads.push_back(torch::randn({3, 2}));
+// Saves `from`'s state as a checkpoint does and loads it into `to`.
+void transfer_state(const torch::optim::Optimizer& from, torch::optim::Optimizer& to) {
+  std::stringstream buffer;
+  torch::serialize::OutputArchive out;
+  from.save(out);
+  out.save_to(buffer);
+  torch::serialize::InputArchive in;
+  in.load_from(buffer);
+  to.load(in);
+}
 
+using MakeOptimizer = std::function<std::unique_ptr<torch::optim::Optimizer>(const torch::Tensor&)>;
+
+// Two steps of `first` on a parameter, its state loaded into `second` (on a copy of the parameter, as a
+// resumed run has it), then two more steps of both on the same gradients: {first's, second's, start}.
+std::vector<torch::Tensor> steps_across_a_checkpoint(const MakeOptimizer& first, const MakeOptimizer& second) {
+  const auto init = torch::randn({6, 4});
+  std::vector<torch::Tensor> grads;
+  for (int i = 0; i < 4; ++i) grads.push_back(torch::randn({6, 4}));
   auto a = init.clone().requires_grad_();
-  Lamb opt_a({a}, LambOptions(0.01).weight_decay(0.01));
+  const auto opt_a = first(a);
   for (int i = 0; i < 2; ++i) {
     a.mutable_grad() = grads[i].clone();
-    opt_a.step();
-  }
-  std::stringstream buffer;
-  {
-    torch::serialize::OutputArchive archive;
-    opt_a.save(archive);
-    archive.save_to(buffer);
+    opt_a->step();
   }
   auto b = a.detach().clone().requires_grad_();
-  Lamb opt_b({b}, LambOptions(0.01).weight_decay(0.01));
-  {
-    torch::serialize::InputArchive archive;
-    archive.load_from(buffer);
-    opt_b.load(archive);
-  }
+  const auto opt_b = second(b);
+  transfer_state(*opt_a, *opt_b);
   for (int i = 2; i < 4; ++i) {
     a.mutable_grad() = grads[i].clone();
     b.mutable_grad() = grads[i].clone();
-    opt_a.step();
-    opt_b.step();
+    opt_a->step();
+    opt_b->step();
   }
-  EXPECT_TRUE(torch::equal(a.detach(), b.detach()));
+  return {a.detach(), b.detach(), init};
+}
+
+TEST(TrainOptim, LambStateRoundTripResumesExactly) {
+  torch::manual_seed(1);
+  const MakeOptimizer lamb = [](const torch::Tensor& p) {
+    return std::make_unique<Lamb>(std::vector<torch::Tensor>{p}, LambOptions(0.01).weight_decay(0.01));
+  };
+  const auto run = steps_across_a_checkpoint(lamb, lamb);
+  EXPECT_TRUE(torch::equal(run[0], run[1]));
 }
 
 // FusedAdamW against torch::optim::AdamW on the same gradients: two groups with their own lr and
@@ -144,36 +157,14 @@ TEST(TrainOptim, FusedAdamWMatchesTorchAdamW) {
 // Its checkpoints are torch's AdamW's: saved by one, loaded by the other, the steps go on alike.
 TEST(TrainOptim, FusedAdamWStateIsTorchAdamWState) {
   torch::manual_seed(12);
-  const auto init = torch::randn({6, 4});
-  std::vector<torch::Tensor> grads;
-  for (int i = 0; i < 4; ++i) grads.push_back(torch::randn({6, 4}));
-  auto a = init.clone().requires_grad_();
-  perceiver::trainers::FusedAdamW opt_a({a}, torch::optim::AdamWOptions(0.01).weight_decay(0.05));
-  for (int i = 0; i < 2; ++i) {
-    a.mutable_grad() = grads[i].clone();
-    opt_a.step();
-  }
-  std::stringstream buffer;
-  {
-    torch::serialize::OutputArchive archive;
-    opt_a.save(archive);
-    archive.save_to(buffer);
-  }
-  auto b = a.detach().clone().requires_grad_();
-  torch::optim::AdamW opt_b({b}, torch::optim::AdamWOptions(0.01).weight_decay(0.05));
-  {
-    torch::serialize::InputArchive archive;
-    archive.load_from(buffer);
-    opt_b.load(archive);
-  }
-  for (int i = 2; i < 4; ++i) {
-    a.mutable_grad() = grads[i].clone();
-    b.mutable_grad() = grads[i].clone();
-    opt_a.step();
-    opt_b.step();
-  }
-  EXPECT_TRUE(torch::allclose(a.detach(), b.detach(), 1e-6, 1e-7));
-  EXPECT_GT((a.detach() - init).abs().max().item<double>(), 1e-3);
+  const auto options = torch::optim::AdamWOptions(0.01).weight_decay(0.05);
+  const auto run = steps_across_a_checkpoint(
+      [&](const torch::Tensor& p) {
+        return std::make_unique<perceiver::trainers::FusedAdamW>(std::vector<torch::Tensor>{p}, options);
+      },
+      [&](const torch::Tensor& p) { return std::make_unique<torch::optim::AdamW>(std::vector<torch::Tensor>{p}, options); });
+  EXPECT_TRUE(torch::allclose(run[0], run[1], 1e-6, 1e-7));
+  EXPECT_GT((run[0] - run[2]).abs().max().item<double>(), 1e-3);
 }
 
 NamedParameters perceiver_like_params() {
