@@ -301,7 +301,7 @@ PerceiverMLPImpl::PerceiverMLPImpl(const PerceiverConfig& config, int64_t input_
   dense2 = register_module("dense2", torch::nn::Linear(widening_factor * input_size, input_size));
 }
 
-torch::Tensor PerceiverMLPImpl::forward(torch::Tensor x, const torch::Tensor& residual) {
+torch::Tensor PerceiverMLPImpl::forward(torch::Tensor x, torch::Tensor residual) {
   torch::Tensor hidden;
   if (fused_activation_) {
     ops::LinearEpilogue activated;
@@ -312,7 +312,7 @@ torch::Tensor PerceiverMLPImpl::forward(torch::Tensor x, const torch::Tensor& re
   }
   x.reset();  // without gradients, the input (a layer norm's output) is freed before dense2
   ops::LinearEpilogue added;
-  added.residual = residual;
+  added.residual = std::move(residual);  // held here alone, it may take the result in place
   return ops::linear(hidden, dense2, added);
 }
 
@@ -325,7 +325,10 @@ PerceiverLayerImpl::PerceiverLayerImpl(const PerceiverConfig& config, const Perc
 AttentionResult PerceiverLayerImpl::forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
                                             const torch::Tensor& attention_mask, bool output_attentions) {
   auto result = attention->forward(hidden_states, inputs, attention_mask, output_attentions);
-  result.output = mlp->forward(norm(layernorm, result.output), result.output);
+  auto normed = norm(layernorm, result.output);
+  // Both moved in: without gradients, and unless someone else holds the attention output (collected
+  // hidden states), the MLP frees the first and writes its result over the second.
+  result.output = mlp->forward(std::move(normed), std::move(result.output));
   return result;
 }
 

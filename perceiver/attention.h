@@ -107,8 +107,9 @@ class PerceiverMLPImpl : public torch::nn::Module {
  public:
   PerceiverMLPImpl(const PerceiverConfig& config, int64_t input_size, int64_t widening_factor);
   // dense2(act(dense1(x))) + residual where defined (PerceiverLayer's, added as the product is written).
-  // x by value: a temporary passed in is freed once dense1 has read it.
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& residual = {});
+  // By value: an x passed in alone is freed once dense1 has read it, and a residual passed in alone
+  // receives the result in place (without gradients).
+  torch::Tensor forward(torch::Tensor x, torch::Tensor residual = {});
 
  private:
   std::string activation_;

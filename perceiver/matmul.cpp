@@ -55,6 +55,7 @@ struct Epilogue {
   double scale = 1.0;
   Activation activation = Activation::none;
   torch::Tensor residual;
+  bool into_residual = false;  // the result overwrites the residual (dense, of the result's shape)
 };
 
 dnnl::algorithm eltwise_algorithm(Activation activation) {
@@ -74,7 +75,8 @@ bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
                 const Epilogue& epilogue, torch::Tensor& out) {
   auto sizes = a.sizes().vec();
   sizes.back() = b.size(-1);
-  out = torch::empty(out_sizes.empty() ? c10::IntArrayRef(sizes) : out_sizes, a.options());
+  out = epilogue.into_residual ? epilogue.residual
+                               : torch::empty(out_sizes.empty() ? c10::IntArrayRef(sizes) : out_sizes, a.options());
   try {
     const auto& engine = cpu_engine();
     const auto dst = out.view(sizes);
@@ -97,7 +99,9 @@ bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
     if (epilogue.activation != Activation::none)
       post_ops.append_eltwise(1.0F, eltwise_algorithm(epilogue.activation), 0.0F, 0.0F);
     torch::Tensor residual;  // alive until the product has run: a reshape may have copied it
-    if (epilogue.residual.defined()) {
+    if (epilogue.into_residual) {
+      post_ops.append_sum(1.0F);  // dst = result + dst, dst holding the residual
+    } else if (epilogue.residual.defined()) {
       // Dense: oneDNN's fast kernels read no other layout (an expanded one ran its reference kernel).
       residual = epilogue.residual.reshape(sizes).contiguous();
       const auto residual_md = describe(residual);
@@ -239,6 +243,10 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
       (!residual.defined() || residual.sizes() == c10::IntArrayRef(linear_sizes(x, weight)))) {
     if (!needs_grad({&x, &weight, &bias, &residual})) {
       Epilogue fused;
+      // A residual that only the epilogue holds (its owner moved it in) takes the result in its own
+      // memory: one buffer of the result's size less at the peak of an inference.
+      fused.into_residual = residual.defined() && residual.use_count() == 1 && residual.storage().use_count() == 1 &&
+                            residual.is_contiguous();
       fused.activation = epilogue.activation;
       fused.residual = residual;
       return multiply(as_rows(x), weight.t(), bias, linear_sizes(x, weight), fused);

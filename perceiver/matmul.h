@@ -19,7 +19,8 @@ enum class Activation { none, gelu, gelu_tanh, relu };
 
 // What a linear does to its result: activation(x W^T + b) + residual. Without gradients both are fused
 // into the product (no extra pass over the result); with them only the residual is (the activation's
-// backward needs its input). `residual` has the result's shape, or is added by ATen.
+// backward needs its input). `residual` has the result's shape, or is added by ATen. Without gradients,
+// a residual that the epilogue alone holds (moved in by its owner) receives the result in place.
 struct LinearEpilogue {
   Activation activation = Activation::none;
   torch::Tensor residual;

@@ -143,6 +143,36 @@ TEST(MatmulOps, LinearEpiloguesMatchAtenOneOpAfterAnother) {
   }
 }
 
+// Without gradients, a residual that only the epilogue holds takes the result in its own memory; one
+// that anybody else still holds is left as it was.
+TEST(MatmulOps, ALinearWritesOverAResidualOnlyWhenNobodyElseHoldsIt) {
+  if (ops::matmul_backend().rfind("oneDNN ", 0) != 0) GTEST_SKIP() << ops::matmul_backend();
+  torch::manual_seed(9);
+  const torch::NoGradGuard no_grad;
+  const auto x = torch::randn({2, 5, 8}), w = torch::randn({6, 8}), bias = torch::randn({6});
+  const auto r = torch::randn({2, 5, 6});
+  const auto expected = torch::nn::functional::linear(x, w, bias) + r;
+
+  ops::LinearEpilogue shared;
+  shared.residual = r;  // r is still held here
+  const auto kept = ops::linear(x, w, bias, shared);
+  EXPECT_NE(kept.data_ptr(), r.data_ptr());
+  EXPECT_EQ(tensor_mismatch(kept, expected, 1e-5, 1e-5), "");
+
+  ops::LinearEpilogue moved;
+  moved.residual = r.clone();
+  const void* memory = moved.residual.data_ptr();
+  const auto a_view = moved.residual.view({10, 6});  // a view holds the memory too
+  EXPECT_NE(ops::linear(x, w, bias, moved).data_ptr(), memory);
+
+  ops::LinearEpilogue alone;
+  alone.residual = r.clone();
+  memory = alone.residual.data_ptr();
+  const auto in_place = ops::linear(x, w, bias, alone);
+  EXPECT_EQ(in_place.data_ptr(), memory);
+  EXPECT_EQ(tensor_mismatch(in_place, expected, 1e-5, 1e-5), "");
+}
+
 TEST(MatmulOps, SecondDerivativesMatchAten) {
   torch::manual_seed(4);
   const auto x = torch::randn({3, 6}), w = torch::randn({5, 6}), bias = torch::randn({5});
