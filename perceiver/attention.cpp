@@ -215,6 +215,7 @@ AttentionResult PerceiverSelfAttentionImpl::forward(const WithSharedChannels& hi
 
   // Each intermediate is dropped as soon as it is used: without gradients nothing else holds it, so
   // a forward's peak memory is a few (B, M, N) tensors, not all of them.
+  TORCH_CHECK(cross || !hidden_states.shared.defined(), "a self-attention layer takes no shared query channels");
   const int64_t heads = options_.num_heads;
   torch::Tensor q, k, v;
   {

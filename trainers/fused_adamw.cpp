@@ -35,10 +35,11 @@ bool FusedAdamW::fusable() const {
 }
 
 torch::Tensor FusedAdamW::step(LossClosure closure) {
-  if (!fusable()) return torch::optim::AdamW::step(std::move(closure));
+  // A closure makes the gradients, so whether they can be fused is known only after it ran: torch's
+  // step takes that case (nothing here passes one).
+  if (closure || !fusable()) return torch::optim::AdamW::step(std::move(closure));
   RECORD_FUNCTION("perceiver::fused_adamw", c10::ArrayRef<c10::IValue>{});  // named in profiles
   torch::NoGradGuard no_grad;
-  const auto loss = evaluate_closure(closure);
   for (auto& group : param_groups_) {
     const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
     const auto [beta1, beta2] = o.betas();
@@ -64,9 +65,13 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       at::parallel_for(0, p.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
         adamw_update(param + begin, grad + begin, exp_avg + begin, exp_avg_sq + begin, end - begin, c);
       });
+      // Written through raw pointers: bump the versions as ATen's in-place ops would, so that whatever
+      // keys on them (the attention's cached position terms, autograd's saved-tensor checks) sees the
+      // change.
+      for (const auto* t : {&p, &s.exp_avg(), &s.exp_avg_sq()}) t->unsafeGetTensorImpl()->bump_version();
     }
   }
-  return loss;
+  return {};
 }
 
 }  // namespace perceiver::trainers

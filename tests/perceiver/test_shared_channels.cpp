@@ -9,6 +9,7 @@
 #include "perceiver/attention.h"
 #include "perceiver/io/model_dir.h"
 #include "perceiver/position_encoding.h"
+#include "trainers/fused_adamw.h"
 #include "tests/test_support.h"
 
 namespace perceiver::testing {
@@ -102,6 +103,28 @@ TEST(SharedChannels, InferenceReusesThePositionTermsOnlyWhileWeightsAndPositions
   expect_cached_terms_follow_weights_and_positions(
       "PerceiverForOpticalFlow", {1, 2, 27, 8, 12}, {1, 2, 27, 8, 12},
       {{"decoding_cross_attention.attention.self.query."}, {"decoding_cross_attention.attention.self.layernorm1."}});
+}
+
+// The kept terms must notice an optimizer step between two inferences, including FusedAdamW's, which
+// writes the weights through raw pointers (as `perceiver train` evaluates between steps).
+TEST(SharedChannels, AnOptimizerStepBetweenInferencesIsSeen) {
+  torch::manual_seed(26);
+  auto model = io::load_pretrained(hf_fixtures_dir() / "PerceiverForImageClassificationFourier");
+  model->eval();
+  auto logits = [&](const torch::Tensor& x) { return model->forward_named({{"inputs", x}}, {}).at("logits"); };
+  const auto x = torch::randn({1, 3, 16, 16});
+  torch::Tensor before;
+  {
+    torch::NoGradGuard no_grad;
+    before = logits(x);  // the terms are kept from here on
+  }
+  trainers::FusedAdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-2));
+  logits(torch::randn({2, 3, 16, 16})).square().sum().backward();
+  optimizer.step();
+  const auto reference = logits(x).detach();  // gradients on: HF's path, no cache
+  torch::NoGradGuard no_grad;
+  EXPECT_EQ(tensor_mismatch(logits(x), reference, 1e-5, 1e-4), "");
+  EXPECT_GT((reference - before).abs().max().item<double>(), 1e-4);  // the step mattered
 }
 
 // The cache holds one tensor per position grid, so a second call's shared channels are the first's

@@ -154,6 +154,17 @@ TEST(TrainOptim, FusedAdamWMatchesTorchAdamW) {
   }
 }
 
+// Like ATen's in-place ops, a fused step bumps the versions of what it writes (caches and autograd's
+// saved-tensor checks key on them).
+TEST(TrainOptim, FusedAdamWBumpsTheParametersVersion) {
+  auto p = torch::randn({3, 5}).requires_grad_();
+  perceiver::trainers::FusedAdamW optimizer({p}, torch::optim::AdamWOptions(1e-2));
+  p.mutable_grad() = torch::randn({3, 5});
+  const auto version = p._version();
+  optimizer.step();
+  EXPECT_GT(p._version(), version);
+}
+
 // Its checkpoints are torch's AdamW's: saved by one, loaded by the other, the steps go on alike.
 TEST(TrainOptim, FusedAdamWStateIsTorchAdamWState) {
   torch::manual_seed(12);
