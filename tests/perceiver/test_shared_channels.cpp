@@ -15,11 +15,20 @@
 namespace perceiver::testing {
 namespace {
 
+// A fixture's model in eval mode (no dropout, so that every pass draws nothing) and its logits.
+struct EvalModel {
+  explicit EvalModel(const std::string& fixture) : model(io::load_pretrained(hf_fixtures_dir() / fixture)) {
+    model->eval();
+  }
+  torch::Tensor logits(const torch::Tensor& x) const { return model->forward_named({{"inputs", x}}, {}).at("logits"); }
+  PerceiverPreTrainedModel model;
+};
+
 void expect_batch_equals_examples(const std::string& fixture, const torch::Tensor& inputs) {
   SCOPED_TRACE(fixture);
-  auto model = io::load_pretrained(hf_fixtures_dir() / fixture);
-  model->eval();  // no dropout, so that both passes draw nothing
-  auto logits = [&](const torch::Tensor& x) { return model->forward_named({{"inputs", x}}, {}).at("logits"); };
+  const EvalModel evaluated(fixture);
+  const auto& model = evaluated.model;
+  auto logits = [&](const torch::Tensor& x) { return evaluated.logits(x); };
 
   model->zero_grad();
   const auto batched = logits(inputs);
@@ -60,9 +69,9 @@ void expect_cached_terms_follow_weights_and_positions(const std::string& fixture
                                                       const std::vector<std::vector<std::string>>& changed) {
   SCOPED_TRACE(fixture);
   torch::manual_seed(23);
-  auto model = io::load_pretrained(hf_fixtures_dir() / fixture);
-  model->eval();
-  auto logits = [&](const torch::Tensor& x) { return model->forward_named({{"inputs", x}}, {}).at("logits"); };
+  const EvalModel evaluated(fixture);
+  const auto& model = evaluated.model;
+  auto logits = [&](const torch::Tensor& x) { return evaluated.logits(x); };
   auto expect_hf_path = [&](const torch::Tensor& x, const char* what) {
     SCOPED_TRACE(what);
     const auto reference = logits(x).detach();  // gradients on: HF's path, no cache
@@ -109,9 +118,9 @@ TEST(SharedChannels, InferenceReusesThePositionTermsOnlyWhileWeightsAndPositions
 // writes the weights through raw pointers (as `perceiver train` evaluates between steps).
 TEST(SharedChannels, AnOptimizerStepBetweenInferencesIsSeen) {
   torch::manual_seed(26);
-  auto model = io::load_pretrained(hf_fixtures_dir() / "PerceiverForImageClassificationFourier");
-  model->eval();
-  auto logits = [&](const torch::Tensor& x) { return model->forward_named({{"inputs", x}}, {}).at("logits"); };
+  const EvalModel evaluated("PerceiverForImageClassificationFourier");
+  const auto& model = evaluated.model;
+  auto logits = [&](const torch::Tensor& x) { return evaluated.logits(x); };
   const auto x = torch::randn({1, 3, 16, 16});
   torch::Tensor before;
   {
@@ -159,9 +168,9 @@ TEST(SharedChannels, APositionTensorChangedInPlaceIsProjectedAgain) {
 // work there, and a training step after it must be able to save the kept positions for backward.
 TEST(SharedChannels, InferenceModeCallsThenATrainingStepWork) {
   torch::manual_seed(25);
-  auto model = io::load_pretrained(hf_fixtures_dir() / "PerceiverForImageClassificationFourier");
-  model->eval();
-  auto logits = [&](const torch::Tensor& x) { return model->forward_named({{"inputs", x}}, {}).at("logits"); };
+  const EvalModel evaluated("PerceiverForImageClassificationFourier");
+  const auto& model = evaluated.model;
+  auto logits = [&](const torch::Tensor& x) { return evaluated.logits(x); };
   const auto x = torch::randn({2, 3, 16, 16});
   torch::Tensor inferred;
   {
