@@ -38,10 +38,8 @@ torch::Tensor split_heads(const torch::Tensor& x, int64_t heads) {
 
 torch::Tensor apply_activation(const std::string& name, const torch::Tensor& x) {
   namespace F = torch::nn::functional;
-  if (name == "gelu" || name == "gelu_python") return F::gelu(x);
-  if (name == "gelu_new" || name == "gelu_pytorch_tanh" || name == "gelu_fast") return F::gelu(x, F::GELUFuncOptions().approximate("tanh"));
+  if (const auto fusable = fusable_activation(name)) return ops::activate(x, *fusable);
   if (name == "quick_gelu") return x * torch::sigmoid(1.702 * x);
-  if (name == "relu") return torch::relu(x);
   if (name == "relu6") return torch::clamp(x, 0.0, 6.0);
   if (name == "selu") return torch::selu(x);
   if (name == "silu" || name == "swish") return torch::silu(x);

@@ -12,6 +12,18 @@
 #endif
 
 namespace perceiver::ops {
+
+torch::Tensor activate(const torch::Tensor& x, Activation activation) {
+  namespace F = torch::nn::functional;
+  switch (activation) {
+    case Activation::gelu: return F::gelu(x);
+    case Activation::gelu_tanh: return F::gelu(x, F::GELUFuncOptions().approximate("tanh"));
+    case Activation::relu: return torch::relu(x);
+    case Activation::none: break;
+  }
+  return x;
+}
+
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -119,17 +131,6 @@ bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
   } catch (const dnnl::error&) {
     return false;
   }
-}
-
-torch::Tensor activate(const torch::Tensor& x, Activation activation) {
-  namespace F = torch::nn::functional;
-  switch (activation) {
-    case Activation::gelu: return F::gelu(x);
-    case Activation::gelu_tanh: return F::gelu(x, F::GELUFuncOptions().approximate("tanh"));
-    case Activation::relu: return torch::relu(x);
-    case Activation::none: break;
-  }
-  return x;
 }
 
 // The product and its epilogue without autograd; odd strides (broadcast, both inner dims strided) are

@@ -17,6 +17,9 @@ namespace perceiver::ops {
 // Activations that oneDNN applies to a product as it writes it.
 enum class Activation { none, gelu, gelu_tanh, relu };
 
+// ATen's op for `activation` (what the fused kernels compute).
+torch::Tensor activate(const torch::Tensor& x, Activation activation);
+
 // What a linear does to its result: activation(x W^T + b) + residual. Without gradients both are fused
 // into the product (no extra pass over the result); with them only the residual is (the activation's
 // backward needs its input). `residual` has the result's shape, or is added by ATen. Without gradients,

@@ -28,17 +28,16 @@ void expect_batch_equals_examples(const std::string& fixture, const torch::Tenso
   SCOPED_TRACE(fixture);
   const EvalModel evaluated(fixture);
   const auto& model = evaluated.model;
-  auto logits = [&](const torch::Tensor& x) { return evaluated.logits(x); };
 
   model->zero_grad();
-  const auto batched = logits(inputs);
+  const auto batched = evaluated.logits(inputs);
   batched.square().sum().backward();
   const auto batched_grads = parameter_gradients(*model);
 
   model->zero_grad();
   std::vector<torch::Tensor> rows;
   for (int64_t i = 0; i < inputs.size(0); ++i) {
-    rows.push_back(logits(inputs.narrow(0, i, 1)));
+    rows.push_back(evaluated.logits(inputs.narrow(0, i, 1)));
     rows.back().square().sum().backward();  // gradients add up over the examples
   }
   EXPECT_EQ(tensor_mismatch(batched.detach(), torch::cat(rows, 0).detach(), 1e-5, 1e-4), "");
@@ -71,12 +70,11 @@ void expect_cached_terms_follow_weights_and_positions(const std::string& fixture
   torch::manual_seed(23);
   const EvalModel evaluated(fixture);
   const auto& model = evaluated.model;
-  auto logits = [&](const torch::Tensor& x) { return evaluated.logits(x); };
   auto expect_hf_path = [&](const torch::Tensor& x, const char* what) {
     SCOPED_TRACE(what);
-    const auto reference = logits(x).detach();  // gradients on: HF's path, no cache
+    const auto reference = evaluated.logits(x).detach();  // gradients on: HF's path, no cache
     torch::NoGradGuard no_grad;
-    EXPECT_EQ(tensor_mismatch(logits(x), reference, 1e-5, 1e-4), "");
+    EXPECT_EQ(tensor_mismatch(evaluated.logits(x), reference, 1e-5, 1e-4), "");
     return reference;
   };
   const auto a = torch::randn(shape), b = torch::randn(shape);
@@ -120,19 +118,18 @@ TEST(SharedChannels, AnOptimizerStepBetweenInferencesIsSeen) {
   torch::manual_seed(26);
   const EvalModel evaluated("PerceiverForImageClassificationFourier");
   const auto& model = evaluated.model;
-  auto logits = [&](const torch::Tensor& x) { return evaluated.logits(x); };
   const auto x = torch::randn({1, 3, 16, 16});
   torch::Tensor before;
   {
     torch::NoGradGuard no_grad;
-    before = logits(x);  // the terms are kept from here on
+    before = evaluated.logits(x);  // the terms are kept from here on
   }
   trainers::FusedAdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-2));
-  logits(torch::randn({2, 3, 16, 16})).square().sum().backward();
+  evaluated.logits(torch::randn({2, 3, 16, 16})).square().sum().backward();
   optimizer.step();
-  const auto reference = logits(x).detach();  // gradients on: HF's path, no cache
+  const auto reference = evaluated.logits(x).detach();  // gradients on: HF's path, no cache
   torch::NoGradGuard no_grad;
-  EXPECT_EQ(tensor_mismatch(logits(x), reference, 1e-5, 1e-4), "");
+  EXPECT_EQ(tensor_mismatch(evaluated.logits(x), reference, 1e-5, 1e-4), "");
   EXPECT_GT((reference - before).abs().max().item<double>(), 1e-4);  // the step mattered
 }
 
@@ -169,16 +166,14 @@ TEST(SharedChannels, APositionTensorChangedInPlaceIsProjectedAgain) {
 TEST(SharedChannels, InferenceModeCallsThenATrainingStepWork) {
   torch::manual_seed(25);
   const EvalModel evaluated("PerceiverForImageClassificationFourier");
-  const auto& model = evaluated.model;
-  auto logits = [&](const torch::Tensor& x) { return evaluated.logits(x); };
   const auto x = torch::randn({2, 3, 16, 16});
   torch::Tensor inferred;
   {
     const c10::InferenceMode inference;
-    logits(x);
-    inferred = logits(x);
+    evaluated.logits(x);
+    inferred = evaluated.logits(x);
   }
-  const auto trained = logits(x);
+  const auto trained = evaluated.logits(x);
   trained.square().sum().backward();
   EXPECT_EQ(tensor_mismatch(inferred, trained.detach(), 1e-5, 1e-4), "");
 }
