@@ -8,6 +8,7 @@
 #include <torch/csrc/jit/frontend/tracer.h>
 
 #include "perceiver/matmul.h"
+#include "perceiver/torch_compat.h"
 
 namespace perceiver {
 namespace {
@@ -140,6 +141,7 @@ struct PerceiverSelfAttentionImpl::SharedTermsCache {
   std::mutex mutex;
   torch::Tensor shared;                                   // the shared channels the terms were made from
   uint32_t shared_version = 0;                            // and their version then
+  bool autocast = false;                                  // whether autocast projected them (in bf16)
   std::vector<std::pair<const void*, uint32_t>> weights;  // identity and version of each parameter used
   SharedTerms terms;
 };
@@ -170,13 +172,16 @@ std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(cons
       return !e.is_inference() && !cache.shared.is_inference() && cache.shared.storage_offset() == e.storage_offset() &&
              cache.shared.strides() == e.strides() && cache.shared_version == e._version();
     };
-    const bool hit = cache.shared.defined() && cache.weights == weights && cache.shared.sizes() == e.sizes() &&
+    const bool autocast = compat::autocast_enabled(e.device().type());
+    const bool hit = cache.shared.defined() && cache.weights == weights && cache.autocast == autocast &&
+                     cache.shared.sizes() == e.sizes() &&
                      cache.shared.scalar_type() == e.scalar_type() && cache.shared.device() == e.device() &&
                      same_values();
     if (!hit) cache.terms = shared_terms(e, layers, norm);
     cache.shared = e;  // also on a hit by value: the next call with this tensor is a hit by identity
     cache.shared_version = e.is_inference() ? 0 : e._version();
     cache.weights = std::move(weights);
+    cache.autocast = autocast;
     t = cache.terms;
   } else {
     t = shared_terms(e, layers, norm);
@@ -196,7 +201,10 @@ std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(cons
     auto projected = ops::linear(x_augmented, f.weight_x);
     projected.add_(f.e_projected);  // in place: nothing saved the product for backward
     // In place without gradients too: these (B, M, N) products are the largest tensors of a forward.
-    out.push_back(reusable ? projected.mul_(inv_std).add_(f.bias) : torch::addcmul(f.bias, projected, inv_std));
+    // In the product's dtype, as an unfactored projection's result (bf16 under autocast).
+    const auto dtype = projected.scalar_type();
+    out.push_back(reusable ? projected.mul_(inv_std).add_(f.bias)
+                           : torch::addcmul(f.bias.to(dtype), projected, inv_std.to(dtype)));
   }
   return out;
 }

@@ -39,20 +39,29 @@ bool onednn_requested() {
 
 #if PERCEIVER_WITH_ONEDNN
 
-// Plain float32 CPU tensors outside autocast and tracing (an exported graph must hold ATen ops).
-bool onednn_eligible(std::initializer_list<const torch::Tensor*> tensors) {
-  if (!onednn_requested() || at::autocast::is_cpu_enabled() || torch::jit::tracer::isTracing()) return false;
+// The dtype oneDNN multiplies in, or none where ATen does the work: float32 for float32 CPU tensors,
+// bfloat16 under CPU bf16 autocast (float32 or bfloat16 operands, cast as autocast casts them). Never
+// while tracing: an exported graph must hold ATen ops.
+c10::optional<torch::ScalarType> onednn_compute_type(std::initializer_list<const torch::Tensor*> tensors) {
+  if (!onednn_requested() || torch::jit::tracer::isTracing()) return c10::nullopt;
+  const bool autocast = at::autocast::is_cpu_enabled();
+  if (autocast && at::autocast::get_autocast_cpu_dtype() != torch::kBFloat16) return c10::nullopt;
   for (const auto* t : tensors) {
     if (!t->defined()) continue;
-    if (!t->device().is_cpu() || t->scalar_type() != torch::kFloat32 || t->layout() != torch::kStrided ||
-        t->numel() == 0 || t->is_neg() || t->is_conj())
-      return false;
+    const auto dtype = t->scalar_type();
+    if (!t->device().is_cpu() || !(dtype == torch::kFloat32 || (autocast && dtype == torch::kBFloat16)) ||
+        t->layout() != torch::kStrided || t->numel() == 0 || t->is_neg() || t->is_conj())
+      return c10::nullopt;
   }
-  return true;
+  return autocast ? torch::kBFloat16 : torch::kFloat32;
+}
+
+dnnl::memory::data_type onednn_type(torch::ScalarType dtype) {
+  return dtype == torch::kBFloat16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
 }
 
 dnnl::memory::desc describe(const torch::Tensor& t) {
-  return dnnl::memory::desc(dnnl::memory::dims(t.sizes().begin(), t.sizes().end()), dnnl::memory::data_type::f32,
+  return dnnl::memory::desc(dnnl::memory::dims(t.sizes().begin(), t.sizes().end()), onednn_type(t.scalar_type()),
                             dnnl::memory::dims(t.strides().begin(), t.strides().end()));
 }
 
@@ -80,15 +89,17 @@ dnnl::algorithm eltwise_algorithm(Activation activation) {
   return dnnl::algorithm::undef;
 }
 
-// a (..., M, K) x b (..., K, N) [+ bias (N), dense] -> out, new and contiguous: (..., M, N), or
-// `out_sizes` where given (the same elements; a linear's rows given back their leading dims, so that
-// the result is no view). False where oneDNN has no implementation for these strides.
+// a (..., M, K) x b (..., K, N) [+ bias (N), dense], a and b of one dtype -> out, new and contiguous,
+// of `out_dtype`: (..., M, N), or `out_sizes` where given (the same elements; a linear's rows given
+// back their leading dims, so that the result is no view). False where oneDNN has no implementation
+// for these strides.
 bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias, c10::IntArrayRef out_sizes,
-                const Epilogue& epilogue, torch::Tensor& out) {
+                const Epilogue& epilogue, torch::ScalarType out_dtype, torch::Tensor& out) {
   auto sizes = a.sizes().vec();
   sizes.back() = b.size(-1);
-  out = epilogue.into_residual ? epilogue.residual
-                               : torch::empty(out_sizes.empty() ? c10::IntArrayRef(sizes) : out_sizes, a.options());
+  out = epilogue.into_residual
+            ? epilogue.residual
+            : torch::empty(out_sizes.empty() ? c10::IntArrayRef(sizes) : out_sizes, a.options().dtype(out_dtype));
   try {
     const auto& engine = cpu_engine();
     const auto dst = out.view(sizes);
@@ -98,7 +109,7 @@ bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
       dnnl::memory::dims dims(dst.dim(), 1), strides(dst.dim(), bias.size(0));
       dims.back() = bias.size(0);
       strides.back() = 1;
-      bias_md = dnnl::memory::desc(dims, dnnl::memory::data_type::f32, strides);
+      bias_md = dnnl::memory::desc(dims, onednn_type(bias.scalar_type()), strides);
     }
     std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, dnnl::memory(a_md, engine, a.data_ptr())},
                                                {DNNL_ARG_WEIGHTS, dnnl::memory(b_md, engine, b.data_ptr())},
@@ -133,22 +144,25 @@ bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
   }
 }
 
-// The product and its epilogue without autograd; odd strides (broadcast, both inner dims strided) are
-// made dense first, and ATen does what oneDNN declines.
+// The product and its epilogue without autograd, in `out_dtype` (a's where not given; a residual's
+// dtype must be the result's). Odd strides (broadcast, both inner dims strided) are made dense first,
+// and ATen does what oneDNN declines.
 torch::Tensor multiply(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
-                       c10::IntArrayRef out_sizes = {}, const Epilogue& epilogue = {}) {
+                       c10::IntArrayRef out_sizes = {}, const Epilogue& epilogue = {},
+                       c10::optional<torch::ScalarType> out_dtype = c10::nullopt) {
   RECORD_FUNCTION("perceiver::onednn_matmul", c10::ArrayRef<c10::IValue>{});  // named in profiles
   TORCH_INTERNAL_ASSERT(epilogue.scale == 1.0 || !bias.defined(), "a scaled product takes no bias");
+  const auto dtype = out_dtype.value_or(a.scalar_type());
   torch::Tensor out;
   const auto bias_dense = bias.defined() ? bias.contiguous() : bias;  // try_onednn reads it densely
-  if (try_onednn(a, b, bias_dense, out_sizes, epilogue, out)) return out;
-  if (try_onednn(a.contiguous(), b.contiguous(), bias_dense, out_sizes, epilogue, out)) return out;
-  out = at::matmul(a, b);
+  if (try_onednn(a, b, bias_dense, out_sizes, epilogue, dtype, out)) return out;
+  if (try_onednn(a.contiguous(), b.contiguous(), bias_dense, out_sizes, epilogue, dtype, out)) return out;
+  out = at::matmul(a, b).to(dtype);
   if (epilogue.scale != 1.0) out = out * epilogue.scale;
   if (bias.defined()) out = out + bias;
   if (!out_sizes.empty()) out = out.reshape(out_sizes);
   out = activate(out, epilogue.activation);
-  return epilogue.residual.defined() ? out + epilogue.residual : out;
+  return (epilogue.residual.defined() ? out + epilogue.residual : out).to(dtype);
 }
 
 // x (..., K) -> (..., N): the shape a linear's result has.
@@ -171,63 +185,109 @@ bool needs_grad(std::initializer_list<const torch::Tensor*> tensors) {
   return false;
 }
 
-// x (..., K), weight (N, K), bias (N) or none, residual (..., N) or none -> x W^T + b + residual. The
-// result is a tensor of its own, not a view of the rows' product: an in-place op on a view would make
-// autograd copy it whole in backward.
+// The dtype of a product in `compute` with a residual added: float32 from a bf16 product and a
+// float32 residual, as ATen's add promotes autocast's bf16 result.
+torch::ScalarType result_type(torch::ScalarType compute, const torch::Tensor& residual) {
+  return residual.defined() ? c10::promoteTypes(compute, residual.scalar_type()) : compute;
+}
+
+c10::IValue dtype_value(torch::ScalarType dtype) { return static_cast<int64_t>(dtype); }
+torch::ScalarType dtype_of(const c10::IValue& value) { return static_cast<torch::ScalarType>(value.toInt()); }
+
+torch::Tensor product_like(bool transposed, const torch::Tensor& x, const torch::Tensor& y, double scale,
+                           torch::ScalarType out_dtype);
+
+// x (..., K), weight (N, K), bias (N) or none, residual (..., N) or none -> x W^T + b + residual, the
+// product in `compute` (x and weight cast to it and saved so, as autocast saves its casts). The result
+// is a tensor of its own, not a view of the rows' product: an in-place op on a view would make
+// autograd copy it whole in backward. Gradients come back in each input's own dtype.
 struct LinearFunction : torch::autograd::Function<LinearFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x, const torch::Tensor& weight,
-                               const c10::optional<torch::Tensor>& bias, const c10::optional<torch::Tensor>& residual) {
-    ctx->save_for_backward({x, weight});
+                               const c10::optional<torch::Tensor>& bias, const c10::optional<torch::Tensor>& residual,
+                               torch::ScalarType compute) {
+    const auto xc = x.to(compute), wc = weight.to(compute);
+    ctx->save_for_backward({xc, wc});
+    ctx->saved_data["x_dtype"] = dtype_value(x.scalar_type());
+    ctx->saved_data["weight_dtype"] = dtype_value(weight.scalar_type());
     ctx->saved_data["bias"] = bias.has_value();
+    if (bias) ctx->saved_data["bias_dtype"] = dtype_value(bias->scalar_type());
     ctx->saved_data["residual"] = residual.has_value();
+    if (residual) ctx->saved_data["residual_dtype"] = dtype_value(residual->scalar_type());
     Epilogue epilogue;
     epilogue.residual = residual.value_or(torch::Tensor());
-    return multiply(as_rows(x), weight.t(), bias.value_or(torch::Tensor()), linear_sizes(x, weight), epilogue);
+    return multiply(as_rows(xc), wc.t(), bias.value_or(torch::Tensor()), linear_sizes(x, weight), epilogue,
+                    result_type(compute, epilogue.residual));
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
     const auto& x = saved[0];
     const auto& weight = saved[1];
     const auto g = as_rows(grads[0]);
+    const auto gc = g.to(x.scalar_type());
     // Absent inputs are no inputs of the graph: the indices asked about count the present ones.
     const bool has_bias = ctx->saved_data["bias"].toBool(), has_residual = ctx->saved_data["residual"].toBool();
     torch::Tensor grad_x, grad_weight, grad_bias, grad_residual;
-    if (ctx->needs_input_grad(0)) grad_x = ops::matmul(g, weight).view(x.sizes());
-    if (ctx->needs_input_grad(1)) grad_weight = ops::matmul(g.t(), as_rows(x));
-    if (has_bias && ctx->needs_input_grad(2)) grad_bias = g.sum(0);
-    if (has_residual && ctx->needs_input_grad(has_bias ? 3 : 2)) grad_residual = grads[0];
-    return {grad_x, grad_weight, grad_bias, grad_residual};
+    if (ctx->needs_input_grad(0))
+      grad_x = product_like(false, gc, weight, 1.0, dtype_of(ctx->saved_data["x_dtype"])).view(x.sizes());
+    if (ctx->needs_input_grad(1))
+      grad_weight = product_like(false, gc.t(), as_rows(x), 1.0, dtype_of(ctx->saved_data["weight_dtype"]));
+    if (has_bias && ctx->needs_input_grad(2))
+      grad_bias = g.sum(0, false, dtype_of(ctx->saved_data["bias_dtype"]));
+    if (has_residual && ctx->needs_input_grad(has_bias ? 3 : 2))
+      grad_residual = grads[0].to(dtype_of(ctx->saved_data["residual_dtype"]));
+    return {grad_x, grad_weight, grad_bias, grad_residual, torch::Tensor()};
   }
 };
 
-// scale * x y, laid out like `like`: where `like` is a transposed view (k.transpose(-1, -2) in q k^T),
-// the product is computed transposed (y^T x^T) and handed back transposed, so that the gradient
-// reaching k is dense; a transposed gradient made every later reduction and reshape over it slow.
-torch::Tensor product_like(const torch::Tensor& like, const torch::Tensor& x, const torch::Tensor& y, double scale) {
-  const bool transposed = like.stride(-2) == 1 && like.stride(-1) != 1;
-  return transposed ? ops::matmul(y.transpose(-1, -2), x.transpose(-1, -2), scale).transpose(-1, -2)
-                    : ops::matmul(x, y, scale);
-}
+// Whether `t` is a transposed view (k.transpose(-1, -2) in q k^T).
+bool is_transposed(const torch::Tensor& t) { return t.stride(-2) == 1 && t.stride(-1) != 1; }
 
-// scale * a b.
-struct MatmulFunction : torch::autograd::Function<MatmulFunction> {
-  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b, double scale) {
-    ctx->save_for_backward({a, b});
-    ctx->saved_data["scale"] = scale;
+// scale * x y in `out_dtype`, for a backward. Where `transposed` (the input it is the gradient of was
+// a transposed view), the product is computed transposed (y^T x^T) and handed back transposed, so
+// that the gradient is dense; a transposed gradient made every later reduction and reshape over it
+// slow. Float32 goes through ops::matmul, whose own backward gives second derivatives; a bf16
+// product does where a graph is being made (create_graph), through ATen.
+torch::Tensor product_like(bool transposed, const torch::Tensor& x, const torch::Tensor& y, double scale,
+                           torch::ScalarType out_dtype) {
+  const auto product = [&](const torch::Tensor& a, const torch::Tensor& b) {
+    if (a.scalar_type() == torch::kFloat32 && out_dtype == torch::kFloat32) return ops::matmul(a, b, scale);
+    if (needs_grad({&a, &b})) return (at::matmul(a, b) * scale).to(out_dtype);
     Epilogue epilogue;
     epilogue.scale = scale;
-    return multiply(a, b, {}, {}, epilogue);
+    return multiply(a, b, {}, {}, epilogue, out_dtype);
+  };
+  return transposed ? product(y.transpose(-1, -2), x.transpose(-1, -2)).transpose(-1, -2) : product(x, y);
+}
+
+// scale * a b, the product in `compute` (a and b cast to it, the result in it, as under autocast).
+struct MatmulFunction : torch::autograd::Function<MatmulFunction> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& a, const torch::Tensor& b, double scale,
+                               torch::ScalarType compute) {
+    const auto ac = a.to(compute), bc = b.to(compute);
+    ctx->save_for_backward({ac, bc});
+    ctx->saved_data["scale"] = scale;
+    ctx->saved_data["a_dtype"] = dtype_value(a.scalar_type());
+    ctx->saved_data["b_dtype"] = dtype_value(b.scalar_type());
+    ctx->saved_data["a_transposed"] = is_transposed(a);
+    ctx->saved_data["b_transposed"] = is_transposed(b);
+    Epilogue epilogue;
+    epilogue.scale = scale;
+    return multiply(ac, bc, {}, {}, epilogue, compute);
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     const auto saved = ctx->get_saved_variables();
-    const auto& g = grads[0];
     const auto& a = saved[0];
     const auto& b = saved[1];
+    const auto g = grads[0].to(a.scalar_type());
     const double scale = ctx->saved_data["scale"].toDouble();
     torch::Tensor grad_a, grad_b;
-    if (ctx->needs_input_grad(0)) grad_a = product_like(a, g, b.transpose(-1, -2), scale);
-    if (ctx->needs_input_grad(1)) grad_b = product_like(b, a.transpose(-1, -2), g, scale);
-    return {grad_a, grad_b, torch::Tensor()};
+    if (ctx->needs_input_grad(0))
+      grad_a = product_like(ctx->saved_data["a_transposed"].toBool(), g, b.transpose(-1, -2), scale,
+                            dtype_of(ctx->saved_data["a_dtype"]));
+    if (ctx->needs_input_grad(1))
+      grad_b = product_like(ctx->saved_data["b_transposed"].toBool(), a.transpose(-1, -2), g, scale,
+                            dtype_of(ctx->saved_data["b_dtype"]));
+    return {grad_a, grad_b, torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -239,22 +299,25 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
                      const LinearEpilogue& epilogue) {
   const auto& residual = epilogue.residual;
 #if PERCEIVER_WITH_ONEDNN
-  if (x.dim() >= 1 && weight.dim() == 2 && (!bias.defined() || bias.dim() == 1) &&
-      onednn_eligible({&x, &weight, &bias, &residual}) &&
+  const auto compute = onednn_compute_type({&x, &weight, &bias, &residual});
+  if (compute && x.dim() >= 1 && weight.dim() == 2 && (!bias.defined() || bias.dim() == 1) &&
       (!residual.defined() || residual.sizes() == c10::IntArrayRef(linear_sizes(x, weight)))) {
     if (!needs_grad({&x, &weight, &bias, &residual})) {
       Epilogue fused;
+      const auto out_dtype = result_type(*compute, residual);
       // A residual that only the epilogue holds (its owner moved it in) takes the result in its own
       // memory: one buffer of the result's size less at the peak of an inference.
       fused.into_residual = residual.defined() && residual.use_count() == 1 && residual.storage().use_count() == 1 &&
-                            residual.is_contiguous();
+                            residual.is_contiguous() && residual.scalar_type() == out_dtype;
       fused.activation = epilogue.activation;
       fused.residual = residual;
-      return multiply(as_rows(x), weight.t(), bias, linear_sizes(x, weight), fused);
+      return multiply(as_rows(x.to(*compute)), weight.to(*compute).t(), bias, linear_sizes(x, weight), fused,
+                      out_dtype);
     }
-    if (epilogue.activation == Activation::none) return LinearFunction::apply(x, weight, optional(bias), optional(residual));
+    if (epilogue.activation == Activation::none)
+      return LinearFunction::apply(x, weight, optional(bias), optional(residual), *compute);
     // The activation's backward needs its input: the product is kept, the activation is ATen's.
-    const auto y = activate(LinearFunction::apply(x, weight, optional(bias), c10::nullopt), epilogue.activation);
+    const auto y = activate(LinearFunction::apply(x, weight, optional(bias), c10::nullopt, *compute), epilogue.activation);
     return residual.defined() ? y + residual : y;
   }
 #endif
@@ -264,12 +327,13 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
 
 torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, double scale) {
 #if PERCEIVER_WITH_ONEDNN
-  if (a.dim() >= 2 && a.dim() == b.dim() && a.sizes().slice(0, a.dim() - 2) == b.sizes().slice(0, b.dim() - 2) &&
-      onednn_eligible({&a, &b})) {
-    if (needs_grad({&a, &b})) return MatmulFunction::apply(a, b, scale);
+  const auto compute = onednn_compute_type({&a, &b});
+  if (compute && a.dim() >= 2 && a.dim() == b.dim() &&
+      a.sizes().slice(0, a.dim() - 2) == b.sizes().slice(0, b.dim() - 2)) {
+    if (needs_grad({&a, &b})) return MatmulFunction::apply(a, b, scale, *compute);
     Epilogue epilogue;
     epilogue.scale = scale;
-    return multiply(a, b, {}, {}, epilogue);
+    return multiply(a.to(*compute), b.to(*compute), {}, {}, epilogue, *compute);
   }
 #endif
   const auto product = torch::matmul(a, b);

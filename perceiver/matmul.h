@@ -1,6 +1,9 @@
 // Matrix products of the model's float32 CPU work through oneDNN's matmul (Debian's libdnnl, the
-// library LibTorch itself links), with their own backward; everything else (other dtypes, CUDA,
-// autocast, tracing for export, a build without oneDNN) goes to ATen's linear/matmul unchanged.
+// library LibTorch itself links), with their own backward; under CPU bf16 autocast too, with bf16
+// operands and float32 accumulation, results in the dtypes ATen's autocast gives them (a float32
+// residual added in the epilogue makes a float32 result) and gradients in each input's dtype.
+// Everything else (other dtypes, CUDA, tracing for export, a build without oneDNN) goes to ATen's
+// linear/matmul unchanged.
 // Why: LibTorch 1.13 multiplies float32 through the system BLAS, whose speed depends on how OpenBLAS
 // was told about the CPU (OPENBLAS_CORETYPE), and runs a batched product as one small GEMM after
 // another; oneDNN picks its kernels from the CPU itself and spreads a batch over the threads.

@@ -14,11 +14,16 @@
 namespace perceiver::testing {
 namespace {
 
+using Ops = std::function<torch::Tensor(const std::vector<torch::Tensor>&)>;
+
+struct Tolerance {
+  double value_rtol = 1e-5, value_atol = 1e-5, grad_rtol = 1e-4, grad_atol = 1e-5;
+};
+
 // Values and gradients of f_ops and f_ref on copies of the same leaf inputs, with a weighted loss so
-// that every output element has its own gradient.
-void expect_same_values_and_gradients(const std::vector<torch::Tensor>& inputs,
-                                      const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& f_ops,
-                                      const std::function<torch::Tensor(const std::vector<torch::Tensor>&)>& f_ref) {
+// that every output element has its own gradient; their dtypes must be the same too.
+void expect_same_values_and_gradients(const std::vector<torch::Tensor>& inputs, const Ops& f_ops, const Ops& f_ref,
+                                      const Tolerance& tol = {}) {
   auto leaves = [&] {
     std::vector<torch::Tensor> out;
     for (const auto& t : inputs) out.push_back(t.detach().clone().requires_grad_(true));
@@ -26,13 +31,17 @@ void expect_same_values_and_gradients(const std::vector<torch::Tensor>& inputs,
   };
   const auto a = leaves(), b = leaves();
   const auto ya = f_ops(a), yb = f_ref(b);
-  EXPECT_EQ(tensor_mismatch(ya.detach(), yb.detach(), 1e-5, 1e-5), "");
+  EXPECT_EQ(ya.scalar_type(), yb.scalar_type());
+  EXPECT_EQ(tensor_mismatch(ya.detach().to(torch::kFloat32), yb.detach().to(torch::kFloat32), tol.value_rtol,
+                            tol.value_atol),
+            "");
   const auto weights = torch::randn(yb.sizes());
   (ya * weights).sum().backward();
   (yb * weights).sum().backward();
   for (size_t i = 0; i < inputs.size(); ++i) {
     ASSERT_TRUE(a[i].grad().defined()) << "input " << i;
-    EXPECT_EQ(tensor_mismatch(a[i].grad(), b[i].grad(), 1e-4, 1e-5), "") << "input " << i;
+    EXPECT_EQ(a[i].grad().scalar_type(), b[i].grad().scalar_type()) << "input " << i;
+    EXPECT_EQ(tensor_mismatch(a[i].grad(), b[i].grad(), tol.grad_rtol, tol.grad_atol), "") << "input " << i;
   }
 }
 
@@ -143,6 +152,69 @@ TEST(MatmulOps, LinearEpiloguesMatchAtenOneOpAfterAnother) {
   }
 }
 
+// Under CPU bf16 autocast the products multiply bf16 operands with float32 accumulation; results come
+// in the dtypes ATen's autocast gives (bf16; float32 once a float32 residual is added) and gradients
+// in each input's own dtype. Compared with ATen's autocast ops one after another, within bf16's
+// rounding (ATen also rounds the product before adding the residual), and with float32 arithmetic on
+// bf16-rounded operands, which a float32 result matches to float32 precision.
+TEST(MatmulOps, Bf16AutocastMatchesAtenAutocast) {
+  namespace F = torch::nn::functional;
+  torch::manual_seed(10);
+  const auto x = torch::randn({3, 5, 16}), w = torch::randn({6, 16}), bias = torch::randn({6});
+  const auto r = torch::randn({3, 5, 6});
+  const auto rounded = [](const torch::Tensor& t) { return t.to(torch::kBFloat16).to(torch::kFloat32); };
+  const auto exact = F::linear(rounded(x), rounded(w), bias) + r;
+
+  const device::AutocastGuard autocast(torch::kCPU, device::Precision::bf16);
+  Tolerance bf16;
+  bf16.value_rtol = bf16.grad_rtol = 2e-2;
+  bf16.value_atol = bf16.grad_atol = 5e-2;
+  for (const auto activation : {ops::Activation::none, ops::Activation::gelu}) {
+    for (const bool with_residual : {false, true}) {
+      SCOPED_TRACE("activation " + std::to_string(static_cast<int>(activation)) +
+                   (with_residual ? ", residual" : ", no residual"));
+      const Ops with_ops = [&](const std::vector<torch::Tensor>& t) {
+        ops::LinearEpilogue epilogue;
+        epilogue.activation = activation;
+        if (with_residual) epilogue.residual = t[3];
+        return ops::linear(t[0], t[1], t[2], epilogue);
+      };
+      const Ops with_aten = [&](const std::vector<torch::Tensor>& t) {
+        const auto y = ops::activate(F::linear(t[0], t[1], t[2]), activation);
+        return with_residual ? y + t[3] : y;
+      };
+      const std::vector<torch::Tensor> inputs =
+          with_residual ? std::vector<torch::Tensor>{x, w, bias, r} : std::vector<torch::Tensor>{x, w, bias};
+      expect_same_values_and_gradients(inputs, with_ops, with_aten, bf16);
+      const torch::NoGradGuard no_grad;
+      const auto y = with_ops(inputs), y_aten = with_aten(inputs);
+      EXPECT_EQ(y.scalar_type(), y_aten.scalar_type());
+      EXPECT_EQ(tensor_mismatch(y.to(torch::kFloat32), y_aten.to(torch::kFloat32), 2e-2, 5e-2), "");
+    }
+  }
+  const double scale = 1.0 / std::sqrt(8.0);
+  expect_same_values_and_gradients(
+      {torch::randn({2, 3, 5, 8}), torch::randn({2, 3, 7, 8}), torch::randn({2, 3, 7, 4})},
+      [&](const auto& t) { return ops::matmul(torch::softmax(ops::matmul(t[0], t[1].transpose(-1, -2), scale), -1), t[2]); },
+      [&](const auto& t) {
+        return torch::matmul(torch::softmax(torch::matmul(t[0], t[1].transpose(-1, -2)) * scale, -1), t[2]);
+      },
+      bf16);
+
+  // ATen (a build without oneDNN, PERCEIVER_MATMUL=aten) rounds in bf16 on the way (bias, product).
+  const bool onednn = ops::matmul_backend().rfind("oneDNN ", 0) == 0;
+  const double tol = onednn ? 1e-5 : 2e-2;
+  ops::LinearEpilogue epilogue;
+  epilogue.residual = r;
+  for (const bool grad : {false, true}) {
+    const auto xl = x.clone().requires_grad_(grad);
+    const auto y = ops::linear(xl, w, bias, epilogue);
+    ASSERT_EQ(y.scalar_type(), torch::kFloat32);
+    EXPECT_EQ(tensor_mismatch(y.detach(), exact, tol, tol), "")
+        << (grad ? "with gradients, " : "without, ") << ops::matmul_backend();
+  }
+}
+
 // Without gradients, a residual that only the epilogue holds takes the result in its own memory (with
 // oneDNN; ATen adds out of place); one that anybody else still holds is left as it was.
 TEST(MatmulOps, ALinearWritesOverAResidualOnlyWhenNobodyElseHoldsIt) {
@@ -191,11 +263,10 @@ TEST(MatmulOps, DefersToAtenWhereItDoesNotApply) {
   // Other dtypes keep ATen's results exactly.
   const auto xd = x.to(torch::kFloat64), wd = w.to(torch::kFloat64);
   EXPECT_TRUE(torch::equal(ops::linear(xd, wd), torch::nn::functional::linear(xd, wd)));
-  // Under CPU autocast the product is ATen's, in bf16.
+  // Under CPU autocast, float64 is left alone, as ATen's autocast leaves it.
   {
     device::AutocastGuard autocast(torch::kCPU, device::Precision::bf16);
-    EXPECT_EQ(ops::linear(x, w).scalar_type(), torch::kBFloat16);
-    EXPECT_EQ(ops::matmul(x, w.t()).scalar_type(), torch::kBFloat16);
+    EXPECT_TRUE(torch::equal(ops::linear(xd, wd), torch::nn::functional::linear(xd, wd)));
   }
   // Batch dims that broadcast.
   const auto a = torch::randn({2, 1, 4, 5}), b = torch::randn({3, 5, 6});
@@ -228,24 +299,27 @@ TEST(MatmulOps, NoProductFallsBackToAtenForTheModelsShapes) {
   torch::manual_seed(5);
   const auto w = torch::randn({6, 8}, torch::requires_grad()), bias = torch::randn({6}, torch::requires_grad());
   const auto q = torch::randn({2, 3, 5, 4}, torch::requires_grad()), k = torch::randn({2, 3, 7, 4}, torch::requires_grad());
-  for (const bool grad : {false, true}) {
-    const torch::AutoGradMode mode(grad);
-    for (const auto& shape : std::vector<std::vector<int64_t>>{{5, 8}, {2, 5, 8}, {2, 3, 5, 8}}) {
-      const auto x = torch::randn(shape, torch::requires_grad());
-      for (const bool with_bias : {false, true}) {
-        const auto names = operators_in([&] {
-          const auto y = ops::linear(x, w, with_bias ? bias : torch::Tensor());
-          const auto scores = ops::matmul(q, k.transpose(-1, -2));
-          if (grad) (y.sum() + scores.sum()).backward();
-        });
-        const auto where = ::testing::PrintToString(shape) + (with_bias ? " with bias" : " without bias") +
-                           (grad ? " with gradients" : "");
-        if (!onednn) {
-          EXPECT_EQ(names.count("perceiver::onednn_matmul"), 0U) << where;
-          continue;
+  for (const auto precision : {device::Precision::fp32, device::Precision::bf16}) {
+    for (const bool grad : {false, true}) {
+      const device::AutocastGuard autocast(torch::kCPU, precision);
+      const torch::AutoGradMode mode(grad);
+      for (const auto& shape : std::vector<std::vector<int64_t>>{{5, 8}, {2, 5, 8}, {2, 3, 5, 8}}) {
+        const auto x = torch::randn(shape, torch::requires_grad());
+        for (const bool with_bias : {false, true}) {
+          const auto names = operators_in([&] {
+            const auto y = ops::linear(x, w, with_bias ? bias : torch::Tensor());
+            const auto scores = ops::matmul(q, k.transpose(-1, -2));
+            if (grad) (y.sum() + scores.sum()).backward();
+          });
+          const auto where = ::testing::PrintToString(shape) + (with_bias ? " with bias" : " without bias") +
+                             (grad ? " with gradients" : "") + " in " + device::to_string(precision);
+          if (!onednn) {
+            EXPECT_EQ(names.count("perceiver::onednn_matmul"), 0U) << where;
+            continue;
+          }
+          for (const char* aten : {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"})
+            EXPECT_EQ(names.count(aten), 0U) << aten << " ran for input " << where;
         }
-        for (const char* aten : {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"})
-          EXPECT_EQ(names.count(aten), 0U) << aten << " ran for input " << where;
       }
     }
   }

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "perceiver/attention.h"
+#include "perceiver/device.h"
 #include "perceiver/io/model_dir.h"
 #include "perceiver/position_encoding.h"
 #include "trainers/fused_adamw.h"
@@ -131,6 +132,22 @@ TEST(SharedChannels, AnOptimizerStepBetweenInferencesIsSeen) {
   torch::NoGradGuard no_grad;
   EXPECT_EQ(tensor_mismatch(evaluated.logits(x), reference, 1e-5, 1e-4), "");
   EXPECT_GT((reference - before).abs().max().item<double>(), 1e-4);  // the step mattered
+}
+
+// Terms projected under bf16 autocast are bf16-rounded: a float32 inference afterwards must project
+// them again.
+TEST(SharedChannels, TermsProjectedUnderAutocastAreNotReusedInFloat32) {
+  torch::manual_seed(27);
+  const EvalModel evaluated("PerceiverForImageClassificationFourier");
+  const auto x = torch::randn({1, 3, 16, 16});
+  const auto reference = evaluated.logits(x).detach();  // gradients on: HF's path, no cache
+  torch::NoGradGuard no_grad;
+  {
+    const device::AutocastGuard autocast(torch::kCPU, device::Precision::bf16);
+    const auto rounded = evaluated.logits(x).to(torch::kFloat32);
+    EXPECT_GT((rounded - reference).abs().max().item<double>(), 1e-4);  // bf16 is far from float32 here
+  }
+  EXPECT_EQ(tensor_mismatch(evaluated.logits(x), reference, 1e-5, 1e-4), "");
 }
 
 // The cache holds one tensor per position grid, so a second call's shared channels are the first's
