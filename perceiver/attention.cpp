@@ -8,6 +8,7 @@
 #include <torch/csrc/jit/frontend/tracer.h>
 
 #include "perceiver/matmul.h"
+#include "perceiver/softmax.h"
 #include "perceiver/torch_compat.h"
 
 namespace perceiver {
@@ -255,7 +256,7 @@ AttentionResult PerceiverSelfAttentionImpl::forward(const WithSharedChannels& hi
                       at::infer_size(scores.sizes(), attention_mask.sizes()) == scores.sizes();
     scores = fits ? scores.add_(attention_mask) : scores + attention_mask;
   }
-  auto probs = dropout(torch::softmax(scores, -1));
+  auto probs = dropout(ops::softmax(scores));
   scores.reset();
   auto context = ops::matmul(probs, v).transpose(1, 2).flatten(-2);
   return {context, output_attentions ? probs : torch::Tensor()};

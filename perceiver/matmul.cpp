@@ -4,12 +4,7 @@
 #include <ATen/record_function.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 
-#include <cstdlib>
-#include <cstring>
-
-#if PERCEIVER_WITH_ONEDNN
-#include <dnnl.hpp>
-#endif
+#include "perceiver/onednn.h"
 
 namespace perceiver::ops {
 
@@ -29,21 +24,13 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-bool onednn_requested() {
-  static const bool requested = [] {
-    const char* choice = std::getenv("PERCEIVER_MATMUL");
-    return !(choice && std::strcmp(choice, "aten") == 0);
-  }();
-  return requested;
-}
-
 #if PERCEIVER_WITH_ONEDNN
 
 // The dtype oneDNN multiplies in, or none where ATen does the work: float32 for float32 CPU tensors,
 // bfloat16 under CPU bf16 autocast (float32 or bfloat16 operands, cast as autocast casts them). Never
 // while tracing: an exported graph must hold ATen ops.
 c10::optional<torch::ScalarType> onednn_compute_type(std::initializer_list<const torch::Tensor*> tensors) {
-  if (!onednn_requested() || torch::jit::tracer::isTracing()) return c10::nullopt;
+  if (!onednn::requested() || torch::jit::tracer::isTracing()) return c10::nullopt;
   const bool autocast = at::autocast::is_cpu_enabled();
   if (autocast && at::autocast::get_autocast_cpu_dtype() != torch::kBFloat16) return c10::nullopt;
   for (const auto* t : tensors) {
@@ -54,20 +41,6 @@ c10::optional<torch::ScalarType> onednn_compute_type(std::initializer_list<const
       return c10::nullopt;
   }
   return autocast ? torch::kBFloat16 : torch::kFloat32;
-}
-
-dnnl::memory::data_type onednn_type(torch::ScalarType dtype) {
-  return dtype == torch::kBFloat16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
-}
-
-dnnl::memory::desc describe(const torch::Tensor& t) {
-  return dnnl::memory::desc(dnnl::memory::dims(t.sizes().begin(), t.sizes().end()), onednn_type(t.scalar_type()),
-                            dnnl::memory::dims(t.strides().begin(), t.strides().end()));
-}
-
-const dnnl::engine& cpu_engine() {
-  static const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
-  return engine;
 }
 
 // What oneDNN does to a product before writing it: scale * (a b) [+ bias], then the activation, then
@@ -101,15 +74,15 @@ bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
             ? epilogue.residual
             : torch::empty(out_sizes.empty() ? c10::IntArrayRef(sizes) : out_sizes, a.options().dtype(out_dtype));
   try {
-    const auto& engine = cpu_engine();
+    const auto& engine = onednn::cpu_engine();
     const auto dst = out.view(sizes);
-    const auto a_md = describe(a), b_md = describe(b), out_md = describe(dst);
+    const auto a_md = onednn::describe(a), b_md = onednn::describe(b), out_md = onednn::describe(dst);
     dnnl::memory::desc bias_md;
     if (bias.defined()) {
       dnnl::memory::dims dims(dst.dim(), 1), strides(dst.dim(), bias.size(0));
       dims.back() = bias.size(0);
       strides.back() = 1;
-      bias_md = dnnl::memory::desc(dims, onednn_type(bias.scalar_type()), strides);
+      bias_md = dnnl::memory::desc(dims, onednn::data_type(bias.scalar_type()), strides);
     }
     std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, dnnl::memory(a_md, engine, a.data_ptr())},
                                                {DNNL_ARG_WEIGHTS, dnnl::memory(b_md, engine, b.data_ptr())},
@@ -127,7 +100,7 @@ bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
     } else if (epilogue.residual.defined()) {
       // Dense: oneDNN's fast kernels read no other layout (an expanded one ran its reference kernel).
       residual = epilogue.residual.reshape(sizes).contiguous();
-      const auto residual_md = describe(residual);
+      const auto residual_md = onednn::describe(residual);
       args.emplace(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post_ops.len()) | DNNL_ARG_SRC_1,
                    dnnl::memory(residual_md, engine, residual.data_ptr()));
       post_ops.append_binary(dnnl::algorithm::binary_add, residual_md);
@@ -342,7 +315,7 @@ torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, double scal
 
 std::string matmul_backend() {
 #if PERCEIVER_WITH_ONEDNN
-  if (onednn_requested()) {
+  if (onednn::requested()) {
     const auto* v = dnnl::version();
     return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
   }
