@@ -142,7 +142,7 @@ struct PerceiverSelfAttentionImpl::SharedTermsCache {
   std::mutex mutex;
   torch::Tensor shared;                                   // the shared channels the terms were made from
   uint32_t shared_version = 0;                            // and their version then
-  bool autocast = false;                                  // whether autocast projected them (in bf16)
+  c10::optional<torch::ScalarType> autocast;             // the dtype autocast projected them in, if on
   std::vector<std::pair<const void*, uint32_t>> weights;  // identity and version of each parameter used
   SharedTerms terms;
 };
@@ -173,7 +173,10 @@ std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(cons
       return !e.is_inference() && !cache.shared.is_inference() && cache.shared.storage_offset() == e.storage_offset() &&
              cache.shared.strides() == e.strides() && cache.shared_version == e._version();
     };
-    const bool autocast = compat::autocast_enabled(e.device().type());
+    const auto device_type = e.device().type();
+    const auto autocast = compat::autocast_enabled(device_type)
+                              ? c10::optional<torch::ScalarType>(compat::autocast_dtype(device_type))
+                              : c10::nullopt;
     const bool hit = cache.shared.defined() && cache.weights == weights && cache.autocast == autocast &&
                      cache.shared.sizes() == e.sizes() &&
                      cache.shared.scalar_type() == e.scalar_type() && cache.shared.device() == e.device() &&

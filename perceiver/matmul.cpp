@@ -1,10 +1,10 @@
 #include "perceiver/matmul.h"
 
-#include <ATen/autocast_mode.h>
 #include <ATen/record_function.h>
 #include <torch/csrc/jit/frontend/tracer.h>
 
 #include "perceiver/onednn.h"
+#include "perceiver/torch_compat.h"
 
 namespace perceiver::ops {
 
@@ -26,13 +26,29 @@ using torch::autograd::tensor_list;
 
 #if PERCEIVER_WITH_ONEDNN
 
+// Whether oneDNN has bf16 matmul kernels for this CPU (avx512_core and up in oneDNN 2.x; none on an
+// AVX2-only CPU, reference kernels included), asked once with a small product's descriptor.
+bool onednn_bf16_supported() {
+  static const bool supported = [] {
+    try {
+      const dnnl::memory::desc md({2, 2}, dnnl::memory::data_type::bf16, dnnl::memory::format_tag::ab);
+      const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(md, md, md), onednn::cpu_engine());
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return supported;
+}
+
 // The dtype oneDNN multiplies in, or none where ATen does the work: float32 for float32 CPU tensors,
-// bfloat16 under CPU bf16 autocast (float32 or bfloat16 operands, cast as autocast casts them). Never
-// while tracing: an exported graph must hold ATen ops.
+// bfloat16 under CPU bf16 autocast (float32 or bfloat16 operands, cast as autocast casts them) where
+// oneDNN has bf16 kernels for the CPU. Never while tracing: an exported graph must hold ATen ops.
 c10::optional<torch::ScalarType> onednn_compute_type(std::initializer_list<const torch::Tensor*> tensors) {
   if (!onednn::requested() || torch::jit::tracer::isTracing()) return c10::nullopt;
-  const bool autocast = at::autocast::is_cpu_enabled();
-  if (autocast && at::autocast::get_autocast_cpu_dtype() != torch::kBFloat16) return c10::nullopt;
+  const bool autocast = compat::autocast_enabled(c10::DeviceType::CPU);
+  if (autocast && (compat::autocast_dtype(c10::DeviceType::CPU) != torch::kBFloat16 || !onednn_bf16_supported()))
+    return c10::nullopt;
   for (const auto* t : tensors) {
     if (!t->defined()) continue;
     const auto dtype = t->scalar_type();
@@ -41,6 +57,15 @@ c10::optional<torch::ScalarType> onednn_compute_type(std::initializer_list<const
       return c10::nullopt;
   }
   return autocast ? torch::kBFloat16 : torch::kFloat32;
+}
+
+// A backward that makes a graph (create_graph) differentiates the saved operands; a bf16 cast made
+// inside the forward has no history back to its float32 input, so the second derivative through it
+// would be silently lost.
+void check_second_derivatives(const torch::Tensor& saved, torch::ScalarType input_dtype) {
+  TORCH_CHECK(!torch::GradMode::is_enabled() || saved.scalar_type() == input_dtype,
+              "second derivatives (create_graph) through a product under bf16 autocast are not supported: its "
+              "operands are cast to bf16 inside it; take them in float32, or set PERCEIVER_MATMUL=aten");
 }
 
 // What oneDNN does to a product before writing it: scale * (a b) [+ bias], then the activation, then
@@ -195,6 +220,8 @@ struct LinearFunction : torch::autograd::Function<LinearFunction> {
     const auto saved = ctx->get_saved_variables();
     const auto& x = saved[0];
     const auto& weight = saved[1];
+    check_second_derivatives(x, dtype_of(ctx->saved_data["x_dtype"]));
+    check_second_derivatives(weight, dtype_of(ctx->saved_data["weight_dtype"]));
     const auto g = as_rows(grads[0]);
     const auto gc = g.to(x.scalar_type());
     // Absent inputs are no inputs of the graph: the indices asked about count the present ones.
@@ -251,6 +278,8 @@ struct MatmulFunction : torch::autograd::Function<MatmulFunction> {
     const auto saved = ctx->get_saved_variables();
     const auto& a = saved[0];
     const auto& b = saved[1];
+    check_second_derivatives(a, dtype_of(ctx->saved_data["a_dtype"]));
+    check_second_derivatives(b, dtype_of(ctx->saved_data["b_dtype"]));
     const auto g = grads[0].to(a.scalar_type());
     const double scale = ctx->saved_data["scale"].toDouble();
     torch::Tensor grad_a, grad_b;
@@ -313,13 +342,14 @@ torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, double scal
   return scale == 1.0 ? product : product * scale;
 }
 
-std::string matmul_backend() {
+std::string matmul_backend(torch::ScalarType dtype) {
 #if PERCEIVER_WITH_ONEDNN
-  if (onednn::requested()) {
-    const auto* v = dnnl::version();
-    return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
-  }
-  return "ATen (PERCEIVER_MATMUL=aten)";
+  if (!onednn::requested()) return "ATen (PERCEIVER_MATMUL=aten)";
+  const auto* v = dnnl::version();
+  const auto version = std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+  if (dtype == torch::kBFloat16 && !onednn_bf16_supported())
+    return "ATen (oneDNN " + version + " has no bf16 kernels for this CPU)";
+  return "oneDNN " + version;
 #else
   return "ATen (built without oneDNN)";
 #endif

@@ -43,8 +43,9 @@ inline torch::Tensor linear(const torch::Tensor& x, const torch::nn::Linear& lay
 // dims that differ are broadcast by ATen.
 torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, double scale = 1.0);
 
-// Which library multiplies float32 CPU matrices: "oneDNN x.y.z", or "ATen" where the build has no
-// oneDNN or PERCEIVER_MATMUL=aten is set in the environment (read once, at the first product).
-std::string matmul_backend();
+// Which library multiplies CPU matrices of `dtype` (float32, or bfloat16 under autocast): "oneDNN
+// x.y.z", or "ATen (why)" where the build has no oneDNN, PERCEIVER_MATMUL=aten is set in the
+// environment (read once, at the first product) or, for bf16, oneDNN has no kernels for the CPU.
+std::string matmul_backend(torch::ScalarType dtype = torch::kFloat32);
 
 }  // namespace perceiver::ops

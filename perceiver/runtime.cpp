@@ -106,6 +106,7 @@ std::string environment_report() {
       << "blas library " << loaded_blas_library() << "\n"
       << "malloc " << malloc_library() << "\n"
       << "float32 matmul " << ops::matmul_backend() << "\n"
+      << "bf16 matmul (autocast) " << ops::matmul_backend(torch::kBFloat16) << "\n"
       << "OPENBLAS_CORETYPE " << (coretype ? coretype : "(unset)") << " (preferred for this CPU: "
       << (preferred_openblas_coretype().empty() ? "default" : preferred_openblas_coretype()) << ")\n"
       << "intra-op threads " << at::get_num_threads() << "\n"

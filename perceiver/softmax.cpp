@@ -15,7 +15,8 @@ using torch::autograd::tensor_list;
 
 bool onednn_eligible(const torch::Tensor& x) {
   return onednn::requested() && !torch::jit::tracer::isTracing() && x.device().is_cpu() &&
-         x.scalar_type() == torch::kFloat32 && x.layout() == torch::kStrided && x.dim() >= 1 && x.numel() > 0 &&
+         x.scalar_type() == torch::kFloat32 && x.layout() == torch::kStrided && x.dim() >= 1 &&
+         x.dim() <= DNNL_MAX_NDIMS && x.numel() > 0 &&
          x.is_contiguous() && !x.is_neg() && !x.is_conj();
 }
 

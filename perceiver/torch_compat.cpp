@@ -36,6 +36,15 @@ bool autocast_enabled(c10::DeviceType device_type) {
 #endif
 }
 
+c10::ScalarType autocast_dtype(c10::DeviceType device_type) {
+#if PERCEIVER_AUTOCAST_BY_DEVICE_TYPE
+  return at::autocast::get_autocast_dtype(device_type);
+#else
+  return device_type == c10::DeviceType::CUDA ? at::autocast::get_autocast_gpu_dtype()
+                                              : at::autocast::get_autocast_cpu_dtype();
+#endif
+}
+
 void enter_autocast() { at::autocast::increment_nesting(); }
 
 void leave_autocast() {

@@ -18,6 +18,8 @@ namespace perceiver::compat {
 // Turns autocast for `device_type` (kCPU or kCUDA) on with `dtype`, or off.
 void set_autocast(c10::DeviceType device_type, bool enabled, c10::ScalarType dtype);
 bool autocast_enabled(c10::DeviceType device_type);
+// The dtype autocast for `device_type` casts to (when enabled).
+c10::ScalarType autocast_dtype(c10::DeviceType device_type);
 // Autocast's nesting count and its cache of casted weights (cleared when the outermost guard ends).
 void enter_autocast();
 void leave_autocast();

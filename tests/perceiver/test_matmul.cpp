@@ -201,8 +201,9 @@ TEST(MatmulOps, Bf16AutocastMatchesAtenAutocast) {
       },
       bf16);
 
-  // ATen (a build without oneDNN, PERCEIVER_MATMUL=aten) rounds in bf16 on the way (bias, product).
-  const bool onednn = ops::matmul_backend().rfind("oneDNN ", 0) == 0;
+  // ATen (a build without oneDNN, PERCEIVER_MATMUL=aten, a CPU without oneDNN bf16 kernels) rounds in
+  // bf16 on the way (bias, product).
+  const bool onednn = ops::matmul_backend(torch::kBFloat16).rfind("oneDNN ", 0) == 0;
   const double tol = onednn ? 1e-5 : 2e-2;
   ops::LinearEpilogue epilogue;
   epilogue.residual = r;
@@ -211,8 +212,94 @@ TEST(MatmulOps, Bf16AutocastMatchesAtenAutocast) {
     const auto y = ops::linear(xl, w, bias, epilogue);
     ASSERT_EQ(y.scalar_type(), torch::kFloat32);
     EXPECT_EQ(tensor_mismatch(y.detach(), exact, tol, tol), "")
-        << (grad ? "with gradients, " : "without, ") << ops::matmul_backend();
+        << (grad ? "with gradients, " : "without, ") << ops::matmul_backend(torch::kBFloat16);
   }
+}
+
+// The bf16 path with inputs of every kind: no bias, only some inputs needing gradients (the gradient
+// indices of optional inputs), bf16 operands and a bf16 residual (a bf16 result), as ATen's autocast.
+TEST(MatmulOps, Bf16AutocastTakesAnyMixOfInputs) {
+  namespace F = torch::nn::functional;
+  torch::manual_seed(11);
+  const device::AutocastGuard autocast(torch::kCPU, device::Precision::bf16);
+  const auto x = torch::randn({4, 3, 16}), w = torch::randn({6, 16}), bias = torch::randn({6});
+  const auto r = torch::randn({4, 3, 6});
+  const auto bf16 = [](const torch::Tensor& t) { return t.to(torch::kBFloat16); };
+  struct Case {
+    const char* name;
+    std::vector<torch::Tensor> inputs;  // x, weight, then bias and/or residual
+    bool has_bias, has_residual;
+    std::vector<bool> requires_grad;
+  };
+  const std::vector<Case> cases{
+      {"no bias", {x, w, r}, false, true, {true, true, true}},
+      {"only x needs a gradient", {x, w, bias, r}, true, true, {true, false, false, false}},
+      {"only the residual", {x, w, bias, r}, true, true, {false, false, false, true}},
+      {"only the bias", {x, w, bias}, true, false, {false, false, true}},
+      {"bf16 operands and residual", {bf16(x), bf16(w), bias, bf16(r)}, true, true, {true, true, true, true}}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    auto leaves = [&] {
+      std::vector<torch::Tensor> out;
+      for (size_t i = 0; i < c.inputs.size(); ++i) out.push_back(c.inputs[i].clone().requires_grad_(c.requires_grad[i]));
+      return out;
+    };
+    const auto run = [&](const std::vector<torch::Tensor>& t, bool with_ops) {
+      const auto b = c.has_bias ? t[2] : torch::Tensor();
+      const auto res = c.has_residual ? t.back() : torch::Tensor();
+      if (!with_ops) {
+        const auto y = F::linear(t[0], t[1], b);
+        return res.defined() ? y + res : y;
+      }
+      ops::LinearEpilogue epilogue;
+      epilogue.residual = res;
+      return ops::linear(t[0], t[1], b, epilogue);
+    };
+    const auto a = leaves(), b = leaves();
+    const auto ya = run(a, true), yb = run(b, false);
+    EXPECT_EQ(ya.scalar_type(), yb.scalar_type());
+    EXPECT_EQ(tensor_mismatch(ya.detach().to(torch::kFloat32), yb.detach().to(torch::kFloat32), 2e-2, 5e-2), "");
+    const auto weights = torch::randn(yb.sizes());
+    (ya.to(torch::kFloat32) * weights).sum().backward();
+    (yb.to(torch::kFloat32) * weights).sum().backward();
+    for (size_t i = 0; i < a.size(); ++i) {
+      ASSERT_EQ(a[i].grad().defined(), c.requires_grad[i]) << "input " << i;
+      if (c.requires_grad[i])
+        EXPECT_EQ(tensor_mismatch(a[i].grad().to(torch::kFloat32), b[i].grad().to(torch::kFloat32), 2e-2, 5e-2), "")
+            << "input " << i;
+    }
+  }
+}
+
+// A bf16 product casts float32 operands inside itself, so a graph of its backward (create_graph)
+// would miss the second derivatives through them: that fails loudly rather than coming out wrong.
+// Operands already in bf16 have their history and differentiate twice.
+TEST(MatmulOps, Bf16SecondDerivativesFailLoudlyWhereTheyWouldBeLost) {
+  torch::manual_seed(12);
+  const bool onednn = ops::matmul_backend(torch::kBFloat16).rfind("oneDNN ", 0) == 0;
+  const device::AutocastGuard autocast(torch::kCPU, device::Precision::bf16);
+  const auto x = torch::randn({3, 8}, torch::requires_grad()), w = torch::randn({5, 8}, torch::requires_grad());
+  const auto grad_x_graph = [&] {
+    const auto y = ops::linear(x, w);
+    return torch::autograd::grad({y.to(torch::kFloat32).square().sum()}, {x}, {}, true, /*create_graph=*/true)[0];
+  };
+  if (onednn) {
+    try {
+      grad_x_graph();
+      ADD_FAILURE() << "a graph of a bf16 product's backward was made";
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("second derivatives"), std::string::npos) << e.what();
+    }
+  } else {
+    EXPECT_TRUE(grad_x_graph().requires_grad());  // ATen's autocast records its casts
+  }
+  // Once-differentiated gradients are unaffected.
+  const auto y = ops::linear(x, w);
+  EXPECT_TRUE(torch::autograd::grad({y.to(torch::kFloat32).sum()}, {x})[0].defined());
+  // bf16 leaves: no cast inside, so the graph of the backward is whole.
+  const auto xb = x.detach().to(torch::kBFloat16).requires_grad_(true), wb = w.detach().to(torch::kBFloat16).requires_grad_(true);
+  const auto gx = torch::autograd::grad({ops::linear(xb, wb).to(torch::kFloat32).square().sum()}, {xb}, {}, true, true)[0];
+  EXPECT_TRUE(torch::autograd::grad({gx.to(torch::kFloat32).square().sum()}, {wb})[0].defined());
 }
 
 // Without gradients, a residual that only the epilogue holds takes the result in its own memory (with
@@ -313,7 +400,10 @@ TEST(MatmulOps, NoProductFallsBackToAtenForTheModelsShapes) {
           });
           const auto where = ::testing::PrintToString(shape) + (with_bias ? " with bias" : " without bias") +
                              (grad ? " with gradients" : "") + " in " + device::to_string(precision);
-          if (!onednn) {
+          const bool fast = precision == device::Precision::bf16
+                                ? ops::matmul_backend(torch::kBFloat16).rfind("oneDNN ", 0) == 0
+                                : onednn;
+          if (!fast) {
             EXPECT_EQ(names.count("perceiver::onednn_matmul"), 0U) << where;
             continue;
           }
