@@ -1,7 +1,6 @@
 #include "perceiver/matmul.h"
 
 #include <ATen/record_function.h>
-#include <torch/csrc/jit/frontend/tracer.h>
 
 #include "perceiver/onednn.h"
 #include "perceiver/torch_compat.h"
@@ -45,15 +44,14 @@ bool onednn_bf16_supported() {
 // bfloat16 under CPU bf16 autocast (float32 or bfloat16 operands, cast as autocast casts them) where
 // oneDNN has bf16 kernels for the CPU. Never while tracing: an exported graph must hold ATen ops.
 c10::optional<torch::ScalarType> onednn_compute_type(std::initializer_list<const torch::Tensor*> tensors) {
-  if (!onednn::requested() || torch::jit::tracer::isTracing()) return c10::nullopt;
+  if (!onednn::active()) return c10::nullopt;
   const bool autocast = compat::autocast_enabled(c10::DeviceType::CPU);
   if (autocast && (compat::autocast_dtype(c10::DeviceType::CPU) != torch::kBFloat16 || !onednn_bf16_supported()))
     return c10::nullopt;
   for (const auto* t : tensors) {
     if (!t->defined()) continue;
     const auto dtype = t->scalar_type();
-    if (!t->device().is_cpu() || !(dtype == torch::kFloat32 || (autocast && dtype == torch::kBFloat16)) ||
-        t->layout() != torch::kStrided || t->numel() == 0 || t->is_neg() || t->is_conj())
+    if (!onednn::readable(*t) || !(dtype == torch::kFloat32 || (autocast && dtype == torch::kBFloat16)))
       return c10::nullopt;
   }
   return autocast ? torch::kBFloat16 : torch::kFloat32;

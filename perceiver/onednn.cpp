@@ -2,6 +2,8 @@
 
 #if PERCEIVER_WITH_ONEDNN
 
+#include <torch/csrc/jit/frontend/tracer.h>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -13,6 +15,12 @@ bool requested() {
     return !(choice && std::strcmp(choice, "aten") == 0);
   }();
   return requested;
+}
+
+bool active() { return requested() && !torch::jit::tracer::isTracing(); }
+
+bool readable(const torch::Tensor& t) {
+  return t.device().is_cpu() && t.layout() == torch::kStrided && t.numel() > 0 && !t.is_neg() && !t.is_conj();
 }
 
 dnnl::memory::data_type data_type(torch::ScalarType dtype) {

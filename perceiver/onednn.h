@@ -13,6 +13,13 @@ namespace perceiver::ops::onednn {
 // False where PERCEIVER_MATMUL=aten is set in the environment (read once, at the first use).
 bool requested();
 
+// Requested, and no graph is being traced (an exported graph must hold ATen ops).
+bool active();
+
+// A CPU tensor oneDNN reads as it is: strided, not empty, no lazy negation or conjugation (the dtype
+// is the caller's to check).
+bool readable(const torch::Tensor& t);
+
 // oneDNN's name for a float32 or bfloat16 dtype.
 dnnl::memory::data_type data_type(torch::ScalarType dtype);
 

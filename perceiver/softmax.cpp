@@ -1,7 +1,6 @@
 #include "perceiver/softmax.h"
 
 #include <ATen/record_function.h>
-#include <torch/csrc/jit/frontend/tracer.h>
 
 #include "perceiver/onednn.h"
 
@@ -14,17 +13,16 @@ using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
 bool onednn_eligible(const torch::Tensor& x) {
-  return onednn::requested() && !torch::jit::tracer::isTracing() && x.device().is_cpu() &&
-         x.scalar_type() == torch::kFloat32 && x.layout() == torch::kStrided && x.dim() >= 1 &&
-         x.dim() <= DNNL_MAX_NDIMS && x.numel() > 0 &&
-         x.is_contiguous() && !x.is_neg() && !x.is_conj();
+  return onednn::active() && onednn::readable(x) && x.scalar_type() == torch::kFloat32 && x.is_contiguous() &&
+         x.dim() >= 1 && x.dim() <= DNNL_MAX_NDIMS;
 }
 
-// softmax(x) over the last dim into out, a dense tensor of x's shape.
-void onednn_softmax(const torch::Tensor& x, const torch::Tensor& out) {
+// softmax(x) over the last dim, as a new dense tensor.
+torch::Tensor onednn_softmax(const torch::Tensor& x) {
   RECORD_FUNCTION("perceiver::onednn_softmax", c10::ArrayRef<c10::IValue>{});  // named in profiles
   const auto& engine = onednn::cpu_engine();
   const auto md = onednn::describe(x);
+  auto out = torch::empty_like(x);
   const dnnl::softmax_forward::primitive_desc pd(
       dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, md, static_cast<int>(x.dim() - 1)),
       engine);
@@ -32,12 +30,12 @@ void onednn_softmax(const torch::Tensor& x, const torch::Tensor& out) {
   dnnl::softmax_forward(pd).execute(stream, {{DNNL_ARG_SRC, dnnl::memory(md, engine, x.data_ptr())},
                                              {DNNL_ARG_DST, dnnl::memory(onednn::describe(out), engine, out.data_ptr())}});
   stream.wait();
+  return out;
 }
 
 struct SoftmaxFunction : torch::autograd::Function<SoftmaxFunction> {
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x) {
-    auto y = torch::empty_like(x);
-    onednn_softmax(x, y);
+    auto y = onednn_softmax(x);
     ctx->save_for_backward({y});
     return y;
   }
@@ -55,9 +53,7 @@ torch::Tensor softmax(const torch::Tensor& x) {
 #if PERCEIVER_WITH_ONEDNN
   if (onednn_eligible(x)) {
     if (torch::GradMode::is_enabled() && x.requires_grad()) return SoftmaxFunction::apply(x);
-    auto y = torch::empty_like(x);
-    onednn_softmax(x, y);
-    return y;
+    return onednn_softmax(x);
   }
 #endif
   return torch::softmax(x, -1);
