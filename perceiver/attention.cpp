@@ -7,6 +7,7 @@
 
 #include <torch/csrc/jit/frontend/tracer.h>
 
+#include "perceiver/dynamic_size.h"
 #include "perceiver/matmul.h"
 #include "perceiver/softmax.h"
 #include "perceiver/torch_compat.h"
@@ -102,6 +103,13 @@ struct SharedTerms {
   torch::Tensor e_mean;     // (1, M, 1)
   torch::Tensor e_scatter;  // (1, M, 1): sum of squared deviations from e_mean
   std::vector<FoldedProjection> projections;
+
+  // The terms of rows [start, start + length) of e (views).
+  SharedTerms rows(int64_t start, int64_t length) const {
+    SharedTerms t{e_mean.narrow(1, start, length), e_scatter.narrow(1, start, length), projections};
+    for (auto& p : t.projections) p.e_projected = p.e_projected.narrow(1, start, length);
+    return t;
+  }
 };
 
 FoldedProjection fold(const torch::nn::Linear& layer, const torch::nn::LayerNorm& norm,
@@ -129,10 +137,11 @@ SharedTerms shared_terms(const torch::Tensor& e, const std::vector<torch::nn::Li
 // example in training takes HF's path exactly.
 bool factorable(const WithSharedChannels& a, const char* what) {
   if (!a.shared.defined() || (a.all.size(0) == 1 && torch::GradMode::is_enabled())) return false;
-  TORCH_CHECK(a.shared.dim() == 3 && a.shared.size(0) == 1 && a.shared.size(1) == a.all.size(1) &&
+  TORCH_CHECK(a.shared.dim() == 3 && a.shared.size(0) == 1 && a.shared_offset >= 0 &&
+                  a.shared_offset + a.all.size(1) <= a.shared.size(1) &&
                   a.shared.size(2) < a.all.size(2),
-              "shared channels of the attention ", what, " ", a.shared.sizes(), " do not fit the ", what, " ",
-              a.all.sizes());
+              "shared channels of the attention ", what, " ", a.shared.sizes(), " from row ", a.shared_offset,
+              " do not fit the ", what, " ", a.all.sizes());
   return true;
 }
 
@@ -155,6 +164,8 @@ std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(cons
   const int64_t c = a.all.size(-1), cs = a.shared.size(-1), cx = c - cs;
   const auto x = a.all.narrow(-1, 0, cx).to(dtype);
   const auto e = a.shared.to(dtype);
+  const int64_t rows = a.all.size(1), offset = a.shared_offset;
+  const bool slice = offset != 0 || rows != e.size(1);
 
   SharedTerms t;
   const bool reusable = !torch::GradMode::is_enabled() && !torch::jit::tracer::isTracing();
@@ -187,8 +198,10 @@ std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(cons
     cache.weights = std::move(weights);
     cache.autocast = autocast;
     t = cache.terms;
+    // The whole sequence's terms are kept; a slice of it takes their rows.
+    if (slice) t = t.rows(offset, rows);
   } else {
-    t = shared_terms(e, layers, norm);
+    t = shared_terms(slice ? e.narrow(1, offset, rows) : e, layers, norm);
   }
 
   const double n = static_cast<double>(c);
@@ -216,12 +229,36 @@ std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(cons
 AttentionResult PerceiverSelfAttentionImpl::forward(const WithSharedChannels& hidden_states,
                                                     const WithSharedChannels& inputs,
                                                     const torch::Tensor& attention_mask, bool output_attentions) {
+  auto attended = attend(hidden_states, inputs, attention_mask);
+  auto context = ops::matmul(attended.probs, attended.values).transpose(1, 2).flatten(-2);
+  return {context, output_attentions ? attended.probs : torch::Tensor()};
+}
+
+void PerceiverSelfAttentionImpl::check_inputs(const WithSharedChannels& inputs) const {
   const bool cross = inputs.all.defined();
   TORCH_CHECK(cross == options_.is_cross_attention,
               cross ? "self-attention layer called with cross-attention inputs" : "cross-attention layer needs inputs");
   if (cross)
     TORCH_CHECK(inputs.all.size(-1) == options_.kv_dim, "attention inputs have ", inputs.all.size(-1),
                 " channels, expected ", options_.kv_dim);
+}
+
+AttentionKeys PerceiverSelfAttentionImpl::keys(const WithSharedChannels& inputs) {
+  check_inputs(inputs);
+  TORCH_CHECK(inputs.all.defined(), "only a cross-attention's keys can be made apart from its queries");
+  const int64_t heads = options_.num_heads;
+  if (factorable(inputs, "inputs")) {
+    const auto kv = factored_projections(inputs, layernorm2, {key, value}, *key_value_terms_cache_);
+    return {split_heads(kv[0], heads), split_heads(kv[1], heads), {}};
+  }
+  const auto normed = norm(layernorm2, inputs.all);
+  return {split_heads(ops::linear(normed, key), heads), split_heads(ops::linear(normed, value), heads), {}};
+}
+
+Attended PerceiverSelfAttentionImpl::attend(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
+                                            const torch::Tensor& attention_mask, const AttentionKeys* keys) {
+  check_inputs(inputs);
+  const bool cross = inputs.all.defined();
 
   // Each intermediate is dropped as soon as it is used: without gradients nothing else holds it, so
   // a forward's peak memory is a few (B, M, N) tensors, not all of them.
@@ -237,14 +274,13 @@ AttentionResult PerceiverSelfAttentionImpl::forward(const WithSharedChannels& hi
       q = ops::linear(normed, query);
     }
     q = split_heads(q, heads);
-    if (cross && factorable(inputs, "inputs")) {
-      const auto kv = factored_projections(inputs, layernorm2, {key, value}, *key_value_terms_cache_);
-      k = split_heads(kv[0], heads);
-      v = split_heads(kv[1], heads);
+    if (cross) {
+      auto made = keys ? *keys : this->keys(inputs);
+      k = std::move(made.keys);
+      v = std::move(made.values);
     } else {
-      const auto kv = cross ? norm(layernorm2, inputs.all) : normed;
-      k = split_heads(ops::linear(kv, key), heads);
-      v = split_heads(ops::linear(kv, value), heads);
+      k = split_heads(ops::linear(normed, key), heads);
+      v = split_heads(ops::linear(normed, value), heads);
     }
   }
 
@@ -260,9 +296,14 @@ AttentionResult PerceiverSelfAttentionImpl::forward(const WithSharedChannels& hi
     scores = fits ? scores.add_(attention_mask) : scores + attention_mask;
   }
   auto probs = dropout(ops::softmax(scores));
-  scores.reset();
-  auto context = ops::matmul(probs, v).transpose(1, 2).flatten(-2);
-  return {context, output_attentions ? probs : torch::Tensor()};
+  return {std::move(probs), std::move(v), keys ? keys->projected_values : torch::Tensor()};
+}
+
+bool output_projection_folds(int64_t queries, int64_t keys, int64_t v_channels, int64_t out_channels, int64_t heads) {
+  const double n = static_cast<double>(queries), l = static_cast<double>(keys), v = static_cast<double>(v_channels),
+               o = static_cast<double>(out_channels), h = static_cast<double>(heads);
+  const double unfolded = n * l * v + n * v * o, folded = l * v * o + h * n * l * o;
+  return folded < 0.75 * unfolded;  // a clear margin: the two products run at different efficiencies
 }
 
 PerceiverSelfOutputImpl::PerceiverSelfOutputImpl(int64_t input_channels, int64_t output_channels) {
@@ -273,6 +314,51 @@ torch::Tensor PerceiverSelfOutputImpl::forward(const torch::Tensor& x, const tor
   ops::LinearEpilogue epilogue;
   epilogue.residual = residual;
   return ops::linear(x, dense, epilogue);
+}
+
+torch::Tensor PerceiverSelfOutputImpl::forward(Attended attended, const torch::Tensor& residual,
+                                               std::optional<bool> fold) {
+  const auto& weight = dense->weight;
+  const int64_t heads = attended.probs.size(1), queries = attended.probs.size(2), keys = attended.probs.size(3),
+                head_channels = attended.values.size(-1);
+  TORCH_CHECK(attended.values.dim() == 4 && heads * head_channels == weight.size(1),
+              "attention output: values ", attended.values.sizes(), " do not fit the output projection ",
+              weight.sizes());
+  if (!fold.value_or(folds(queries, keys, heads))) {
+    auto context = ops::matmul(attended.probs, attended.values).transpose(1, 2).flatten(-2);
+    attended = {};
+    return forward(context, residual);
+  }
+  const auto projected =
+      attended.projected_values.defined() ? std::move(attended.projected_values) : project_values(attended.values);
+  attended.values.reset();
+  // Every head's weights side by side against every head's projected values stacked: the sum over
+  // heads is the product's own sum (a view for one head).
+  const auto probs = attended.probs.transpose(1, 2).flatten(2);  // (B, N, H * L)
+  attended.probs.reset();
+  ops::LinearEpilogue epilogue;
+  epilogue.residual = residual;
+  return ops::matmul_add(probs, projected, dense->bias, epilogue);
+}
+
+torch::Tensor PerceiverSelfOutputImpl::project_values(const torch::Tensor& values) {
+  const auto& weight = dense->weight;
+  const int64_t heads = values.size(1), head_channels = values.size(3);
+  TORCH_CHECK(heads * head_channels == weight.size(1), "attention output: values ", values.sizes(),
+              " do not fit the output projection ", weight.sizes());
+  // Head h's values times the columns of W that its context channels meet: (B, H, L, O).
+  torch::Tensor projected;
+  if (heads == 1) {
+    projected = ops::linear(values, weight);
+  } else {
+    const auto weight_by_head = weight.unflatten(1, {heads, head_channels}).permute({1, 2, 0});  // (H, V/H, O)
+    projected = ops::matmul(values, dynamic::expand(weight_by_head.unsqueeze(0), {DynamicSize::of(values, 0), -1, -1, -1}));
+  }
+  return projected.flatten(1, 2);  // sizes the tracer keeps free (an export's batch)
+}
+
+bool PerceiverSelfOutputImpl::folds(int64_t queries, int64_t keys, int64_t heads) const {
+  return output_projection_folds(queries, keys, dense->weight.size(1), dense->weight.size(0), heads);
 }
 
 PerceiverAttentionImpl::PerceiverAttentionImpl(const PerceiverConfig& config, const PerceiverLayerOptions& o)
@@ -299,10 +385,20 @@ PerceiverAttentionImpl::PerceiverAttentionImpl(const PerceiverConfig& config, co
   output = register_module("output", PerceiverSelfOutput(v, o.is_cross_attention ? o.q_dim : v));
 }
 
+AttentionKeys PerceiverAttentionImpl::keys(const WithSharedChannels& inputs, int64_t queries) {
+  auto keys = self->keys(inputs);
+  if (output->folds(queries, keys.values.size(2), keys.values.size(1)))
+    keys.projected_values = output->project_values(keys.values);
+  return keys;
+}
+
 AttentionResult PerceiverAttentionImpl::forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
-                                                const torch::Tensor& attention_mask, bool output_attentions) {
-  auto result = self->forward(hidden_states, inputs, attention_mask, output_attentions);
-  result.output = output->forward(result.output, use_query_residual_ ? hidden_states.all : torch::Tensor());
+                                                const torch::Tensor& attention_mask, bool output_attentions,
+                                                const AttentionKeys* keys) {
+  auto attended = self->attend(hidden_states, inputs, attention_mask, keys);
+  AttentionResult result;
+  if (output_attentions) result.attention_probs = attended.probs;
+  result.output = output->forward(std::move(attended), use_query_residual_ ? hidden_states.all : torch::Tensor());
   return result;
 }
 
@@ -334,8 +430,9 @@ PerceiverLayerImpl::PerceiverLayerImpl(const PerceiverConfig& config, const Perc
 }
 
 AttentionResult PerceiverLayerImpl::forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
-                                            const torch::Tensor& attention_mask, bool output_attentions) {
-  auto result = attention->forward(hidden_states, inputs, attention_mask, output_attentions);
+                                            const torch::Tensor& attention_mask, bool output_attentions,
+                                            const AttentionKeys* keys) {
+  auto result = attention->forward(hidden_states, inputs, attention_mask, output_attentions, keys);
   auto normed = norm(layernorm, result.output);
   // Both moved in: without gradients, and unless someone else holds the attention output (collected
   // hidden states), the MLP frees the first and writes its result over the second.

@@ -30,6 +30,30 @@ struct AttentionResult {
   torch::Tensor attention_probs;  // undefined unless requested
 };
 
+// A cross-attention's keys and values, made once for several slices of queries (a decoder that
+// takes its queries a slice at a time).
+struct AttentionKeys {
+  torch::Tensor keys;    // (B, H, L, QK / H)
+  torch::Tensor values;  // (B, H, L, V / H)
+  // The values times the output projection (B, H * L, O), where the output projection folds for the
+  // slices' number of queries (see output_projection_folds).
+  torch::Tensor projected_values;
+};
+
+// What attention computes before the values are mixed: per head, the weights of every key for every
+// query and the values they weigh.
+struct Attended {
+  torch::Tensor probs;             // (B, H, N, L), after dropout
+  torch::Tensor values;            // (B, H, L, V / H)
+  torch::Tensor projected_values;  // as in AttentionKeys, where already made
+};
+
+// Whether the output projection W (O x V) of an attention's context takes fewer FLOPs applied to
+// the values first: sum over heads of probs_h (values_h W_h^T), L V O + H N L O, instead of
+// (probs values) W^T, N L V + N V O (with N queries and L keys). It does by a wide margin where many
+// queries attend with one head to few keys (the optical-flow decoder: 42 % fewer).
+bool output_projection_folds(int64_t queries, int64_t keys, int64_t v_channels, int64_t out_channels, int64_t heads);
+
 struct PerceiverSelfAttentionOptions {
   bool is_cross_attention = false;
   int64_t qk_channels = 0;  // already resolved (PerceiverAttention applies HF's defaults)
@@ -48,10 +72,17 @@ class PerceiverSelfAttentionImpl : public torch::nn::Module {
   // inputs are normalised and projected once per batch (see WithSharedChannels).
   AttentionResult forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
                           const torch::Tensor& attention_mask, bool output_attentions);
+  // forward's work up to the weighted sum of the values; a cross-attention takes the keys and values
+  // of `inputs` from `keys` where given (made by keys()).
+  Attended attend(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
+                  const torch::Tensor& attention_mask, const AttentionKeys* keys = nullptr);
+  // A cross-attention's keys and values of `inputs`.
+  AttentionKeys keys(const WithSharedChannels& inputs);
   int64_t v_channels() const { return options_.v_channels; }
 
  private:
   struct SharedTermsCache;
+  void check_inputs(const WithSharedChannels& inputs) const;
   // norm(a.all) projected by each of layers, the terms of a's shared channels made once per batch, and
   // without gradients kept in `cache` while the weights and the shared channels stay the same.
   std::vector<torch::Tensor> factored_projections(const WithSharedChannels& a, const torch::nn::LayerNorm& norm,
@@ -72,6 +103,13 @@ class PerceiverSelfOutputImpl : public torch::nn::Module {
   PerceiverSelfOutputImpl(int64_t input_channels, int64_t output_channels);
   // dense(x) + residual where defined (the query residual, added as the product is written).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual = {});
+  // dense(context) + residual, the context being the attended values with the heads side by side;
+  // computed as probs (values dense) where output_projection_folds (or `fold` says so). The same up
+  // to float rounding. By value: without gradients each part is freed once used.
+  torch::Tensor forward(Attended attended, const torch::Tensor& residual = {}, std::optional<bool> fold = std::nullopt);
+  // The values (B, H, L, V / H) times the projection: (B, H * L, O), the first product of the fold.
+  torch::Tensor project_values(const torch::Tensor& values);
+  bool folds(int64_t queries, int64_t keys, int64_t heads) const;
 
  private:
   torch::nn::Linear dense{nullptr};
@@ -93,8 +131,12 @@ struct PerceiverLayerOptions {
 class PerceiverAttentionImpl : public torch::nn::Module {
  public:
   PerceiverAttentionImpl(const PerceiverConfig& config, const PerceiverLayerOptions& options);
+  // keys: made by keys() from these inputs, or none.
   AttentionResult forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
-                          const torch::Tensor& attention_mask, bool output_attentions);
+                          const torch::Tensor& attention_mask, bool output_attentions,
+                          const AttentionKeys* keys = nullptr);
+  // A cross-attention's keys and values of `inputs`, for slices of `queries` queries at a time.
+  AttentionKeys keys(const WithSharedChannels& inputs, int64_t queries);
 
  private:
   PerceiverSelfAttention self{nullptr};
@@ -122,7 +164,10 @@ class PerceiverLayerImpl : public torch::nn::Module {
  public:
   PerceiverLayerImpl(const PerceiverConfig& config, const PerceiverLayerOptions& options);
   AttentionResult forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs = {},
-                          const torch::Tensor& attention_mask = {}, bool output_attentions = false);
+                          const torch::Tensor& attention_mask = {}, bool output_attentions = false,
+                          const AttentionKeys* keys = nullptr);
+  // As PerceiverAttention::keys.
+  AttentionKeys keys(const WithSharedChannels& inputs, int64_t queries) { return attention->keys(inputs, queries); }
 
  private:
   PerceiverAttention attention{nullptr};

@@ -3,7 +3,10 @@
 #include "perceiver/dynamic_size.h"
 #include "perceiver/matmul.h"
 
+#include <algorithm>
 #include <numeric>
+
+#include <torch/csrc/jit/frontend/tracer.h>
 
 namespace perceiver {
 
@@ -94,11 +97,43 @@ PerceiverDecoderOutput PerceiverBasicDecoderImpl::forward(const WithSharedChanne
                                                           const torch::Tensor& /*query_mask: HF ignores it*/,
                                                           bool output_attentions) {
   TORCH_CHECK(decoding_cross_attention, "this decoder only builds position encodings (position_encoding_only)");
-  auto layer = decoding_cross_attention->forward(query, z, {}, output_attentions);
+  const auto decode = [&](const WithSharedChannels& q, const AttentionKeys* keys = nullptr) {
+    auto layer = decoding_cross_attention->forward(q, z, {}, output_attentions, keys);
+    auto logits = final_layer ? ops::linear(layer.output, final_layer) : std::move(layer.output);
+    return std::make_pair(std::move(logits), std::move(layer.attention_probs));
+  };
   PerceiverDecoderOutput out;
-  out.logits = final_layer ? ops::linear(layer.output, final_layer) : layer.output;
-  if (output_attentions) out.cross_attentions.push_back(layer.attention_probs);
+  const int64_t queries = query.all.size(1);
+  const int64_t per_pass = queries_per_pass(z.size(1));
+  if (output_attentions || torch::GradMode::is_enabled() || torch::jit::tracer::isTracing() || queries <= per_pass) {
+    auto [logits, probs] = decode(query);
+    out.logits = std::move(logits);
+    if (output_attentions) out.cross_attentions.push_back(std::move(probs));
+    return out;
+  }
+  // Without gradients, slices of the queries one after another: the queries never meet, so each
+  // slice decodes to what it would as part of the whole, and the decoder's intermediates (several
+  // (B, N, C) tensors at once) stay a slice's size.
+  const auto keys = decoding_cross_attention->keys(z, per_pass);  // made once for every slice
+  torch::Tensor logits;
+  for (int64_t start = 0; start < queries; start += per_pass) {
+    const int64_t length = std::min(per_pass, queries - start);
+    auto part = decode(query.rows(start, length), &keys).first;
+    if (!logits.defined()) logits = torch::empty({part.size(0), queries, part.size(2)}, part.options());
+    logits.narrow(1, start, length).copy_(part);
+  }
+  out.logits = std::move(logits);
   return out;
+}
+
+int64_t PerceiverBasicDecoderImpl::queries_per_pass(int64_t latents) const {
+  if (options_.queries_per_pass > 0) return options_.queries_per_pass;
+  // The widest row of the layer's intermediates: the query channels through the MLP, or every
+  // head's scores against the latents. About 4 MB per intermediate, and no fewer than 1,024 rows:
+  // smaller slices made every op slower on two cores (flow-infer: 512 rows, 1.2x the time).
+  const int64_t widest = std::max({options_.num_channels * options_.widening_factor, options_.num_heads * latents,
+                                   options_.qk_channels.value_or(0), options_.v_channels.value_or(0), int64_t{1}});
+  return std::max<int64_t>(1024, (int64_t{1} << 20) / widest / 64 * 64);
 }
 
 PerceiverClassificationDecoderImpl::PerceiverClassificationDecoderImpl(const PerceiverConfig& config,

@@ -291,7 +291,26 @@ struct MatmulFunction : torch::autograd::Function<MatmulFunction> {
   }
 };
 
+// The fused form of a LinearEpilogue without gradients, for a result of `out_dtype`. A residual that
+// only the epilogue holds (its owner moved it in) takes the result in its own memory: one buffer of
+// the result's size less at the peak of an inference.
+Epilogue fused(const LinearEpilogue& epilogue, torch::ScalarType out_dtype) {
+  const auto& residual = epilogue.residual;
+  Epilogue f;
+  f.into_residual = residual.defined() && residual.use_count() == 1 && residual.storage().use_count() == 1 &&
+                    residual.is_contiguous() && residual.scalar_type() == out_dtype;
+  f.activation = epilogue.activation;
+  f.residual = residual;
+  return f;
+}
+
 #endif  // PERCEIVER_WITH_ONEDNN
+
+// y then the epilogue, in ATen's ops (with gradients where the product cannot fuse them).
+torch::Tensor apply_epilogue(const torch::Tensor& y, const LinearEpilogue& epilogue) {
+  const auto activated = activate(y, epilogue.activation);
+  return epilogue.residual.defined() ? activated + epilogue.residual : activated;
+}
 
 }  // namespace
 
@@ -303,26 +322,17 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
   if (compute && x.dim() >= 1 && weight.dim() == 2 && (!bias.defined() || bias.dim() == 1) &&
       (!residual.defined() || residual.sizes() == c10::IntArrayRef(linear_sizes(x, weight)))) {
     if (!needs_grad({&x, &weight, &bias, &residual})) {
-      Epilogue fused;
       const auto out_dtype = result_type(*compute, residual);
-      // A residual that only the epilogue holds (its owner moved it in) takes the result in its own
-      // memory: one buffer of the result's size less at the peak of an inference.
-      fused.into_residual = residual.defined() && residual.use_count() == 1 && residual.storage().use_count() == 1 &&
-                            residual.is_contiguous() && residual.scalar_type() == out_dtype;
-      fused.activation = epilogue.activation;
-      fused.residual = residual;
-      return multiply(as_rows(x.to(*compute)), weight.to(*compute).t(), bias, linear_sizes(x, weight), fused,
-                      out_dtype);
+      return multiply(as_rows(x.to(*compute)), weight.to(*compute).t(), bias, linear_sizes(x, weight),
+                      fused(epilogue, out_dtype), out_dtype);
     }
     if (epilogue.activation == Activation::none)
       return LinearFunction::apply(x, weight, optional(bias), optional(residual), *compute);
     // The activation's backward needs its input: the product is kept, the activation is ATen's.
-    const auto y = activate(LinearFunction::apply(x, weight, optional(bias), c10::nullopt, *compute), epilogue.activation);
-    return residual.defined() ? y + residual : y;
+    return apply_epilogue(LinearFunction::apply(x, weight, optional(bias), c10::nullopt, *compute), epilogue);
   }
 #endif
-  const auto y = activate(torch::nn::functional::linear(x, weight, bias), epilogue.activation);
-  return residual.defined() ? y + residual : y;
+  return apply_epilogue(torch::nn::functional::linear(x, weight, bias), epilogue);
 }
 
 torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, double scale) {
@@ -338,6 +348,30 @@ torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, double scal
 #endif
   const auto product = torch::matmul(a, b);
   return scale == 1.0 ? product : product * scale;
+}
+
+torch::Tensor matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
+                         const LinearEpilogue& epilogue) {
+  TORCH_CHECK(a.dim() >= 2 && b.dim() >= 2 && a.size(-1) == b.size(-2), "matmul_add: cannot multiply ", a.sizes(),
+              " by ", b.sizes());
+  TORCH_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == b.size(-1)), "matmul_add: bias ", bias.sizes(),
+              " does not fit a product with ", b.size(-1), " columns");
+#if PERCEIVER_WITH_ONEDNN
+  const auto& residual = epilogue.residual;
+  const auto compute = onednn_compute_type({&a, &b, &bias, &residual});
+  auto sizes = a.sizes().vec();
+  sizes.back() = b.size(-1);
+  if (compute && a.dim() == b.dim() && a.sizes().slice(0, a.dim() - 2) == b.sizes().slice(0, b.dim() - 2) &&
+      (!residual.defined() || residual.sizes() == c10::IntArrayRef(sizes)) &&
+      !needs_grad({&a, &b, &bias, &residual})) {
+    const auto out_dtype = result_type(*compute, residual);
+    return multiply(a.to(*compute), b.to(*compute), bias, {}, fused(epilogue, out_dtype), out_dtype);
+  }
+#endif
+  auto y = ops::matmul(a, b, 1.0);
+  // The bias in the product's dtype, as a linear under autocast adds it.
+  if (bias.defined()) y = y + bias.to(y.scalar_type());
+  return apply_epilogue(y, epilogue);
 }
 
 std::string matmul_backend(torch::ScalarType dtype) {

@@ -43,6 +43,12 @@ inline torch::Tensor linear(const torch::Tensor& x, const torch::nn::Linear& lay
 // dims that differ are broadcast by ATen.
 torch::Tensor matmul(const torch::Tensor& a, const torch::Tensor& b, double scale = 1.0);
 
+// a (..., M, K) times b (..., K, N), plus bias (N) where defined, then the epilogue: a linear whose
+// weight is a per-example tensor. Without gradients the bias and the epilogue are fused into the
+// product, as in linear.
+torch::Tensor matmul_add(const torch::Tensor& a, const torch::Tensor& b, const torch::Tensor& bias,
+                         const LinearEpilogue& epilogue = {});
+
 // Which library multiplies CPU matrices of `dtype` (float32, or bfloat16 under autocast): "oneDNN
 // x.y.z", or "ATen (why)" where the build has no oneDNN, PERCEIVER_MATMUL=aten is set in the
 // environment (read once, at the first product) or, for bf16, oneDNN has no kernels for the CPU.

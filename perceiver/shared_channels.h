@@ -18,6 +18,16 @@ struct WithSharedChannels {
       : all(std::move(all_)), shared(std::move(shared_)) {}
   torch::Tensor all;
   torch::Tensor shared;
+  // all's rows are shared's from this one on: a slice of a longer sequence keeps the whole sequence's
+  // shared channels, so that their terms, kept between calls, serve every slice.
+  int64_t shared_offset = 0;
+
+  // Rows [start, start + length) of the sequence (views).
+  WithSharedChannels rows(int64_t start, int64_t length) const {
+    WithSharedChannels slice(all.narrow(1, start, length), shared);
+    slice.shared_offset = shared_offset + start;
+    return slice;
+  }
 };
 
 }  // namespace perceiver

@@ -152,6 +152,38 @@ TEST(MatmulOps, LinearEpiloguesMatchAtenOneOpAfterAnother) {
   }
 }
 
+// matmul_add is a linear whose weight is a per-example tensor: a b + bias, then the epilogue, fused
+// without gradients; batch dims that differ are broadcast by ATen.
+TEST(MatmulOps, MatmulAddMatchesAtenOneOpAfterAnother) {
+  torch::manual_seed(10);
+  const auto a = torch::randn({3, 5, 16}), bias = torch::randn({6});
+  for (const auto& b : {torch::randn({3, 16, 6}), torch::randn({3, 6, 16}).transpose(1, 2), torch::randn({1, 16, 6})}) {
+    for (const auto activation : {ops::Activation::none, ops::Activation::gelu}) {
+      for (const bool with_residual : {false, true}) {
+        SCOPED_TRACE(::testing::PrintToString(b.sizes()) + " activation " + std::to_string(static_cast<int>(activation)) +
+                     (with_residual ? " with residual" : ""));
+        auto with_ops = [&](const std::vector<torch::Tensor>& t) {
+          ops::LinearEpilogue epilogue;
+          epilogue.activation = activation;
+          if (with_residual) epilogue.residual = t[3];
+          return ops::matmul_add(t[0], t[1], t[2], epilogue);
+        };
+        auto with_aten = [&](const std::vector<torch::Tensor>& t) {
+          const auto y = ops::activate(torch::matmul(t[0], t[1]) + t[2], activation);
+          return with_residual ? y + t[3] : y;
+        };
+        std::vector<torch::Tensor> inputs{a, b, bias};
+        if (with_residual) inputs.push_back(torch::randn({3, 5, 6}));
+        expect_same_values_and_gradients(inputs, with_ops, with_aten);
+        const torch::NoGradGuard no_grad;
+        EXPECT_EQ(tensor_mismatch(with_ops(inputs), with_aten(inputs), 1e-5, 1e-5), "");
+      }
+    }
+  }
+  EXPECT_THROW(ops::matmul_add(a, torch::randn({3, 15, 6}), bias), c10::Error);
+  EXPECT_THROW(ops::matmul_add(a, torch::randn({3, 16, 6}), torch::randn({5})), c10::Error);
+}
+
 // Under CPU bf16 autocast the products multiply bf16 operands with float32 accumulation; results come
 // in the dtypes ATen's autocast gives (bf16; float32 once a float32 residual is added) and gradients
 // in each input's own dtype. Compared with ATen's autocast ops one after another, within bf16's
