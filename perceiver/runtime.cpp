@@ -28,6 +28,11 @@ bool set_default_env(const char* name, const std::string& value) {
   return true;
 }
 
+std::string env_or_unset(const char* name) {
+  const char* value = std::getenv(name);
+  return value ? value : "(unset)";
+}
+
 }  // namespace
 
 std::string preferred_openblas_coretype() {
@@ -39,8 +44,12 @@ std::string preferred_openblas_coretype() {
 void ensure_blas_environment(int argc, char** argv) {
   if (std::getenv("PERCEIVER_NO_REEXEC") != nullptr) return;
   bool changed = set_default_env("OPENBLAS_CORETYPE", preferred_openblas_coretype());
-  // A spinning OpenMP pool fights torch's own threads on small machines.
-  changed |= set_default_env("OMP_WAIT_POLICY", "passive");
+  // How long an idle OpenMP thread spins before it sleeps. libgomp's default (300,000 spins) makes
+  // a process whose threads share the cores with another's 20x slower (flow-infer, two at once on
+  // two cores); OMP_WAIT_POLICY=passive (no spinning) costs a sleep and a wake-up between every two
+  // parallel ops: flow-infer 1.2x the time of a short spin when alone. 1,000 spins keep the
+  // short-spin time alone and cost 1.1x when shared. The user's OMP_WAIT_POLICY is left alone too.
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) changed |= set_default_env("GOMP_SPINCOUNT", "1000");
   if (!changed) return;
   ::setenv("PERCEIVER_NO_REEXEC", "1", 1);  // guard against a loop whatever happens below
   std::vector<char*> args(argv, argv + argc);
@@ -113,7 +122,8 @@ std::string environment_report() {
       << "inter-op threads " << at::get_num_interop_threads() << "\n"
       << "hardware threads " << std::thread::hardware_concurrency() << "\n"
       << "onednn (mkldnn) " << (at::hasMKLDNN() ? "yes" : "no") << "\n"
-      << "openmp " << (at::hasOpenMP() ? "yes" : "no") << "\n"
+      << "openmp " << (at::hasOpenMP() ? "yes" : "no") << " (OMP_WAIT_POLICY " << env_or_unset("OMP_WAIT_POLICY")
+      << ", GOMP_SPINCOUNT " << env_or_unset("GOMP_SPINCOUNT") << ")\n"
       << "cuda " << (torch::cuda::is_available() ? "available, " + std::to_string(torch::cuda::device_count()) + " device(s)" : "not available") << "\n";
   const auto accel = device::accelerator_report();
   out << "libtorch cuda build " << (accel.built_with_cuda ? "yes" : "no") << "\n";

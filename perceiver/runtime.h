@@ -7,10 +7,11 @@
 
 namespace perceiver::runtime {
 
-// OpenBLAS reads OPENBLAS_CORETYPE when it is loaded, i.e. before main() runs. If the variables
-// that select the fast kernels are missing, set them and re-execute the program once so that
-// the freshly loaded library sees them. Safe on CPUs without AVX-512 (Haswell kernels on AVX2,
-// nothing on older CPUs). Does nothing when PERCEIVER_NO_REEXEC is set.
+// OpenBLAS reads OPENBLAS_CORETYPE when it is loaded, i.e. before main() runs, and libgomp reads
+// GOMP_SPINCOUNT when it starts. If the variables that select the fast kernels and a short spin of
+// idle OpenMP threads (1,000 spins, unless OMP_WAIT_POLICY is set) are missing, set them and
+// re-execute the program once so that the freshly loaded libraries see them. Safe on CPUs without
+// AVX-512 (Haswell kernels on AVX2, nothing on older CPUs). Does nothing when PERCEIVER_NO_REEXEC is set.
 void ensure_blas_environment(int argc, char** argv);
 
 // glibc serves blocks above 32 MB (activations of a batch) with mmap and returns them on free, so

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "perceiver/runtime.h"
+#include "tests/test_support.h"
 
 namespace {
 
@@ -46,6 +47,21 @@ TEST(Runtime, KeepFreedMemoryRespectsTheUsersMallocSettings) {
   // Blocks beyond any arena's size still work once they come from the heap.
   const auto big = torch::ones({64, 1024, 1024});  // 256 MB
   EXPECT_EQ(big.sum().item<double>(), 64.0 * 1024 * 1024);
+}
+
+// The CLI starts its OpenMP threads with a short spin (GOMP_SPINCOUNT=1000) unless the user chose a
+// wait policy or a spin count, which it keeps as they are.
+TEST(Runtime, OpenMpSpinsBrieflyUnlessTheUserChose) {
+  const std::string clean = "env -u PERCEIVER_NO_REEXEC -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT ";
+  const auto report = [&](const std::string& settings) {
+    const auto r = perceiver::testing::run_command(clean + settings + " '" + PERCEIVER_CLI_PATH + "' env");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  };
+  EXPECT_NE(report("").find("OMP_WAIT_POLICY (unset), GOMP_SPINCOUNT 1000)"), std::string::npos) << report("");
+  EXPECT_NE(report("OMP_WAIT_POLICY=passive").find("OMP_WAIT_POLICY passive, GOMP_SPINCOUNT (unset))"),
+            std::string::npos);
+  EXPECT_NE(report("GOMP_SPINCOUNT=5").find("OMP_WAIT_POLICY (unset), GOMP_SPINCOUNT 5)"), std::string::npos);
 }
 
 }  // namespace
