@@ -37,6 +37,15 @@ torch::Tensor split_heads(const torch::Tensor& x, int64_t heads) {
   return x.unflatten(-1, {heads, x.size(-1) / heads}).transpose(1, 2);
 }
 
+// scores + the additive mask where there is one: in place where that changes nothing (no backward
+// needs the scores); a mask of another dtype promotes the scores, as HF's add does under autocast.
+torch::Tensor with_mask(torch::Tensor scores, const torch::Tensor& mask) {
+  if (!mask.defined()) return scores;
+  const bool fits =
+      mask.scalar_type() == scores.scalar_type() && at::infer_size(scores.sizes(), mask.sizes()) == scores.sizes();
+  return fits ? scores.add_(mask) : scores + mask;
+}
+
 }  // namespace
 
 torch::Tensor apply_activation(const std::string& name, const torch::Tensor& x) {
@@ -137,9 +146,9 @@ SharedTerms shared_terms(const torch::Tensor& e, const std::vector<torch::nn::Li
 // example in training takes HF's path exactly.
 bool factorable(const WithSharedChannels& a, const char* what) {
   if (!a.shared.defined() || (a.all.size(0) == 1 && torch::GradMode::is_enabled())) return false;
-  TORCH_CHECK(a.shared.dim() == 3 && a.shared.size(0) == 1 && a.shared_offset >= 0 &&
-                  a.shared_offset + a.all.size(1) <= a.shared.size(1) &&
-                  a.shared.size(2) < a.all.size(2),
+  const bool rows_fit = a.sliced ? a.shared_offset >= 0 && a.shared_offset + a.all.size(1) <= a.shared.size(1)
+                                 : a.shared_offset == 0 && a.shared.size(1) == a.all.size(1);
+  TORCH_CHECK(a.shared.dim() == 3 && a.shared.size(0) == 1 && rows_fit && a.shared.size(2) < a.all.size(2),
               "shared channels of the attention ", what, " ", a.shared.sizes(), " from row ", a.shared_offset,
               " do not fit the ", what, " ", a.all.sizes());
   return true;
@@ -156,10 +165,17 @@ struct PerceiverSelfAttentionImpl::SharedTermsCache {
   SharedTerms terms;
 };
 
-std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(const WithSharedChannels& a,
-                                                                            const torch::nn::LayerNorm& norm,
-                                                                            const std::vector<torch::nn::Linear>& layers,
-                                                                            SharedTermsCache& cache) {
+struct PerceiverSelfAttentionImpl::Factored {
+  torch::Tensor x_augmented;  // (B, M, Cx + 1): [x - mean, mean_e - mean]
+  torch::Tensor inv_std;      // (B, M, 1)
+  SharedTerms terms;          // of this slice's rows
+  bool reusable = false;      // no gradients: intermediates may be written in place
+};
+
+PerceiverSelfAttentionImpl::Factored PerceiverSelfAttentionImpl::factor(const WithSharedChannels& a,
+                                                                        const torch::nn::LayerNorm& norm,
+                                                                        const std::vector<torch::nn::Linear>& layers,
+                                                                        SharedTermsCache& cache) {
   const auto dtype = norm->weight.scalar_type();
   const int64_t c = a.all.size(-1), cs = a.shared.size(-1), cx = c - cs;
   const auto x = a.all.narrow(-1, 0, cx).to(dtype);
@@ -210,18 +226,29 @@ std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(cons
   const auto x_centred = x - mean;
   const auto var =
       (x_centred.square().sum(-1, true) + t.e_scatter + (t.e_mean - mean).square() * static_cast<double>(cs)) / n;
-  const auto inv_std = torch::rsqrt(var + norm->options.eps());
-  const auto x_augmented = torch::cat({x_centred, t.e_mean - mean}, -1);
+  Factored f;
+  f.inv_std = torch::rsqrt(var + norm->options.eps());
+  f.x_augmented = torch::cat({x_centred, t.e_mean - mean}, -1);
+  f.terms = std::move(t);
+  f.reusable = reusable;
+  return f;
+}
+
+std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(const WithSharedChannels& a,
+                                                                            const torch::nn::LayerNorm& norm,
+                                                                            const std::vector<torch::nn::Linear>& layers,
+                                                                            SharedTermsCache& cache) {
+  const auto factored = factor(a, norm, layers, cache);
   std::vector<torch::Tensor> out;
-  for (const auto& f : t.projections) {
+  for (const auto& f : factored.terms.projections) {
     // Per example: (x - mean) G_x^T + (mean_e - mean) rowsum(G_e) as one product; then the shared term.
-    auto projected = ops::linear(x_augmented, f.weight_x);
+    auto projected = ops::linear(factored.x_augmented, f.weight_x);
     projected.add_(f.e_projected);  // in place: nothing saved the product for backward
     // In place without gradients too: these (B, M, N) products are the largest tensors of a forward.
     // In the product's dtype, as an unfactored projection's result (bf16 under autocast).
     const auto dtype = projected.scalar_type();
-    out.push_back(reusable ? projected.mul_(inv_std).add_(f.bias)
-                           : torch::addcmul(f.bias.to(dtype), projected, inv_std.to(dtype)));
+    out.push_back(factored.reusable ? projected.mul_(factored.inv_std).add_(f.bias)
+                                    : torch::addcmul(f.bias.to(dtype), projected, factored.inv_std.to(dtype)));
   }
   return out;
 }
@@ -230,7 +257,8 @@ AttentionResult PerceiverSelfAttentionImpl::forward(const WithSharedChannels& hi
                                                     const WithSharedChannels& inputs,
                                                     const torch::Tensor& attention_mask, bool output_attentions) {
   auto attended = attend(hidden_states, inputs, attention_mask);
-  auto context = ops::matmul(attended.probs, attended.values).transpose(1, 2).flatten(-2);
+  auto context = attended.context.defined() ? attended.context
+                                            : ops::matmul(attended.probs, attended.values).transpose(1, 2).flatten(-2);
   return {context, output_attentions ? attended.probs : torch::Tensor()};
 }
 
@@ -256,9 +284,13 @@ AttentionKeys PerceiverSelfAttentionImpl::keys(const WithSharedChannels& inputs)
 }
 
 Attended PerceiverSelfAttentionImpl::attend(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
-                                            const torch::Tensor& attention_mask, const AttentionKeys* keys) {
+                                            const torch::Tensor& attention_mask, const AttentionKeys* made_keys) {
   check_inputs(inputs);
   const bool cross = inputs.all.defined();
+  if (made_keys)
+    TORCH_CHECK(cross && made_keys->keys.dim() == 4 && made_keys->keys.size(0) == inputs.all.size(0) &&
+                    made_keys->keys.size(2) == inputs.all.size(1),
+                "attention keys ", made_keys->keys.sizes(), " were not made from these inputs ", inputs.all.sizes());
 
   // Each intermediate is dropped as soon as it is used: without gradients nothing else holds it, so
   // a forward's peak memory is a few (B, M, N) tensors, not all of them.
@@ -274,8 +306,9 @@ Attended PerceiverSelfAttentionImpl::attend(const WithSharedChannels& hidden_sta
       q = ops::linear(normed, query);
     }
     q = split_heads(q, heads);
+    if (cross && !made_keys && keys_stay_unmade(inputs)) return attend_without_keys(q, inputs, attention_mask);
     if (cross) {
-      auto made = keys ? *keys : this->keys(inputs);
+      auto made = made_keys ? *made_keys : keys(inputs);
       k = std::move(made.keys);
       v = std::move(made.values);
     } else {
@@ -288,21 +321,60 @@ Attended PerceiverSelfAttentionImpl::attend(const WithSharedChannels& hidden_sta
   auto scores = ops::matmul(q, k.transpose(-1, -2), 1.0 / std::sqrt(static_cast<double>(q.size(-1))));
   q.reset();
   k.reset();
-  if (attention_mask.defined()) {
-    // In place where that changes nothing (the product's backward does not need its result); a mask
-    // of another dtype promotes the scores, as HF's add does under autocast.
-    const bool fits = attention_mask.scalar_type() == scores.scalar_type() &&
-                      at::infer_size(scores.sizes(), attention_mask.sizes()) == scores.sizes();
-    scores = fits ? scores.add_(attention_mask) : scores + attention_mask;
-  }
+  scores = with_mask(std::move(scores), attention_mask);
   auto probs = dropout(ops::softmax(scores));
-  return {std::move(probs), std::move(v), keys ? keys->projected_values : torch::Tensor()};
+  return {std::move(probs), std::move(v), made_keys ? made_keys->projected_values : torch::Tensor(), {}};
 }
 
-bool output_projection_folds(int64_t queries, int64_t keys, int64_t v_channels, int64_t out_channels, int64_t heads) {
+bool PerceiverSelfAttentionImpl::keys_stay_unmade(const WithSharedChannels& inputs) const {
+  // One head; rows of weights that sum to one (no dropout); nothing saved for a backward.
+  return options_.num_heads == 1 && !(is_training() && options_.dropout > 0) && !torch::GradMode::is_enabled() &&
+         !torch::jit::tracer::isTracing() && factorable(inputs, "inputs");
+}
+
+// Cross-attention to inputs whose shared channels are factored, without their keys and values (two
+// (B, M, C) tensors, the largest of such a forward, and their products and passes). With r the
+// inverse std of each input row and a its augmented own channels (factor()),
+//   k = r (a Gk^T + Ek) + bk  and  v = r (a Gv^T + Ev) + bv,
+// so that
+//   q k^T = ((q Gk) a^T + q Ek^T) r^T + q bk, whose last term is the same for every key of a query
+//           (softmax ignores it), and
+//   probs v = ((probs r^T) a) Gv^T + (probs r^T) Ev + bv, as every row of probs sums to one.
+// Ek and Ev are the kept terms of the shared channels, the same for every example.
+Attended PerceiverSelfAttentionImpl::attend_without_keys(const torch::Tensor& q, const WithSharedChannels& inputs,
+                                                         const torch::Tensor& attention_mask) {
+  const auto f = factor(inputs, layernorm2, {key, value}, *key_value_terms_cache_);
+  const auto& k_terms = f.terms.projections[0];
+  const auto& v_terms = f.terms.projections[1];
+  const auto queries = q.select(1, 0);  // (B, N, QK): the one head
+  const int64_t batch = queries.size(0), n = queries.size(1), m = f.x_augmented.size(1);
+  const auto r = f.inv_std.transpose(1, 2).unsqueeze(1);  // (B, 1, 1, M)
+
+  // The shared term for every example at once, (B N, QK) (QK, M), then the per-example one added to it.
+  ops::LinearEpilogue shared_scores;
+  shared_scores.residual =
+      ops::matmul(queries.reshape({-1, queries.size(-1)}), k_terms.e_projected.select(0, 0).t()).view({batch, n, m});
+  auto scores =
+      ops::matmul_add(ops::linear(queries, k_terms.weight_x.t()), f.x_augmented.transpose(1, 2), {}, shared_scores)
+          .unsqueeze(1);
+  shared_scores = {};
+  scores.mul_(r * (1.0 / std::sqrt(static_cast<double>(queries.size(-1)))));
+  scores = with_mask(std::move(scores), attention_mask);
+  auto probs = ops::softmax(scores);
+  scores.reset();
+
+  const auto weighted = (probs * r).view({batch, n, m});
+  ops::LinearEpilogue shared_values;
+  shared_values.residual = ops::matmul(weighted.reshape({-1, m}), v_terms.e_projected.select(0, 0)).view({batch, n, -1});
+  auto context = ops::linear(ops::matmul(weighted, f.x_augmented), v_terms.weight_x, v_terms.bias, shared_values);
+  return {std::move(probs), {}, {}, std::move(context)};
+}
+
+bool output_projection_folds(int64_t queries, int64_t keys, int64_t v_channels, int64_t out_channels, int64_t heads,
+                             bool values_projected) {
   const double n = static_cast<double>(queries), l = static_cast<double>(keys), v = static_cast<double>(v_channels),
                o = static_cast<double>(out_channels), h = static_cast<double>(heads);
-  const double unfolded = n * l * v + n * v * o, folded = l * v * o + h * n * l * o;
+  const double unfolded = n * l * v + n * v * o, folded = (values_projected ? 0.0 : l * v * o) + h * n * l * o;
   return folded < 0.75 * unfolded;  // a clear margin: the two products run at different efficiencies
 }
 
@@ -318,13 +390,14 @@ torch::Tensor PerceiverSelfOutputImpl::forward(const torch::Tensor& x, const tor
 
 torch::Tensor PerceiverSelfOutputImpl::forward(Attended attended, const torch::Tensor& residual,
                                                std::optional<bool> fold) {
+  if (attended.context.defined()) return forward(attended.context, residual);
   const auto& weight = dense->weight;
-  const int64_t heads = attended.probs.size(1), queries = attended.probs.size(2), keys = attended.probs.size(3),
-                head_channels = attended.values.size(-1);
-  TORCH_CHECK(attended.values.dim() == 4 && heads * head_channels == weight.size(1),
+  TORCH_CHECK(attended.probs.dim() == 4 && attended.values.dim() == 4 &&
+                  attended.probs.size(1) * attended.values.size(3) == weight.size(1),
               "attention output: values ", attended.values.sizes(), " do not fit the output projection ",
               weight.sizes());
-  if (!fold.value_or(folds(queries, keys, heads))) {
+  const int64_t heads = attended.probs.size(1), queries = attended.probs.size(2), keys = attended.probs.size(3);
+  if (!fold.value_or(folds(queries, keys, heads, attended.projected_values.defined()))) {
     auto context = ops::matmul(attended.probs, attended.values).transpose(1, 2).flatten(-2);
     attended = {};
     return forward(context, residual);
@@ -341,7 +414,7 @@ torch::Tensor PerceiverSelfOutputImpl::forward(Attended attended, const torch::T
   return ops::matmul_add(probs, projected, dense->bias, epilogue);
 }
 
-torch::Tensor PerceiverSelfOutputImpl::project_values(const torch::Tensor& values) {
+torch::Tensor PerceiverSelfOutputImpl::project_values(const torch::Tensor& values) const {
   const auto& weight = dense->weight;
   const int64_t heads = values.size(1), head_channels = values.size(3);
   TORCH_CHECK(heads * head_channels == weight.size(1), "attention output: values ", values.sizes(),
@@ -357,8 +430,8 @@ torch::Tensor PerceiverSelfOutputImpl::project_values(const torch::Tensor& value
   return projected.flatten(1, 2);  // sizes the tracer keeps free (an export's batch)
 }
 
-bool PerceiverSelfOutputImpl::folds(int64_t queries, int64_t keys, int64_t heads) const {
-  return output_projection_folds(queries, keys, dense->weight.size(1), dense->weight.size(0), heads);
+bool PerceiverSelfOutputImpl::folds(int64_t queries, int64_t keys, int64_t heads, bool values_projected) const {
+  return output_projection_folds(queries, keys, dense->weight.size(1), dense->weight.size(0), heads, values_projected);
 }
 
 PerceiverAttentionImpl::PerceiverAttentionImpl(const PerceiverConfig& config, const PerceiverLayerOptions& o)
@@ -386,16 +459,16 @@ PerceiverAttentionImpl::PerceiverAttentionImpl(const PerceiverConfig& config, co
 }
 
 AttentionKeys PerceiverAttentionImpl::keys(const WithSharedChannels& inputs, int64_t queries) {
-  auto keys = self->keys(inputs);
-  if (output->folds(queries, keys.values.size(2), keys.values.size(1)))
-    keys.projected_values = output->project_values(keys.values);
-  return keys;
+  auto made = self->keys(inputs);
+  if (output->folds(queries, made.values.size(2), made.values.size(1)))
+    made.projected_values = output->project_values(made.values);
+  return made;
 }
 
 AttentionResult PerceiverAttentionImpl::forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
                                                 const torch::Tensor& attention_mask, bool output_attentions,
-                                                const AttentionKeys* keys) {
-  auto attended = self->attend(hidden_states, inputs, attention_mask, keys);
+                                                const AttentionKeys* made_keys) {
+  auto attended = self->attend(hidden_states, inputs, attention_mask, made_keys);
   AttentionResult result;
   if (output_attentions) result.attention_probs = attended.probs;
   result.output = output->forward(std::move(attended), use_query_residual_ ? hidden_states.all : torch::Tensor());
@@ -431,8 +504,8 @@ PerceiverLayerImpl::PerceiverLayerImpl(const PerceiverConfig& config, const Perc
 
 AttentionResult PerceiverLayerImpl::forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
                                             const torch::Tensor& attention_mask, bool output_attentions,
-                                            const AttentionKeys* keys) {
-  auto result = attention->forward(hidden_states, inputs, attention_mask, output_attentions, keys);
+                                            const AttentionKeys* made_keys) {
+  auto result = attention->forward(hidden_states, inputs, attention_mask, output_attentions, made_keys);
   auto normed = norm(layernorm, result.output);
   // Both moved in: without gradients, and unless someone else holds the attention output (collected
   // hidden states), the MLP frees the first and writes its result over the second.

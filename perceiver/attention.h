@@ -46,13 +46,16 @@ struct Attended {
   torch::Tensor probs;             // (B, H, N, L), after dropout
   torch::Tensor values;            // (B, H, L, V / H)
   torch::Tensor projected_values;  // as in AttentionKeys, where already made
+  torch::Tensor context;           // (B, N, V): the weighted values, where made without the values
 };
 
 // Whether the output projection W (O x V) of an attention's context takes fewer FLOPs applied to
 // the values first: sum over heads of probs_h (values_h W_h^T), L V O + H N L O, instead of
 // (probs values) W^T, N L V + N V O (with N queries and L keys). It does by a wide margin where many
-// queries attend with one head to few keys (the optical-flow decoder: 42 % fewer).
-bool output_projection_folds(int64_t queries, int64_t keys, int64_t v_channels, int64_t out_channels, int64_t heads);
+// queries attend with one head to few keys (the optical-flow decoder: 42 % fewer). values_projected:
+// values W^T is already made (AttentionKeys), so only the second product counts.
+bool output_projection_folds(int64_t queries, int64_t keys, int64_t v_channels, int64_t out_channels, int64_t heads,
+                             bool values_projected = false);
 
 struct PerceiverSelfAttentionOptions {
   bool is_cross_attention = false;
@@ -75,14 +78,22 @@ class PerceiverSelfAttentionImpl : public torch::nn::Module {
   // forward's work up to the weighted sum of the values; a cross-attention takes the keys and values
   // of `inputs` from `keys` where given (made by keys()).
   Attended attend(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
-                  const torch::Tensor& attention_mask, const AttentionKeys* keys = nullptr);
+                  const torch::Tensor& attention_mask, const AttentionKeys* made_keys = nullptr);
   // A cross-attention's keys and values of `inputs`.
   AttentionKeys keys(const WithSharedChannels& inputs);
   int64_t v_channels() const { return options_.v_channels; }
 
  private:
   struct SharedTermsCache;
+  struct Factored;
   void check_inputs(const WithSharedChannels& inputs) const;
+  // a's own channels centred and scaled, and the kept terms of its shared channels (see attention.cpp).
+  Factored factor(const WithSharedChannels& a, const torch::nn::LayerNorm& norm,
+                  const std::vector<torch::nn::Linear>& layers, SharedTermsCache& cache);
+  // Whether attend can weigh the inputs without making their keys and values.
+  bool keys_stay_unmade(const WithSharedChannels& inputs) const;
+  Attended attend_without_keys(const torch::Tensor& q, const WithSharedChannels& inputs,
+                               const torch::Tensor& attention_mask);
   // norm(a.all) projected by each of layers, the terms of a's shared channels made once per batch, and
   // without gradients kept in `cache` while the weights and the shared channels stay the same.
   std::vector<torch::Tensor> factored_projections(const WithSharedChannels& a, const torch::nn::LayerNorm& norm,
@@ -105,11 +116,12 @@ class PerceiverSelfOutputImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual = {});
   // dense(context) + residual, the context being the attended values with the heads side by side;
   // computed as probs (values dense) where output_projection_folds (or `fold` says so). The same up
-  // to float rounding. By value: without gradients each part is freed once used.
+  // to float rounding. By value: without gradients each part is freed once used. `fold` overrides
+  // the choice (tests compare both orders).
   torch::Tensor forward(Attended attended, const torch::Tensor& residual = {}, std::optional<bool> fold = std::nullopt);
   // The values (B, H, L, V / H) times the projection: (B, H * L, O), the first product of the fold.
-  torch::Tensor project_values(const torch::Tensor& values);
-  bool folds(int64_t queries, int64_t keys, int64_t heads) const;
+  torch::Tensor project_values(const torch::Tensor& values) const;
+  bool folds(int64_t queries, int64_t keys, int64_t heads, bool values_projected = false) const;
 
  private:
   torch::nn::Linear dense{nullptr};
@@ -134,7 +146,7 @@ class PerceiverAttentionImpl : public torch::nn::Module {
   // keys: made by keys() from these inputs, or none.
   AttentionResult forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
                           const torch::Tensor& attention_mask, bool output_attentions,
-                          const AttentionKeys* keys = nullptr);
+                          const AttentionKeys* made_keys = nullptr);
   // A cross-attention's keys and values of `inputs`, for slices of `queries` queries at a time.
   AttentionKeys keys(const WithSharedChannels& inputs, int64_t queries);
 
@@ -165,7 +177,7 @@ class PerceiverLayerImpl : public torch::nn::Module {
   PerceiverLayerImpl(const PerceiverConfig& config, const PerceiverLayerOptions& options);
   AttentionResult forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs = {},
                           const torch::Tensor& attention_mask = {}, bool output_attentions = false,
-                          const AttentionKeys* keys = nullptr);
+                          const AttentionKeys* made_keys = nullptr);
   // As PerceiverAttention::keys.
   AttentionKeys keys(const WithSharedChannels& inputs, int64_t queries) { return attention->keys(inputs, queries); }
 

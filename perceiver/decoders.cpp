@@ -104,7 +104,7 @@ PerceiverDecoderOutput PerceiverBasicDecoderImpl::forward(const WithSharedChanne
   };
   PerceiverDecoderOutput out;
   const int64_t queries = query.all.size(1);
-  const int64_t per_pass = queries_per_pass(z.size(1));
+  const int64_t per_pass = queries_per_pass(z.size(1), z.size(2));
   if (output_attentions || torch::GradMode::is_enabled() || torch::jit::tracer::isTracing() || queries <= per_pass) {
     auto [logits, probs] = decode(query);
     out.logits = std::move(logits);
@@ -126,13 +126,15 @@ PerceiverDecoderOutput PerceiverBasicDecoderImpl::forward(const WithSharedChanne
   return out;
 }
 
-int64_t PerceiverBasicDecoderImpl::queries_per_pass(int64_t latents) const {
+int64_t PerceiverBasicDecoderImpl::queries_per_pass(int64_t latents, int64_t latent_channels) const {
   if (options_.queries_per_pass > 0) return options_.queries_per_pass;
   // The widest row of the layer's intermediates: the query channels through the MLP, or every
-  // head's scores against the latents. About 4 MB per intermediate, and no fewer than 1,024 rows:
+  // head's scores against the latents, or the queries and keys (unset: the latents' width, HF's
+  // default). About 4 MB per intermediate and example, and no fewer than 1,024 rows:
   // smaller slices made every op slower on two cores (flow-infer: 512 rows, 1.2x the time).
   const int64_t widest = std::max({options_.num_channels * options_.widening_factor, options_.num_heads * latents,
-                                   options_.qk_channels.value_or(0), options_.v_channels.value_or(0), int64_t{1}});
+                                   options_.qk_channels.value_or(latent_channels),
+                                   options_.v_channels.value_or(latent_channels), int64_t{1}});
   return std::max<int64_t>(1024, (int64_t{1} << 20) / widest / 64 * 64);
 }
 

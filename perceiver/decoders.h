@@ -28,7 +28,7 @@ struct BasicDecoderOptions {
   PositionEncodingOptions position_encoding;  // type "trainable" by default; "none" = queries come from elsewhere
   // Not HF's: without gradients (and without output_attentions) the queries are decoded this many
   // at a time, so that the decoder's intermediates stay that size (the result is the same: queries
-  // never meet). 0: from the layer's widths, about 4 MB per intermediate.
+  // never meet). 0: from the layer's widths, about 4 MB per intermediate and example.
   int64_t queries_per_pass = 0;
 };
 
@@ -44,8 +44,8 @@ class PerceiverBasicDecoderImpl : public DecoderImpl {
 
  private:
   torch::Tensor project_positions(const torch::Tensor& pos_emb);
-  // How many queries the decoder takes at a time without gradients, for z with `latents` rows.
-  int64_t queries_per_pass(int64_t latents) const;
+  // How many queries the decoder takes at a time without gradients, for z (B, latents, latent_channels).
+  int64_t queries_per_pass(int64_t latents, int64_t latent_channels) const;
 
   BasicDecoderOptions options_;
   std::shared_ptr<PositionEncodingImpl> output_position_encodings;

@@ -28,9 +28,15 @@ bool set_default_env(const char* name, const std::string& value) {
   return true;
 }
 
+// `name` as the process started with it (/proc/self/environ: what libraries read when they were
+// loaded; a later setenv does not show there), or "(unset)".
 std::string env_or_unset(const char* name) {
-  const char* value = std::getenv(name);
-  return value ? value : "(unset)";
+  std::ifstream environ_file("/proc/self/environ", std::ios::binary);
+  const std::string prefix = std::string(name) + "=";
+  std::string entry;
+  while (std::getline(environ_file, entry, '\0'))
+    if (entry.rfind(prefix, 0) == 0) return entry.substr(prefix.size());
+  return "(unset)";
 }
 
 }  // namespace

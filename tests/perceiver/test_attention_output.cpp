@@ -4,6 +4,8 @@
 // without gradients: the same values as all at once.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "perceiver/attention.h"
 #include "perceiver/decoders.h"
 #include "trainers/op_profile.h"
@@ -116,7 +118,11 @@ TEST(DecoderPasses, SlicesOfTheQueriesDecodeWhatAllOfThemDecode) {
       const WithSharedChannels query(all, e);
       const auto z = torch::randn({batch, latents, config.d_latents});
 
-      const auto expected = whole->forward(query, z, {}, false).logits.tensor.detach();  // with gradients: HF's path
+      // With gradients: all queries at once (AttentionOutput.* checks the folded projection it takes
+      // against HF's order).
+      auto with_gradients = [&] { return sliced->forward(query, z, {}, false).logits.tensor.detach(); };
+      torch::Tensor expected;
+      EXPECT_EQ(softmax_calls([&] { expected = with_gradients(); }), 1) << "with gradients: no slices";
       const torch::NoGradGuard no_grad;
       EXPECT_EQ(softmax_calls([&] {
                   EXPECT_EQ(tensor_mismatch(sliced->forward(query, z, {}, false).logits.tensor, expected, 1e-5, 1e-6), "");
@@ -132,6 +138,39 @@ TEST(DecoderPasses, SlicesOfTheQueriesDecodeWhatAllOfThemDecode) {
       ASSERT_EQ(with_attentions.cross_attentions.size(), 1U);
       EXPECT_EQ(with_attentions.cross_attentions[0].sizes(), (std::vector<int64_t>{batch, heads, queries, latents}));
       EXPECT_EQ(tensor_mismatch(with_attentions.logits.tensor, expected, 1e-5, 1e-6), "");
+    }
+  }
+}
+
+// A one-head cross-attention to inputs with shared channels weighs them without making their keys
+// and values when nothing needs a backward: the same outputs and attention weights as with them.
+TEST(AttentionWithoutKeys, GivesWhatTheKeysAndValuesGive) {
+  torch::manual_seed(44);
+  const int64_t batch = 2, latents = 6, inputs = 40, own = 5, shared = 9;
+  for (const int64_t heads : {1, 2}) {
+    SCOPED_TRACE(std::to_string(heads) + " heads");
+    PerceiverSelfAttentionOptions o;
+    o.is_cross_attention = true;
+    o.q_dim = 8;
+    o.kv_dim = own + shared;
+    o.qk_channels = 6;
+    o.v_channels = 4;
+    o.num_heads = heads;
+    PerceiverSelfAttention attention(o);
+    attention->eval();
+    const auto e = torch::randn({1, inputs, shared}) * 3 + 1;
+    const WithSharedChannels x(torch::cat({torch::randn({batch, inputs, own}), e.expand({batch, -1, -1})}, -1), e);
+    const auto q = torch::randn({batch, latents, o.q_dim});
+    auto mask = torch::ones({batch, inputs});
+    mask.index_put_({1, torch::indexing::Slice(0, 30)}, 0);
+    const auto additive = invert_attention_mask(mask);
+    // With gradients the keys and values are made (factored, for a batch of two).
+    const auto made = attention->forward(q, x, additive, true);
+    for (int call = 0; call < 2; ++call) {  // the second takes the kept terms of the shared channels
+      const torch::NoGradGuard no_grad;
+      const auto unmade = attention->forward(q, x, additive, true);
+      EXPECT_EQ(tensor_mismatch(unmade.output, made.output.detach(), 1e-5, 1e-6), "") << "call " << call;
+      EXPECT_EQ(tensor_mismatch(unmade.attention_probs, made.attention_probs.detach(), 1e-5, 1e-6), "") << "call " << call;
     }
   }
 }

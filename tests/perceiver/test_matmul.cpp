@@ -32,8 +32,8 @@ void expect_same_values_and_gradients(const std::vector<torch::Tensor>& inputs, 
   const auto a = leaves(), b = leaves();
   const auto ya = f_ops(a), yb = f_ref(b);
   EXPECT_EQ(ya.scalar_type(), yb.scalar_type());
-  EXPECT_EQ(tensor_mismatch(ya.detach().to(torch::kFloat32), yb.detach().to(torch::kFloat32), tol.value_rtol,
-                            tol.value_atol),
+  EXPECT_EQ(tensor_mismatch(ya.detach().to(torch::kFloat32), yb.detach().to(torch::kFloat32), tol.value_atol,
+                            tol.value_rtol),
             "");
   const auto weights = torch::randn(yb.sizes());
   (ya * weights).sum().backward();
@@ -41,7 +41,7 @@ void expect_same_values_and_gradients(const std::vector<torch::Tensor>& inputs, 
   for (size_t i = 0; i < inputs.size(); ++i) {
     ASSERT_TRUE(a[i].grad().defined()) << "input " << i;
     EXPECT_EQ(a[i].grad().scalar_type(), b[i].grad().scalar_type()) << "input " << i;
-    EXPECT_EQ(tensor_mismatch(a[i].grad(), b[i].grad(), tol.grad_rtol, tol.grad_atol), "") << "input " << i;
+    EXPECT_EQ(tensor_mismatch(a[i].grad(), b[i].grad(), tol.grad_atol, tol.grad_rtol), "") << "input " << i;
   }
 }
 
@@ -224,6 +224,33 @@ TEST(MatmulOps, Bf16AutocastMatchesAtenAutocast) {
       EXPECT_EQ(tensor_mismatch(y.to(torch::kFloat32), y_aten.to(torch::kFloat32), 2e-2, 5e-2), "");
     }
   }
+  // matmul_add under autocast is a linear's: bias in the product's dtype (bf16), a float32 residual
+  // making the result float32. ATen rounds the product to bf16 before adding the bias and the
+  // residual; values here are sums of 16 products of size about 1: an absolute tolerance.
+  Tolerance rounded_twice = bf16;
+  rounded_twice.value_atol = rounded_twice.grad_atol = 0.1;
+  for (const bool with_residual : {false, true}) {
+    SCOPED_TRACE(with_residual ? "matmul_add, residual" : "matmul_add");
+    const auto b = torch::randn({3, 16, 6});
+    const Ops with_ops = [&](const std::vector<torch::Tensor>& t) {
+      ops::LinearEpilogue epilogue;
+      if (with_residual) epilogue.residual = t[3];
+      return ops::matmul_add(t[0], t[1], t[2], epilogue);
+    };
+    const Ops with_aten = [&](const std::vector<torch::Tensor>& t) {
+      const auto y = torch::matmul(t[0], t[1]);
+      const auto biased = y + t[2].to(y.scalar_type());
+      return with_residual ? biased + t[3] : biased;
+    };
+    const std::vector<torch::Tensor> inputs =
+        with_residual ? std::vector<torch::Tensor>{x, b, bias, r} : std::vector<torch::Tensor>{x, b, bias};
+    expect_same_values_and_gradients(inputs, with_ops, with_aten, rounded_twice);
+    const torch::NoGradGuard no_grad;
+    const auto y = with_ops(inputs);
+    EXPECT_EQ(y.scalar_type(), with_residual ? torch::kFloat32 : torch::kBFloat16);
+    EXPECT_EQ(tensor_mismatch(y.to(torch::kFloat32), with_aten(inputs).to(torch::kFloat32), 0.1, 2e-2), "");
+  }
+
   const double scale = 1.0 / std::sqrt(8.0);
   expect_same_values_and_gradients(
       {torch::randn({2, 3, 5, 8}), torch::randn({2, 3, 7, 8}), torch::randn({2, 3, 7, 4})},
