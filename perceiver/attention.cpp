@@ -46,6 +46,12 @@ torch::Tensor with_mask(torch::Tensor scores, const torch::Tensor& mask) {
   return fits ? scores.add_(mask) : scores + mask;
 }
 
+// The weighted values with the heads side by side (B, N, V): made by attend itself, or probs values.
+torch::Tensor context_of(const Attended& attended) {
+  if (attended.context.defined()) return attended.context;
+  return ops::matmul(attended.probs, attended.values).transpose(1, 2).flatten(-2);
+}
+
 }  // namespace
 
 torch::Tensor apply_activation(const std::string& name, const torch::Tensor& x) {
@@ -257,9 +263,7 @@ AttentionResult PerceiverSelfAttentionImpl::forward(const WithSharedChannels& hi
                                                     const WithSharedChannels& inputs,
                                                     const torch::Tensor& attention_mask, bool output_attentions) {
   auto attended = attend(hidden_states, inputs, attention_mask);
-  auto context = attended.context.defined() ? attended.context
-                                            : ops::matmul(attended.probs, attended.values).transpose(1, 2).flatten(-2);
-  return {context, output_attentions ? attended.probs : torch::Tensor()};
+  return {context_of(attended), output_attentions ? attended.probs : torch::Tensor()};
 }
 
 void PerceiverSelfAttentionImpl::check_inputs(const WithSharedChannels& inputs) const {
@@ -279,7 +283,11 @@ AttentionKeys PerceiverSelfAttentionImpl::keys(const WithSharedChannels& inputs)
     const auto kv = factored_projections(inputs, layernorm2, {key, value}, *key_value_terms_cache_);
     return {split_heads(kv[0], heads), split_heads(kv[1], heads), {}};
   }
-  const auto normed = norm(layernorm2, inputs.all);
+  return project_keys(norm(layernorm2, inputs.all));
+}
+
+AttentionKeys PerceiverSelfAttentionImpl::project_keys(const torch::Tensor& normed) {
+  const int64_t heads = options_.num_heads;
   return {split_heads(ops::linear(normed, key), heads), split_heads(ops::linear(normed, value), heads), {}};
 }
 
@@ -307,14 +315,9 @@ Attended PerceiverSelfAttentionImpl::attend(const WithSharedChannels& hidden_sta
     }
     q = split_heads(q, heads);
     if (cross && !made_keys && keys_stay_unmade(inputs)) return attend_without_keys(q, inputs, attention_mask);
-    if (cross) {
-      auto made = made_keys ? *made_keys : keys(inputs);
-      k = std::move(made.keys);
-      v = std::move(made.values);
-    } else {
-      k = split_heads(ops::linear(normed, key), heads);
-      v = split_heads(ops::linear(normed, value), heads);
-    }
+    auto made = made_keys ? *made_keys : cross ? keys(inputs) : project_keys(normed);
+    k = std::move(made.keys);
+    v = std::move(made.values);
   }
 
   // HF divides the scores by sqrt(head width); the product applies it as it writes them.
@@ -390,7 +393,7 @@ torch::Tensor PerceiverSelfOutputImpl::forward(const torch::Tensor& x, const tor
 
 torch::Tensor PerceiverSelfOutputImpl::forward(Attended attended, const torch::Tensor& residual,
                                                std::optional<bool> fold) {
-  if (attended.context.defined()) return forward(attended.context, residual);
+  if (attended.context.defined()) return forward(context_of(attended), residual);
   const auto& weight = dense->weight;
   TORCH_CHECK(attended.probs.dim() == 4 && attended.values.dim() == 4 &&
                   attended.probs.size(1) * attended.values.size(3) == weight.size(1),
@@ -398,7 +401,7 @@ torch::Tensor PerceiverSelfOutputImpl::forward(Attended attended, const torch::T
               weight.sizes());
   const int64_t heads = attended.probs.size(1), queries = attended.probs.size(2), keys = attended.probs.size(3);
   if (!fold.value_or(folds(queries, keys, heads, attended.projected_values.defined()))) {
-    auto context = ops::matmul(attended.probs, attended.values).transpose(1, 2).flatten(-2);
+    auto context = context_of(attended);
     attended = {};
     return forward(context, residual);
   }

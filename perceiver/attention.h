@@ -92,6 +92,8 @@ class PerceiverSelfAttentionImpl : public torch::nn::Module {
                   const std::vector<torch::nn::Linear>& layers, SharedTermsCache& cache);
   // Whether attend can weigh the inputs without making their keys and values.
   bool keys_stay_unmade(const WithSharedChannels& inputs) const;
+  // Keys and values of already normalised inputs (heads split).
+  AttentionKeys project_keys(const torch::Tensor& normed);
   Attended attend_without_keys(const torch::Tensor& q, const WithSharedChannels& inputs,
                                const torch::Tensor& attention_mask);
   // norm(a.all) projected by each of layers, the terms of a's shared channels made once per batch, and

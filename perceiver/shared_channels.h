@@ -9,9 +9,9 @@ namespace perceiver {
 
 // `all` (B, M, C), and optionally `shared` (1, M, Cs): its last Cs channels when they are the same for
 // every example (position features that a preprocessor concatenated); for a slice of a longer
-// sequence (rows()), the whole sequence's shared channels, all's rows being theirs from shared_offset. An attention layer that
-// normalises and projects such a tensor (a cross-attention's inputs, or a decoder's queries when they
-// are those inputs) projects the shared channels once per batch instead of once per example (the same
+// sequence (rows()), the whole sequence's shared channels, all's rows being theirs from shared_offset.
+// An attention layer that normalises and projects such a tensor (a cross-attention's inputs, or a
+// decoder's queries when they are those inputs) projects the shared channels once per batch instead of once per example (the same
 // result up to float rounding), and without gradients once for as long as the weights and the shared
 // channels stay the same.
 struct WithSharedChannels {
