@@ -151,12 +151,12 @@ SharedTerms shared_terms(const torch::Tensor& e, const std::vector<torch::nn::Li
 // Shared channels pay off from two examples on, or from the second call without gradients; one
 // example in training takes HF's path exactly.
 bool factorable(const WithSharedChannels& a, const char* what) {
-  if (!a.shared.defined() || (a.all.size(0) == 1 && torch::GradMode::is_enabled())) return false;
-  const bool rows_fit = a.sliced ? a.shared_offset >= 0 && a.shared_offset + a.all.size(1) <= a.shared.size(1)
-                                 : a.shared_offset == 0 && a.shared.size(1) == a.all.size(1);
-  TORCH_CHECK(a.shared.dim() == 3 && a.shared.size(0) == 1 && rows_fit && a.shared.size(2) < a.all.size(2),
+  if (!a.shared.defined() || (a.size(0) == 1 && torch::GradMode::is_enabled())) return false;
+  const bool rows_fit = a.sliced ? a.shared_offset >= 0 && a.shared_offset + a.size(1) <= a.shared.size(1)
+                                 : a.shared_offset == 0 && a.shared.size(1) == a.size(1);
+  TORCH_CHECK(a.shared.dim() == 3 && a.shared.size(0) == 1 && rows_fit && a.shared.size(2) < a.size(2),
               "shared channels of the attention ", what, " ", a.shared.sizes(), " from row ", a.shared_offset,
-              " do not fit the ", what, " ", a.all.sizes());
+              " do not fit the ", what, " ", a.rows_tensor().sizes(), a.held_apart() ? " (own channels)" : "");
   return true;
 }
 
@@ -183,10 +183,10 @@ PerceiverSelfAttentionImpl::Factored PerceiverSelfAttentionImpl::factor(const Wi
                                                                         const std::vector<torch::nn::Linear>& layers,
                                                                         SharedTermsCache& cache) {
   const auto dtype = norm->weight.scalar_type();
-  const int64_t c = a.all.size(-1), cs = a.shared.size(-1), cx = c - cs;
-  const auto x = a.all.narrow(-1, 0, cx).to(dtype);
+  const int64_t c = a.size(-1), cs = a.shared.size(-1);
+  const auto x = a.own_channels().to(dtype);
   const auto e = a.shared.to(dtype);
-  const int64_t rows = a.all.size(1), offset = a.shared_offset;
+  const int64_t rows = a.size(1), offset = a.shared_offset;
   const bool slice = offset != 0 || rows != e.size(1);
 
   SharedTerms t;
@@ -267,23 +267,23 @@ AttentionResult PerceiverSelfAttentionImpl::forward(const WithSharedChannels& hi
 }
 
 void PerceiverSelfAttentionImpl::check_inputs(const WithSharedChannels& inputs) const {
-  const bool cross = inputs.all.defined();
+  const bool cross = inputs.defined();
   TORCH_CHECK(cross == options_.is_cross_attention,
               cross ? "self-attention layer called with cross-attention inputs" : "cross-attention layer needs inputs");
   if (cross)
-    TORCH_CHECK(inputs.all.size(-1) == options_.kv_dim, "attention inputs have ", inputs.all.size(-1),
+    TORCH_CHECK(inputs.size(-1) == options_.kv_dim, "attention inputs have ", inputs.size(-1),
                 " channels, expected ", options_.kv_dim);
 }
 
 AttentionKeys PerceiverSelfAttentionImpl::keys(const WithSharedChannels& inputs) {
   check_inputs(inputs);
-  TORCH_CHECK(inputs.all.defined(), "only a cross-attention's keys can be made apart from its queries");
+  TORCH_CHECK(inputs.defined(), "only a cross-attention's keys can be made apart from its queries");
   const int64_t heads = options_.num_heads;
   if (factorable(inputs, "inputs")) {
     const auto kv = factored_projections(inputs, layernorm2, {key, value}, *key_value_terms_cache_);
     return {split_heads(kv[0], heads), split_heads(kv[1], heads), {}};
   }
-  return project_keys(norm(layernorm2, inputs.all));
+  return project_keys(norm(layernorm2, inputs.whole()));
 }
 
 AttentionKeys PerceiverSelfAttentionImpl::project_keys(const torch::Tensor& normed) {
@@ -294,11 +294,12 @@ AttentionKeys PerceiverSelfAttentionImpl::project_keys(const torch::Tensor& norm
 Attended PerceiverSelfAttentionImpl::attend(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
                                             const torch::Tensor& attention_mask, const AttentionKeys* made_keys) {
   check_inputs(inputs);
-  const bool cross = inputs.all.defined();
+  const bool cross = inputs.defined();
   if (made_keys)
-    TORCH_CHECK(cross && made_keys->keys.dim() == 4 && made_keys->keys.size(0) == inputs.all.size(0) &&
-                    made_keys->keys.size(2) == inputs.all.size(1),
-                "attention keys ", made_keys->keys.sizes(), " were not made from these inputs ", inputs.all.sizes());
+    TORCH_CHECK(cross && made_keys->keys.dim() == 4 && made_keys->keys.size(0) == inputs.size(0) &&
+                    made_keys->keys.size(2) == inputs.size(1),
+                "attention keys ", made_keys->keys.sizes(), " were not made from these inputs ",
+                inputs.rows_tensor().sizes());
 
   // Each intermediate is dropped as soon as it is used: without gradients nothing else holds it, so
   // a forward's peak memory is a few (B, M, N) tensors, not all of them.
@@ -310,7 +311,7 @@ Attended PerceiverSelfAttentionImpl::attend(const WithSharedChannels& hidden_sta
     if (factorable(hidden_states, "queries")) {
       q = factored_projections(hidden_states, layernorm1, {query}, *query_terms_cache_)[0];
     } else {
-      normed = norm(layernorm1, hidden_states.all);
+      normed = norm(layernorm1, hidden_states.whole());
       q = ops::linear(normed, query);
     }
     q = split_heads(q, heads);
@@ -474,7 +475,7 @@ AttentionResult PerceiverAttentionImpl::forward(const WithSharedChannels& hidden
   auto attended = self->attend(hidden_states, inputs, attention_mask, made_keys);
   AttentionResult result;
   if (output_attentions) result.attention_probs = attended.probs;
-  result.output = output->forward(std::move(attended), use_query_residual_ ? hidden_states.all : torch::Tensor());
+  result.output = output->forward(std::move(attended), use_query_residual_ ? hidden_states.whole() : torch::Tensor());
   return result;
 }
 

@@ -51,6 +51,24 @@ torch::Tensor PerceiverBasicDecoderImpl::decoder_query(const torch::Tensor& inpu
                                                        const std::optional<ModalitySizes>& /*modality_sizes*/,
                                                        const torch::Tensor& inputs_without_pos,
                                                        const TensorOrDict& subsampled_points) {
+  return positions_for(inputs, inputs.sizes().slice(2).vec(), inputs_without_pos, subsampled_points);
+}
+
+WithSharedChannels PerceiverBasicDecoderImpl::decoder_queries(const WithSharedChannels& inputs,
+                                                              const std::optional<ModalitySizes>& /*modality_sizes*/,
+                                                              const torch::Tensor& inputs_without_pos,
+                                                              const TensorOrDict& subsampled_points) {
+  // The queries read only the inputs' batch, dtype, device and sizes: the whole inputs are not made.
+  const auto& rows = inputs.rows_tensor();
+  std::vector<int64_t> trailing;
+  for (int64_t d = 2; d < rows.dim(); ++d) trailing.push_back(inputs.size(d));
+  return positions_for(rows, trailing, inputs_without_pos, subsampled_points);
+}
+
+torch::Tensor PerceiverBasicDecoderImpl::positions_for(const torch::Tensor& inputs,
+                                                       const std::vector<int64_t>& trailing_dims,
+                                                       const torch::Tensor& inputs_without_pos,
+                                                       const TensorOrDict& subsampled_points) {
   TORCH_CHECK(options_.position_encoding.type != "none",
               "cannot construct decoder queries when position_encoding_type is none");
   const auto batch_size = DynamicSize::of(inputs, 0);
@@ -83,7 +101,7 @@ torch::Tensor PerceiverBasicDecoderImpl::decoder_query(const torch::Tensor& inpu
     pos_emb = project_positions(output_position_encodings->forward(query));
     pos_emb = pos_emb.flatten(1, -2);
   } else {
-    query.index_dims = inputs.sizes().slice(2).vec();
+    query.index_dims = trailing_dims;  // HF: inputs.shape[2:]
     pos_emb = project_positions(output_position_encodings->forward(query));
   }
   if (options_.concat_preprocessed_input) {
@@ -103,7 +121,7 @@ PerceiverDecoderOutput PerceiverBasicDecoderImpl::forward(const WithSharedChanne
     return std::make_pair(std::move(logits), std::move(layer.attention_probs));
   };
   PerceiverDecoderOutput out;
-  const int64_t queries = query.all.size(1);
+  const int64_t queries = query.size(1);
   const int64_t per_pass = queries_per_pass(z.size(1), z.size(2));
   if (output_attentions || torch::GradMode::is_enabled() || torch::jit::tracer::isTracing() || queries <= per_pass) {
     auto [logits, probs] = decode(query);
@@ -150,6 +168,13 @@ torch::Tensor PerceiverClassificationDecoderImpl::decoder_query(const torch::Ten
                                                                 const torch::Tensor& inputs_without_pos,
                                                                 const TensorOrDict& subsampled_points) {
   return decoder->decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points);
+}
+
+WithSharedChannels PerceiverClassificationDecoderImpl::decoder_queries(const WithSharedChannels& inputs,
+                                                                       const std::optional<ModalitySizes>& modality_sizes,
+                                                                       const torch::Tensor& inputs_without_pos,
+                                                                       const TensorOrDict& subsampled_points) {
+  return decoder->decoder_queries(inputs, modality_sizes, inputs_without_pos, subsampled_points);
 }
 
 PerceiverDecoderOutput PerceiverClassificationDecoderImpl::forward(const WithSharedChannels& query, const torch::Tensor& z,

@@ -38,11 +38,18 @@ class PerceiverBasicDecoderImpl : public DecoderImpl {
   int64_t num_query_channels() const override;
   torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
                               const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
+  WithSharedChannels decoder_queries(const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
+                                     const torch::Tensor& inputs_without_pos,
+                                     const TensorOrDict& subsampled_points) override;
   PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
   const BasicDecoderOptions& options() const { return options_; }
 
  private:
+  // decoder_query for inputs like `inputs` (batch, dtype, device) whose sizes past the first two are
+  // trailing_dims.
+  torch::Tensor positions_for(const torch::Tensor& inputs, const std::vector<int64_t>& trailing_dims,
+                              const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points);
   torch::Tensor project_positions(const torch::Tensor& pos_emb);
   // How many queries the decoder takes at a time without gradients, for z (B, latents, latent_channels).
   int64_t queries_per_pass(int64_t latents, int64_t latent_channels) const;
@@ -63,6 +70,9 @@ class PerceiverClassificationDecoderImpl : public DecoderImpl {
   int64_t num_query_channels() const override { return decoder->num_query_channels(); }
   torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
                               const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
+  WithSharedChannels decoder_queries(const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
+                                     const torch::Tensor& inputs_without_pos,
+                                     const TensorOrDict& subsampled_points) override;
   PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
 
@@ -79,6 +89,10 @@ class PerceiverProjectionDecoderImpl : public DecoderImpl {
   int64_t num_query_channels() const override { return 0; }
   torch::Tensor decoder_query(const torch::Tensor&, const std::optional<ModalitySizes>&, const torch::Tensor&,
                               const TensorOrDict&) override {
+    return {};
+  }
+  WithSharedChannels decoder_queries(const WithSharedChannels&, const std::optional<ModalitySizes>&,
+                                     const torch::Tensor&, const TensorOrDict&) override {
     return {};
   }
   PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,

@@ -29,16 +29,34 @@ torch::Tensor PerceiverOpticalFlowDecoderImpl::decoder_query(const torch::Tensor
                                                              const torch::Tensor& /*inputs_without_pos*/,
                                                              const TensorOrDict& subsampled_points) {
   if (!subsampled_points.defined()) return inputs;
+  return inputs.index_select(1, pixels(subsampled_points, inputs.device()));
+}
+
+WithSharedChannels PerceiverOpticalFlowDecoderImpl::decoder_queries(const WithSharedChannels& inputs,
+                                                                    const std::optional<ModalitySizes>& /*modality_sizes*/,
+                                                                    const torch::Tensor& /*inputs_without_pos*/,
+                                                                    const TensorOrDict& subsampled_points) {
+  if (!subsampled_points.defined()) return inputs;
+  // The chosen rows of each part: the queries keep their shared channels, still apart if they were.
+  const auto rows = pixels(subsampled_points, inputs.rows_tensor().device());
+  if (!inputs.shared.defined()) return inputs.all.index_select(1, rows);
+  const auto shared = inputs.shared.index_select(1, rows);
+  if (inputs.held_apart()) return WithSharedChannels::apart(inputs.own.index_select(1, rows), shared);
+  return {inputs.all.index_select(1, rows), shared};
+}
+
+torch::Tensor PerceiverOpticalFlowDecoderImpl::pixels(const TensorOrDict& subsampled_points,
+                                                      const torch::Device& device) const {
   // Unlike HF, training may decode a subset of the pixels: the queries are independent, so the loss
   // on a random subset is an unbiased estimate at a fraction of the decoder's cost.
   TORCH_CHECK(!subsampled_points.is_dict(), "PerceiverOpticalFlowDecoder: subsampled points must be one tensor");
-  const auto points = subsampled_points.tensor.to(inputs.device(), torch::kLong).flatten();
+  const auto points = subsampled_points.tensor.to(device, torch::kLong).flatten();
   const int64_t pixels = product(options_.output_image_shape);
   TORCH_CHECK(points.numel() > 0 && points.numel() < pixels, "PerceiverOpticalFlowDecoder: subsample between 1 and ",
               pixels - 1, " of the ", pixels, " pixels (or pass none for the full grid), got ", points.numel());
   TORCH_CHECK(points.min().item<int64_t>() >= 0 && points.max().item<int64_t>() < pixels,
               "PerceiverOpticalFlowDecoder: subsampled points must be flat pixel indices in [0, ", pixels, ")");
-  return inputs.index_select(1, points);
+  return points;
 }
 
 PerceiverDecoderOutput PerceiverOpticalFlowDecoderImpl::forward(const WithSharedChannels& query, const torch::Tensor& z,

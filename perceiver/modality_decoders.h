@@ -29,6 +29,10 @@ class PerceiverOpticalFlowDecoderImpl : public DecoderImpl {
   int64_t num_query_channels() const override { return decoder->num_query_channels(); }
   torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
                               const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
+  // The inputs themselves (or their subsampled rows), shared channels included: never made whole.
+  WithSharedChannels decoder_queries(const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
+                                     const torch::Tensor& inputs_without_pos,
+                                     const TensorOrDict& subsampled_points) override;
   PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
   const OpticalFlowDecoderOptions& options() const { return options_; }
@@ -36,6 +40,8 @@ class PerceiverOpticalFlowDecoderImpl : public DecoderImpl {
   PerceiverBasicDecoder decoder{nullptr};
 
  private:
+  // The subsampled points as checked flat pixel indices on `device`.
+  torch::Tensor pixels(const TensorOrDict& subsampled_points, const torch::Device& device) const;
   OpticalFlowDecoderOptions options_;
 };
 TORCH_MODULE(PerceiverOpticalFlowDecoder);

@@ -59,8 +59,9 @@ PreprocessorOutput build_network_inputs(const char* who, torch::Tensor inputs, P
               " positions but the input has ", inputs.size(1), " (grid ", shape_string(index_dims), ")");
   PreprocessorOutput out;
   if (concat_or_add == "concat") {
-    out.inputs = torch::cat({inputs, pos.to(inputs.scalar_type())}, -1);
-    out.shared_channels = pos.narrow(0, 0, 1).to(inputs.scalar_type());  // positions: one row serves every example
+    // Left unmade (forward_apart): the positions are the same for every example, so one row of them
+    // serves the batch.
+    out.shared_channels = pos.narrow(0, 0, 1).to(inputs.scalar_type());
   } else {
     TORCH_CHECK(pos.size(-1) == inputs.size(-1), who, ": concat_or_add_pos='add' needs ", inputs.size(-1),
                 " position channels, got ", pos.size(-1));
@@ -187,6 +188,10 @@ void PerceiverImagePreprocessorImpl::check_input(const torch::Tensor& x) const {
 }
 
 PreprocessorOutput PerceiverImagePreprocessorImpl::forward(const TensorOrDict& in, bool interpolate_pos_encoding) {
+  return forward_apart(in, interpolate_pos_encoding).with_inputs_made();
+}
+
+PreprocessorOutput PerceiverImagePreprocessorImpl::forward_apart(const TensorOrDict& in, bool interpolate_pos_encoding) {
   const auto& o = options_;
   auto x = single_tensor(in, "PerceiverImagePreprocessor");
   check_input(x);
@@ -238,7 +243,11 @@ int64_t PerceiverAudioPreprocessorImpl::num_channels() const {
   return options_.concat_or_add_pos == "add" ? pos_dim : options_.samples_per_patch + pos_dim;
 }
 
-PreprocessorOutput PerceiverAudioPreprocessorImpl::forward(const TensorOrDict& in, bool /*interpolate*/) {
+PreprocessorOutput PerceiverAudioPreprocessorImpl::forward(const TensorOrDict& in, bool interpolate_pos_encoding) {
+  return forward_apart(in, interpolate_pos_encoding).with_inputs_made();
+}
+
+PreprocessorOutput PerceiverAudioPreprocessorImpl::forward_apart(const TensorOrDict& in, bool /*interpolate*/) {
   const auto& x = single_tensor(in, "PerceiverAudioPreprocessor");
   const int64_t spp = options_.samples_per_patch;
   TORCH_CHECK(x.dim() >= 2 && x.is_floating_point() && x.numel() > 0 && (x.numel() / x.size(0)) % spp == 0,

@@ -51,7 +51,8 @@ PerceiverModelOutput PerceiverModelImpl::forward(const TensorOrDict& raw_inputs,
                                                  const ForwardOptions& options, const torch::Tensor& decode_positions) {
   PreprocessorOutput pre;
   if (input_preprocessor_) {
-    pre = input_preprocessor_->forward(raw_inputs, options.interpolate_pos_encoding);
+    // Concatenated positions stay apart: the layers that can take the parts never make the whole.
+    pre = input_preprocessor_->forward_apart(raw_inputs, options.interpolate_pos_encoding);
   } else {
     pre.inputs = single_tensor(raw_inputs, "PerceiverModel");
     TORCH_CHECK(pre.inputs.dim() == 3, "PerceiverModel without a preprocessor expects inputs of shape (batch, seq, ",
@@ -61,20 +62,19 @@ PerceiverModelOutput PerceiverModelImpl::forward(const TensorOrDict& raw_inputs,
     TORCH_CHECK(pre.inputs.size(-1) == config_.d_model, "Last dimension of the inputs: ", pre.inputs.size(-1),
                 " doesn't correspond to config.d_model: ", config_.d_model);
   }
-  const auto& inputs = pre.inputs;
-  const int64_t batch_size = inputs.size(0), seq_length = inputs.size(1);
+  const auto inputs = pre.network_inputs();
+  const auto& rows = inputs.rows_tensor();  // (B, N, ...) in the inputs' dtype and device
+  const int64_t batch_size = rows.size(0), seq_length = rows.size(1);
 
   torch::Tensor extended_mask;
   if (attention_mask.defined()) {
     TORCH_CHECK(attention_mask.dim() == 2 && attention_mask.size(0) == batch_size && attention_mask.size(1) == seq_length,
                 "attention_mask must have shape (", batch_size, ", ", seq_length, "), got ", attention_mask.sizes());
-    extended_mask = invert_attention_mask(attention_mask).to(inputs.device(), inputs.scalar_type());
+    extended_mask = invert_attention_mask(attention_mask).to(rows.device(), rows.scalar_type());
   }  // no mask = all ones, whose additive form is zero: skip the addition
 
-  const auto latents = embeddings->forward(DynamicSize::of(inputs, 0));
-  auto encoded =
-      encoder->forward(latents, WithSharedChannels(inputs, pre.shared_channels), extended_mask, options.output_attentions,
-                       options.output_hidden_states);
+  const auto latents = embeddings->forward(DynamicSize::of(rows, 0));
+  auto encoded = encoder->forward(latents, inputs, extended_mask, options.output_attentions, options.output_hidden_states);
   PerceiverModelOutput out;
   out.last_hidden_state = encoded.last_hidden_state;
   out.hidden_states = std::move(encoded.hidden_states);
@@ -89,16 +89,16 @@ PerceiverModelOutput PerceiverModelImpl::forward(const TensorOrDict& raw_inputs,
       (*output_modality_sizes)[name] = DynamicSize::of(points, 0);
     (*output_modality_sizes)["label"] = 1;
   }
-  auto query = decoder_->decoder_query(inputs, pre.modality_sizes, pre.inputs_without_pos, subsampled_output_points);
+  // A decoder whose queries are the encoder's inputs themselves (optical flow) queries with the same
+  // shared position channels.
+  auto queries = decoder_->decoder_queries(inputs, pre.modality_sizes, pre.inputs_without_pos, subsampled_output_points);
   if (decode_positions.defined()) {
     // Decoder queries attend to the latents, never to each other: a subset decodes to the same values.
     TORCH_CHECK(decode_positions.dim() == 2 && decode_positions.size(0) == batch_size,
                 "decode_positions must have shape (batch, K), got ", decode_positions.sizes());
-    query = query.gather(1, decode_positions.to(query.device(), torch::kLong).unsqueeze(-1).expand({-1, -1, query.size(-1)}));
+    const auto query = queries.whole();
+    queries = query.gather(1, decode_positions.to(query.device(), torch::kLong).unsqueeze(-1).expand({-1, -1, query.size(-1)}));
   }
-  // A decoder whose queries are the encoder's inputs themselves (optical flow) queries with the same
-  // shared position channels.
-  const WithSharedChannels queries(query, query.is_same(inputs) ? pre.shared_channels : torch::Tensor());
   auto decoded = decoder_->forward(queries, out.last_hidden_state, extended_mask, options.output_attentions);
   for (auto& a : decoded.cross_attentions) out.cross_attentions.push_back(std::move(a));
   out.logits = output_postprocessor_ ? output_postprocessor_->forward(decoded.logits, output_modality_sizes)

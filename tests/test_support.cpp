@@ -148,4 +148,17 @@ CommandResult run_command(const std::string& command) {
   return r;
 }
 
+PerceiverSelfAttention small_cross_attention(int64_t kv_dim, int64_t heads) {
+  PerceiverSelfAttentionOptions o;
+  o.is_cross_attention = true;
+  o.q_dim = 8;
+  o.kv_dim = kv_dim;
+  o.qk_channels = 6;
+  o.v_channels = 4;
+  o.num_heads = heads;
+  PerceiverSelfAttention attention(o);
+  attention->eval();
+  return attention;
+}
+
 }  // namespace perceiver::testing

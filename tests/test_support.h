@@ -9,6 +9,8 @@
 #include <map>
 #include <string>
 
+#include "perceiver/attention.h"
+
 namespace perceiver::testing {
 
 // ../shared/fixtures/hf relative to the project root (PERCEIVER_FIXTURES overrides).
@@ -62,6 +64,9 @@ std::string tensor_mismatch(const torch::Tensor& actual, const torch::Tensor& ex
 
 // Each parameter's gradient by name, cloned (zeros where it has none).
 std::map<std::string, torch::Tensor> parameter_gradients(torch::nn::Module& model);
+
+// A small cross-attention in eval mode: 8-channel queries, 6 query/key and 4 value channels.
+PerceiverSelfAttention small_cross_attention(int64_t kv_dim, int64_t heads);
 
 // The device the model parity tests run their forward passes on, from PERCEIVER_TEST_DEVICE: unset,
 // "" or "cpu" = the CPU; "cuda" or "cuda:N" = that GPU, with TF32 turned off for cuBLAS and cuDNN.

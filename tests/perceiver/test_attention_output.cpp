@@ -149,18 +149,10 @@ TEST(AttentionWithoutKeys, GivesWhatTheKeysAndValuesGive) {
   const int64_t batch = 2, latents = 6, inputs = 40, own = 5, shared = 9;
   for (const int64_t heads : {1, 2}) {
     SCOPED_TRACE(std::to_string(heads) + " heads");
-    PerceiverSelfAttentionOptions o;
-    o.is_cross_attention = true;
-    o.q_dim = 8;
-    o.kv_dim = own + shared;
-    o.qk_channels = 6;
-    o.v_channels = 4;
-    o.num_heads = heads;
-    PerceiverSelfAttention attention(o);
-    attention->eval();
+    auto attention = small_cross_attention(own + shared, heads);
     const auto e = torch::randn({1, inputs, shared}) * 3 + 1;
     const WithSharedChannels x(torch::cat({torch::randn({batch, inputs, own}), e.expand({batch, -1, -1})}, -1), e);
-    const auto q = torch::randn({batch, latents, o.q_dim});
+    const auto q = torch::randn({batch, latents, 8});
     auto mask = torch::ones({batch, inputs});
     mask.index_put_({1, torch::indexing::Slice(0, 30)}, 0);
     const auto additive = invert_attention_mask(mask);

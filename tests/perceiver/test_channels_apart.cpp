@@ -1,0 +1,150 @@
+// Inputs whose concatenated positions are held apart (WithSharedChannels::apart, what the model takes
+// from PreprocessorImpl::forward_apart): the layers and decoders that take the parts must give what
+// they give on the whole (B, N, C) tensor, values and gradients alike, and HF's preprocessor forward
+// still makes the whole.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "perceiver/attention.h"
+#include "perceiver/decoders.h"
+#include "perceiver/modality_preprocessors.h"
+#include "tests/test_support.h"
+
+namespace perceiver::testing {
+namespace {
+
+TEST(ChannelsApart, WholeSizesAndRowsAreThoseOfTheConcatenation) {
+  torch::manual_seed(51);
+  const auto own = torch::randn({2, 5, 3}), shared = torch::randn({1, 5, 2});
+  const auto expected = torch::cat({own, shared.expand({2, -1, -1})}, -1);
+  const auto apart = WithSharedChannels::apart(own, shared);
+  EXPECT_TRUE(apart.held_apart());
+  EXPECT_TRUE(torch::equal(apart.whole(), expected));
+  EXPECT_TRUE(torch::equal(apart.own_channels(), own));
+  EXPECT_EQ(apart.size(0), 2);
+  EXPECT_EQ(apart.size(1), 5);
+  EXPECT_EQ(apart.size(-1), 5);
+  EXPECT_EQ(apart.size(2), 5);
+  const auto slice = apart.rows(1, 3);
+  EXPECT_TRUE(slice.held_apart());
+  EXPECT_EQ(slice.shared_offset, 1);
+  EXPECT_TRUE(torch::equal(slice.whole(), expected.narrow(1, 1, 3)));
+  EXPECT_TRUE(torch::equal(slice.rows(1, 2).whole(), expected.narrow(1, 2, 2)));
+
+  // The same tensor made whole: own_channels is a view of its first channels.
+  const WithSharedChannels made(expected, shared);
+  EXPECT_FALSE(made.held_apart());
+  EXPECT_TRUE(torch::equal(made.own_channels(), own));
+  EXPECT_TRUE(made.whole().is_same(expected));
+  EXPECT_EQ(made.size(-1), 5);
+
+  const auto wrong = error_of([&] { WithSharedChannels::apart(own, torch::randn({1, 4, 2})); });
+  EXPECT_NE(wrong.find("own [2, 5, 3] and shared [1, 4, 2]"), std::string::npos) << wrong;
+}
+
+// HF's forward makes the inputs; forward_apart leaves them to the model, with the same parts.
+void expect_apart_makes_the_inputs(PreprocessorImpl& preprocessor, const torch::Tensor& x) {
+  const auto made = preprocessor.forward(x, false);
+  const auto apart = preprocessor.forward_apart(x, false);
+  ASSERT_TRUE(made.inputs.defined());
+  ASSERT_FALSE(apart.inputs.defined());
+  ASSERT_TRUE(apart.network_inputs().held_apart());
+  EXPECT_TRUE(torch::equal(apart.network_inputs().whole(), made.inputs));
+  EXPECT_TRUE(torch::equal(made.network_inputs().whole(), made.inputs));
+  const int64_t cs = made.shared_channels.size(-1);
+  EXPECT_TRUE(torch::equal(made.inputs.narrow(-1, made.inputs.size(-1) - cs, cs),
+                           made.shared_channels.expand({x.size(0), -1, -1})));
+}
+
+TEST(ChannelsApart, PreprocessorsThatConcatenatePositionsLeaveThemApart) {
+  torch::manual_seed(52);
+  ImagePreprocessorOptions image;
+  image.prep_type = "pixels";
+  image.spatial_downsample = 1;
+  image.position_encoding = fourier_position_encoding(3, {6, 6});
+  PerceiverImagePreprocessor pixels(image);
+  expect_apart_makes_the_inputs(*pixels, torch::randn({2, 3, 6, 6}));
+
+  AudioPreprocessorOptions audio;
+  audio.samples_per_patch = 4;
+  audio.position_encoding = fourier_position_encoding(2, {8});
+  PerceiverAudioPreprocessor patches(audio);
+  expect_apart_makes_the_inputs(*patches, torch::randn({3, 32}));
+
+  image.concat_or_add_pos = "add";  // added positions: nothing to hold apart
+  image.position_encoding = {};
+  image.position_encoding.trainable = TrainablePositionEncodingOptions{{6, 6}, 3};
+  PerceiverImagePreprocessor added(image);
+  const auto out = added->forward_apart(torch::randn({2, 3, 6, 6}), false);
+  EXPECT_TRUE(out.inputs.defined());
+  EXPECT_FALSE(out.network_inputs().held_apart());
+}
+
+// A cross-attention over inputs held apart against the same inputs made whole, with one head (whose
+// keys and values go unmade without gradients) and two: one example with gradients (HF's path, on the
+// whole), two with gradients (factored) and two without.
+TEST(ChannelsApart, CrossAttentionGivesWhatTheWholeInputsGive) {
+  torch::manual_seed(53);
+  const int64_t own = 3, shared = 6, inputs = 9, latents = 4;
+  for (const int64_t heads : {1, 2}) {
+    auto attention = small_cross_attention(own + shared, heads);
+    const auto e = torch::randn({1, inputs, shared}) * 2 + 1;
+    for (const int64_t batch : {1, 2}) {
+      for (const bool gradients : {true, false}) {
+        SCOPED_TRACE(std::to_string(heads) + " heads, batch " + std::to_string(batch) +
+                     (gradients ? ", gradients" : ", no gradients"));
+        const torch::AutoGradMode mode(gradients);
+        const auto x = torch::randn({batch, inputs, own});
+        const auto q = torch::randn({batch, latents, 8});
+        auto run = [&](bool apart) {
+          const auto leaf = x.clone().requires_grad_(gradients);
+          const auto in = apart ? WithSharedChannels::apart(leaf, e)
+                                : WithSharedChannels(torch::cat({leaf, e.expand({batch, -1, -1})}, -1), e);
+          attention->zero_grad();
+          const auto out = attention->forward(q, in, {}, false).output;
+          std::vector<torch::Tensor> got{out.detach()};
+          if (gradients) {
+            out.square().sum().backward();
+            got.push_back(leaf.grad());
+            for (const auto& p : attention->parameters()) got.push_back(p.grad().clone());
+          }
+          return got;
+        };
+        const auto whole = run(false), apart = run(true);
+        ASSERT_EQ(whole.size(), apart.size());
+        for (size_t i = 0; i < whole.size(); ++i) EXPECT_EQ(tensor_mismatch(apart[i], whole[i], 1e-5, 1e-5), "") << i;
+      }
+    }
+  }
+}
+
+// A basic decoder's queries read only the inputs' batch, dtype and sizes (HF's index_dims =
+// inputs.shape[2:], which a Fourier decoder encodes): held apart, the whole's sizes.
+TEST(ChannelsApart, BasicDecoderQueriesAreThoseOfTheWholeInputs) {
+  torch::manual_seed(54);
+  PerceiverConfig config;
+  config.d_latents = 8;
+  for (const std::string type : {"trainable", "fourier"}) {
+    SCOPED_TRACE(type);
+    BasicDecoderOptions o;
+    o.output_num_channels = 2;
+    o.output_index_dims = {5};
+    o.num_channels = type == "fourier" ? 1 + 2 * 2 : 7;  // 1-D positions and 2 bands of sine and cosine
+    if (type == "fourier") {
+      o.position_encoding = fourier_position_encoding(2, {5});
+    } else {
+      o.position_encoding.trainable = TrainablePositionEncodingOptions{{5}, 7};
+    }
+    PerceiverBasicDecoder decoder(config, o);
+    const auto apart = WithSharedChannels::apart(torch::randn({3, 4, 2}), torch::randn({1, 4, 3}));
+    const auto expected = decoder->decoder_query(apart.whole(), std::nullopt, apart.own, {});
+    const auto queries = decoder->decoder_queries(apart, std::nullopt, apart.own, {});
+    EXPECT_FALSE(queries.shared.defined());
+    EXPECT_TRUE(torch::equal(queries.whole(), expected));
+  }
+}
+
+}  // namespace
+}  // namespace perceiver::testing
