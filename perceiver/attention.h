@@ -96,7 +96,7 @@ class PerceiverSelfAttentionImpl : public torch::nn::Module {
   AttentionKeys project_keys(const torch::Tensor& normed);
   Attended attend_without_keys(const torch::Tensor& q, const WithSharedChannels& inputs,
                                const torch::Tensor& attention_mask);
-  // norm(a.all) projected by each of layers, the terms of a's shared channels made once per batch, and
+  // norm(a.whole()) projected by each of layers, the terms of a's shared channels made once per batch, and
   // without gradients kept in `cache` while the weights and the shared channels stay the same.
   std::vector<torch::Tensor> factored_projections(const WithSharedChannels& a, const torch::nn::LayerNorm& norm,
                                                   const std::vector<torch::nn::Linear>& layers, SharedTermsCache& cache);

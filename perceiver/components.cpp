@@ -4,8 +4,8 @@ namespace perceiver {
 
 WithSharedChannels PreprocessorOutput::network_inputs() const {
   if (inputs.defined()) return {inputs, shared_channels};
-  TORCH_CHECK(inputs_without_pos.defined() && shared_channels.defined(),
-              "preprocessor output without inputs needs inputs_without_pos and shared_channels to make them");
+  TORCH_CHECK(inputs_without_pos.defined() && shared_channels.defined(), "preprocessor output without inputs has no ",
+              inputs_without_pos.defined() ? "shared_channels" : "inputs_without_pos", " to make them from");
   return WithSharedChannels::apart(inputs_without_pos, shared_channels);
 }
 

@@ -25,11 +25,10 @@ PerceiverOpticalFlowDecoderImpl::PerceiverOpticalFlowDecoderImpl(const Perceiver
 }
 
 torch::Tensor PerceiverOpticalFlowDecoderImpl::decoder_query(const torch::Tensor& inputs,
-                                                             const std::optional<ModalitySizes>& /*modality_sizes*/,
-                                                             const torch::Tensor& /*inputs_without_pos*/,
+                                                             const std::optional<ModalitySizes>& modality_sizes,
+                                                             const torch::Tensor& inputs_without_pos,
                                                              const TensorOrDict& subsampled_points) {
-  if (!subsampled_points.defined()) return inputs;
-  return inputs.index_select(1, pixels(subsampled_points, inputs.device()));
+  return decoder_queries(inputs, modality_sizes, inputs_without_pos, subsampled_points).whole();
 }
 
 WithSharedChannels PerceiverOpticalFlowDecoderImpl::decoder_queries(const WithSharedChannels& inputs,
@@ -39,7 +38,9 @@ WithSharedChannels PerceiverOpticalFlowDecoderImpl::decoder_queries(const WithSh
   if (!subsampled_points.defined()) return inputs;
   // The chosen rows of each part: the queries keep their shared channels, still apart if they were.
   const auto rows = pixels(subsampled_points, inputs.rows_tensor().device());
-  if (!inputs.shared.defined()) return inputs.all.index_select(1, rows);
+  if (!inputs.shared.defined()) return inputs.rows_tensor().index_select(1, rows);
+  TORCH_CHECK(!inputs.sliced && inputs.shared_offset == 0,
+              "PerceiverOpticalFlowDecoder: subsampled queries need the whole sequence, not a slice of it");
   const auto shared = inputs.shared.index_select(1, rows);
   if (inputs.held_apart()) return WithSharedChannels::apart(inputs.own.index_select(1, rows), shared);
   return {inputs.all.index_select(1, rows), shared};
@@ -87,6 +88,12 @@ torch::Tensor PerceiverBasicVideoAutoencodingDecoderImpl::decoder_query(
     const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
     const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) {
   return decoder->decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points);
+}
+
+WithSharedChannels PerceiverBasicVideoAutoencodingDecoderImpl::decoder_queries(
+    const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
+    const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) {
+  return decoder->decoder_queries(inputs, modality_sizes, inputs_without_pos, subsampled_points);
 }
 
 PerceiverDecoderOutput PerceiverBasicVideoAutoencodingDecoderImpl::forward(const WithSharedChannels& query,

@@ -54,6 +54,9 @@ class PerceiverBasicVideoAutoencodingDecoderImpl : public DecoderImpl {
   int64_t num_query_channels() const override { return decoder->num_query_channels(); }
   torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
                               const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
+  WithSharedChannels decoder_queries(const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
+                                     const torch::Tensor& inputs_without_pos,
+                                     const TensorOrDict& subsampled_points) override;
   // Full-grid outputs become (B, T, H, W, C); subsampled ones stay (B, N, C).
   PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;

@@ -11,9 +11,9 @@ namespace perceiver {
 // every example (position features that a preprocessor concatenated); for a slice of a longer
 // sequence (rows()), the whole sequence's shared channels, all's rows being theirs from shared_offset.
 // An attention layer that normalises and projects such a tensor (a cross-attention's inputs, or a
-// decoder's queries when they are those inputs) projects the shared channels once per batch instead of once per example (the same
-// result up to float rounding), and without gradients once for as long as the weights and the shared
-// channels stay the same.
+// decoder's queries when they are those inputs or rows of them) projects the shared channels once per
+// batch instead of once per example (the same result up to float rounding), and without gradients
+// once for as long as the weights and the shared channels stay the same.
 // Held apart (apart()), `all` is not made at all: `own` holds the first C - Cs channels, and whole()
 // concatenates them with the shared ones only where a consumer cannot take the parts.
 struct WithSharedChannels {

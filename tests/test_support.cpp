@@ -1,5 +1,7 @@
 #include "tests/test_support.h"
 
+#include "perceiver/attention.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 

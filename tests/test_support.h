@@ -9,7 +9,9 @@
 #include <map>
 #include <string>
 
-#include "perceiver/attention.h"
+namespace perceiver {
+class PerceiverSelfAttention;
+}  // namespace perceiver
 
 namespace perceiver::testing {
 

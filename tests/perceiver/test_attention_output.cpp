@@ -116,6 +116,7 @@ TEST(DecoderPasses, SlicesOfTheQueriesDecodeWhatAllOfThemDecode) {
       const auto e = torch::randn({1, queries, shared});
       const auto all = torch::cat({torch::randn({batch, queries, own}), e.expand({batch, -1, -1})}, -1);
       const WithSharedChannels query(all, e);
+      const auto apart = WithSharedChannels::apart(all.narrow(-1, 0, own), e);  // the same queries, never made whole
       const auto z = torch::randn({batch, latents, config.d_latents});
 
       // With gradients: all queries at once (AttentionOutput.* checks the folded projection it takes
@@ -123,7 +124,14 @@ TEST(DecoderPasses, SlicesOfTheQueriesDecodeWhatAllOfThemDecode) {
       auto with_gradients = [&] { return sliced->forward(query, z, {}, false).logits.tensor.detach(); };
       torch::Tensor expected;
       EXPECT_EQ(softmax_calls([&] { expected = with_gradients(); }), 1) << "with gradients: no slices";
+      EXPECT_EQ(tensor_mismatch(sliced->forward(apart, z, {}, false).logits.tensor.detach(), expected, 1e-5, 1e-6), "")
+          << "held apart, with gradients";
       const torch::NoGradGuard no_grad;
+      EXPECT_EQ(softmax_calls([&] {
+                  EXPECT_EQ(tensor_mismatch(sliced->forward(apart, z, {}, false).logits.tensor, expected, 1e-5, 1e-6), "");
+                }),
+                5)
+          << "held apart, 7 at a time";
       EXPECT_EQ(softmax_calls([&] {
                   EXPECT_EQ(tensor_mismatch(sliced->forward(query, z, {}, false).logits.tensor, expected, 1e-5, 1e-6), "");
                 }),

@@ -10,6 +10,7 @@
 #include "perceiver/attention.h"
 #include "perceiver/decoders.h"
 #include "perceiver/modality_preprocessors.h"
+#include "perceiver/position_encoding.h"
 #include "tests/test_support.h"
 
 namespace perceiver::testing {
@@ -44,18 +45,24 @@ TEST(ChannelsApart, WholeSizesAndRowsAreThoseOfTheConcatenation) {
   EXPECT_NE(wrong.find("own [2, 5, 3] and shared [1, 4, 2]"), std::string::npos) << wrong;
 }
 
-// HF's forward makes the inputs; forward_apart leaves them to the model, with the same parts.
-void expect_apart_makes_the_inputs(PreprocessorImpl& preprocessor, const torch::Tensor& x) {
+// HF's forward makes the inputs: `own` (B, N, C) followed by the Fourier features of `grid`;
+// forward_apart leaves them to the model, with the same parts.
+void expect_apart_makes_the_inputs(PreprocessorImpl& preprocessor, const torch::Tensor& x, const torch::Tensor& own,
+                                   const std::vector<int64_t>& grid, int64_t bands) {
+  FourierPositionEncodingOptions f;
+  f.num_bands = bands;
+  f.max_resolution = grid;
+  const auto positions = generate_fourier_features(build_linear_positions(grid).unsqueeze(0), f);
+  const auto expected = torch::cat({own, positions.expand({own.size(0), -1, -1})}, -1);
+
   const auto made = preprocessor.forward(x, false);
+  EXPECT_EQ(tensor_mismatch(made.inputs, expected, 1e-6, 1e-6), "");
   const auto apart = preprocessor.forward_apart(x, false);
-  ASSERT_TRUE(made.inputs.defined());
   ASSERT_FALSE(apart.inputs.defined());
-  ASSERT_TRUE(apart.network_inputs().held_apart());
-  EXPECT_TRUE(torch::equal(apart.network_inputs().whole(), made.inputs));
-  EXPECT_TRUE(torch::equal(made.network_inputs().whole(), made.inputs));
-  const int64_t cs = made.shared_channels.size(-1);
-  EXPECT_TRUE(torch::equal(made.inputs.narrow(-1, made.inputs.size(-1) - cs, cs),
-                           made.shared_channels.expand({x.size(0), -1, -1})));
+  const auto network = apart.network_inputs();
+  ASSERT_TRUE(network.held_apart());
+  EXPECT_TRUE(torch::equal(network.own, own));
+  EXPECT_EQ(tensor_mismatch(network.whole(), expected, 1e-6, 1e-6), "");
 }
 
 TEST(ChannelsApart, PreprocessorsThatConcatenatePositionsLeaveThemApart) {
@@ -65,13 +72,15 @@ TEST(ChannelsApart, PreprocessorsThatConcatenatePositionsLeaveThemApart) {
   image.spatial_downsample = 1;
   image.position_encoding = fourier_position_encoding(3, {6, 6});
   PerceiverImagePreprocessor pixels(image);
-  expect_apart_makes_the_inputs(*pixels, torch::randn({2, 3, 6, 6}));
+  const auto images = torch::randn({2, 3, 6, 6});
+  expect_apart_makes_the_inputs(*pixels, images, images.permute({0, 2, 3, 1}).reshape({2, 36, 3}), {6, 6}, 3);
 
   AudioPreprocessorOptions audio;
   audio.samples_per_patch = 4;
   audio.position_encoding = fourier_position_encoding(2, {8});
   PerceiverAudioPreprocessor patches(audio);
-  expect_apart_makes_the_inputs(*patches, torch::randn({3, 32}));
+  const auto samples = torch::randn({3, 32});
+  expect_apart_makes_the_inputs(*patches, samples, samples.reshape({3, 8, 4}), {8}, 2);
 
   image.concat_or_add_pos = "add";  // added positions: nothing to hold apart
   image.position_encoding = {};
@@ -141,7 +150,6 @@ TEST(ChannelsApart, BasicDecoderQueriesAreThoseOfTheWholeInputs) {
     const auto apart = WithSharedChannels::apart(torch::randn({3, 4, 2}), torch::randn({1, 4, 3}));
     const auto expected = decoder->decoder_query(apart.whole(), std::nullopt, apart.own, {});
     const auto queries = decoder->decoder_queries(apart, std::nullopt, apart.own, {});
-    EXPECT_FALSE(queries.shared.defined());
     EXPECT_TRUE(torch::equal(queries.whole(), expected));
   }
 }
