@@ -36,14 +36,12 @@ WithSharedChannels PerceiverOpticalFlowDecoderImpl::decoder_queries(const WithSh
                                                                     const torch::Tensor& /*inputs_without_pos*/,
                                                                     const TensorOrDict& subsampled_points) {
   if (!subsampled_points.defined()) return inputs;
-  // The chosen rows of each part: the queries keep their shared channels, still apart if they were.
+  // The chosen rows of each part, held apart: the queries keep their shared channels.
   const auto rows = pixels(subsampled_points, inputs.rows_tensor().device());
   if (!inputs.shared.defined()) return inputs.rows_tensor().index_select(1, rows);
   TORCH_CHECK(!inputs.sliced && inputs.shared_offset == 0,
               "PerceiverOpticalFlowDecoder: subsampled queries need the whole sequence, not a slice of it");
-  const auto shared = inputs.shared.index_select(1, rows);
-  if (inputs.held_apart()) return WithSharedChannels::apart(inputs.own.index_select(1, rows), shared);
-  return {inputs.all.index_select(1, rows), shared};
+  return WithSharedChannels::apart(inputs.own_channels().index_select(1, rows), inputs.shared.index_select(1, rows));
 }
 
 torch::Tensor PerceiverOpticalFlowDecoderImpl::pixels(const TensorOrDict& subsampled_points,
