@@ -1,5 +1,6 @@
 #include <cstdio>
 #include <iostream>
+#include <utility>
 
 #include "apps/command.h"
 #include "apps/options.h"
@@ -43,14 +44,15 @@ int run_bench(const std::vector<std::string>& args) {
   options.precision = choice.precision;
   if (options.iters < 1 || options.warmup < 0) throw std::invalid_argument("--iters must be >= 1 and --warmup >= 0");
   const bool json = vm["json"].as<bool>();
-  if (!json)
-    std::printf("%-28s %-6s %12s %10s %10s %9s %10s %8s %7s %7s\n", "workload", "prec", "parameters", "s/iter",
-                "samples/s", "RSS MB", "GFLOP/it", "GFLOP/s", "fp32pk", "bf16pk");
+  bool header_printed = false;  // printed with the first result, so that a refused --only prints no table
   const auto peak = perceiver::trainers::run_bench(options, [&](const perceiver::trainers::BenchResult& r) {
     if (json) {
       std::cout << r.to_json().dump() << std::endl;
       return;
     }
+    if (!std::exchange(header_printed, true))
+      std::printf("%-28s %-6s %12s %10s %10s %9s %10s %8s %7s %7s\n", "workload", "prec", "parameters", "s/iter",
+                  "samples/s", "RSS MB", "GFLOP/it", "GFLOP/s", "fp32pk", "bf16pk");
     std::printf("%-28s %-6s %12lld %10.4f %10.2f %9.0f %10.2f %8.1f %7.3f %7.3f\n", r.workload.c_str(),
                 r.precision.c_str(), static_cast<long long>(r.num_parameters), r.seconds_per_iter, r.samples_per_s,
                 r.peak_rss_mb, r.gflop_per_iter, r.gflops, r.fp32_peak_fraction, r.bf16_peak_fraction);

@@ -89,6 +89,7 @@ TEST(Bench, CliPrintsOneJsonLinePerResultThenThePeak) {
   const auto bad = run_cli("bench --only nope");
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+  EXPECT_EQ(bad.out, "");  // no table header before the error
 }
 
 TEST(OpProfile, TimesEachOperatorWithAndWithoutTheOnesItCalls) {
