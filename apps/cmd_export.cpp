@@ -39,11 +39,7 @@ int run_export(const std::vector<std::string>& args) {
       "construction", po::value<std::string>(),
       "PerceiverModel only: JSON file with the components (an object, or a meta.json with a \"construction\" key)")(
       "non-strict", po::bool_switch(), "load what matches and report the rest instead of failing");
-  for (const auto& a : args)
-    if (a == "--help" || a == "-h") {
-      std::cout << desc;
-      return 0;
-    }
+  if (perceiver::cli::wants_help(args, desc)) return 0;
   const auto vm = perceiver::cli::parse(desc, args);
   perceiver::ExportOptions options;
   options.device = perceiver::device::parse(vm["device"].as<std::string>());

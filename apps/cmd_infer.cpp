@@ -31,11 +31,7 @@ int run_infer(const std::vector<std::string>& args) {
       "non-strict", po::bool_switch(), "load what matches and report the rest instead of failing")(
       "threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)");
   perceiver::cli::add_device_options(desc, "cpu");
-  for (const auto& a : args)
-    if (a == "--help" || a == "-h") {
-      std::cout << desc;
-      return 0;
-    }
+  if (perceiver::cli::wants_help(args, desc)) return 0;
   const auto vm = perceiver::cli::parse(desc, args);
   perceiver::runtime::set_threads(vm["threads"].as<int>());
 

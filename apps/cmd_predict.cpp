@@ -40,11 +40,7 @@ int run_predict(const std::vector<std::string>& args) {
       "sample-rate", po::value<int64_t>(), "multimodal: the WAV rate in Hz (default: audio_samples_per_frame x 25)")(
       "threads", po::value<int>()->default_value(0), "intra-op threads (0 = all cores)");
   perceiver::cli::add_device_options(desc, "cpu");
-  for (const auto& a : args)
-    if (a == "--help" || a == "-h") {
-      std::cout << desc;
-      return 0;
-    }
+  if (perceiver::cli::wants_help(args, desc)) return 0;
   po::positional_options_description pos;
   pos.add("input", -1);
   const auto vm = perceiver::cli::parse(desc, args, &pos);

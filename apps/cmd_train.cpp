@@ -61,18 +61,9 @@ int launch_ranks(const std::string& command, const std::vector<std::string>& arg
   return perceiver::trainers::launch(lo);
 }
 
-bool wants_help(const std::vector<std::string>& args, const po::options_description& desc) {
-  for (const auto& a : args)
-    if (a == "--help" || a == "-h") {
-      std::cout << desc;
-      return true;
-    }
-  return false;
-}
-
 int run_train(const std::vector<std::string>& args) {
   const auto desc = train_options("perceiver train --config RUN.yaml [--resume DIR|auto] [KEY=VALUE ...]", true);
-  if (wants_help(args, desc)) return 0;
+  if (perceiver::cli::wants_help(args, desc)) return 0;
   po::positional_options_description pos;
   pos.add("overrides", -1);
   const auto vm = perceiver::cli::parse(desc, args, &pos);
@@ -90,7 +81,7 @@ int run_train(const std::vector<std::string>& args) {
 
 int run_evaluate(const std::vector<std::string>& args) {
   const auto desc = train_options("perceiver evaluate --config RUN.yaml --checkpoint DIR [KEY=VALUE ...]", false);
-  if (wants_help(args, desc)) return 0;
+  if (perceiver::cli::wants_help(args, desc)) return 0;
   po::positional_options_description pos;
   pos.add("overrides", -1);
   const auto vm = perceiver::cli::parse(desc, args, &pos);

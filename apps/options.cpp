@@ -1,5 +1,7 @@
 #include "apps/options.h"
 
+#include <iostream>
+
 namespace perceiver::cli {
 
 boost::program_options::variables_map parse(
@@ -13,6 +15,15 @@ boost::program_options::variables_map parse(
   po::store(parser.run(), vm);
   po::notify(vm);
   return vm;
+}
+
+bool wants_help(const std::vector<std::string>& args, const boost::program_options::options_description& desc) {
+  for (const auto& a : args)
+    if (a == "--help" || a == "-h") {
+      std::cout << desc;
+      return true;
+    }
+  return false;
 }
 
 void add_device_options(boost::program_options::options_description& desc, const std::string& device_default) {

@@ -16,6 +16,10 @@ boost::program_options::variables_map parse(
     const boost::program_options::options_description& desc, const std::vector<std::string>& args,
     const boost::program_options::positional_options_description* positional = nullptr);
 
+// Prints desc and returns true when args ask for --help/-h; checked before parse(), so that help
+// works without the command's required options.
+bool wants_help(const std::vector<std::string>& args, const boost::program_options::options_description& desc);
+
 // --device (cpu, cuda, cuda:N, auto) and --precision (fp32, bf16), shared by the commands that run
 // a model. `device_default` is what the command does without the option.
 void add_device_options(boost::program_options::options_description& desc, const std::string& device_default);

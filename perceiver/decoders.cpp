@@ -156,25 +156,29 @@ int64_t PerceiverBasicDecoderImpl::queries_per_pass(int64_t latents, int64_t lat
   return std::max<int64_t>(1024, (int64_t{1} << 20) / widest / 64 * 64);
 }
 
+void WrappedBasicDecoderImpl::make_decoder(const PerceiverConfig& config, const BasicDecoderOptions& options) {
+  decoder = register_module("decoder", PerceiverBasicDecoder(config, options));
+}
+
+torch::Tensor WrappedBasicDecoderImpl::decoder_query(const torch::Tensor& inputs,
+                                                     const std::optional<ModalitySizes>& modality_sizes,
+                                                     const torch::Tensor& inputs_without_pos,
+                                                     const TensorOrDict& subsampled_points) {
+  return decoder->decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points);
+}
+
+WithSharedChannels WrappedBasicDecoderImpl::decoder_queries(const WithSharedChannels& inputs,
+                                                            const std::optional<ModalitySizes>& modality_sizes,
+                                                            const torch::Tensor& inputs_without_pos,
+                                                            const TensorOrDict& subsampled_points) {
+  return decoder->decoder_queries(inputs, modality_sizes, inputs_without_pos, subsampled_points);
+}
+
 PerceiverClassificationDecoderImpl::PerceiverClassificationDecoderImpl(const PerceiverConfig& config,
                                                                        BasicDecoderOptions options) {
   options.output_num_channels = config.num_labels();
   options.output_index_dims = {1};
-  decoder = register_module("decoder", PerceiverBasicDecoder(config, options));
-}
-
-torch::Tensor PerceiverClassificationDecoderImpl::decoder_query(const torch::Tensor& inputs,
-                                                                const std::optional<ModalitySizes>& modality_sizes,
-                                                                const torch::Tensor& inputs_without_pos,
-                                                                const TensorOrDict& subsampled_points) {
-  return decoder->decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points);
-}
-
-WithSharedChannels PerceiverClassificationDecoderImpl::decoder_queries(const WithSharedChannels& inputs,
-                                                                       const std::optional<ModalitySizes>& modality_sizes,
-                                                                       const torch::Tensor& inputs_without_pos,
-                                                                       const TensorOrDict& subsampled_points) {
-  return decoder->decoder_queries(inputs, modality_sizes, inputs_without_pos, subsampled_points);
+  make_decoder(config, options);
 }
 
 PerceiverDecoderOutput PerceiverClassificationDecoderImpl::forward(const WithSharedChannels& query, const torch::Tensor& z,

@@ -62,22 +62,31 @@ class PerceiverBasicDecoderImpl : public DecoderImpl {
 };
 TORCH_MODULE(PerceiverBasicDecoder);
 
-// Basic decoder with a single query whose output is the (B, num_labels) logits.
-class PerceiverClassificationDecoderImpl : public DecoderImpl {
+// A decoder around a PerceiverBasicDecoder (HF's attribute `decoder`) that builds its queries;
+// subclasses shape what it outputs.
+class WrappedBasicDecoderImpl : public DecoderImpl {
  public:
-  // options.output_num_channels and output_index_dims are set here (num_labels, [1]).
-  PerceiverClassificationDecoderImpl(const PerceiverConfig& config, BasicDecoderOptions options);
   int64_t num_query_channels() const override { return decoder->num_query_channels(); }
   torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
                               const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
   WithSharedChannels decoder_queries(const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
                                      const torch::Tensor& inputs_without_pos,
                                      const TensorOrDict& subsampled_points) override;
+
+  PerceiverBasicDecoder decoder{nullptr};
+
+ protected:
+  // Builds and registers `decoder`.
+  void make_decoder(const PerceiverConfig& config, const BasicDecoderOptions& options);
+};
+
+// Basic decoder with a single query whose output is the (B, num_labels) logits.
+class PerceiverClassificationDecoderImpl : public WrappedBasicDecoderImpl {
+ public:
+  // options.output_num_channels and output_index_dims are set here (num_labels, [1]).
+  PerceiverClassificationDecoderImpl(const PerceiverConfig& config, BasicDecoderOptions options);
   PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
-
- private:
-  PerceiverBasicDecoder decoder{nullptr};
 };
 TORCH_MODULE(PerceiverClassificationDecoder);
 

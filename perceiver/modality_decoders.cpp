@@ -21,7 +21,7 @@ PerceiverOpticalFlowDecoderImpl::PerceiverOpticalFlowDecoderImpl(const Perceiver
               "PerceiverOpticalFlowDecoder: output_image_shape must be positive");
   TORCH_CHECK(options_.rescale_factor != 0.0, "PerceiverOpticalFlowDecoder: rescale_factor must not be 0");
   options_.decoder.output_num_channels = options_.output_num_channels;
-  decoder = register_module("decoder", PerceiverBasicDecoder(config, options_.decoder));
+  make_decoder(config, options_.decoder);
 }
 
 torch::Tensor PerceiverOpticalFlowDecoderImpl::decoder_query(const torch::Tensor& inputs,
@@ -79,19 +79,7 @@ PerceiverBasicVideoAutoencodingDecoderImpl::PerceiverBasicVideoAutoencodingDecod
     : output_shape_(output_shape) {
   TORCH_CHECK(output_shape.size() == 4, "Expected rank 4 output_shape, got ", output_shape.size(), " dims");
   options.output_index_dims = {output_shape[1], output_shape[2], output_shape[3]};
-  decoder = register_module("decoder", PerceiverBasicDecoder(config, options));
-}
-
-torch::Tensor PerceiverBasicVideoAutoencodingDecoderImpl::decoder_query(
-    const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
-    const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) {
-  return decoder->decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points);
-}
-
-WithSharedChannels PerceiverBasicVideoAutoencodingDecoderImpl::decoder_queries(
-    const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
-    const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) {
-  return decoder->decoder_queries(inputs, modality_sizes, inputs_without_pos, subsampled_points);
+  make_decoder(config, options);
 }
 
 PerceiverDecoderOutput PerceiverBasicVideoAutoencodingDecoderImpl::forward(const WithSharedChannels& query,

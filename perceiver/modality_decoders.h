@@ -23,10 +23,9 @@ struct OpticalFlowDecoderOptions {
 // The queries are the preprocessed inputs themselves; the output is divided by rescale_factor and
 // reshaped to (B, H, W, output_num_channels). Subsampled points (flat pixel indices, fewer than H*W;
 // HF has none) select query rows, and those outputs stay (B, N, output_num_channels).
-class PerceiverOpticalFlowDecoderImpl : public DecoderImpl {
+class PerceiverOpticalFlowDecoderImpl : public WrappedBasicDecoderImpl {
  public:
   PerceiverOpticalFlowDecoderImpl(const PerceiverConfig& config, OpticalFlowDecoderOptions options);
-  int64_t num_query_channels() const override { return decoder->num_query_channels(); }
   torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
                               const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
   // The inputs themselves (or their subsampled rows), shared channels included: never made whole.
@@ -37,8 +36,6 @@ class PerceiverOpticalFlowDecoderImpl : public DecoderImpl {
                                  bool output_attentions) override;
   const OpticalFlowDecoderOptions& options() const { return options_; }
 
-  PerceiverBasicDecoder decoder{nullptr};
-
  private:
   // The subsampled points as checked flat pixel indices on `device`.
   torch::Tensor pixels(const TensorOrDict& subsampled_points, const torch::Device& device) const;
@@ -47,23 +44,15 @@ class PerceiverOpticalFlowDecoderImpl : public DecoderImpl {
 TORCH_MODULE(PerceiverOpticalFlowDecoder);
 
 // A basic decoder over a (T, H, W) output grid; output_shape is (B, T, H, W).
-class PerceiverBasicVideoAutoencodingDecoderImpl : public DecoderImpl {
+class PerceiverBasicVideoAutoencodingDecoderImpl : public WrappedBasicDecoderImpl {
  public:
   PerceiverBasicVideoAutoencodingDecoderImpl(const PerceiverConfig& config, const std::vector<int64_t>& output_shape,
                                              BasicDecoderOptions options);
-  int64_t num_query_channels() const override { return decoder->num_query_channels(); }
-  torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
-                              const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
-  WithSharedChannels decoder_queries(const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
-                                     const torch::Tensor& inputs_without_pos,
-                                     const TensorOrDict& subsampled_points) override;
   // Full-grid outputs become (B, T, H, W, C); subsampled ones stay (B, N, C).
   PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
   const std::vector<int64_t>& output_shape() const { return output_shape_; }
   const std::vector<int64_t>& output_index_dims() const { return decoder->options().output_index_dims; }
-
-  PerceiverBasicDecoder decoder{nullptr};
 
  private:
   std::vector<int64_t> output_shape_;
