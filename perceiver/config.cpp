@@ -132,6 +132,8 @@ void read_labels(Reader& r, PerceiverConfig& c) {
         fail(r.source(), "id2label", "id '" + k + "' is not an integer");
       }
       if (!name.is_string()) fail(r.source(), "id2label." + k, "expected a string label name");
+      if (static_cast<int64_t>(c.id2label.size()) >= PerceiverConfig::kMaxLabels)
+        fail(r.source(), "id2label", "more than " + std::to_string(PerceiverConfig::kMaxLabels) + " labels");
       c.id2label[id] = name.get<std::string>();
     }
   }
@@ -140,7 +142,9 @@ void read_labels(Reader& r, PerceiverConfig& c) {
     if (!v->is_object() && !v->is_null()) fail(r.source(), "label2id", "expected a mapping from label name to id");
   }
   if (num_labels) {
-    if (*num_labels < 1) fail(r.source(), "num_labels", "must be at least 1, found " + std::to_string(*num_labels));
+    if (*num_labels < 1 || *num_labels > PerceiverConfig::kMaxLabels)
+      fail(r.source(), "num_labels",
+           "must be from 1 to " + std::to_string(PerceiverConfig::kMaxLabels) + ", found " + std::to_string(*num_labels));
     if (*num_labels != c.num_labels()) c.set_num_labels(*num_labels);
   }
 }
@@ -198,6 +202,9 @@ std::map<std::string, int64_t> PerceiverConfig::label2id() const {
 }
 
 void PerceiverConfig::set_num_labels(int64_t n) {
+  if (n < 1 || n > kMaxLabels)
+    throw std::invalid_argument("num_labels must be from 1 to " + std::to_string(kMaxLabels) + ", got " +
+                                std::to_string(n));
   id2label.clear();
   for (int64_t i = 0; i < n; ++i) id2label[i] = "LABEL_" + std::to_string(i);
 }

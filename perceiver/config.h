@@ -65,8 +65,13 @@ struct PerceiverConfig {
 
   int64_t num_labels() const { return static_cast<int64_t>(id2label.size()); }
   std::map<std::string, int64_t> label2id() const;
-  // Replaces id2label with LABEL_0..LABEL_{n-1} (HF's behaviour when num_labels is set).
+  // Replaces id2label with LABEL_0..LABEL_{n-1} (HF's behaviour when num_labels is set); n from 1 to
+  // kMaxLabels, else std::invalid_argument.
   void set_num_labels(int64_t n);
+  // The most labels a config may have: each one gets a name, so that a hostile num_labels cannot
+  // make the reader allocate (or loop) without bound. A head with more would be absurd anyway
+  // (2^20 labels x 256 latent channels is 268M parameters in its last layer alone).
+  static constexpr int64_t kMaxLabels = int64_t{1} << 20;
   // The first entry of `architectures`, or "" when absent.
   std::string architecture() const;
 

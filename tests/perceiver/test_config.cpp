@@ -95,6 +95,22 @@ TEST(PerceiverConfig, InconsistentValuesAreActionable) {
   EXPECT_NE(config_error({{"id2label", {{"x", "a"}}}}).find("id2label"), std::string::npos);
 }
 
+// Every label gets a name (HF's LABEL_i), so a hostile num_labels must be refused before the names
+// are made: 2^40 would take hours and terabytes.
+TEST(PerceiverConfig, NumLabelsIsBounded) {
+  const auto huge = config_error({{"num_labels", int64_t{1} << 40}});
+  EXPECT_NE(huge.find("num_labels"), std::string::npos) << huge;
+  EXPECT_NE(huge.find(std::to_string(PerceiverConfig::kMaxLabels)), std::string::npos) << huge;
+  EXPECT_NE(config_error({{"num_labels", PerceiverConfig::kMaxLabels + 1}}).find("num_labels"), std::string::npos);
+  EXPECT_NE(config_error({{"num_labels", 0}}).find("num_labels"), std::string::npos);
+  PerceiverConfig c;
+  EXPECT_THROW(c.set_num_labels(PerceiverConfig::kMaxLabels + 1), std::invalid_argument);
+  EXPECT_EQ(c.num_labels(), 2);  // unchanged by the refused call
+  c.set_num_labels(PerceiverConfig::kMaxLabels);
+  EXPECT_EQ(c.num_labels(), PerceiverConfig::kMaxLabels);
+  EXPECT_EQ(c.id2label.rbegin()->second, "LABEL_" + std::to_string(PerceiverConfig::kMaxLabels - 1));
+}
+
 TEST(PerceiverConfig, MissingOrMalformedFile) {
   TempDir tmp;
   EXPECT_THROW(PerceiverConfig::from_json_file(tmp.path() / "nope.json"), ConfigError);
