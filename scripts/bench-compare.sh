@@ -35,6 +35,10 @@ new="$root/build/perceiver"
 [ -x "$new" ] || { echo "bench-compare: build this tree first (scripts/setup.sh)" >&2; exit 2; }
 if [ "$ref" = hf ]; then
   grep -q -- '--device' <<<"${hf_args[*]}" || hf_args+=(--device cpu)
+  /usr/bin/python3 -c 'import numpy, torch' 2>/dev/null \
+    || { echo "bench-compare: HF's Perceiver needs /usr/bin/python3 with torch and numpy (apt-get install python3-torch python3-numpy)" >&2; exit 2; }
+  ((${#transformers_src[@]})) || /usr/bin/python3 -c 'import transformers' 2>/dev/null \
+    || { echo "bench-compare: /usr/bin/python3 has no transformers; pass --transformers-src DIR (a transformers source tree)" >&2; exit 2; }
   old_bench=(/usr/bin/python3 -W ignore "$root/bench/hf_reference.py" "${transformers_src[@]}" "${hf_args[@]}")
   label="HF's Python Perceiver"
 else
