@@ -232,6 +232,45 @@ def feed_layer_norms_fp32(torch):
     torch.nn.LayerNorm.forward = forward
 
 
+def time_workload(torch, config_class, cls, workload, name, version, args, device):
+    """One workload's result line: the median of args.iters timed steps after args.warmup."""
+    _, config_kwargs, spec, samples, training = workload
+    torch.manual_seed(0)
+    model = cls(config_class(**config_kwargs)).to(device)
+    batch = make_batch(torch, spec, device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if training else None
+    model.train(training)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+
+    def step():
+        if training:
+            optimizer.zero_grad()
+            with autocast:
+                loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+        else:
+            with torch.inference_mode(), autocast:
+                model(**batch)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(args.warmup):
+        step()
+    times = []
+    for _ in range(args.iters):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    return {"workload": name, "precision": args.precision, "impl": "hf-transformers",
+            "transformers": version, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "seconds_per_iter": seconds, "samples_per_s": samples / seconds,
+            # the process's peak (run one workload per process for each one's own)
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda where there is one)")
@@ -263,46 +302,13 @@ def main():
         if name not in table:
             print(json.dumps({"workload": name, "error": f"not in the reference (it has {', '.join(table)})"}))
             continue
-        cls_name, config_kwargs, spec, samples, training = table[name]
+        cls_name = table[name][0]
         cls = getattr(transformers, cls_name, None)
         if cls is None:
             print(json.dumps({"workload": name, "error": f"transformers {version} has no {cls_name}"}))
             continue
-        torch.manual_seed(0)
-        model = cls(transformers.PerceiverConfig(**config_kwargs)).to(device)
-        batch = make_batch(torch, spec, device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if training else None
-        model.train(training)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
-
-        def step():
-            if training:
-                optimizer.zero_grad()
-                with autocast:
-                    loss = model(**batch).loss
-                loss.backward()
-                optimizer.step()
-            else:
-                with torch.inference_mode(), autocast:
-                    model(**batch)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-
-        for _ in range(args.warmup):
-            step()
-        times = []
-        for _ in range(args.iters):
-            start = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - start)
-        seconds = statistics.median(times)
-        print(json.dumps({"workload": name, "precision": args.precision, "impl": "hf-transformers",
-                          "transformers": version, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                          "num_parameters": sum(p.numel() for p in model.parameters()),
-                          "seconds_per_iter": seconds, "samples_per_s": samples / seconds,
-                          # the process's peak (run one workload per process for each one's own)
-                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
-        del model, optimizer
+        print(json.dumps(time_workload(torch, transformers.PerceiverConfig, cls, table[name], name, version, args,
+                                       device)), flush=True)
     return 0
 
 
