@@ -29,9 +29,13 @@ double read_number(const json& j, const std::string& key, const std::string& sou
   return j.get<double>();
 }
 
-int read_positive_int(const json& j, const std::string& key, const std::string& source) {
-  if (!j.is_number_integer() || j.get<int64_t>() < 1 || j.get<int64_t>() > (1 << 20)) {
-    throw key_error(source, key, "a positive integer", j);
+// The largest crop or resize side a config may ask for: 8192^2 RGB pixels are already 805 MB as the
+// float tensor a model takes, and a hostile 60000 made `predict` reach 10 GB before failing.
+constexpr int64_t kMaxImageSide = 8192;
+
+int read_image_side(const json& j, const std::string& key, const std::string& source) {
+  if (!j.is_number_integer() || j.get<int64_t>() < 1 || j.get<int64_t>() > kMaxImageSide) {
+    throw key_error(source, key, "a positive integer of at most " + std::to_string(kMaxImageSide) + " pixels", j);
   }
   return static_cast<int>(j.get<int64_t>());
 }
@@ -40,13 +44,13 @@ int read_positive_int(const json& j, const std::string& key, const std::string& 
 // resize need both, so "shortest_edge"-style dicts are rejected).
 ImageSize read_size(const json& j, const std::string& key, const std::string& source) {
   if (j.is_number_integer()) {
-    const int s = read_positive_int(j, key, source);
+    const int s = read_image_side(j, key, source);
     return {s, s};
   }
   if (!j.is_object() || !j.contains("height") || !j.contains("width")) {
     throw key_error(source, key, "{\"height\": int, \"width\": int} or an int", j);
   }
-  return {read_positive_int(j["height"], key + ".height", source), read_positive_int(j["width"], key + ".width", source)};
+  return {read_image_side(j["height"], key + ".height", source), read_image_side(j["width"], key + ".width", source)};
 }
 
 // A float applies to every channel (HF replicates it); a list must have one value per channel.
@@ -118,9 +122,10 @@ json ImageProcessorOptions::to_json() const {
 
 void ImageProcessorOptions::validate(const std::string& source) const {
   auto check_size = [&](const ImageSize& s, const char* key) {
-    if (s.height < 1 || s.width < 1) {
-      throw std::runtime_error(source + ": key '" + key + "': expected positive height and width, found " +
-                               std::to_string(s.height) + "x" + std::to_string(s.width));
+    if (s.height < 1 || s.width < 1 || s.height > kMaxImageSide || s.width > kMaxImageSide) {
+      throw std::runtime_error(source + ": key '" + key + "': expected height and width from 1 to " +
+                               std::to_string(kMaxImageSide) + ", found " + std::to_string(s.height) + "x" +
+                               std::to_string(s.width));
     }
   };
   check_size(crop_size, "crop_size");

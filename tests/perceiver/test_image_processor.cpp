@@ -144,6 +144,8 @@ TEST(ImageProcessorOptions, BadValuesNameKeyAndFile) {
   };
   const std::vector<std::pair<json, std::string>> cases = {
       {json{{"size", {{"height", 0}, {"width", 4}}}}, "size.height"},
+      {json{{"size", {{"height", 4}, {"width", 8193}}}}, "size.width"},  // more than 8192 pixels a side
+      {json{{"crop_size", 60000}}, "crop_size"},
       {json{{"size", {{"shortest_edge", 224}}}}, "size"},
       {json{{"crop_size", "big"}}, "crop_size"},
       {json{{"resample", 9}}, "resample"},
@@ -158,6 +160,12 @@ TEST(ImageProcessorOptions, BadValuesNameKeyAndFile) {
     const auto path = write(config);
     expect_error_mentions([&] { ImageProcessorOptions::from_file(path); }, {key, path.string()});
   }
+  ImageProcessorOptions built;  // options made in code are held to the same bounds
+  built.size = {8193, 4};
+  expect_error_mentions([&] { built.validate("opts"); }, {"opts", "size", "8192"});
+  built.size = {224, 224};
+  built.crop_size = {0, 5};
+  expect_error_mentions([&] { built.validate("opts"); }, {"opts", "crop_size"});
   std::ofstream(tmp.path() / "broken.json") << "{\"size\": ";
   expect_error_mentions([&] { ImageProcessorOptions::from_file(tmp.path() / "broken.json"); }, {"broken.json"});
   expect_error_mentions([&] { ImageProcessorOptions::from_file(tmp.path() / "missing.json"); }, {"missing.json"});
