@@ -2,12 +2,18 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
-#include <random>
+#include <spdlog/spdlog.h>
+
 #include <stdexcept>
 
 #include "datasets/common.h"
 
 namespace perceiver::datasets {
+
+namespace {
+// Beyond this many unreadable examples in a row the data set is taken to be broken, not dirty.
+constexpr int64_t kMaxConsecutiveBadExamples = 1000;
+}  // namespace
 
 TensorDataset::TensorDataset(Example tensors) : tensors_(std::move(tensors)) {
   if (tensors_.empty()) throw std::invalid_argument("TensorDataset: no tensors");
@@ -89,35 +95,39 @@ DataLoader::DataLoader(std::shared_ptr<const Dataset> dataset, LoaderOptions opt
 
 DataLoader::~DataLoader() { stop(); }
 
-std::vector<int64_t> DataLoader::epoch_indices(int64_t epoch) const {
+// The epoch's global order is a permutation of [0, n). Without drop_last it is padded to a multiple of the
+// world size by repeating its first positions (pad_shards), with drop_last cut to whole global batches;
+// rank r takes positions r, r + world_size, ...
+int64_t DataLoader::shard_size() const {
+  const int64_t n = dataset_->size(), ws = options_.world_size;
+  int64_t total = n;
+  if (options_.drop_last && ws > 1) total = n / (options_.batch_size * ws) * options_.batch_size * ws;
+  else if (options_.pad_shards && n > 0 && n % ws != 0) total = (n + ws - 1) / ws * ws;
+  return total > options_.rank ? (total - options_.rank + ws - 1) / ws : 0;
+}
+
+int64_t DataLoader::shard_index(const Permutation& order, int64_t j) const {
   const int64_t n = dataset_->size();
-  std::vector<int64_t> perm(n);
-  for (int64_t i = 0; i < n; ++i) perm[i] = i;
-  if (options_.shuffle && n > 1) {
-    // Fisher-Yates with our own bounded draw: std::shuffle's algorithm differs between standard libraries.
-    std::mt19937_64 rng(stable_hash("epoch:" + std::to_string(epoch), options_.seed));
-    for (int64_t i = n - 1; i > 0; --i) {
-      const uint64_t bound = static_cast<uint64_t>(i) + 1;
-      const uint64_t limit = UINT64_MAX - UINT64_MAX % bound;
-      uint64_t r = rng();
-      while (r >= limit) r = rng();
-      std::swap(perm[i], perm[static_cast<int64_t>(r % bound)]);
-    }
-  }
-  const int64_t ws = options_.world_size;
-  if (options_.drop_last && ws > 1) {
-    perm.resize(static_cast<size_t>(n / (options_.batch_size * ws) * options_.batch_size * ws));
-  } else if (options_.pad_shards && n > 0 && n % ws != 0) {
-    const int64_t total = (n + ws - 1) / ws * ws;
-    for (int64_t i = n; i < total; ++i) perm.push_back(perm[(i - n) % n]);
-  }
-  std::vector<int64_t> shard;
-  for (size_t i = static_cast<size_t>(options_.rank); i < perm.size(); i += static_cast<size_t>(ws)) shard.push_back(perm[i]);
+  int64_t global = options_.rank + j * options_.world_size;
+  if (global >= n) global = (global - n) % n;  // padding repeats the order's first positions
+  return options_.shuffle ? static_cast<int64_t>(order(static_cast<uint64_t>(global))) : global;
+}
+
+namespace {
+Permutation epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
+  return Permutation(static_cast<uint64_t>(n), stable_hash("epoch:" + std::to_string(epoch), seed));
+}
+}  // namespace
+
+std::vector<int64_t> DataLoader::epoch_indices(int64_t epoch) const {
+  const auto order = epoch_order(dataset_->size(), options_.seed, epoch);
+  std::vector<int64_t> shard(static_cast<size_t>(shard_size()));
+  for (size_t j = 0; j < shard.size(); ++j) shard[j] = shard_index(order, static_cast<int64_t>(j));
   return shard;
 }
 
 int64_t DataLoader::batches_per_epoch() const {
-  const int64_t n = static_cast<int64_t>(epoch_indices(0).size());
+  const int64_t n = shard_size();
   return options_.drop_last ? n / options_.batch_size : (n + options_.batch_size - 1) / options_.batch_size;
 }
 
@@ -129,27 +139,56 @@ void DataLoader::set_position(const LoaderPosition& position) {
   position_ = position;
 }
 
+Example DataLoader::load_example(int64_t index) const {
+  // A bad example's place goes to the next readable one in data-set order: a function of the data alone,
+  // so the batches stay the same whatever the workers, ranks or resume point.
+  const int64_t n = dataset_->size();
+  const int64_t attempts = std::min<int64_t>(n, kMaxConsecutiveBadExamples);
+  std::string last;
+  for (int64_t k = 0; k < attempts; ++k) {
+    const int64_t candidate = (index + k) % n;
+    try {
+      return dataset_->get(candidate);
+    } catch (const BadExample& e) {
+      if (options_.on_bad_example == OnBadExample::kStop)
+        throw std::runtime_error("example " + std::to_string(candidate) + " is unreadable: " + e.what() +
+                                 " (on_bad_example: stop; set it to skip to go on without such examples)");
+      ++skipped_;
+      last = e.what();
+      std::lock_guard<std::mutex> lock(reported_mutex_);
+      if (reported_.insert(e.source()).second)
+        spdlog::warn("skipping unreadable example {}: {} (further ones from the same file are counted, not logged)",
+                     candidate, e.what());
+    }
+  }
+  if (attempts == n)
+    throw std::runtime_error("every one of the data set's " + std::to_string(n) + " examples is unreadable (the last: " +
+                             last + ")");
+  throw std::runtime_error(std::to_string(attempts) + " consecutive examples from index " + std::to_string(index) +
+                           " are unreadable (the last: " + last + "): is the data set readable?");
+}
+
 Example DataLoader::load_batch(int64_t batch) const {
   const int64_t begin = batch * options_.batch_size;
-  const int64_t end = std::min<int64_t>(begin + options_.batch_size, static_cast<int64_t>(indices_.size()));
+  const int64_t end = std::min<int64_t>(begin + options_.batch_size, shard_size_);
   std::vector<Example> examples;
+  std::vector<int64_t> seeds;
   examples.reserve(static_cast<size_t>(end - begin));
-  for (int64_t i = begin; i < end; ++i) examples.push_back(dataset_->get(indices_[i]));
-  auto out = collate_(std::move(examples));
-  if (options_.sample_seeds) {
-    std::vector<int64_t> seeds;
-    for (int64_t i = begin; i < end; ++i)
-      seeds.push_back(static_cast<int64_t>(sample_seed(options_.seed, indices_epoch_, indices_[i])));
-    out[kSampleSeedKey] = torch::tensor(seeds, torch::kInt64);
+  for (int64_t i = begin; i < end; ++i) {
+    const int64_t index = shard_index(*order_, i);
+    examples.push_back(load_example(index));
+    if (options_.sample_seeds) seeds.push_back(static_cast<int64_t>(sample_seed(options_.seed, indices_epoch_, index)));
   }
+  auto out = collate_(std::move(examples));
+  if (options_.sample_seeds) out[kSampleSeedKey] = torch::tensor(seeds, torch::kInt64);
   return out;
 }
 
 void DataLoader::start() {
-  indices_ = epoch_indices(position_.epoch);
+  order_.emplace(epoch_order(dataset_->size(), options_.seed, position_.epoch));
   indices_epoch_ = position_.epoch;
-  const int64_t n = static_cast<int64_t>(indices_.size());
-  num_batches_ = options_.drop_last ? n / options_.batch_size : (n + options_.batch_size - 1) / options_.batch_size;
+  shard_size_ = shard_size();
+  num_batches_ = batches_per_epoch();
   next_produce_ = next_consume_ = position_.batch;
   results_.clear();
   stopping_ = false;

@@ -7,6 +7,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "datasets/permutation.h"
+
+#include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -15,6 +19,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,11 +31,24 @@ namespace perceiver::datasets {
 using Example = std::map<std::string, torch::Tensor>;
 
 // get() is called from worker threads concurrently: it must be thread-safe (const, no shared mutation).
+// An example that cannot be read (a corrupt, truncated or vanished file) is reported by throwing
+// BadExample; any other exception is an error that stops the loader.
 class Dataset {
  public:
   virtual ~Dataset() = default;
   virtual int64_t size() const = 0;
   virtual Example get(int64_t index) const = 0;
+};
+
+// One unreadable example: `source()` names the file (and member) at fault, what() says why.
+class BadExample : public std::runtime_error {
+ public:
+  BadExample(std::string source, const std::string& reason)
+      : std::runtime_error(source + ": " + reason), source_(std::move(source)) {}
+  const std::string& source() const { return source_; }
+
+ private:
+  std::string source_;
 };
 
 // Rows of equally long tensors: get(i) selects row i of every tensor.
@@ -56,6 +75,32 @@ class FunctionDataset : public Dataset {
   std::function<Example(int64_t)> fn_;
 };
 
+// Another data set's examples passed through fn(example, index): labels attached, images processed, ...
+class MappedDataset : public Dataset {
+ public:
+  MappedDataset(std::shared_ptr<const Dataset> base, std::function<Example(Example, int64_t)> fn)
+      : base_(std::move(base)), fn_(std::move(fn)) {}
+  int64_t size() const override { return base_->size(); }
+  Example get(int64_t index) const override { return fn_(base_->get(index), index); }
+
+ private:
+  std::shared_ptr<const Dataset> base_;
+  std::function<Example(Example, int64_t)> fn_;
+};
+
+// The first `count` examples of another data set.
+class PrefixDataset : public Dataset {
+ public:
+  PrefixDataset(std::shared_ptr<const Dataset> base, int64_t count)
+      : base_(std::move(base)), count_(std::min(count, base_->size())) {}
+  int64_t size() const override { return count_; }
+  Example get(int64_t index) const override { return base_->get(index); }
+
+ private:
+  std::shared_ptr<const Dataset> base_;
+  int64_t count_;
+};
+
 using CollateFn = std::function<Example(std::vector<Example>)>;
 // Stacks each key along a new dim 0; all examples must have the same keys and per-key shapes.
 Example stack_collate(std::vector<Example> examples);
@@ -69,6 +114,11 @@ uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index);
 inline constexpr char kSampleSeedKey[] = "sample_seed";
 // One CPU generator per example of `batch`, seeded from its kSampleSeedKey entry; empty without one.
 std::vector<at::Generator> example_generators(const Example& batch);
+
+// What the loader does with a BadExample: kSkip takes the next readable example in data-set order in
+// its place (batches keep their size, so data-parallel ranks stay in step), counts it and logs each
+// source once; kStop throws naming the example and its file.
+enum class OnBadExample { kSkip, kStop };
 
 struct LoaderOptions {
   int64_t batch_size = 32;
@@ -86,6 +136,7 @@ struct LoaderOptions {
   bool sample_seeds = false;  // add kSampleSeedKey to every batch
   int num_workers = 2;       // 0: load in the calling thread
   int prefetch_batches = 4;  // at most this many batches produced ahead of the consumer
+  OnBadExample on_bad_example = OnBadExample::kSkip;
 };
 
 // Where the next batch comes from; save it with a checkpoint and restore it to resume mid-epoch.
@@ -113,8 +164,11 @@ class DataLoader {
   void set_position(const LoaderPosition& position);  // stops prefetching; loading restarts there
 
   int64_t batches_per_epoch() const;
-  // This rank's sample indices for `epoch`, in consumption order.
+  // This rank's sample indices for `epoch`, in consumption order. The loader itself never holds this
+  // list: it computes each index from a seeded permutation (datasets/permutation.h).
   std::vector<int64_t> epoch_indices(int64_t epoch) const;
+  // Examples skipped as unreadable since the loader was made (OnBadExample::kSkip).
+  int64_t skipped() const { return skipped_.load(); }
 
   // Fraction of time since the first next() (or reset_timing()) spent blocked waiting for data.
   double wait_fraction() const;
@@ -130,6 +184,10 @@ class DataLoader {
   void stop();
   void worker_loop();
   Example load_batch(int64_t batch) const;
+  Example load_example(int64_t index) const;
+  // The number of examples in this rank's share of an epoch, and the one at position j of it.
+  int64_t shard_size() const;
+  int64_t shard_index(const Permutation& order, int64_t j) const;
 
   std::shared_ptr<const Dataset> dataset_;
   LoaderOptions options_;
@@ -139,8 +197,9 @@ class DataLoader {
   // Shared with the workers (guarded by mutex_).
   mutable std::mutex mutex_;
   std::condition_variable produce_cv_, consume_cv_;
-  std::vector<int64_t> indices_;  // current epoch's shard
+  std::optional<Permutation> order_;  // current epoch's global order
   int64_t indices_epoch_ = 0;
+  int64_t shard_size_ = 0;
   int64_t num_batches_ = 0;
   int64_t next_produce_ = 0;
   int64_t next_consume_ = 0;
@@ -148,6 +207,9 @@ class DataLoader {
   bool running_ = false;
   std::map<int64_t, Result> results_;
   std::vector<std::thread> workers_;
+  mutable std::atomic<int64_t> skipped_{0};
+  mutable std::mutex reported_mutex_;
+  mutable std::set<std::string> reported_;  // sources already logged as unreadable
 
   using Clock = std::chrono::steady_clock;
   std::optional<Clock::time_point> timing_start_;

@@ -180,3 +180,93 @@ TEST(DatasetsLoader, WaitFractionReflectsWhoIsSlow) {
   EXPECT_LT(fed.wait_fraction(), 0.3);
   EXPECT_GE(fed.wait_seconds(), 0.0);
 }
+
+TEST(DatasetsLoader, UnreadableExamplesAreReplacedCountedOrStoppedOn) {
+  // Examples 3, 4 and 9 cannot be read.
+  auto dirty = std::make_shared<pd::FunctionDataset>(12, [](int64_t i) {
+    if (i == 3 || i == 4 || i == 9) throw pd::BadExample("img-" + std::to_string(i) + ".jpg", "cannot be decoded");
+    return pd::Example{{"index", torch::tensor(i)}};
+  });
+  pd::LoaderOptions opt;
+  opt.batch_size = 4;
+  opt.shuffle = false;
+  opt.num_workers = 0;
+  pd::DataLoader plain(dirty, opt);
+  // Each bad example's place goes to the next readable one in data-set order: batches keep their size.
+  EXPECT_EQ(drain(plain), (std::vector<int64_t>{0, 1, 2, 5, 5, 5, 6, 7, 8, 10, 10, 11}));
+  EXPECT_EQ(plain.skipped(), 4);  // 3 and 4 for position 3, 4 for position 4, 9 for position 9
+  // The same stream whatever the workers.
+  opt.shuffle = true;
+  std::vector<int64_t> reference;
+  for (const int workers : {0, 1, 3}) {
+    opt.num_workers = workers;
+    pd::DataLoader loader(dirty, opt);
+    const auto stream = drain(loader);
+    if (reference.empty()) reference = stream;
+    EXPECT_EQ(stream, reference) << workers << " workers";
+    EXPECT_EQ(loader.skipped(), 4);
+    for (const auto i : stream) EXPECT_TRUE(i != 3 && i != 4 && i != 9);
+  }
+  // stop: the error names the example and its file.
+  opt.on_bad_example = pd::OnBadExample::kStop;
+  opt.shuffle = false;
+  pd::DataLoader strict(dirty, opt);
+  try {
+    while (strict.next()) {
+    }
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("example 3"), std::string::npos) << what;
+    EXPECT_NE(what.find("img-3.jpg"), std::string::npos) << what;
+    EXPECT_NE(what.find("on_bad_example"), std::string::npos) << what;
+  }
+  // A data set whose every example is bad stops with a clear error, also when skipping.
+  auto hopeless = std::make_shared<pd::FunctionDataset>(5, [](int64_t i) -> pd::Example {
+    throw pd::BadExample("f" + std::to_string(i), "truncated");
+  });
+  opt.on_bad_example = pd::OnBadExample::kSkip;
+  pd::DataLoader none(hopeless, opt);
+  try {
+    none.next();
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("every one of the data set's 5 examples is unreadable"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(DatasetsLoader, OrderIsComputedNotStoredAndSplitsOverRanksAsOneProcess) {
+  // A data set far larger than the loader could list: its order is computed position by position.
+  auto huge = std::make_shared<pd::FunctionDataset>(int64_t{1} << 40, [](int64_t i) {
+    return pd::Example{{"index", torch::tensor(i)}};
+  });
+  pd::LoaderOptions opt;
+  opt.batch_size = 4;
+  opt.num_workers = 1;
+  pd::DataLoader loader(huge, opt);
+  const auto batch = loader.next();
+  ASSERT_TRUE(batch.has_value());
+  EXPECT_EQ(batch->at("index").size(0), 4);
+  // Two ranks with half the batch each see, together, the batches of one process.
+  auto small = index_dataset(40);
+  opt.batch_size = 8;
+  opt.drop_last = true;
+  opt.pad_shards = false;
+  pd::DataLoader one(small, opt);
+  const auto whole = drain(one);
+  std::vector<std::vector<int64_t>> ranks(2);
+  for (int64_t r = 0; r < 2; ++r) {
+    opt.batch_size = 4;
+    opt.rank = r;
+    opt.world_size = 2;
+    pd::DataLoader part(small, opt);
+    ranks[static_cast<size_t>(r)] = drain(part);
+  }
+  ASSERT_EQ(ranks[0].size() + ranks[1].size(), whole.size());
+  for (size_t b = 0; b < whole.size() / 8; ++b) {
+    std::multiset<int64_t> global(whole.begin() + 8 * b, whole.begin() + 8 * (b + 1)), shared;
+    for (const auto& r : ranks) shared.insert(r.begin() + 4 * b, r.begin() + 4 * (b + 1));
+    EXPECT_EQ(shared, global) << "batch " << b;
+  }
+}

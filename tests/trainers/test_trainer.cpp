@@ -182,9 +182,12 @@ TEST(Trainer, SequenceClassificationMultiLabelAndRegression) {
   const auto tagged = run_cli("predict --json --model '" + checkpoint("multi") + "' 'aeio uoia eeai ouea iaou '");
   ASSERT_EQ(tagged.exit_code, 0) << tagged.err;
   EXPECT_EQ(nlohmann::json::parse(tagged.out)[0].at("labels"), nlohmann::json::array({"soft"})) << tagged.out;
-  const auto scored = run_cli("predict --json --model '" + checkpoint("reg") + "' 'aeio uoia bcdf gbcd fgdb '");
+  // Scores at the two ends of the range (a third of the data each), the regressed values near them.
+  const auto scored =
+      run_cli("predict --json --model '" + checkpoint("reg") + "' 'aeio uoia eeai ouea iaou ' 'bcdf gbcd fgdb dfgc cdbg '");
   ASSERT_EQ(scored.exit_code, 0) << scored.err;
-  EXPECT_NEAR(nlohmann::json::parse(scored.out)[0].at("value").get<double>(), 0.4, 0.15) << scored.out;
+  EXPECT_NEAR(nlohmann::json::parse(scored.out)[0].at("value").get<double>(), 1.0, 0.25) << scored.out;
+  EXPECT_NEAR(nlohmann::json::parse(scored.out)[1].at("value").get<double>(), 0.0, 0.25) << scored.out;
 
   // JSONL label lists are split on the task's separator, whatever it is.
   {
