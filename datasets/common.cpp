@@ -1,6 +1,8 @@
 #include "datasets/common.h"
 
+#include <algorithm>
 #include <array>
+#include <set>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -128,6 +130,15 @@ std::filesystem::path find_package_file(const std::string& package, const std::s
   throw std::runtime_error("data file '" + default_path.string() + "' of Debian package '" + package +
                            "' not found (no installed file ending in '" + suffix +
                            "'); run scripts/setup.sh to install the embedded data sets");
+}
+
+SortedIds sorted_ids(const std::vector<std::string>& values) {
+  SortedIds out;
+  const std::set<std::string> distinct(values.begin(), values.end());
+  out.names.assign(distinct.begin(), distinct.end());
+  out.ids.reserve(values.size());
+  for (const auto& v : values) out.ids.push_back(std::lower_bound(out.names.begin(), out.names.end(), v) - out.names.begin());
+  return out;
 }
 
 uint64_t stable_hash(std::string_view bytes, uint64_t seed) {

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace perceiver::datasets {
 
@@ -26,6 +27,13 @@ std::optional<std::string> decode_to_utf8(std::string_view bytes, LegacyEncoding
 // falling back to `default_path`. Throws a message telling to run scripts/setup.sh when absent.
 std::filesystem::path find_package_file(const std::string& package, const std::string& suffix,
                                         const std::filesystem::path& default_path);
+
+// The sorted distinct values of `values` (class or label names), and each value's index among them.
+struct SortedIds {
+  std::vector<std::string> names;
+  std::vector<int64_t> ids;
+};
+SortedIds sorted_ids(const std::vector<std::string>& values);
 
 // 64-bit FNV-1a, stable across platforms and runs (used for hash splits).
 uint64_t stable_hash(std::string_view bytes, uint64_t seed = 0);

@@ -370,20 +370,23 @@ FlowPairs shifted_images_source(SourceOptions& s, int64_t height, int64_t width)
   }
   if (files.empty()) s.fail("path", "no image files in '" + root.string() + "'");
   const int64_t m = shift_margin(o.max_displacement);
-  std::vector<torch::Tensor> images;
-  for (const auto& file : files) {
+  // Each photo is decoded when a pair asks for it (checked once here, not kept).
+  auto load = [short_side](const fs::path& file) {
     auto image = read_image(file).to(torch::kFloat);
-    if (short_side > 0) image = resize_shorter_side(image, short_side);
+    return short_side > 0 ? resize_shorter_side(image, short_side) : image;
+  };
+  for (const auto& file : files) {
+    const auto image = load(file);
     if (image.size(0) < height + 2 * m || image.size(1) < width + 2 * m)
       s.fail("path", "'" + file.string() + "' is " + std::to_string(image.size(1)) + "x" + std::to_string(image.size(0)) +
                          " pixels" + (short_side > 0 ? " after short_side" : std::string()) + "; pairs of " +
                          std::to_string(width) + "x" + std::to_string(height) + " with max_displacement " +
                          c10::str(o.max_displacement) + " need at least " + std::to_string(width + 2 * m) + "x" +
                          std::to_string(height + 2 * m));
-    images.push_back(std::move(image));
   }
-  return {s.get_int("count", 128), [o, images = std::move(images)](int64_t i) {
-            return shifted_image_sample(images, o, static_cast<uint64_t>(i));
+  return {s.get_int("count", 128), [o, files = std::move(files), load](int64_t i) {
+            // Pair i of photo i mod n, exactly as with every photo in memory.
+            return shifted_image_sample({load(files[static_cast<size_t>(i) % files.size()])}, o, static_cast<uint64_t>(i));
           }};
 }
 

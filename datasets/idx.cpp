@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "datasets/common.h"
+#include "datasets/file_store.h"
 #include "datasets/gzip.h"
 
 namespace perceiver::datasets {
@@ -117,6 +118,19 @@ void write_idx(const fs::path& path, const torch::Tensor& tensor, bool gzip) {
   if (!out) throw std::runtime_error("cannot write IDX file '" + path.string() + "'");
 }
 
+namespace {
+// `classes`, or "0".."max label" when empty; a label outside them is an error naming the file.
+std::vector<std::string> checked_classes(const torch::Tensor& labels, const fs::path& file, std::vector<std::string> classes) {
+  const int64_t max_label = labels.numel() ? labels.max().item<int64_t>() : -1;
+  if (classes.empty())
+    for (int64_t i = 0; i <= max_label; ++i) classes.push_back(std::to_string(i));
+  if (max_label >= static_cast<int64_t>(classes.size()) || (labels.numel() && labels.min().item<int64_t>() < 0))
+    throw std::runtime_error("'" + file.string() + "': label " + std::to_string(max_label) + " outside the " +
+                             std::to_string(classes.size()) + " classes");
+  return classes;
+}
+}  // namespace
+
 ImageClassificationSet load_idx_classification(const fs::path& images, const fs::path& labels,
                                                std::vector<std::string> classes) {
   ImageClassificationSet set;
@@ -129,13 +143,71 @@ ImageClassificationSet load_idx_classification(const fs::path& images, const fs:
                              c10::str(lab.sizes()));
   set.images = img.dim() == 3 ? img.unsqueeze(-1) : img;
   set.labels = lab.to(torch::kInt64);
-  const int64_t max_label = set.labels.numel() ? set.labels.max().item<int64_t>() : -1;
-  if (classes.empty())
-    for (int64_t i = 0; i <= max_label; ++i) classes.push_back(std::to_string(i));
-  if (max_label >= static_cast<int64_t>(classes.size()) || (set.labels.numel() && set.labels.min().item<int64_t>() < 0))
-    throw std::runtime_error("'" + labels.string() + "': label " + std::to_string(max_label) + " outside the " +
-                             std::to_string(classes.size()) + " classes");
-  set.classes = std::move(classes);
+  set.classes = checked_classes(set.labels, labels, std::move(classes));
+  return set;
+}
+
+namespace {
+
+// uint8 IDX images (N, H, W[, C]) read one record at a time.
+class IdxImageDataset : public Dataset {
+ public:
+  IdxImageDataset(FileStamp file, int64_t offset, int64_t count, std::vector<int64_t> shape)
+      : file_(std::move(file)), offset_(offset), count_(count), shape_(std::move(shape)) {}
+  int64_t size() const override { return count_; }
+  Example get(int64_t index) const override {
+    auto image = torch::empty(shape_, torch::kUInt8);
+    const int64_t record = image.numel();
+    read_stamped(file_, offset_ + index * record, record, static_cast<char*>(image.data_ptr()));
+    return {{"images", image}};
+  }
+
+ private:
+  FileStamp file_;
+  int64_t offset_, count_;
+  std::vector<int64_t> shape_;  // (H, W, C)
+};
+
+}  // namespace
+
+ImageSet open_idx_images(const fs::path& images, const fs::path& labels, std::vector<std::string> classes,
+                         const ImageFolderOptions& options) {
+  std::string head(4 + 4 * 4, '\0');
+  {
+    std::ifstream in(images, std::ios::binary);
+    if (!in) throw std::runtime_error("cannot open file '" + images.string() + "'");
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    head.resize(static_cast<size_t>(in.gcount()));
+  }
+  const auto u = [&](size_t i) { return static_cast<unsigned char>(head[i]); };
+  const bool plain_u8 = !is_gzip(head) && head.size() >= 4 && u(0) == 0 && u(1) == 0 && u(2) == 0x08 &&
+                        (u(3) == 3 || u(3) == 4) && head.size() >= 4 + 4 * size_t{u(3)};
+  if (!plain_u8) return in_memory_images(load_idx_classification(images, labels, std::move(classes)), options);
+
+  const int ndims = u(3);
+  std::vector<int64_t> dims;
+  for (int i = 0; i < ndims; ++i) {
+    const size_t p = 4 + 4 * static_cast<size_t>(i);
+    dims.push_back(static_cast<int64_t>((uint64_t{u(p)} << 24) | (u(p + 1) << 16) | (u(p + 2) << 8) | u(p + 3)));
+  }
+  if (ndims == 3) dims.push_back(1);
+  const auto stamp = FileStamp::of(images);
+  const int64_t header = 4 + 4 * ndims, record = dims[1] * dims[2] * dims[3];
+  if (stamp.size != header + dims[0] * record)
+    throw std::runtime_error("'" + images.string() + "': IDX dims " + c10::str(c10::IntArrayRef(dims).slice(0, ndims)) +
+                             " need " + std::to_string(header + dims[0] * record) + " bytes, the file has " +
+                             std::to_string(stamp.size));
+  const auto lab = read_idx(labels);
+  if (lab.dim() != 1 || lab.size(0) != dims[0])
+    throw std::runtime_error("'" + labels.string() + "': expected " + std::to_string(dims[0]) + " labels, found shape " +
+                             c10::str(lab.sizes()));
+  ImageSet set;
+  set.labels = lab.to(torch::kInt64);
+  set.classes = checked_classes(set.labels, labels, std::move(classes));
+  set.images = processed_images(
+      std::make_shared<IdxImageDataset>(stamp, header, dims[0], std::vector<int64_t>(dims.begin() + 1, dims.end())),
+      options);
+  set.shape = dims[0] > 0 ? set.images->get(0).at("images").sizes().vec() : std::vector<int64_t>(dims.begin() + 1, dims.end());
   return set;
 }
 

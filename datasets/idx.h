@@ -24,6 +24,12 @@ void write_idx(const std::filesystem::path& path, const torch::Tensor& tensor, b
 ImageClassificationSet load_idx_classification(const std::filesystem::path& images, const std::filesystem::path& labels,
                                                std::vector<std::string> classes = {});
 
+// The same as an ImageSet. Uncompressed uint8 image files are read one image at a time as the loader
+// asks (memory holds only the labels); gzip-compressed ones cannot be read at an offset and are loaded
+// whole. A processor in `options` crops and resizes each image when it is asked for.
+ImageSet open_idx_images(const std::filesystem::path& images, const std::filesystem::path& labels,
+                         std::vector<std::string> classes = {}, const ImageFolderOptions& options = {});
+
 // The official split of Debian's dataset-fashion-mnist (60000 train / 10000 test, 28x28x1).
 std::filesystem::path fashion_mnist_dir();
 std::vector<std::string> fashion_mnist_classes();

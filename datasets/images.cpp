@@ -4,7 +4,6 @@
 #include <opencv2/imgproc.hpp>
 
 #include <algorithm>
-#include <set>
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
@@ -12,12 +11,14 @@
 #include "datasets/common.h"
 #include "datasets/csv.h"
 #include "datasets/idx.h"
+#include "datasets/image_shards.h"
 #include "datasets/sources.h"
+#include "perceiver/image_processor.h"
 
 namespace perceiver::datasets {
 namespace fs = std::filesystem;
 
-// ---- image folders ----
+// ---- decoding ----
 namespace {
 
 torch::Tensor mat_to_tensor(const cv::Mat& m) {
@@ -25,59 +26,92 @@ torch::Tensor mat_to_tensor(const cv::Mat& m) {
   return torch::from_blob(c.data, {c.rows, c.cols, c.channels()}, torch::kUInt8).clone();
 }
 
-cv::Mat decode(const fs::path& path, bool grayscale) {
-  cv::Mat m;
-  try {
-    m = cv::imread(path.string(), grayscale ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
-  } catch (const cv::Exception&) {
-    m.release();
-  }
-  if (!m.empty() && m.depth() != CV_8U) m.convertTo(m, CV_8U);
-  if (!m.empty() && !grayscale) cv::cvtColor(m, m, cv::COLOR_BGR2RGB);
+std::string describe_shape(c10::IntArrayRef shape) {
+  return shape.size() == 3 ? fmt::format("{}x{} with {} channel(s)", shape[1], shape[0], shape[2]) : c10::str(shape);
+}
+
+// The crop and resize a decoded uint8 image gets: the processor's (RGB) or a plain INTER_AREA resize.
+cv::Mat crop_and_resize(cv::Mat m, const ImageFolderOptions& options) {
+  if (options.processor) return options.processor->crop_and_resize(m);
+  if (options.height > 0)
+    cv::resize(m, m, cv::Size(static_cast<int>(options.width), static_cast<int>(options.height)), 0, 0, cv::INTER_AREA);
   return m;
 }
 
-}  // namespace
-
-torch::Tensor read_image(const fs::path& path, bool grayscale) {
-  const cv::Mat m = decode(path, grayscale);
-  if (m.empty()) throw std::runtime_error("cannot decode image '" + path.string() + "'");
-  return mat_to_tensor(m);
+torch::Tensor checked(torch::Tensor image, const std::string& source, const std::vector<int64_t>& shape) {
+  if (!shape.empty() && image.sizes() != c10::IntArrayRef(shape))
+    throw BadExample(source, "is " + describe_shape(image.sizes()) + " but the data set's images are " +
+                                 describe_shape(shape) + " (set the source's height and width to resize every image)");
+  return image;
 }
 
-namespace {
-
-// Decodes, resizes and stacks images; a size mismatch without resizing is an error naming the file.
-class ImageStack {
- public:
-  explicit ImageStack(const ImageFolderOptions& options) : options_(options) {
-    if ((options.height > 0) != (options.width > 0)) throw std::invalid_argument("images: set both height and width");
+std::string bytes_of(const std::string& path) {
+  try {
+    return read_file_bytes(path);
+  } catch (const std::exception& e) {
+    std::error_code ec;
+    throw BadExample(path, fs::exists(path, ec) ? "cannot be read" : "the file no longer exists");
   }
-  // False (and counted by the caller) when the file cannot be decoded.
-  bool add(const fs::path& file) {
-    cv::Mat m = decode(file, options_.grayscale);
-    if (m.empty()) return false;
-    if (options_.height > 0)
-      cv::resize(m, m, cv::Size(static_cast<int>(options_.width), static_cast<int>(options_.height)), 0, 0, cv::INTER_AREA);
-    auto t = mat_to_tensor(m);
-    if (!images_.empty() && t.sizes() != images_.front().sizes())
-      throw std::runtime_error("image '" + file.string() + "' is " + c10::str(t.sizes()) + " but earlier images are " +
-                               c10::str(images_.front().sizes()) + "; set height and width to resize");
-    images_.push_back(std::move(t));
-    return true;
-  }
-  torch::Tensor stacked() const {
-    const int64_t channels = options_.grayscale ? 1 : 3;
-    return images_.empty() ? torch::empty({0, options_.height, options_.width, channels}, torch::kUInt8)
-                           : torch::stack(images_);
-  }
-
- private:
-  ImageFolderOptions options_;
-  std::vector<torch::Tensor> images_;
-};
+}
 
 }  // namespace
+
+torch::Tensor decode_image(const std::string& bytes, const std::string& source, const ImageFolderOptions& options,
+                           const std::vector<int64_t>& shape) {
+  cv::Mat m;
+  if (options.processor) {
+    try {
+      m = decode_image_rgb(bytes, source);  // as HF reads images: no EXIF rotation, alpha dropped
+    } catch (const std::runtime_error& e) {
+      throw BadExample(source, "cannot be decoded (corrupt, truncated or not an image)");
+    }
+  } else {
+    try {
+      const cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
+      m = cv::imdecode(buffer, options.grayscale ? cv::IMREAD_GRAYSCALE : cv::IMREAD_COLOR);
+    } catch (const cv::Exception&) {
+      m.release();
+    }
+    if (m.empty()) throw BadExample(source, "cannot be decoded (corrupt, truncated or not an image)");
+    if (m.depth() != CV_8U) m.convertTo(m, CV_8U);
+    if (!options.grayscale) cv::cvtColor(m, m, cv::COLOR_BGR2RGB);
+  }
+  return checked(mat_to_tensor(crop_and_resize(m, options)), source, shape);
+}
+
+torch::Tensor read_image(const fs::path& path, bool grayscale) {
+  ImageFolderOptions o;
+  o.grayscale = grayscale;
+  try {
+    return decode_image(read_file_bytes(path), path.string(), o);
+  } catch (const BadExample& e) {
+    throw std::runtime_error("cannot decode image '" + path.string() + "'");
+  }
+}
+
+// ---- image files ----
+ImageFileDataset::ImageFileDataset(std::vector<std::string> files, ImageFolderOptions options, std::vector<int64_t> shape)
+    : files_(std::move(files)), options_(std::move(options)), shape_(std::move(shape)) {
+  if ((options_.height > 0) != (options_.width > 0)) throw std::invalid_argument("images: set both height and width");
+  if (!shape_.empty() || files_.empty()) return;
+  // Every image must come out as the first readable one does.
+  std::string last;
+  for (size_t i = 0; i < files_.size() && i < 1000; ++i) {
+    try {
+      shape_ = get(static_cast<int64_t>(i)).at("images").sizes().vec();
+      return;
+    } catch (const BadExample& e) {
+      last = e.what();
+    }
+  }
+  throw std::runtime_error("none of the first " + std::to_string(std::min<size_t>(files_.size(), 1000)) +
+                           " images can be read (the last: " + last + ")");
+}
+
+Example ImageFileDataset::get(int64_t index) const {
+  const auto& file = files_.at(static_cast<size_t>(index));
+  return {{"images", decode_image(bytes_of(file), file, options_, shape_)}};
+}
 
 bool is_image_file(const fs::directory_entry& entry, const ImageFolderOptions& options) {
   if (!entry.is_regular_file()) return false;
@@ -86,35 +120,46 @@ bool is_image_file(const fs::directory_entry& entry, const ImageFolderOptions& o
   return std::find(options.extensions.begin(), options.extensions.end(), ext) != options.extensions.end();
 }
 
-ImageClassificationSet load_image_folder(const fs::path& root, const ImageFolderOptions& options) {
+namespace {
+ImageSet image_files_set(std::vector<std::string> files, const ImageFolderOptions& options) {
+  ImageSet set;
+  auto dataset = std::make_shared<ImageFileDataset>(std::move(files), options);
+  set.shape = dataset->shape();
+  set.images = std::move(dataset);
+  return set;
+}
+}  // namespace
+
+ImageFolderListing list_image_folder_files(const fs::path& root, const ImageFolderOptions& options) {
   std::error_code ec;
   if (!fs::is_directory(root, ec)) throw std::runtime_error("image folder '" + root.string() + "' is not a directory");
-  ImageStack stack(options);
-  ImageClassificationSet set;
+  std::vector<std::string> classes;
   for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory()) set.classes.push_back(e.path().filename().string());
-  std::sort(set.classes.begin(), set.classes.end());
-  if (set.classes.empty()) throw std::runtime_error("image folder '" + root.string() + "' has no class subfolders");
-  std::vector<int64_t> labels;
-  for (size_t c = 0; c < set.classes.size(); ++c) {
-    std::vector<fs::path> files;
-    for (const auto& e : fs::recursive_directory_iterator(root / set.classes[c]))
-      if (is_image_file(e, options)) files.push_back(e.path());
-    std::sort(files.begin(), files.end());
-    for (const auto& f : files) {
-      if (!stack.add(f)) {
-        ++set.unreadable;
-        continue;
-      }
-      labels.push_back(static_cast<int64_t>(c));
-    }
+    if (e.is_directory()) classes.push_back(e.path().filename().string());
+  std::sort(classes.begin(), classes.end());
+  if (classes.empty()) throw std::runtime_error("image folder '" + root.string() + "' has no class subfolders");
+  ImageFolderListing out;
+  for (size_t c = 0; c < classes.size(); ++c) {
+    std::vector<std::string> in_class;
+    for (const auto& e : fs::recursive_directory_iterator(root / classes[c]))
+      if (is_image_file(e, options)) in_class.push_back(e.path().string());
+    std::sort(in_class.begin(), in_class.end());
+    out.files.insert(out.files.end(), in_class.begin(), in_class.end());
+    out.labels.insert(out.labels.end(), in_class.size(), static_cast<int64_t>(c));
   }
-  set.images = stack.stacked();
-  set.labels = torch::tensor(labels, torch::kInt64);
+  out.classes = std::move(classes);
+  return out;
+}
+
+ImageSet list_image_folder(const fs::path& root, const ImageFolderOptions& options) {
+  auto listing = list_image_folder_files(root, options);
+  auto set = image_files_set(std::move(listing.files), options);
+  set.classes = std::move(listing.classes);
+  set.labels = torch::tensor(listing.labels, torch::kInt64);
   return set;
 }
 
-ImageClassificationSet load_image_list(const fs::path& csv, const ImageListOptions& options) {
+ImageSet list_image_list(const fs::path& csv, const ImageListOptions& options) {
   const auto rows = parse_delimited(read_file_bytes(csv), ',');
   if (rows.empty()) throw std::runtime_error("image list '" + csv.string() + "': empty file, expected a header row");
   auto column = [&](const std::string& name) {
@@ -123,23 +168,43 @@ ImageClassificationSet load_image_list(const fs::path& csv, const ImageListOptio
     return static_cast<size_t>(it - rows[0].begin());
   };
   const size_t ic = column(options.image_field), lc = column(options.label_field);
-  ImageStack stack(options);
-  ImageClassificationSet set;
+  std::vector<std::string> files, label_names;
+  int64_t skipped = 0;
   for (size_t r = 1; r < rows.size(); ++r) {
     const auto& row = rows[r];
-    if (row.size() <= std::max(ic, lc) || row[ic].empty() || row[lc].empty() || !stack.add(csv.parent_path() / row[ic])) {
-      ++set.unreadable;
+    if (row.size() <= std::max(ic, lc) || row[ic].empty() || row[lc].empty()) {
+      ++skipped;
       continue;
     }
-    set.label_names.push_back(row[lc]);
+    files.push_back((csv.parent_path() / row[ic]).string());
+    label_names.push_back(row[lc]);
   }
-  const std::set<std::string> names(set.label_names.begin(), set.label_names.end());
-  set.classes.assign(names.begin(), names.end());
-  std::vector<int64_t> labels;
-  for (const auto& n : set.label_names)
-    labels.push_back(std::lower_bound(set.classes.begin(), set.classes.end(), n) - set.classes.begin());
-  set.images = stack.stacked();
-  set.labels = torch::tensor(labels, torch::kInt64);
+  auto set = image_files_set(std::move(files), options);
+  set.label_names = std::move(label_names);
+  set.skipped = skipped;
+  auto classes = sorted_ids(set.label_names);  // classes: the sorted distinct label fields
+  set.classes = std::move(classes.names);
+  set.labels = torch::tensor(classes.ids, torch::kInt64);
+  return set;
+}
+
+std::shared_ptr<const Dataset> processed_images(std::shared_ptr<const Dataset> images, const ImageFolderOptions& options) {
+  if (!options.processor && options.height <= 0) return images;
+  return std::make_shared<MappedDataset>(std::move(images), [options](Example e, int64_t) {
+    const auto image = e.at("images").contiguous();
+    cv::Mat m(static_cast<int>(image.size(0)), static_cast<int>(image.size(1)), CV_8UC(static_cast<int>(image.size(2))),
+              image.data_ptr<uint8_t>());
+    if (options.processor) m = to_rgb(m);  // grey replicated, as HF's processor reads it
+    return Example{{"images", mat_to_tensor(crop_and_resize(m, options))}};
+  });
+}
+
+ImageSet in_memory_images(ImageClassificationSet images, const ImageFolderOptions& options) {
+  ImageSet set;
+  set.labels = images.labels;
+  set.classes = std::move(images.classes);
+  set.images = processed_images(std::make_shared<TensorDataset>(Example{{"images", images.images}}), options);
+  set.shape = set.images->size() > 0 ? set.images->get(0).at("images").sizes().vec() : images.images.sizes().slice(1).vec();
   return set;
 }
 
@@ -177,38 +242,48 @@ torch::Tensor augment_images(const torch::Tensor& images, const AugmentOptions& 
 // ---- sources (datasets/sources.h) ----
 namespace {
 
-ImageClassificationSet fashion_mnist_source(SourceOptions& s) {
+ImageSet fashion_mnist_source(SourceOptions& s, const ImageFolderOptions& decode) {
   const auto split = s.get_string("split", s.is_train() ? "train" : "test");
   if (split != "train" && split != "test") s.fail("split", "must be train or test");
   const auto dir = s.get_string("path", "");
-  return dir.empty() ? load_fashion_mnist(split == "train") : load_fashion_mnist(split == "train", dir);
+  return in_memory_images(dir.empty() ? load_fashion_mnist(split == "train") : load_fashion_mnist(split == "train", dir),
+                          decode);
 }
 
-ImageClassificationSet idx_source(SourceOptions& s) {
-  return load_idx_classification(s.required("images"), s.required("labels"));
+ImageSet idx_source(SourceOptions& s, const ImageFolderOptions& decode) {
+  return open_idx_images(s.required("images"), s.required("labels"), {}, decode);
 }
 
-void read_resize(SourceOptions& s, ImageFolderOptions& o) {
+ImageFolderOptions with_resize(SourceOptions& s, const ImageFolderOptions& decode) {
+  ImageFolderOptions o = decode;
   o.height = s.get_int("height", 0);
   o.width = s.get_int("width", 0);
+  if ((o.height > 0) != (o.width > 0)) s.fail(o.height > 0 ? "width" : "height", "must be set with the other one");
+  if (o.height > 0 && o.processor)
+    s.fail("height", "and width resize images, but the model's preprocessor_config.json already crops and resizes "
+                     "them: remove height and width");
+  return o;
 }
 
-ImageClassificationSet image_folder_source(SourceOptions& s) {
-  ImageFolderOptions o;
-  read_resize(s, o);
-  auto out = load_image_folder(s.required("path"), o);
-  if (out.unreadable > 0) spdlog::warn("{}: skipped {} unreadable images", s.path(), out.unreadable);
-  return out;
+ImageSet image_folder_source(SourceOptions& s, const ImageFolderOptions& decode) {
+  return list_image_folder(s.required("path"), with_resize(s, decode));
 }
 
-ImageClassificationSet image_list_source(SourceOptions& s) {
+ImageSet image_list_source(SourceOptions& s, const ImageFolderOptions& decode) {
   ImageListOptions o;
-  read_resize(s, o);
+  static_cast<ImageFolderOptions&>(o) = with_resize(s, decode);
   o.image_field = s.get_string("image_field", o.image_field);
   o.label_field = s.get_string("label_field", o.label_field);
-  auto out = load_image_list(s.required("path"), o);
-  if (out.unreadable > 0) spdlog::warn("{}: skipped {} unreadable images or incomplete rows", s.path(), out.unreadable);
+  auto out = list_image_list(s.required("path"), o);
+  if (out.skipped > 0) spdlog::warn("{}: skipped {} incomplete rows", s.path(), out.skipped);
   return out;
+}
+
+ImageSet image_shards_source(SourceOptions& s, const ImageFolderOptions& decode) {
+  ImageShardOptions o;
+  static_cast<ImageFolderOptions&>(o) = with_resize(s, decode);
+  o.label_key = s.get_string("label_key", o.label_key);
+  return open_image_shards(s.required("path"), o);
 }
 
 }  // namespace
@@ -219,6 +294,7 @@ const SourceRegistry<ImageSource>& image_sources() {
       {"idx", idx_source},
       {"image_folder", image_folder_source},
       {"image_list", image_list_source},
+      {"image_shards", image_shards_source},
   };
   return registry;
 }

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "datasets/fortunes.h"
+#include "datasets/labelled_text_index.h"
 #include "datasets/sources.h"
 #include "perceiver/json_io.h"
 
@@ -103,108 +104,20 @@ torch::Tensor regression_targets(const std::vector<std::string>& raw, const std:
   return torch::tensor(values, torch::kFloat);
 }
 
-namespace {
-
-// A JSON label as text: strings as they are, numbers and booleans as JSON writes them, a list of
-// those joined with `separator` (multi-label); anything else is "" (the row is skipped).
-std::string label_text(const nlohmann::json& v, const std::string& separator) {
-  if (v.is_string()) return v.get<std::string>();
-  if (v.is_number() || v.is_boolean()) return v.dump();
-  if (v.is_array() && !v.empty()) {
-    std::string out;
-    for (const auto& item : v) {
-      if (item.is_array() || item.is_object()) return {};
-      const auto part = label_text(item, separator);
-      if (part.empty()) return {};
-      out += (out.empty() ? "" : separator) + part;
-    }
-    return out;
-  }
-  return {};
-}
-
-int64_t column_index(const std::vector<std::string>& header, const std::string& name, bool has_header,
-                     const fs::path& path) {
-  if (has_header) {
-    const auto it = std::find(header.begin(), header.end(), name);
-    if (it == header.end()) {
-      std::string cols;
-      for (const auto& h : header) cols += (cols.empty() ? "" : ", ") + h;
-      throw std::runtime_error("'" + path.string() + "': no column '" + name + "' (columns: " + cols + ")");
-    }
-    return it - header.begin();
-  }
-  try {
-    size_t used = 0;
-    const int64_t idx = std::stoll(name, &used);
-    if (used == name.size() && idx >= 0) return idx;
-  } catch (const std::exception&) {
-  }
-  throw std::runtime_error("'" + path.string() + "': without a header the field '" + name +
-                           "' must be a 0-based column index");
-}
-
-}  // namespace
-
 LabelledText read_labelled_text(const fs::path& path, const LabelledReadOptions& options) {
-  const std::string bytes = read_file_bytes(path);
-  std::vector<std::string> texts, names;
-  int64_t skipped = 0;
-  if (path.extension() == ".jsonl") {
-    std::istringstream in(bytes);
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-      if (!is_valid_utf8(line)) {
-        ++skipped;
-        continue;
-      }
-      const auto obj = parse_json_or_discard(line);
-      if (!obj.is_object() || !obj.contains(options.text_field) || !obj[options.text_field].is_string() ||
-          !obj.contains(options.label_field) || label_text(obj[options.label_field], options.list_separator).empty()) {
-        ++skipped;
-        continue;
-      }
-      texts.push_back(obj[options.text_field].get<std::string>());
-      names.push_back(label_text(obj[options.label_field], options.list_separator));
-    }
-  } else {
-    const char delim = options.delimiter != 0 ? options.delimiter : (path.extension() == ".tsv" ? '\t' : ',');
-    std::vector<std::vector<std::string>> rows;
-    try {
-      rows = parse_delimited(bytes, delim);
-    } catch (const std::runtime_error& e) {
-      throw std::runtime_error("'" + path.string() + "': " + e.what());
-    }
-    std::vector<std::string> header;
-    size_t first = 0;
-    if (options.header) {
-      if (rows.empty()) throw std::runtime_error("'" + path.string() + "': empty file, expected a header row");
-      header = rows[0];
-      first = 1;
-    }
-    const int64_t ti = column_index(header, options.text_field, options.header, path);
-    const int64_t li = column_index(header, options.label_field, options.header, path);
-    for (size_t r = first; r < rows.size(); ++r) {
-      const auto& row = rows[r];
-      if (static_cast<int64_t>(row.size()) <= std::max(ti, li) || row[li].empty() || !is_valid_utf8(row[ti]) ||
-          !is_valid_utf8(row[li])) {
-        ++skipped;
-        continue;
-      }
-      texts.push_back(row[ti]);
-      names.push_back(row[li]);
-    }
-  }
-  LabelledText out = make_labelled(std::move(texts), names);
-  out.skipped = skipped;
+  const auto rows = open_labelled_text(path, options);
+  std::vector<std::string> texts;
+  texts.reserve(static_cast<size_t>(rows.size()));
+  for (int64_t i = 0; i < rows.size(); ++i) texts.push_back(rows.texts->text(i));
+  LabelledText out = make_labelled(std::move(texts), rows.label_names);
+  out.skipped = rows.skipped;
   return out;
 }
 
 // ---- sources (datasets/sources.h) ----
 namespace {
 
-LabelledText fortunes_source(SourceOptions& s, const std::string&) {
+LabelledTexts fortunes_source(SourceOptions& s, const std::string&) {
   FortuneLangIdOptions o;
   o.max_bytes = static_cast<size_t>(s.get_int("max_bytes", static_cast<int64_t>(o.max_bytes)));
   o.min_bytes = static_cast<size_t>(s.get_int("min_bytes", static_cast<int64_t>(o.min_bytes)));
@@ -216,15 +129,16 @@ LabelledText fortunes_source(SourceOptions& s, const std::string&) {
   if (split != "train" && split != "validation" && split != "test")
     s.fail("split", "must be train, validation or test, found '" + split + "'");
   auto splits = fortune_language_id(o);
-  return std::move(split == "train" ? splits.train : split == "validation" ? splits.validation : splits.test);
+  return LabelledTexts::in_memory(
+      std::move(split == "train" ? splits.train : split == "validation" ? splits.validation : splits.test));
 }
 
-LabelledText labelled_text_source(SourceOptions& s, const std::string& label_separator) {
+LabelledTexts labelled_text_source(SourceOptions& s, const std::string& label_separator) {
   LabelledReadOptions o;
   o.text_field = s.get_string("text_field", o.text_field);
   o.label_field = s.get_string("label_field", o.label_field);
   o.list_separator = label_separator;  // JSONL label lists are split again on it
-  auto out = read_labelled_text(s.required("path"), o);
+  auto out = open_labelled_text(s.required("path"), o);
   if (out.skipped > 0) spdlog::warn("{}: skipped {} malformed rows", s.path(), out.skipped);
   return out;
 }

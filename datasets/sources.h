@@ -7,13 +7,15 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "datasets/flow.h"
 #include "datasets/images.h"
-#include "datasets/labelled_text.h"
+#include "datasets/labelled_text_index.h"
 #include "datasets/multimodal.h"
+#include "datasets/text_stream.h"
 
 namespace perceiver::datasets {
 
@@ -57,17 +59,20 @@ Factory find_source(const SourceRegistry<Factory>& registry, SourceOptions& opti
   return it->second;
 }
 
-// Documents for masked language modelling: kjv, text, jsonl.
-using TextSource = std::vector<std::string> (*)(SourceOptions& options);
+// Text for masked language modelling as one byte stream, its documents joined by `separator`: kjv (in
+// memory), text and jsonl (indexed on disk, read on demand).
+using TextSource = std::shared_ptr<const TextStream> (*)(SourceOptions& options, const std::string& separator);
 const SourceRegistry<TextSource>& text_sources();
 
-// Labelled texts for sequence classification: fortunes, labelled_text. `label_separator` joins a
-// JSONL label list into one label field (the task's multi-label separator).
-using LabelledTextSource = LabelledText (*)(SourceOptions& options, const std::string& label_separator);
+// Labelled texts for sequence classification: fortunes (in memory), labelled_text (read row by row).
+// `label_separator` joins a JSONL label list into one label field (the task's multi-label separator).
+using LabelledTextSource = LabelledTexts (*)(SourceOptions& options, const std::string& label_separator);
 const SourceRegistry<LabelledTextSource>& labelled_text_sources();
 
-// Labelled images: fashion_mnist, idx, image_folder, image_list.
-using ImageSource = ImageClassificationSet (*)(SourceOptions& options);
+// Labelled images, read as the loader asks for them: fashion_mnist (in memory), idx, image_folder,
+// image_list, image_shards. `decode` carries the model's image processor when fine-tuning a checkpoint
+// that has a preprocessor_config.json.
+using ImageSource = ImageSet (*)(SourceOptions& options, const ImageFolderOptions& decode);
 const SourceRegistry<ImageSource>& image_sources();
 
 // Optical-flow pairs at the model's train_size: synthetic, sintel, chairs.

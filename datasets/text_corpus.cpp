@@ -9,6 +9,7 @@
 #include "datasets/byte_vocab.h"
 #include "datasets/common.h"
 #include "datasets/sources.h"
+#include "datasets/text_index.h"
 #include "perceiver/json_io.h"
 
 namespace perceiver::datasets {
@@ -39,20 +40,8 @@ bool is_blank(std::string_view s) {
 }
 
 void read_jsonl(std::string_view bytes, const std::string& field, TextCorpus& out) {
-  for (const std::string_view line : split_lines(bytes)) {
-    if (is_blank(line)) continue;
-    if (!is_valid_utf8(line)) {
-      ++out.invalid_lines;
-      continue;
-    }
-    const auto obj = parse_json_or_discard(line);
-    if (!obj.is_object() || !obj.contains(field) || !obj[field].is_string()) {
-      ++out.invalid_lines;
-      continue;
-    }
-    std::string text = obj[field].get<std::string>();
-    if (!text.empty()) out.documents.push_back(std::move(text));
-  }
+  for (const std::string_view line : split_lines(bytes))
+    if (auto text = jsonl_document(line, field, out.invalid_lines)) out.documents.push_back(std::move(*text));
 }
 
 void read_plain(std::string_view bytes, TextUnit unit, TextCorpus& out) {
@@ -96,19 +85,27 @@ bool wanted(const fs::path& p, const std::vector<std::string>& extensions) {
 
 }  // namespace
 
-TextCorpus read_text_file(const fs::path& path, const TextReadOptions& options) {
-  TextCorpus out;
-  const std::string bytes = read_file_bytes(path);
-  out.files = 1;
-  if (options.jsonl || path.extension() == ".jsonl") {
-    read_jsonl(bytes, options.jsonl_field, out);
-  } else {
-    read_plain(bytes, options.unit, out);
+std::optional<std::string> jsonl_document(std::string_view line, const std::string& field, int64_t& invalid_lines) {
+  if (is_blank(line)) return std::nullopt;
+  if (!is_valid_utf8(line)) {
+    ++invalid_lines;
+    return std::nullopt;
   }
-  return out;
+  const auto obj = parse_json_or_discard(line);
+  if (!obj.is_object() || !obj.contains(field) || !obj[field].is_string()) {
+    ++invalid_lines;
+    return std::nullopt;
+  }
+  auto text = obj[field].get<std::string>();
+  if (text.empty()) return std::nullopt;
+  return text;
 }
 
-TextCorpus read_text(const fs::path& path, const TextReadOptions& options) {
+bool reads_as_jsonl(const fs::path& file, const TextReadOptions& options) {
+  return options.jsonl || file.extension() == ".jsonl";
+}
+
+std::vector<fs::path> text_files(const fs::path& path, const TextReadOptions& options) {
   std::error_code ec;
   std::vector<fs::path> files;
   if (fs::is_directory(path, ec)) {
@@ -121,8 +118,24 @@ TextCorpus read_text(const fs::path& path, const TextReadOptions& options) {
   } else {
     throw std::runtime_error("text corpus path '" + path.string() + "' does not exist");
   }
+  return files;
+}
+
+TextCorpus read_text_file(const fs::path& path, const TextReadOptions& options) {
   TextCorpus out;
-  for (const auto& f : files) {
+  const std::string bytes = read_file_bytes(path);
+  out.files = 1;
+  if (reads_as_jsonl(path, options)) {
+    read_jsonl(bytes, options.jsonl_field, out);
+  } else {
+    read_plain(bytes, options.unit, out);
+  }
+  return out;
+}
+
+TextCorpus read_text(const fs::path& path, const TextReadOptions& options) {
+  TextCorpus out;
+  for (const auto& f : text_files(path, options)) {
     TextCorpus part = read_text_file(f, options);
     out.files += part.files;
     out.invalid_lines += part.invalid_lines;
@@ -153,31 +166,10 @@ std::string ids_to_text(const torch::Tensor& ids) {
 }
 
 torch::Tensor make_byte_windows(const std::vector<std::string>& documents, const WindowOptions& options) {
-  const int64_t specials = options.add_cls_sep ? 2 : 0;
-  if (options.length <= specials)
-    throw std::invalid_argument("byte window length " + std::to_string(options.length) + " must exceed " +
-                                std::to_string(specials) + " special tokens");
-  std::string stream;
-  for (size_t i = 0; i < documents.size(); ++i) {
-    if (i > 0) stream += options.separator;
-    stream += documents[i];
-  }
-  const int64_t body = options.length - specials;
-  const int64_t total = static_cast<int64_t>(stream.size());
-  int64_t n = total / body;
-  if (options.pad_last && total % body != 0) ++n;
-  auto out = torch::full({n, options.length}, byte_vocab::kPad, torch::kInt64);
-  auto acc = out.accessor<int64_t, 2>();
-  for (int64_t w = 0; w < n; ++w) {
-    const int64_t begin = w * body;
-    const int64_t count = std::min(body, total - begin);
-    int64_t j = 0;
-    if (options.add_cls_sep) acc[w][j++] = byte_vocab::kCls;
-    for (int64_t k = 0; k < count; ++k)
-      acc[w][j++] = byte_vocab::byte_to_id(static_cast<unsigned char>(stream[begin + k]));
-    if (options.add_cls_sep) acc[w][j] = byte_vocab::kSep;
-  }
-  return out;
+  const ByteWindowDataset windows(std::make_shared<MemoryTextStream>(documents, options.separator), options);
+  std::vector<torch::Tensor> rows;
+  for (int64_t i = 0; i < windows.size(); ++i) rows.push_back(windows.get(i).at("input_ids"));
+  return rows.empty() ? torch::empty({0, options.length}, torch::kInt64) : torch::stack(rows);
 }
 
 torch::Tensor attention_mask_from_ids(const torch::Tensor& ids) {
@@ -326,36 +318,46 @@ TextSplit split_kjv(const std::vector<BibleVerse>& verses, const KjvSplitOptions
 // ---- sources (datasets/sources.h) ----
 namespace {
 
-std::vector<std::string> kjv_source(SourceOptions& s) {
+std::shared_ptr<const TextStream> kjv_source(SourceOptions& s, const std::string& separator) {
   const auto split = s.get_string("split", s.is_train() ? "train" : "validation");
   KjvSplitOptions o;
   o.holdout_every = s.get_int("holdout_every", o.holdout_every);
   const auto path = s.get_string("path", "");
+  if (split != "train" && split != "validation") s.fail("split", "must be train or validation, found '" + split + "'");
   auto parts = split_kjv(path.empty() ? read_kjv() : read_kjv(path), o);
-  if (split == "train") return std::move(parts.train);
-  if (split != "validation") s.fail("split", "must be train or validation, found '" + split + "'");
-  return std::move(parts.validation);
+  return std::make_shared<MemoryTextStream>(std::move(split == "train" ? parts.train : parts.validation), separator);
 }
 
-std::vector<std::string> read_text_source(SourceOptions& s, bool jsonl) {
-  TextReadOptions o;
-  o.jsonl = jsonl;
+std::shared_ptr<const TextStream> indexed_text_source(SourceOptions& s, const std::string& separator, bool jsonl) {
+  TextIndexOptions o;
+  o.separator = separator;
+  o.read.jsonl = jsonl;
   if (jsonl) {
-    o.extensions = {".jsonl"};
+    o.read.extensions = {".jsonl"};
   } else {
     const auto unit = s.get_string("unit", "file");
     if (unit != "file" && unit != "line" && unit != "paragraph")
       s.fail("unit", "must be file, line or paragraph, found '" + unit + "'");
-    o.unit = unit == "line" ? TextUnit::kLine : unit == "paragraph" ? TextUnit::kParagraph : TextUnit::kFile;
+    o.read.unit = unit == "line" ? TextUnit::kLine : unit == "paragraph" ? TextUnit::kParagraph : TextUnit::kFile;
   }
-  o.jsonl_field = s.get_string("jsonl_field", "text");
-  auto corpus = read_text(s.required("path"), o);
-  if (corpus.invalid_lines > 0) spdlog::warn("{}: skipped {} invalid lines", s.path(), corpus.invalid_lines);
-  return std::move(corpus.documents);
+  o.read.jsonl_field = s.get_string("jsonl_field", "text");
+  o.cache_dir = s.get_string("index_dir", "");
+  const auto path = s.required("path");
+  auto text = IndexedText::open(path, o);
+  const auto& summary = text->summary();
+  if (summary.invalid_lines > 0)
+    spdlog::warn("{}: skipped {} invalid line(s) (bad UTF-8 or JSON) in {} file(s) of '{}'", s.path(), summary.invalid_lines,
+                 summary.files, path);
+  if (summary.bytes == 0) s.fail("path", "'" + path + "' holds no text");
+  return text;
 }
 
-std::vector<std::string> text_source(SourceOptions& s) { return read_text_source(s, false); }
-std::vector<std::string> jsonl_source(SourceOptions& s) { return read_text_source(s, true); }
+std::shared_ptr<const TextStream> text_source(SourceOptions& s, const std::string& separator) {
+  return indexed_text_source(s, separator, false);
+}
+std::shared_ptr<const TextStream> jsonl_source(SourceOptions& s, const std::string& separator) {
+  return indexed_text_source(s, separator, true);
+}
 
 }  // namespace
 

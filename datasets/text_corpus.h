@@ -6,8 +6,12 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "datasets/text_stream.h"
 
 namespace perceiver::datasets {
 
@@ -26,6 +30,16 @@ struct TextCorpus {
   int64_t invalid_lines = 0;  // lines skipped: invalid UTF-8, bad JSON, missing/non-string field
 };
 
+// The files a corpus path names: a directory's files that pass options.extensions (recursive, sorted
+// by path), or the path itself; throws naming the path when it does not exist.
+std::vector<std::filesystem::path> text_files(const std::filesystem::path& path, const TextReadOptions& options = {});
+// Whether `file` is read as JSONL (options.jsonl, or a .jsonl extension).
+bool reads_as_jsonl(const std::filesystem::path& file, const TextReadOptions& options = {});
+
+// One JSONL line's `field`, when it is a document (a non-empty string). Blank lines and empty texts give
+// nothing; bad UTF-8, bad JSON and a missing or non-string field also count in `invalid_lines`.
+std::optional<std::string> jsonl_document(std::string_view line, const std::string& field, int64_t& invalid_lines);
+
 // One file: `.jsonl` reads `jsonl_field` of each line, anything else is plain text split by `unit`.
 TextCorpus read_text_file(const std::filesystem::path& path, const TextReadOptions& options = {});
 // A directory (recursive, files in sorted path order) or a single file.
@@ -36,14 +50,8 @@ torch::Tensor text_to_ids(const std::string& text);
 // Inverse of text_to_ids, dropping special ids.
 std::string ids_to_text(const torch::Tensor& ids);
 
-struct WindowOptions {
-  int64_t length = 2048;        // ids per window, specials included
-  bool add_cls_sep = true;      // [CLS] window [SEP]
-  bool pad_last = true;         // keep the final short window, padded with [PAD]; else drop it
-  std::string separator = "\n"; // bytes placed between consecutive documents
-};
-
-// Concatenates the documents and cuts the bytes into (N, length) int64 id windows.
+// Concatenates the documents and cuts the bytes into (N, length) int64 id windows, all at once (the
+// trainer reads windows one by one through ByteWindowDataset instead).
 torch::Tensor make_byte_windows(const std::vector<std::string>& documents, const WindowOptions& options);
 // 1 where id != [PAD], int64 like the ids.
 torch::Tensor attention_mask_from_ids(const torch::Tensor& ids);

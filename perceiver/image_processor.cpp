@@ -185,27 +185,33 @@ cv::Mat image_from_buffer(const uint8_t* data, int height, int width, int channe
   return to_rgb(view, "image buffer");
 }
 
-cv::Mat load_image_rgb(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw std::runtime_error("image file not found: " + path.string());
-  if (!std::filesystem::is_regular_file(path, ec)) throw std::runtime_error("not a regular file: " + path.string());
+cv::Mat decode_image_rgb(const std::string& bytes, const std::string& what) {
   cv::Mat decoded;
   try {
     // IMREAD_UNCHANGED: keep alpha and bit depth, ignore EXIF orientation (as PIL.Image.open does).
-    decoded = cv::imread(path.string(), cv::IMREAD_UNCHANGED);
+    const cv::Mat buffer(1, static_cast<int>(bytes.size()), CV_8U, const_cast<char*>(bytes.data()));
+    decoded = cv::imdecode(buffer, cv::IMREAD_UNCHANGED);
   } catch (const cv::Exception& e) {
-    throw std::runtime_error("cannot decode image file " + path.string() + ": " + e.what());
+    throw std::runtime_error("cannot decode " + what + ": " + e.what());
   }
-  if (decoded.empty()) {
-    throw std::runtime_error("cannot decode image file " + path.string() + " (unreadable, corrupt or not an image)");
-  }
+  if (decoded.empty()) throw std::runtime_error("cannot decode " + what + " (unreadable, corrupt or not an image)");
   // OpenCV decodes colour as BGR(A): reorder before the layout-generic conversion.
   if (decoded.depth() == CV_8U && decoded.channels() == 3) {
     cv::cvtColor(decoded, decoded, cv::COLOR_BGR2RGB);
   } else if (decoded.depth() == CV_8U && decoded.channels() == 4) {
     cv::cvtColor(decoded, decoded, cv::COLOR_BGRA2RGBA);
   }
-  return to_rgb(decoded, "image file " + path.string());
+  return to_rgb(decoded, what);
+}
+
+cv::Mat load_image_rgb(const std::filesystem::path& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) throw std::runtime_error("image file not found: " + path.string());
+  if (!std::filesystem::is_regular_file(path, ec)) throw std::runtime_error("not a regular file: " + path.string());
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in && !in.eof()) throw std::runtime_error("cannot read image file " + path.string());
+  return decode_image_rgb(bytes, "image file " + path.string());
 }
 
 PerceiverImageProcessor::PerceiverImageProcessor(ImageProcessorOptions options)

@@ -51,6 +51,8 @@ struct ImageProcessorOptions {
 // convert("RGB")). Throws std::runtime_error naming the file if it is missing, unreadable,
 // not an image, or not 8-bit.
 cv::Mat load_image_rgb(const std::filesystem::path& path);
+// The same for an encoded image in memory (a file's bytes, a tar member); `what` names it in errors.
+cv::Mat decode_image_rgb(const std::string& bytes, const std::string& what);
 
 // Converts an in-memory 8-bit image whose channels are already in R,G,B(,A) order (or grey,
 // grey+alpha) into a CV_8UC3 RGB image, with the same rules as load_image_rgb. `what` names the

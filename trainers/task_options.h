@@ -88,9 +88,22 @@ class SourceSection final : public datasets::SourceOptions {
   std::string path_;
 };
 
+// Keys of the `data` section that the trainer reads for its loaders; every task's data section accepts them.
+inline const std::vector<std::string>& loader_data_keys() {
+  static const std::vector<std::string> keys = {"workers", "prefetch", "on_bad_example"};
+  return keys;
+}
+
+// The `data` section as a task reads it, the loader's keys already accounted for.
+inline TaskSection data_section(const YAML::Node& data, const std::string& source) {
+  TaskSection d(data, source, "data");
+  for (const auto& key : loader_data_keys()) d.node(key);
+  return d;
+}
+
 // The `data` section of tasks whose only keys are `train` and `eval` (each read by the task).
 inline void check_train_eval_section(const YAML::Node& data, const std::string& source) {
-  TaskSection d(data, source, "data");
+  TaskSection d = data_section(data, source);
   d.node("train");
   d.node("eval");
   d.finish();

@@ -39,7 +39,9 @@ class Task {
   // Heads that this objective trains; the first is the default architecture.
   virtual std::vector<std::string> architectures() const = 0;
   // Reads the `data` section; may adapt the model config to the data (labels, sequence length).
-  virtual TaskData load_data(const YAML::Node& data, PerceiverConfig& config) = 0;
+  // `model_from` is the checkpoint being fine-tuned (model.from), empty for a fresh model: its files
+  // (e.g. preprocessor_config.json) may say how inputs are prepared.
+  virtual TaskData load_data(const YAML::Node& data, PerceiverConfig& config, const std::filesystem::path& model_from) = 0;
   // One batch: builds the inputs (masking/augmentation drawn from `generator` when training),
   // runs the model and returns the loss and metric sums.
   virtual StepOutput step(PerceiverPreTrainedModelImpl& model, const datasets::Example& batch,

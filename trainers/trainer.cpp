@@ -130,7 +130,9 @@ struct Trainer::State {
   int64_t step = 0;
   int64_t batch_size = 32, eval_batch_size = 64, grad_accum = 1, max_steps = 0, seed = 0;
   int64_t eval_every = 0, eval_max_batches = 0, checkpoint_every = 0;
-  int num_workers = 2, prefetch = 4;
+  int num_workers = 1, prefetch = 4;
+  datasets::OnBadExample on_bad_example = datasets::OnBadExample::kSkip;
+  int64_t skipped_examples = 0;  // unreadable training examples skipped before this process's loader began
   double clip = 0.0;
   bool skip_nonfinite = false;
   int64_t skipped_batches = 0;
@@ -153,11 +155,15 @@ struct Trainer::State {
       throw;
     }
   }
+  std::string load_task_data();
   void join(const YAML::Node& root);
+  void read_loader_options(const YAML::Node& root);
   void broadcast_model();
   void build(bool training);
   std::map<std::string, double> run_eval(const fs::path& out_dir);
-  void save_checkpoint(std::optional<double> metric);
+  // Unreadable training examples skipped so far, over every rank (a collective call).
+  int64_t skipped_so_far();
+  void save_checkpoint(std::optional<double> metric, int64_t skipped);
   void restore(const fs::path& checkpoint);
   std::unique_ptr<datasets::DataLoader> make_loader(std::shared_ptr<const datasets::Dataset> set, bool train) const;
 };
@@ -194,30 +200,7 @@ void Trainer::State::build(bool training) {
   device::allow_tf32(lookup_value<bool>(root, "trainer.tf32", false));
   device::set_deterministic(lookup_value<bool>(root, "trainer.deterministic", false));
 
-  task = make_task(root["task"], run.source);
-
-  // The model config: an HF/checkpoint directory's, or inline.
-  const auto from = lookup_value<std::string>(root, "model.from", "");
-  if (!from.empty()) {
-    config = PerceiverConfig::from_json_file(fs::path(from) / "config.json");
-  } else if (root["model"] && root["model"]["config"]) {
-    config = PerceiverConfig::from_yaml(root["model"]["config"], run.source + ": model.config");
-  } else {
-    throw std::invalid_argument(run.source + ": 'model' needs either 'from: DIR' or an inline 'config' mapping");
-  }
-  auto arch = lookup_value<std::string>(root, "model.architecture", "");
-  if (arch.empty()) arch = !from.empty() && !config.architecture().empty() ? config.architecture() : task->architectures().front();
-  const auto supported = task->architectures();
-  if (std::find(supported.begin(), supported.end(), arch) == supported.end()) {
-    std::string list;
-    for (const auto& a : supported) list += (list.empty() ? "" : ", ") + a;
-    throw std::invalid_argument(run.source + ": model.architecture '" + arch + "' cannot be trained by task '" +
-                                task->name() + "' (supported: " + list + ")");
-  }
-  config.architectures = {arch};
-
-  data = task->load_data(root["data"], config);
-  spdlog::info("{}", data.summary);
+  const auto from = load_task_data();
 
   model = build_model(config);
   const auto init_std = SectionReader(root["model"], run.source, "model").pattern_map("init_std", "a float");
@@ -243,15 +226,14 @@ void Trainer::State::build(bool training) {
   if (dist) broadcast_model();
   params = 0;
   for (const auto& p : model->parameters()) params += p.numel();
-  spdlog::info("model {}: {:.2f}M parameters, device {}, precision {}", arch, params / 1e6, device.str(),
+  spdlog::info("model {}: {:.2f}M parameters, device {}, precision {}", config.architecture(), params / 1e6, device.str(),
                device::to_string(precision));
 
   batch_size = lookup_value<int64_t>(root, "trainer.batch_size", 32);
   eval_batch_size = lookup_value<int64_t>(root, "trainer.eval_batch_size", batch_size);
   grad_accum = lookup_value<int64_t>(root, "trainer.grad_accum", 1);
   eval_max_batches = lookup_value<int64_t>(root, "trainer.eval_max_batches", 0);
-  num_workers = lookup_value<int>(root, "trainer.num_workers", 2);
-  prefetch = lookup_value<int>(root, "trainer.prefetch", 4);
+  read_loader_options(root);
   if (batch_size < 1 || eval_batch_size < 1 || grad_accum < 1)
     throw std::invalid_argument(run.source + ": trainer.batch_size, eval_batch_size and grad_accum must be >= 1");
   best_metric = lookup_value<std::string>(root, "trainer.best_metric", task->best_metric());
@@ -305,6 +287,36 @@ void Trainer::State::build(bool training) {
   if (is_main()) checkpoints = std::make_unique<CheckpointManager>(co);  // rank 0 writes them
 }
 
+// The task, the model config (from model.from or inline) and the task's data; returns model.from.
+std::string Trainer::State::load_task_data() {
+  const auto& root = run.root;
+  task = make_task(root["task"], run.source);
+
+  // The model config: an HF/checkpoint directory's, or inline.
+  const auto from = lookup_value<std::string>(root, "model.from", "");
+  if (!from.empty()) {
+    config = PerceiverConfig::from_json_file(fs::path(from) / "config.json");
+  } else if (root["model"] && root["model"]["config"]) {
+    config = PerceiverConfig::from_yaml(root["model"]["config"], run.source + ": model.config");
+  } else {
+    throw std::invalid_argument(run.source + ": 'model' needs either 'from: DIR' or an inline 'config' mapping");
+  }
+  auto arch = lookup_value<std::string>(root, "model.architecture", "");
+  if (arch.empty()) arch = !from.empty() && !config.architecture().empty() ? config.architecture() : task->architectures().front();
+  const auto supported = task->architectures();
+  if (std::find(supported.begin(), supported.end(), arch) == supported.end()) {
+    std::string list;
+    for (const auto& a : supported) list += (list.empty() ? "" : ", ") + a;
+    throw std::invalid_argument(run.source + ": model.architecture '" + arch + "' cannot be trained by task '" +
+                                task->name() + "' (supported: " + list + ")");
+  }
+  config.architectures = {arch};
+
+  data = task->load_data(root["data"], config, from);
+  spdlog::info("{}", data.summary);
+  return from;
+}
+
 void Trainer::State::join(const YAML::Node& root) {
   DistributedOptions o;
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(lookup_value<double>(root, "trainer.dist_timeout_s", 1800.0) * 1000));
@@ -313,6 +325,25 @@ void Trainer::State::join(const YAML::Node& root) {
   o.cuda = device.is_cuda();
   dist = std::make_unique<Distributed>(env, o);
   if (!dist->is_main()) quiet = std::make_unique<runtime::ScopedLogLevel>(spdlog::level::warn);
+}
+
+// data.workers, data.prefetch and data.on_bad_example (trainer.num_workers and trainer.prefetch are
+// their older names). Workers default to the cores the compute threads leave free, at least one.
+void Trainer::State::read_loader_options(const YAML::Node& root) {
+  const SectionReader d(root["data"], run.source, "data");
+  for (const auto& [old_key, key] : {std::pair{"num_workers", "workers"}, std::pair{"prefetch", "prefetch"}})
+    if (lookup(root, std::string("trainer.") + old_key).IsDefined())
+      spdlog::warn("{}: trainer.{} is now data.{} (the old name still works)", run.source, old_key, key);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int free_cores = cores / static_cast<int>(std::max<int64_t>(env.local_world_size, 1)) - static_cast<int>(at::get_num_threads());
+  num_workers = d.get<int>("workers", lookup_value<int>(root, "trainer.num_workers", std::max(1, free_cores)), "an integer");
+  prefetch = d.get<int>("prefetch", lookup_value<int>(root, "trainer.prefetch", 4), "an integer");
+  if (num_workers < 0) d.fail("workers", "must be 0 (load in the training thread) or a number of threads");
+  if (prefetch < 1) d.fail("prefetch", "must be at least 1 batch");
+  const auto policy = d.get<std::string>("on_bad_example", "skip", "a string");
+  if (policy != "skip" && policy != "stop")
+    d.fail("on_bad_example", "must be skip (leave unreadable examples out, count and log them) or stop, found '" + policy + "'");
+  on_bad_example = policy == "skip" ? datasets::OnBadExample::kSkip : datasets::OnBadExample::kStop;
 }
 
 void Trainer::State::broadcast_model() {
@@ -336,6 +367,7 @@ std::unique_ptr<datasets::DataLoader> Trainer::State::make_loader(std::shared_pt
   lo.sample_seeds = true;
   lo.num_workers = num_workers;
   lo.prefetch_batches = prefetch;
+  lo.on_bad_example = on_bad_example;
   return std::make_unique<datasets::DataLoader>(std::move(set), lo);
 }
 
@@ -370,11 +402,18 @@ std::map<std::string, double> Trainer::State::run_eval(const fs::path& out_dir) 
   }
   model->train();
   for (const auto& [k, v] : sums.means()) out["eval/" + k] = v;
+  const auto skipped = torch::tensor({loader->skipped()}, torch::kInt64);
+  out["eval/data_skipped"] = static_cast<double>((dist ? dist->all_reduce_sum(skipped) : skipped).item<int64_t>());
   if (out.count("eval/loss") && task->name() == "mlm") out["eval/perplexity"] = std::exp(out["eval/loss"]);
   return out;
 }
 
-void Trainer::State::save_checkpoint(std::optional<double> metric) {
+int64_t Trainer::State::skipped_so_far() {
+  const auto here = torch::tensor({train_loader->skipped()}, torch::kInt64);
+  return skipped_examples + (dist ? dist->all_reduce_sum(here) : here).item<int64_t>();
+}
+
+void Trainer::State::save_checkpoint(std::optional<double> metric, int64_t skipped) {
   const auto dir = checkpoints->save(
       step,
       [&](const fs::path& tmp) {
@@ -387,6 +426,7 @@ void Trainer::State::save_checkpoint(std::optional<double> metric) {
         save_json(tmp / "trainer_state.json", {{"step", step},
                                                {"loader", train_loader->position().to_json()},
                                                {"skipped_batches", skipped_batches},
+                                               {"skipped_examples", skipped},
                                                {"seed", seed}});
         write_yaml(run.root, tmp / "run.yaml");
         task->write_inference_files(tmp, run.root, config);
@@ -410,6 +450,7 @@ void Trainer::State::restore(const fs::path& checkpoint) {
                  "the original run's", checkpoint.string(), name);
   step = state.at("step").get<int64_t>();
   skipped_batches = state.value("skipped_batches", int64_t{0});
+  skipped_examples = state.value("skipped_examples", int64_t{0});
   train_loader->set_position(datasets::LoaderPosition::from_json(state.at("loader")));
   spdlog::info("resumed from {} at step {}", checkpoint.string(), step);
 }
@@ -549,6 +590,7 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
       for (const auto& [k, v] : window.means()) row["train/" + k] = v;
       row["lr"] = lr;
       row["data_wait_fraction"] = s.train_loader->wait_fraction();
+      row["data/skipped"] = static_cast<double>(s.skipped_so_far());
       if (s.metrics) s.metrics->log(s.step, row);
       window = MetricSums();
     }
@@ -566,7 +608,10 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
       if (eval.count(s.best_metric)) metric = eval.at(s.best_metric);
       result.final_metrics = eval;
     }
-    if (s.checkpoints && ((s.checkpoint_every > 0 && s.step % s.checkpoint_every == 0) || last)) s.save_checkpoint(metric);
+    if ((s.checkpoint_every > 0 && s.step % s.checkpoint_every == 0) || last) {
+      const auto skipped = s.skipped_so_far();  // every rank takes part
+      if (s.checkpoints) s.save_checkpoint(metric, skipped);
+    }
     if (out_of_time) {
       spdlog::info("time limit reached after {} steps", s.step);
       break;
@@ -597,6 +642,13 @@ std::map<std::string, double> Trainer::evaluate(const fs::path& checkpoint) {
     s.model->to(s.device);
     return s.run_eval(s.run_dir / "evaluate");
   });
+}
+
+std::string Trainer::prepare_data() {
+  auto& s = *state_;
+  check_schema(s.run, run_schema());
+  s.load_task_data();
+  return s.data.summary;
 }
 
 bool Trainer::is_main_process() const { return state_->is_main(); }

@@ -40,6 +40,10 @@ class Trainer {
   // Loads `checkpoint` (a checkpoint or HF model directory) and evaluates it on the eval data.
   std::map<std::string, double> evaluate(const std::filesystem::path& checkpoint);
 
+  // Reads the run's data sources as training would, building what they keep on disk (text indexes,
+  // packed JSONL), so that a later run starts at once; returns the one-line summary of the data.
+  std::string prepare_data();
+
   const std::filesystem::path& run_dir() const;
   // False on ranks other than 0 of a distributed job (WORLD_SIZE > 1): they write and print nothing.
   bool is_main_process() const;

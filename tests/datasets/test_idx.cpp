@@ -124,7 +124,17 @@ TEST(DatasetsIdx, FashionMnistOfficialTestSplit) {
   EXPECT_GT(test.images.to(torch::kFloat).mean().item<float>(), 10.0f);  // not an all-zero decode
 }
 
-TEST(DatasetsIdx, ImageFolderCountsUnreadableFiles) {
+// The message of the BadExample that reading example i throws ("" when it reads).
+std::string bad_example(const pd::Dataset& set, int64_t i) {
+  try {
+    set.get(i);
+  } catch (const pd::BadExample& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(DatasetsIdx, ImageFolderIsListedAndDecodedWhenAsked) {
   perceiver::testing::TempDir tmp;
   fs::create_directories(tmp.path() / "cat");
   fs::create_directories(tmp.path() / "ant");
@@ -135,44 +145,59 @@ TEST(DatasetsIdx, ImageFolderCountsUnreadableFiles) {
   cv::imwrite((tmp.path() / "ant" / "x.png").string(), blue);
   write_file(tmp.path() / "ant" / "broken.png", "not a png");
   write_file(tmp.path() / "ant" / "notes.txt", "ignored");
-  const auto set = pd::load_image_folder(tmp.path());
+  const auto set = pd::list_image_folder(tmp.path());
   EXPECT_EQ(set.classes, (std::vector<std::string>{"ant", "cat"}));
-  EXPECT_EQ(set.unreadable, 1);
-  ASSERT_EQ(set.images.sizes(), (std::vector<int64_t>{3, 4, 5, 3}));
-  EXPECT_TRUE(set.labels.equal(torch::tensor({0, 1, 1}, torch::kInt64)));
+  ASSERT_EQ(set.size(), 4);  // broken.png is listed; reading it is what fails
+  EXPECT_TRUE(set.labels.equal(torch::tensor({0, 0, 1, 1}, torch::kInt64)));
+  EXPECT_EQ(set.shape, (std::vector<int64_t>{4, 5, 3}));  // from the first readable image
+  EXPECT_NE(bad_example(*set.images, 0).find("broken.png"), std::string::npos);
   // RGB order: cat/a.png is red.
-  EXPECT_EQ(set.images[1][0][0][0].item<uint8_t>(), 255);
-  EXPECT_EQ(set.images[1][0][0][2].item<uint8_t>(), 0);
+  const auto a = set.images->get(2).at("images");
+  ASSERT_EQ(a.sizes(), (std::vector<int64_t>{4, 5, 3}));
+  EXPECT_EQ(a[0][0][0].item<uint8_t>(), 255);
+  EXPECT_EQ(a[0][0][2].item<uint8_t>(), 0);
+  // A file deleted after listing is a bad example too, named.
+  fs::remove(tmp.path() / "cat" / "b.png");
+  EXPECT_NE(bad_example(*set.images, 3).find("no longer exists"), std::string::npos);
   pd::ImageFolderOptions resize;
   resize.height = 8;
   resize.width = 6;
-  EXPECT_EQ(pd::load_image_folder(tmp.path(), resize).images.sizes(), (std::vector<int64_t>{3, 8, 6, 3}));
+  const auto resized = pd::list_image_folder(tmp.path(), resize);
+  EXPECT_EQ(resized.shape, (std::vector<int64_t>{8, 6, 3}));
+  EXPECT_EQ(resized.images->get(1).at("images").sizes(), (std::vector<int64_t>{8, 6, 3}));
 }
 
-TEST(DatasetsIdx, ImageListSkipsBadRowsAndNamesMissingColumns) {
+TEST(DatasetsIdx, ImageListSkipsIncompleteRowsAndNamesMissingColumns) {
   perceiver::testing::TempDir tmp;
   fs::create_directories(tmp.path() / "img");
   cv::imwrite((tmp.path() / "img" / "a.png").string(), cv::Mat(4, 5, CV_8UC3, cv::Scalar(0, 0, 255)));
   cv::imwrite((tmp.path() / "img" / "b.png").string(), cv::Mat(6, 5, CV_8UC3, cv::Scalar(255, 0, 0)));
   write_file(tmp.path() / "img" / "broken.png", "not a png");
-  // Paths are relative to the list's folder; an unreadable image, a missing file and an empty label are skipped.
+  // Paths are relative to the list's folder; a row with an empty label is left out; an unreadable image
+  // and a missing file are bad examples when read.
   write_file(tmp.path() / "list.csv",
              "label,image\n\"dog|cat\",img/a.png\ncat,img/broken.png\ncat,img/missing.png\n,img/a.png\n0.5,img/b.png\n");
   pd::ImageListOptions o;
   o.height = 4;
   o.width = 4;
-  const auto set = pd::load_image_list(tmp.path() / "list.csv", o);
-  EXPECT_EQ(set.label_names, (std::vector<std::string>{"dog|cat", "0.5"}));
-  EXPECT_EQ(set.classes, (std::vector<std::string>{"0.5", "dog|cat"}));
-  EXPECT_TRUE(set.labels.equal(torch::tensor({1, 0}, torch::kInt64)));
-  EXPECT_EQ(set.unreadable, 3);
-  ASSERT_EQ(set.images.sizes(), (std::vector<int64_t>{2, 4, 4, 3}));
-  EXPECT_EQ(set.images[0][0][0][0].item<uint8_t>(), 255);  // RGB: a.png is red
-  // Without resizing, images of different sizes are an error naming the file.
-  EXPECT_NE(perceiver::testing::error_of([&] { pd::load_image_list(tmp.path() / "list.csv"); }).find("b.png"),
-            std::string::npos);
+  const auto set = pd::list_image_list(tmp.path() / "list.csv", o);
+  EXPECT_EQ(set.label_names, (std::vector<std::string>{"dog|cat", "cat", "cat", "0.5"}));
+  EXPECT_EQ(set.classes, (std::vector<std::string>{"0.5", "cat", "dog|cat"}));
+  EXPECT_TRUE(set.labels.equal(torch::tensor({2, 1, 1, 0}, torch::kInt64)));
+  EXPECT_EQ(set.skipped, 1);
+  ASSERT_EQ(set.size(), 4);
+  EXPECT_EQ(set.images->get(0).at("images").sizes(), (std::vector<int64_t>{4, 4, 3}));
+  EXPECT_EQ(set.images->get(0).at("images")[0][0][0].item<uint8_t>(), 255);  // RGB: a.png is red
+  EXPECT_NE(bad_example(*set.images, 1).find("broken.png"), std::string::npos);
+  EXPECT_NE(bad_example(*set.images, 2).find("missing.png"), std::string::npos);
+  EXPECT_EQ(bad_example(*set.images, 3), "");
+  // Without resizing, an image of another size is a bad example naming the file and the fix.
+  const auto unsized = pd::list_image_list(tmp.path() / "list.csv");
+  const auto why = bad_example(*unsized.images, 3);
+  EXPECT_NE(why.find("b.png"), std::string::npos) << why;
+  EXPECT_NE(why.find("height and width"), std::string::npos) << why;
   o.label_field = "tags";
-  EXPECT_EQ(perceiver::testing::error_of([&] { pd::load_image_list(tmp.path() / "list.csv", o); }),
+  EXPECT_EQ(perceiver::testing::error_of([&] { pd::list_image_list(tmp.path() / "list.csv", o); }),
             "image list '" + (tmp.path() / "list.csv").string() + "': no column 'tags'");
 }
 

@@ -1,11 +1,14 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <random>
 #include <set>
 
 #include "datasets/common.h"
 #include "datasets/fortunes.h"
 #include "datasets/labelled_text.h"
+#include "datasets/labelled_text_index.h"
+#include "datasets/loader.h"
 #include "tests/test_support.h"
 
 namespace pd = perceiver::datasets;
@@ -166,4 +169,57 @@ TEST(DatasetsLabelledText, FortuneLanguageIdentification) {
   };
   EXPECT_TRUE(has_label_text("ru", "\xD0\xB8"));   // и
   EXPECT_TRUE(has_label_text("de", "\xC3\xBC"));   // ü
+}
+
+// The row-by-row reader finds the rows that parsing the whole file finds, on files full of quotes,
+// delimiters, embedded newlines and carriage returns.
+TEST(DatasetsLabelledText, RowByRowReadingMatchesParsingTheWholeFile) {
+  perceiver::testing::TempDir tmp;
+  std::mt19937 rng(3);
+  const std::vector<std::string> pieces = {"a", "b c", ",", "\"", "\n", "\r", "\r\n", " ", "\xC3\xA9"};
+  for (int trial = 0; trial < 200; ++trial) {
+    std::string file;
+    const int rows = 1 + static_cast<int>(rng() % 6);
+    for (int r = 0; r < rows; ++r) {
+      const int fields = 1 + static_cast<int>(rng() % 3);
+      for (int f = 0; f < fields; ++f) {
+        std::string field;
+        for (int k = static_cast<int>(rng() % 4); k > 0; --k) field += pieces[rng() % pieces.size()];
+        const bool quoted = field.find_first_of(",\"\n\r") != std::string::npos || rng() % 4 == 0;
+        if (quoted) {
+          std::string q = "\"";
+          for (const char c : field) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+          field = q + "\"";
+        }
+        file += (f ? "," : "") + field;
+      }
+      file += rng() % 3 == 0 ? "\r\n" : rng() % 5 == 0 ? "\n\n" : "\n";
+    }
+    if (rng() % 4 == 0) file.pop_back();  // no final newline
+    write_file(tmp.path() / "f.csv", file);
+    pd::LabelledReadOptions o;
+    o.header = false;
+    o.text_field = "0";
+    o.label_field = "1";
+    // The reference: every row of the whole file, kept by read_labelled_text's rules.
+    std::vector<std::string> texts, labels;
+    for (const auto& row : pd::parse_delimited(file, ',')) {
+      if (row.size() < 2 || row[1].empty() || !pd::is_valid_utf8(row[0]) || !pd::is_valid_utf8(row[1])) continue;
+      texts.push_back(row[0]);
+      labels.push_back(row[1]);
+    }
+    const auto streamed = pd::open_labelled_text(tmp.path() / "f.csv", o);
+    ASSERT_EQ(streamed.size(), static_cast<int64_t>(texts.size())) << "trial " << trial << ": " << file;
+    EXPECT_EQ(streamed.label_names, labels) << "trial " << trial;
+    for (int64_t i = 0; i < streamed.size(); ++i) EXPECT_EQ(streamed.texts->text(i), texts[static_cast<size_t>(i)]) << trial;
+  }
+}
+
+TEST(DatasetsLabelledText, ATextIsReadWhenAskedForAndAChangedFileIsABadExample) {
+  perceiver::testing::TempDir tmp;
+  write_file(tmp.path() / "d.csv", "text,label\nfirst,a\nsecond,b\n");
+  const auto rows = pd::open_labelled_text(tmp.path() / "d.csv");
+  EXPECT_EQ(rows.texts->text(1), "second");
+  write_file(tmp.path() / "d.csv", "text,label\nfirst,a\nsecond,b\nthird,c\n");
+  EXPECT_THROW(rows.texts->text(0), pd::BadExample);
 }

@@ -119,7 +119,90 @@ TEST(TrainerVision, ImageListMultiLabelAndRegression) {
     trainers::Trainer(std::move(run)).train();
   });
   EXPECT_EQ(folder_error, "test.yaml: task.problem_type multi_label_classification needs label fields: use data "
-                          "sources of type image_list");
+                          "sources of type image_list or image_shards");
+}
+
+// A long run meets unreadable images: they are skipped, counted in the metrics and logged, or (with
+// data.on_bad_example: stop) the run stops naming the file.
+TEST(TrainerVision, UnreadableImagesAreSkippedAndCountedOrStoppedOn) {
+  TempDir tmp;
+  for (int i = 0; i < 16; ++i) {
+    const auto dir = tmp.path() / "folder" / (i % 2 ? "b" : "a");
+    fs::create_directories(dir);
+    cv::imwrite((dir / (std::to_string(i) + ".png")).string(), cv::Mat(8, 8, CV_8UC3, cv::Scalar(20 * i, 100, 0)));
+  }
+  write_file(tmp.path() / "folder" / "a" / "corrupt.png", "not an image");
+  const auto good = slurp(tmp.path() / "folder" / "a" / "0.png");
+  write_file(tmp.path() / "folder" / "b" / "truncated.png", good.substr(0, good.size() / 2));
+  const auto folder = "{type: image_folder, path: '" + (tmp.path() / "folder").string() + "'}";
+  // 18 files in batches of 6: each of 2 epochs reads every file once.
+  const std::string yaml =
+      "model:\n  architecture: PerceiverForImageClassificationFourier\n"
+      "  config: {d_latents: 16, num_latents: 4, num_self_attends_per_block: 1, num_self_attention_heads: 1,\n"
+      "           num_cross_attention_heads: 1, qk_channels: 16, v_channels: 16, image_size: 8}\n"
+      "task: image_classification\n"
+      "data: {train: " + folder + ", eval: " + folder + ", workers: 2}\n"
+      "trainer: {max_steps: 6, batch_size: 6, threads: 1}\n"
+      "logging: {run_dir: '" + (tmp.path() / "run").string() + "', log_every: 1}\n";
+  const auto result = trainers::Trainer(trainers::parse_run_config(yaml, "test.yaml")).train();
+  EXPECT_EQ(result.steps, 6);
+  EXPECT_EQ(result.final_metrics.at("eval/data_skipped"), 2);
+  std::ifstream log(tmp.path() / "run" / "metrics.jsonl");
+  std::map<int64_t, double> skipped;
+  for (std::string line; std::getline(log, line);) {
+    const auto row = nlohmann::json::parse(line);
+    if (row.contains("data/skipped")) skipped[row["step"].get<int64_t>()] = row["data/skipped"].get<double>();
+  }
+  EXPECT_EQ(skipped[3], 2);  // both bad files, once per epoch
+  EXPECT_EQ(skipped[6], 4);
+  // stop: the run ends with an error naming the file.
+  auto strict = trainers::parse_run_config(yaml, "test.yaml");
+  trainers::apply_overrides(strict, {"data.on_bad_example=stop", "logging.run_dir=" + (tmp.path() / "strict").string()});
+  const auto error = error_of([&] { trainers::Trainer(std::move(strict)).train(); });
+  EXPECT_TRUE(error.find("corrupt.png") != std::string::npos || error.find("truncated.png") != std::string::npos) << error;
+  EXPECT_NE(error.find("on_bad_example"), std::string::npos) << error;
+  auto typo = trainers::parse_run_config(yaml, "test.yaml");
+  trainers::apply_overrides(typo, {"data.on_bad_example=ignore"});
+  EXPECT_NE(error_of([&] { trainers::Trainer(std::move(typo)).train(); }).find("data.on_bad_example"), std::string::npos);
+}
+
+// Fine-tuning a checkpoint that has HF's preprocessor_config.json on a folder of photos of any size:
+// every image is centre-cropped and resized by that processor, and the fine-tuned checkpoint keeps it.
+TEST(TrainerVision, FineTuningUsesTheModelsImageProcessor) {
+  TempDir tmp;
+  const auto fixture = hf_fixtures_dir() / "PerceiverForImageClassificationLearned";  // image_size 8
+  fs::create_directories(tmp.path() / "model");
+  for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(fixture / f, tmp.path() / "model" / f);
+  const nlohmann::json processor = {{"do_center_crop", true}, {"crop_size", {{"height", 10}, {"width", 10}}},
+                                    {"do_resize", true},      {"size", {{"height", 8}, {"width", 8}}},
+                                    {"image_mean", {0.5, 0.5, 0.5}}, {"image_std", {0.25, 0.25, 0.25}}};
+  std::ofstream(tmp.path() / "model" / "preprocessor_config.json") << processor.dump();
+  const int sizes[][2] = {{12, 9}, {20, 31}, {16, 16}, {9, 40}};
+  for (int i = 0; i < 8; ++i) {
+    const auto dir = tmp.path() / "photos" / (i % 2 ? "dog" : "cat");
+    fs::create_directories(dir);
+    cv::imwrite((dir / (std::to_string(i) + ".jpg")).string(),
+                cv::Mat(sizes[i % 4][0], sizes[i % 4][1], CV_8UC3, cv::Scalar(30 * i, 80, 200 - 20 * i)));
+  }
+  const auto photos = "{type: image_folder, path: '" + (tmp.path() / "photos").string() + "'}";
+  const std::string yaml = "model: {from: '" + (tmp.path() / "model").string() + "'}\n"
+                           "task: image_classification\n"
+                           "data: {train: " + photos + ", eval: " + photos + "}\n"
+                           "trainer: {max_steps: 2, batch_size: 4, threads: 1}\n"
+                           "logging: {run_dir: '" + (tmp.path() / "run").string() + "'}\n";
+  const auto result = trainers::Trainer(trainers::parse_run_config(yaml, "test.yaml")).train();
+  ASSERT_EQ(result.steps, 2);
+  const auto saved = nlohmann::json::parse(slurp(result.last_checkpoint / "preprocessor_config.json"));
+  EXPECT_EQ(saved.at("crop_size"), processor.at("crop_size")) << saved;
+  EXPECT_EQ(saved.at("size"), processor.at("size")) << saved;
+  EXPECT_EQ(saved.at("image_mean"), processor.at("image_mean")) << saved;
+  EXPECT_EQ(saved.at("do_center_crop"), true) << saved;
+  // A resize of the source's own on top of the processor's is refused, naming both.
+  auto twice = trainers::parse_run_config(yaml, "test.yaml");
+  trainers::apply_overrides(twice, {"data.train={type: image_folder, path: '" + (tmp.path() / "photos").string() +
+                                        "', height: 8, width: 8}"});
+  EXPECT_NE(error_of([&] { trainers::Trainer(std::move(twice)).train(); }).find("preprocessor_config.json"),
+            std::string::npos);
 }
 
 // Every synthetic pair shares a camera pan under its own small smooth motion. A tiny model cannot

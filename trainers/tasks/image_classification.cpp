@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <fstream>
 
+#include <spdlog/spdlog.h>
+
 #include "datasets/images.h"
+#include "datasets/sources.h"
 #include "perceiver/image_processor.h"
 #include "perceiver/input_settings.h"
 #include "trainers/classification_task.h"
@@ -21,11 +24,11 @@ class ImageClassificationTask : public ClassificationTask {
   ImageClassificationTask(TaskSection& s) : ClassificationTask(s), source_(s.source()) {
     augment_.crop_padding = s.get<int64_t>("random_crop_padding", 0);
     augment_.hflip_probability = s.get<double>("hflip_probability", 0.0);
-    const auto mean = s.get<std::vector<double>>("image_mean", processor_.image_mean);
-    const auto std = s.get<std::vector<double>>("image_std", processor_.image_std);
-    if (mean.size() != 3 || std.size() != 3) s.fail("image_mean", "and image_std need 3 values");
-    processor_.image_mean = mean;
-    processor_.image_std = std;
+    // Given here, they override the defaults (ImageNet's) or a fine-tuned model's preprocessor_config.json.
+    mean_ = s.get<std::vector<double>>("image_mean", {});
+    std_ = s.get<std::vector<double>>("image_std", {});
+    if (mean_.size() != (mean_.empty() ? 0 : 3) || std_.size() != (std_.empty() ? 0 : 3))
+      s.fail("image_mean", "and image_std need 3 values");
     interpolate_ = s.get<bool>("interpolate_pos_encoding", false);
   }
   std::string name() const override { return "image_classification"; }
@@ -34,15 +37,29 @@ class ImageClassificationTask : public ClassificationTask {
             "PerceiverForImageClassificationConvProcessing"};
   }
 
-  TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
+  TaskData load_data(const YAML::Node& data, PerceiverConfig& config, const fs::path& model_from) override {
     check_train_eval_section(data, source_);
-    auto train = images(data["train"], "data.train");
-    auto eval = images(data["eval"], "data.eval");
+    // A fine-tuned checkpoint's preprocessor_config.json says how its images are cropped, resized and
+    // normalised (HF's image processor); the data sources then prepare every image that way.
+    datasets::ImageFolderOptions decode;
+    std::error_code ec;
+    if (!model_from.empty() && fs::is_regular_file(model_from / "preprocessor_config.json", ec)) {
+      processor_ = ImageProcessorOptions::from_file(model_from);
+      from_model_ = true;
+      decode.processor = std::make_shared<const PerceiverImageProcessor>(processor_);
+      spdlog::info("images are prepared by {}'s image processor (crop {}, resize to {}x{})",
+                   (model_from / "preprocessor_config.json").string(), processor_.do_center_crop ? "on" : "off",
+                   processor_.size.height, processor_.size.width);
+    }
+    if (!mean_.empty()) processor_.image_mean = mean_;
+    if (!std_.empty()) processor_.image_std = std_;
+    auto train = images(data["train"], "data.train", decode);
+    auto eval = images(data["eval"], "data.eval", decode);
     config.problem_type = problem_.name();
     if (!problem_.single()) {
       if (train.label_names.empty() || eval.label_names.empty())
         throw std::runtime_error(source_ + ": task.problem_type " + problem_.name() +
-                                 " needs label fields: use data sources of type image_list");
+                                 " needs label fields: use data sources of type image_list or image_shards");
       auto t = problem_.targets(train.label_names, eval.label_names, source_);
       train.labels = t.train;
       eval.labels = t.eval;
@@ -55,13 +72,14 @@ class ImageClassificationTask : public ClassificationTask {
       if (n != config.num_labels()) config.set_num_labels(n);
     }
     set_label_names(config.id2label);
+    if (train.shape != eval.shape)
+      throw std::runtime_error(source_ + ": data.train images are " + c10::str(train.shape) + " but data.eval's are " +
+                               c10::str(eval.shape) + " (height x width x channels): prepare both the same way");
     TaskData out;
-    out.summary = "image classification: " + std::to_string(train.images.size(0)) + " train / " +
-                  std::to_string(eval.images.size(0)) + " eval images of " + std::to_string(train.images.size(1)) + "x" +
-                  std::to_string(train.images.size(2)) + "x" + std::to_string(train.images.size(3)) + ", " +
-                  std::to_string(config.num_labels()) + " classes";
-    out.train = std::make_shared<datasets::TensorDataset>(Example{{"images", train.images}, {"labels", train.labels}});
-    out.eval = std::make_shared<datasets::TensorDataset>(Example{{"images", eval.images}, {"labels", eval.labels}});
+    out.summary = fmt::format("image classification: {} train / {} eval images of {}, {} classes", train.size(),
+                              eval.size(), c10::str(train.shape), config.num_labels());
+    out.train = labelled(train);
+    out.eval = labelled(eval);
     return out;
   }
 
@@ -89,17 +107,27 @@ class ImageClassificationTask : public ClassificationTask {
   torch::Tensor normalize(const torch::Tensor& images) const {
     auto x = images.permute({0, 3, 1, 2}).to(torch::kFloat32);
     if (x.size(1) == 1) x = x.expand({-1, 3, -1, -1});
+    if (processor_.do_rescale) x = x * static_cast<float>(processor_.rescale_factor);
+    if (!processor_.do_normalize) return x;
     const auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(x.device());
     const auto mean = torch::tensor(processor_.image_mean, opts.dtype(torch::kDouble)).to(opts).view({1, 3, 1, 1});
     const auto std = torch::tensor(processor_.image_std, opts.dtype(torch::kDouble)).to(opts).view({1, 3, 1, 1});
-    return ((x * static_cast<float>(processor_.rescale_factor)) - mean) / std;
+    return (x - mean) / std;
   }
 
   // HF's preprocessor_config.json with the settings training used, so that predict, export and HF's
   // image processor read the checkpoint's images as training did.
   void write_inference_files(const fs::path& dir, const YAML::Node& run, const PerceiverConfig& config) const override {
-    const auto options = image_settings_of_run(run, config, source_);
+    const auto options = from_model_ ? processor_ : image_settings_of_run(run, config, source_);
     std::ofstream(dir / "preprocessor_config.json") << options.to_json().dump(2) << "\n";
+  }
+
+  // Examples {"images", "labels"}: the source's images with this task's label for each.
+  static std::shared_ptr<const datasets::Dataset> labelled(const datasets::ImageSet& set) {
+    return std::make_shared<datasets::MappedDataset>(set.images, [labels = set.labels](Example e, int64_t i) {
+      e["labels"] = labels[i];
+      return e;
+    });
   }
 
   // Image-list labels scored against the training classes (an evaluation list may lack some).
@@ -115,23 +143,25 @@ class ImageClassificationTask : public ClassificationTask {
     return torch::tensor(ids, torch::kLong);
   }
 
-  datasets::ImageClassificationSet images(const YAML::Node& node, const std::string& path) {
+  datasets::ImageSet images(const YAML::Node& node, const std::string& path, const datasets::ImageFolderOptions& decode) {
     SourceSection source(node, source_, path);
-    auto out = datasets::find_source(datasets::image_sources(), source, "image")(source);
+    auto out = datasets::find_source(datasets::image_sources(), source, "image")(source, decode);
     TaskSection& s = source.section();
     const auto limit = s.get<int64_t>("limit", 0);
     s.finish();
-    if (limit > 0 && limit < out.images.size(0)) {
-      out.images = out.images.narrow(0, 0, limit);
+    if (limit > 0 && limit < out.size()) {
+      out.images = std::make_shared<datasets::PrefixDataset>(out.images, limit);
       out.labels = out.labels.narrow(0, 0, limit);
       if (!out.label_names.empty()) out.label_names.resize(static_cast<size_t>(limit));
     }
-    if (out.images.size(0) == 0) throw std::runtime_error(source_ + ": " + path + " produced no images");
+    if (out.size() == 0) throw std::runtime_error(source_ + ": " + path + " produced no images");
     return out;
   }
 
   datasets::AugmentOptions augment_;
-  ImageProcessorOptions processor_;
+  ImageProcessorOptions processor_;  // rescale and normalisation (and, from a model, crop and resize)
+  bool from_model_ = false;          // processor_ is a fine-tuned model's preprocessor_config.json
+  std::vector<double> mean_, std_;   // task.image_mean / image_std when given
   bool interpolate_ = false;
   std::string source_;
 };

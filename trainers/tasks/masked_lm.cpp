@@ -5,7 +5,8 @@
 #include <fstream>
 
 #include "datasets/mlm_collator.h"
-#include "datasets/text_corpus.h"
+#include "datasets/text_stream.h"
+#include "datasets/sources.h"
 #include "perceiver/heads.h"
 #include "perceiver/span_fill.h"
 #include "perceiver/tokenizer.h"
@@ -34,23 +35,24 @@ class MaskedLmTask : public Task {
   std::string name() const override { return "mlm"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForMaskedLM"}; }
 
-  TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
-    TaskSection d(data, source_, "data");
+  TaskData load_data(const YAML::Node& data, PerceiverConfig& config, const fs::path& /*model_from*/) override {
+    TaskSection d = data_section(data, source_);
     seq_len_ = d.get<int64_t>("seq_len", config.max_position_embeddings);
     if (seq_len_ > config.max_position_embeddings)
       d.fail("seq_len", "(" + std::to_string(seq_len_) + ") exceeds model max_position_embeddings (" +
                             std::to_string(config.max_position_embeddings) + ")");
-    const auto train_docs = documents(data["train"], "data.train");
-    eval_docs_ = documents(data["eval"], "data.eval");
-    const auto& eval_docs = eval_docs_;
+    datasets::WindowOptions w;
+    w.length = seq_len_;
+    const auto train = text(data["train"], "data.train", w.separator);
+    const auto eval = text(data["eval"], "data.eval", w.separator);
     d.node("train");
     d.node("eval");
     d.finish();
-    datasets::WindowOptions w;
-    w.length = seq_len_;
+    // The fill-in check reads whole held-out documents (where the source holds them) from a bounded sample.
+    if (spans_.count > 0) eval_docs_ = eval->sample_documents(kFillInCandidates, 2 * seq_len_);
     TaskData out;
-    out.train = windows(train_docs, w);
-    out.eval = windows(eval_docs, w);
+    out.train = std::make_shared<datasets::ByteWindowDataset>(train, w);
+    out.eval = std::make_shared<datasets::ByteWindowDataset>(eval, w);
     out.summary = "mlm: " + std::to_string(out.train->size()) + " train / " + std::to_string(out.eval->size()) +
                   " eval windows of " + std::to_string(seq_len_) + " bytes";
     return out;
@@ -126,19 +128,13 @@ class MaskedLmTask : public Task {
 
 
  private:
-  std::vector<std::string> documents(const YAML::Node& node, const std::string& path) {
+  std::shared_ptr<const datasets::TextStream> text(const YAML::Node& node, const std::string& path,
+                                                   const std::string& separator) {
     SourceSection s(node, source_, path);
-    auto docs = datasets::find_source(datasets::text_sources(), s, "text")(s);
+    auto stream = datasets::find_source(datasets::text_sources(), s, "text")(s, separator);
     s.section().finish();
-    if (docs.empty()) throw std::runtime_error(source_ + ": " + path + " produced no text");
-    return docs;
-  }
-
-  static std::shared_ptr<const datasets::Dataset> windows(const std::vector<std::string>& docs,
-                                                          const datasets::WindowOptions& w) {
-    const auto ids = datasets::make_byte_windows(docs, w);
-    return std::make_shared<datasets::TensorDataset>(
-        Example{{"input_ids", ids}, {"attention_mask", datasets::attention_mask_from_ids(ids)}});
+    if (stream->size() == 0) throw std::runtime_error(source_ + ": " + path + " produced no text");
+    return stream;
   }
 
   // pred: (batch, length) predicted ids at the input's positions.
@@ -159,6 +155,7 @@ class MaskedLmTask : public Task {
     }
   }
 
+  static constexpr int64_t kFillInCandidates = 4096;  // held-out documents the fill-in check chooses from
   datasets::MlmOptions options_;
   int fill_in_samples_ = 3;
   SpanFillOptions spans_;

@@ -25,7 +25,7 @@ class MultimodalTask : public Task {
   std::string best_metric() const override { return "eval/loss"; }
   std::string best_mode() const override { return "min"; }
 
-  TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
+  TaskData load_data(const YAML::Node& data, PerceiverConfig& config, const std::filesystem::path& /*model_from*/) override {
     check_train_eval_section(data, source_);
     TaskData out;
     out.train = clips(data["train"], "data.train", config);

@@ -40,7 +40,7 @@ class OpticalFlowTask : public Task {
   std::string best_metric() const override { return "eval/epe"; }
   std::string best_mode() const override { return "min"; }
 
-  TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
+  TaskData load_data(const YAML::Node& data, PerceiverConfig& config, const std::filesystem::path& /*model_from*/) override {
     check_train_eval_section(data, source_);
     if (config.train_size.size() != 2) throw std::invalid_argument(source_ + ": model.config.train_size needs [H, W]");
     TaskData out;

@@ -1,5 +1,6 @@
 // Sequence classification (task `sequence_classification`): labelled texts under HF's problem types.
-#include "datasets/labelled_text.h"
+#include "datasets/labelled_text_index.h"
+#include "datasets/sources.h"
 #include "perceiver/tokenizer.h"
 #include "trainers/classification_task.h"
 #include "trainers/task_options.h"
@@ -17,8 +18,8 @@ class SequenceClassificationTask : public ClassificationTask {
   std::string name() const override { return "sequence_classification"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForSequenceClassification"}; }
 
-  TaskData load_data(const YAML::Node& data, PerceiverConfig& config) override {
-    TaskSection d(data, source_, "data");
+  TaskData load_data(const YAML::Node& data, PerceiverConfig& config, const fs::path& /*model_from*/) override {
+    TaskSection d = data_section(data, source_);
     const int64_t seq_len = d.get<int64_t>("seq_len", std::min<int64_t>(config.max_position_embeddings, 256));
     if (seq_len > config.max_position_embeddings)
       d.fail("seq_len", "exceeds model max_position_embeddings (" + std::to_string(config.max_position_embeddings) + ")");
@@ -42,9 +43,9 @@ class SequenceClassificationTask : public ClassificationTask {
     TaskData out;
     out.train = encode(train, t.train, seq_len);
     out.eval = encode(eval, t.eval, seq_len);
-    out.summary = "sequence classification (" + problem_.name() + "): " + std::to_string(train.texts.size()) +
-                  " train / " + std::to_string(eval.texts.size()) + " eval texts, " + std::to_string(id2label.size()) +
-                  " labels, " + std::to_string(seq_len) + " bytes max";
+    out.summary = "sequence classification (" + problem_.name() + "): " + std::to_string(train.size()) + " train / " +
+                  std::to_string(eval.size()) + " eval texts, " + std::to_string(id2label.size()) + " labels, " +
+                  std::to_string(seq_len) + " bytes max";
     return out;
   }
 
@@ -59,25 +60,26 @@ class SequenceClassificationTask : public ClassificationTask {
   }
 
  private:
-  datasets::LabelledText texts(const YAML::Node& node, const std::string& path) {
+  datasets::LabelledTexts texts(const YAML::Node& node, const std::string& path) {
     SourceSection s(node, source_, path);
     auto out = datasets::find_source(datasets::labelled_text_sources(), s, "labelled-text")(s, problem_.separator());
     s.section().finish();
-    if (out.texts.empty()) throw std::runtime_error(source_ + ": " + path + " produced no labelled texts");
+    if (out.size() == 0) throw std::runtime_error(source_ + ": " + path + " produced no labelled texts");
     return out;
   }
 
-  static std::shared_ptr<const datasets::Dataset> encode(const datasets::LabelledText& data, const torch::Tensor& targets,
+  // Examples {"input_ids", "attention_mask", "labels"}: each text read and encoded when asked for.
+  static std::shared_ptr<const datasets::Dataset> encode(const datasets::LabelledTexts& data, const torch::Tensor& targets,
                                                          int64_t seq_len) {
-    const PerceiverTokenizer tok;
     EncodeOptions o;
     o.max_length = seq_len;
     o.truncation = Truncation::LongestFirst;
     o.padding = Padding::MaxLength;
-    const auto inputs = to_model_inputs(tok.batch_encode(data.texts, o));
-    return std::make_shared<datasets::TensorDataset>(Example{{"input_ids", inputs.input_ids},
-                                                             {"attention_mask", inputs.attention_mask},
-                                                             {"labels", targets}});
+    return std::make_shared<datasets::FunctionDataset>(data.size(), [texts = data.texts, targets, o,
+                                                                     tok = PerceiverTokenizer()](int64_t i) {
+      const auto inputs = to_model_inputs(tok.batch_encode({texts->text(i)}, o));
+      return Example{{"input_ids", inputs.input_ids[0]}, {"attention_mask", inputs.attention_mask[0]}, {"labels", targets[i]}};
+    });
   }
 
   std::string source_;
