@@ -1,3 +1,5 @@
+#include <fmt/format.h>
+
 #include <cstdio>
 #include <iostream>
 #include <utility>
@@ -23,7 +25,11 @@ int run_bench(const std::vector<std::string>& args) {
       "json", po::bool_switch(), "one JSON object per line instead of a table")(
       "configs-dir", po::value<std::string>()->default_value("configs"),
       "run files timed by the 'configs' workload")("profile", po::value<int>()->default_value(0),
-      "after timing, profile one more iteration and show its N most expensive operators (self time)");
+      "after timing, profile one more iteration and show its N most expensive operators (self time)")(
+      "data-text-mb", po::value<double>()->default_value(20), "data-text: the 1x corpus size in MB (10x is also run)")(
+      "data-images", po::value<int64_t>()->default_value(200), "data-images: the 1x number of JPEGs (10x is also run)")(
+      "data-dir", po::value<std::string>()->default_value(""),
+      "data workloads: generate into (and reuse from) this folder instead of a temporary one");
   perceiver::cli::add_device_options(desc, "cpu");
   const auto vm = perceiver::cli::parse(desc, args);
   if (vm.count("help")) {
@@ -38,6 +44,9 @@ int run_bench(const std::vector<std::string>& args) {
   options.warmup = vm["warmup"].as<int>();
   options.threads = vm["threads"].as<int>();
   options.profile = vm["profile"].as<int>();
+  options.data_text_mb = vm["data-text-mb"].as<double>();
+  options.data_images = vm["data-images"].as<int64_t>();
+  options.data_dir = vm["data-dir"].as<std::string>();
   options.configs_dir = vm["configs-dir"].as<std::string>();
   const auto choice = perceiver::cli::device_options(vm);
   options.device = choice.device;
@@ -56,6 +65,10 @@ int run_bench(const std::vector<std::string>& args) {
     std::printf("%-28s %-6s %12lld %10.4f %10.2f %9.0f %10.2f %8.1f %7.3f %7.3f\n", r.workload.c_str(),
                 r.precision.c_str(), static_cast<long long>(r.num_parameters), r.seconds_per_iter, r.samples_per_s,
                 r.peak_rss_mb, r.gflop_per_iter, r.gflops, r.fp32_peak_fraction, r.bf16_peak_fraction);
+    std::string notes;  // a workload's own scalar figures (time to the first batch, RSS ratio, ...)
+    for (const auto& [key, value] : r.extra.items())
+      if (value.is_number()) notes += fmt::format("{}{} {:.4g}", notes.empty() ? "    " : ", ", key, value.get<double>());
+    if (!notes.empty()) std::printf("%s\n", notes.c_str());
     if (r.extra.contains("profile"))
       for (const auto& op : r.extra["profile"])
         std::printf("    %-40s self %9.2f ms %5.1f %%   total %9.2f ms %7lld calls\n", op["op"].get<std::string>().c_str(),

@@ -1,4 +1,5 @@
 #include "trainers/bench.h"
+#include "trainers/bench_data.h"
 
 #include <spdlog/spdlog.h>
 
@@ -392,6 +393,10 @@ const std::map<std::string, BenchWorkload>& bench_workloads() {
   static const std::map<std::string, BenchWorkload> workloads = {
       {"mlm-train", mlm_train}, {"mlm-infer-full", mlm_infer_full}, {"img-train", img_train},
       {"flow-infer", flow_infer}, {"scaling", scaling},         {"configs", shipped_configs},
+      {"data-text", data_text},
+#if PERCEIVER_WITH_OPENCV
+      {"data-images", data_images},
+#endif
   };
   return workloads;
 }

@@ -24,6 +24,11 @@ struct BenchOptions {
   device::Precision precision = device::Precision::fp32;  // bf16: the workloads' forwards under autocast
   std::filesystem::path configs_dir = "configs";  // the `configs` workload: every *.yaml run file in it
   int profile = 0;  // > 0: one more iteration per workload under OpProfile, its top `profile` ops in `extra`
+  // The data workloads (data-text, data-images) at 1x and 10x these sizes: generated into data_dir
+  // (kept and reused there) or, when empty, into a temporary folder removed afterwards.
+  double data_text_mb = 20;
+  int64_t data_images = 200;
+  std::filesystem::path data_dir;
 };
 
 struct GemmPeak {
@@ -67,7 +72,8 @@ double forward_gflop(torch::nn::Module& model, int64_t num_latents, int64_t num_
 // Median time of n^3 matrix products in fp32 and bf16 on `device` (n = 2048 on a CPU, 8192 on a GPU).
 GemmPeak measure_gemm_peak(int iters, const torch::Device& device = torch::kCPU);
 
-// The workloads by name (mlm-train, mlm-infer-full, img-train, flow-infer, scaling, configs). `configs`
+// The workloads by name (mlm-train, mlm-infer-full, img-train, flow-infer, scaling, configs, data-text,
+// data-images). `configs`
 // times the training steps of every run file in BenchOptions::configs_dir as `perceiver train` runs
 // them (data loading included, the file's own precision), one result "config:<name>" each; it counts
 // no FLOPs (gflop_per_iter 0).

@@ -178,3 +178,35 @@ TEST(Bench, ConfigsWorkloadTimesEveryRunFileAsTrainRunsIt) {
 
 }  // namespace
 }  // namespace perceiver::trainers
+
+namespace perceiver::trainers {
+namespace {
+
+// The data workloads generate their corpus and images at 1x and 10x, keep them in --data-dir for reuse,
+// and report the time to the first batch and the peak-RSS ratio of 10x to 1x.
+TEST(Bench, DataWorkloadsReadGeneratedDataAtTwoSizes) {
+  testing::TempDir tmp;
+  const auto r = run_cli("bench --only data-text data-images --iters 1 --threads 1 --json --data-text-mb 0.3 "
+                         "--data-images 6 --data-dir '" + tmp.path().string() + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::istringstream lines(r.out);
+  std::map<std::string, nlohmann::json> results;
+  for (std::string line; std::getline(lines, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("workload")) results[j["workload"].get<std::string>()] = j;
+  }
+  for (const char* name : {"data-text:1x", "data-text:10x", "data-images:1x", "data-images:10x"}) {
+    ASSERT_TRUE(results.count(name)) << name << " in " << r.out;
+    EXPECT_GT(results[name].at("samples_per_s").get<double>(), 0) << name;
+    EXPECT_GT(results[name].at("first_batch_s").get<double>(), 0) << name;
+  }
+  EXPECT_NEAR(results["data-text:10x"]["text_mb"].get<double>(), 3.0, 1e-9);
+  EXPECT_EQ(results["data-images:10x"]["images"], 60);
+  EXPECT_TRUE(results["data-text:10x"].contains("rss_ratio_10x_1x"));
+  // The generated data stays for the next run.
+  EXPECT_TRUE(fs::exists(tmp.path() / "text" / "10x" / ".complete"));
+  EXPECT_TRUE(fs::exists(tmp.path() / "images" / "10x" / "class0"));
+}
+
+}  // namespace
+}  // namespace perceiver::trainers

@@ -393,6 +393,27 @@ TEST(Trainer, CliTrainEvaluateAndPredictOnACheckpoint) {
   EXPECT_TRUE(fs::exists(tmp.path() / "run" / "plots"));
 }
 
+// `perceiver prepare-data` builds the run's text indexes; training then reuses them instead of indexing.
+TEST(Trainer, CliPrepareDataIndexesOnceForTheRunsThatFollow) {
+  TempDir tmp;
+  std::ofstream(tmp.path() / "run.yaml") << mlm_run(tmp.path(), 2);
+  const auto prepared = run_cli("prepare-data --config '" + (tmp.path() / "run.yaml").string() + "'");
+  ASSERT_EQ(prepared.exit_code, 0) << prepared.err;
+  EXPECT_NE(nlohmann::json::parse(prepared.out).at("data").get<std::string>().find("train"), std::string::npos);
+  EXPECT_NE(prepared.err.find("indexed text corpus"), std::string::npos) << prepared.err;
+  const auto trained = run_cli("train --config '" + (tmp.path() / "run.yaml").string() + "'");
+  ASSERT_EQ(trained.exit_code, 0) << trained.err;
+  EXPECT_EQ(trained.err.find("indexed text corpus"), std::string::npos) << trained.err;
+  // A changed corpus is indexed again.
+  write_corpus(tmp.path() / "train.txt", 300, 7);
+  const auto changed = run_cli("train --config '" + (tmp.path() / "run.yaml").string() + "'");
+  ASSERT_EQ(changed.exit_code, 0) << changed.err;
+  EXPECT_NE(changed.err.find("re-indexing"), std::string::npos) << changed.err;
+  const auto neither = run_cli("prepare-data");
+  EXPECT_NE(neither.exit_code, 0);
+  EXPECT_NE(neither.err.find("--config"), std::string::npos) << neither.err;
+}
+
 TEST(Trainer, CliTrainReportsConfigErrorsInOneLine) {
   TempDir tmp;
   std::ofstream(tmp.path() / "bad.yaml") << "model: {config: {d_model: 32}}\ntask: mlm\ntrainer: {batch_sise: 4}\n";

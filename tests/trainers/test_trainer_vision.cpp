@@ -205,6 +205,36 @@ TEST(TrainerVision, FineTuningUsesTheModelsImageProcessor) {
             std::string::npos);
 }
 
+// `perceiver prepare-data --shards` packs a class folder into tar shards that train like the folder.
+TEST(TrainerVision, CliPacksAFolderIntoShardsThatTrain) {
+  TempDir tmp;
+  for (int i = 0; i < 10; ++i) {
+    const auto dir = tmp.path() / "folder" / (i % 2 ? "b" : "a");
+    fs::create_directories(dir);
+    cv::imwrite((dir / (std::to_string(i) + ".png")).string(), cv::Mat(8, 8, CV_8UC3, cv::Scalar(20 * i, 100, 0)));
+  }
+  const auto packed = run_cli("prepare-data --shards '" + (tmp.path() / "shards").string() + "' --from '" +
+                              (tmp.path() / "folder").string() + "' --per-shard 4");
+  ASSERT_EQ(packed.exit_code, 0) << packed.err;
+  const auto report = nlohmann::json::parse(packed.out);
+  EXPECT_EQ(report.at("shards"), 3);
+  EXPECT_EQ(report.at("samples"), 10);
+  EXPECT_EQ(report.at("classes"), (nlohmann::json{"a", "b"}));
+  const auto shards = "{type: image_shards, path: '" + (tmp.path() / "shards" / "shard-{000000..000002}.tar").string() + "'}";
+  const std::string yaml =
+      "model:\n  architecture: PerceiverForImageClassificationFourier\n"
+      "  config: {d_latents: 16, num_latents: 4, num_self_attends_per_block: 1, num_self_attention_heads: 1,\n"
+      "           num_cross_attention_heads: 1, qk_channels: 16, v_channels: 16, image_size: 8}\n"
+      "task: image_classification\n"
+      "data: {train: " + shards + ", eval: " + shards + "}\n"
+      "trainer: {max_steps: 2, batch_size: 4, threads: 1}\n"
+      "logging: {run_dir: '" + (tmp.path() / "run").string() + "'}\n";
+  const auto result = trainers::Trainer(trainers::parse_run_config(yaml, "test.yaml")).train();
+  EXPECT_EQ(result.steps, 2);
+  const auto config = nlohmann::json::parse(slurp(result.last_checkpoint / "config.json"));
+  EXPECT_EQ(config.at("id2label").at("1"), "b");
+}
+
 // Every synthetic pair shares a camera pan under its own small smooth motion. A tiny model cannot
 // estimate per-pair motion within seconds (see the README's results), but it must learn the shared
 // motion: held-out EPE falls far below the untrained model's and the zero-flow EPE.
