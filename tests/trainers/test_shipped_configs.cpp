@@ -5,8 +5,14 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <map>
 
 #include "tests/test_support.h"
+#if PERCEIVER_WITH_OPENCV
+#include <opencv2/imgcodecs.hpp>
+
+#include "datasets/image_shards.h"
+#endif
 #include "trainers/run_config_util.h"
 #include "trainers/tasks.h"
 #include "trainers/trainer.h"
@@ -45,6 +51,54 @@ TEST(ShippedConfigs, EveryConfigTrainsTwoSteps) {
     EXPECT_TRUE(fs::exists(tmp.path() / "run" / "config.yaml"));
   }
 }
+
+#if PERCEIVER_WITH_OPENCV
+// The example run files for one's own data (configs/own_data/) train on small data of their layouts.
+TEST(ShippedConfigs, OwnDataExamplesTrainOnDataOfTheirLayout) {
+  TempDir tmp;
+  const auto& d = tmp.path();
+  for (const char* split : {"train", "valid"}) {
+    std::string text, jsonl, list = "image,tags\n";
+    for (int i = 0; i < 40; ++i) {
+      text += "line " + std::to_string(i) + " of the " + split + " text\n" + (i % 5 == 4 ? "\n" : "");
+      jsonl += "{\"text\": \"document " + std::to_string(i) + "\"}\n";
+    }
+    write_file(d / "my_corpus" / split / "a.txt", text);
+    write_file(d / "my_docs" / (std::string(split) + ".jsonl"), jsonl);
+    for (int i = 0; i < 8; ++i) {
+      const auto cls = std::string(i % 2 ? "dog" : "cat");
+      const auto file = d / "my_photos" / split / cls / (std::to_string(i) + ".png");
+      fs::create_directories(file.parent_path());
+      cv::imwrite(file.string(), cv::Mat(20 + i, 30, CV_8UC3, cv::Scalar(30 * i, 90, 10)));
+      list += fs::relative(file, d / "my_list").string() + "," + cls + (i % 3 ? "|outdoor" : "") + "\n";
+    }
+    write_file(d / "my_list" / (std::string(split) + ".csv"), list);
+    datasets::write_image_shards(d / "my_photos" / split, d / "my_shards" / split);
+  }
+  const std::map<std::string, std::string> roots = {{"text", "my_corpus"}, {"jsonl", "my_docs"}, {"image_folder", "my_photos"},
+                                                    {"image_list", "my_list"}, {"image_shards", "my_shards"}};
+  int trained = 0;
+  for (const auto& entry : fs::directory_iterator(fs::path(PERCEIVER_SOURCE_DIR) / "configs" / "own_data")) {
+    SCOPED_TRACE(entry.path().string());
+    const auto name = entry.path().stem().string();
+    ASSERT_TRUE(roots.count(name)) << "no test data for " << name;
+    const auto root = d / roots.at(name);
+    const auto path = [&](const std::string& split) {
+      if (name == "jsonl" || name == "image_list") return root / (split + (name == "jsonl" ? ".jsonl" : ".csv"));
+      return root / split;
+    };
+    auto run = trainers::load_run_config(entry.path());
+    trainers::apply_overrides(run, {"data.train.path=" + path("train").string(), "data.eval.path=" + path("valid").string(),
+                                    "trainer.max_steps=2", "trainer.batch_size=2", "trainer.eval_max_batches=1",
+                                    "trainer.threads=1", "logging.run_dir=" + (d / "runs" / name).string()});
+    const auto result = trainers::Trainer(std::move(run)).train();
+    EXPECT_EQ(result.steps, 2);
+    EXPECT_TRUE(std::isfinite(result.final_metrics.at("eval/loss")));
+    ++trained;
+  }
+  EXPECT_EQ(trained, 5);
+}
+#endif
 
 }  // namespace
 }  // namespace perceiver::testing
