@@ -192,11 +192,14 @@ ImageSet open_idx_images(const fs::path& images, const fs::path& labels, std::ve
   }
   if (ndims == 3) dims.push_back(1);
   const auto stamp = FileStamp::of(images);
-  const int64_t header = 4 + 4 * ndims, record = dims[1] * dims[2] * dims[3];
-  if (stamp.size != header + dims[0] * record)
+  const int64_t header = 4 + 4 * ndims;
+  // The payload the dims announce, checked against the file before any product can overflow.
+  int64_t payload = 1;
+  for (const auto d : dims)
+    payload = d != 0 && payload > (stamp.size - header) / d ? stamp.size : payload * d;
+  if (stamp.size != header + payload || std::find(dims.begin(), dims.end(), 0) != dims.end())
     throw std::runtime_error("'" + images.string() + "': IDX dims " + c10::str(c10::IntArrayRef(dims).slice(0, ndims)) +
-                             " need " + std::to_string(header + dims[0] * record) + " bytes, the file has " +
-                             std::to_string(stamp.size));
+                             " are empty or do not match the file's " + std::to_string(stamp.size) + " bytes");
   const auto lab = read_idx(labels);
   if (lab.dim() != 1 || lab.size(0) != dims[0])
     throw std::runtime_error("'" + labels.string() + "': expected " + std::to_string(dims[0]) + " labels, found shape " +

@@ -113,6 +113,7 @@ ImageSet open_image_shards(const std::string& spec, const ImageShardOptions& opt
   std::vector<FileStamp> shards;
   std::vector<Sample> samples;
   ImageSet set;
+  bool class_indexes = true;  // every label is a .cls class index
   for (const auto& file : files) {
     const auto stamp = FileStamp::of(file);
     const auto listing = list_tar(file);
@@ -122,8 +123,10 @@ ImageSet open_image_shards(const std::string& spec, const ImageShardOptions& opt
     std::ifstream in(file, std::ios::binary);
     auto contents = [&](const TarMember& m) {
       std::string bytes(static_cast<size_t>(std::min<int64_t>(m.size, 1 << 20)), '\0');
+      in.clear();
       in.seekg(m.offset);
       in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+      bytes.resize(static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
       return bytes;
     };
     const auto shard = static_cast<uint32_t>(shards.size());
@@ -153,6 +156,7 @@ ImageSet open_image_shards(const std::string& spec, const ImageShardOptions& opt
         ++skipped;
         continue;
       }
+      class_indexes = class_indexes && json.empty() && is_whole_number(label);
       samples.push_back({shard, image->offset, image->size});
       set.label_names.push_back(std::move(label));
     }
@@ -162,7 +166,7 @@ ImageSet open_image_shards(const std::string& spec, const ImageShardOptions& opt
     set.skipped += skipped;
     shards.push_back(stamp);
   }
-  if (std::all_of(set.label_names.begin(), set.label_names.end(), is_whole_number) && !set.label_names.empty()) {
+  if (class_indexes && !set.label_names.empty()) {
     std::vector<int64_t> ids;
     for (const auto& n : set.label_names) ids.push_back(std::stoll(n));
     const auto max_id = *std::max_element(ids.begin(), ids.end());

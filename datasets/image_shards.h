@@ -23,9 +23,9 @@ struct ImageShardOptions : ImageFolderOptions {
 std::vector<std::filesystem::path> shard_files(const std::string& spec);
 
 // Lists every shard's samples. Samples without an image or a label, and the rest of a shard after a
-// corrupt header, are left out and counted in `skipped` (with one warning per shard). Labels that are
-// all whole numbers (.cls indexes) are class ids with classes "0".."max"; otherwise classes are the
-// sorted distinct label fields.
+// corrupt header, are left out and counted in `skipped` (with one warning per shard). When every label
+// is a .cls class index (a whole number), the labels are class ids with classes "0".."max"; otherwise
+// (.json labels win over .cls) classes are the sorted distinct label fields.
 ImageSet open_image_shards(const std::string& spec, const ImageShardOptions& options = {});
 
 struct ShardWriteOptions {

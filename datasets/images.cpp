@@ -82,11 +82,7 @@ torch::Tensor decode_image(const std::string& bytes, const std::string& source, 
 torch::Tensor read_image(const fs::path& path, bool grayscale) {
   ImageFolderOptions o;
   o.grayscale = grayscale;
-  try {
-    return decode_image(read_file_bytes(path), path.string(), o);
-  } catch (const BadExample& e) {
-    throw std::runtime_error("cannot decode image '" + path.string() + "'");
-  }
+  return decode_image(bytes_of(path.string()), path.string(), o);
 }
 
 // ---- image files ----

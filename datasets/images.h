@@ -99,7 +99,7 @@ std::shared_ptr<const Dataset> processed_images(std::shared_ptr<const Dataset> i
 // Images held in memory, as an ImageSet (processed as options say).
 ImageSet in_memory_images(ImageClassificationSet set, const ImageFolderOptions& options = {});
 
-// Decodes one image file to (H, W, C) uint8 RGB (or gray); throws naming the file when it cannot.
+// Decodes one image file to (H, W, C) uint8 RGB (or gray); throws BadExample naming the file when it cannot.
 torch::Tensor read_image(const std::filesystem::path& path, bool grayscale = false);
 
 struct AugmentOptions {

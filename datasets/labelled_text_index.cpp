@@ -18,6 +18,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr size_t kChunk = size_t{1} << 20;
+constexpr size_t kMaxRow = size_t{64} << 20;  // longer is no text row but, most likely, an unclosed quote
 
 struct Row {
   int64_t offset;
@@ -125,6 +126,10 @@ void scan_rows(const fs::path& path, bool jsonl, char delimiter, OnRow&& on_row)
         row_start = pos + 1;
       } else {
         row += c;
+        if (row.size() > kMaxRow)
+          throw std::runtime_error("'" + path.string() + "': row " + std::to_string(rows + 1) + " (at byte " +
+                                   std::to_string(row_start) + ") is longer than 64 MB" +
+                                   (jsonl ? "" : ": is a quoted field left open?"));
       }
     }
   }

@@ -11,8 +11,9 @@
 namespace perceiver::datasets {
 
 namespace {
-// Beyond this many unreadable examples in a row the data set is taken to be broken, not dirty.
-constexpr int64_t kMaxConsecutiveBadExamples = 1000;
+// A bad example's replacement is looked for at the next 16 examples, then at doubling distances: a
+// whole bad file or shard is passed in a few dozen tries, not one try per example it holds.
+constexpr int64_t kLinearProbes = 16;
 }  // namespace
 
 TensorDataset::TensorDataset(Example tensors) : tensors_(std::move(tensors)) {
@@ -78,6 +79,10 @@ LoaderPosition LoaderPosition::from_json(const nlohmann::json& j) {
     throw std::runtime_error("loader position: expected {\"epoch\": int, \"batch\": int}, got " + j.dump());
   LoaderPosition p{j["epoch"].get<int64_t>(), j["batch"].get<int64_t>()};
   if (p.epoch < 0 || p.batch < 0) throw std::runtime_error("loader position: negative value in " + j.dump());
+  if (j.value("order", std::string("fisher-yates")) != kOrder && p.batch > 0)
+    spdlog::warn("the saved data position comes from a version that shuffled differently: the rest of epoch {} "
+                 "follows this version's order, so some of its examples may repeat or be missed",
+                 p.epoch);
   return p;
 }
 
@@ -139,21 +144,21 @@ void DataLoader::set_position(const LoaderPosition& position) {
   position_ = position;
 }
 
-Example DataLoader::load_example(int64_t index) const {
-  // A bad example's place goes to the next readable one in data-set order: a function of the data alone,
-  // so the batches stay the same whatever the workers, ranks or resume point.
+Example DataLoader::load_example(int64_t index, int64_t& skipped) const {
+  // A bad example's place goes to a readable one found from it in data-set order: a function of the data
+  // alone, so the batches stay the same whatever the workers, ranks or resume point.
   const int64_t n = dataset_->size();
-  const int64_t attempts = std::min<int64_t>(n, kMaxConsecutiveBadExamples);
   std::string last;
-  for (int64_t k = 0; k < attempts; ++k) {
-    const int64_t candidate = (index + k) % n;
+  int64_t tries = 0;
+  for (int64_t offset = 0; offset < n; offset = offset < kLinearProbes ? offset + 1 : 2 * offset, ++tries) {
+    const int64_t candidate = (index + offset) % n;
     try {
       return dataset_->get(candidate);
     } catch (const BadExample& e) {
       if (options_.on_bad_example == OnBadExample::kStop)
         throw std::runtime_error("example " + std::to_string(candidate) + " is unreadable: " + e.what() +
                                  " (on_bad_example: stop; set it to skip to go on without such examples)");
-      ++skipped_;
+      ++skipped;
       last = e.what();
       std::lock_guard<std::mutex> lock(reported_mutex_);
       if (reported_.insert(e.source()).second)
@@ -161,27 +166,28 @@ Example DataLoader::load_example(int64_t index) const {
                      candidate, e.what());
     }
   }
-  if (attempts == n)
+  if (tries == n)
     throw std::runtime_error("every one of the data set's " + std::to_string(n) + " examples is unreadable (the last: " +
                              last + ")");
-  throw std::runtime_error(std::to_string(attempts) + " consecutive examples from index " + std::to_string(index) +
-                           " are unreadable (the last: " + last + "): is the data set readable?");
+  throw std::runtime_error("no readable example found in " + std::to_string(tries) + " tries from example " +
+                           std::to_string(index) + " (the last: " + last + "): is the data set readable?");
 }
 
-Example DataLoader::load_batch(int64_t batch) const {
+DataLoader::Result DataLoader::load_batch(int64_t batch) const {
   const int64_t begin = batch * options_.batch_size;
   const int64_t end = std::min<int64_t>(begin + options_.batch_size, shard_size_);
   std::vector<Example> examples;
   std::vector<int64_t> seeds;
   examples.reserve(static_cast<size_t>(end - begin));
+  Result r;
   for (int64_t i = begin; i < end; ++i) {
     const int64_t index = shard_index(*order_, i);
-    examples.push_back(load_example(index));
+    examples.push_back(load_example(index, r.skipped));
     if (options_.sample_seeds) seeds.push_back(static_cast<int64_t>(sample_seed(options_.seed, indices_epoch_, index)));
   }
-  auto out = collate_(std::move(examples));
-  if (options_.sample_seeds) out[kSampleSeedKey] = torch::tensor(seeds, torch::kInt64);
-  return out;
+  r.batch = collate_(std::move(examples));
+  if (options_.sample_seeds) (*r.batch)[kSampleSeedKey] = torch::tensor(seeds, torch::kInt64);
+  return r;
 }
 
 void DataLoader::start() {
@@ -221,7 +227,7 @@ void DataLoader::worker_loop() {
     }
     Result r;
     try {
-      r.batch = load_batch(batch);
+      r = load_batch(batch);
     } catch (...) {
       r.error = std::current_exception();
     }
@@ -246,7 +252,7 @@ std::optional<Example> DataLoader::next() {
   Result r;
   if (options_.num_workers == 0) {
     try {
-      r.batch = load_batch(position_.batch);
+      r = load_batch(position_.batch);
     } catch (...) {
       r.error = std::current_exception();
     }
@@ -264,6 +270,7 @@ std::optional<Example> DataLoader::next() {
     std::rethrow_exception(r.error);
   }
   ++position_.batch;
+  skipped_ += r.skipped;  // counted when consumed: a prefetched batch that a resume loads again counts once
   {
     std::lock_guard<std::mutex> lock(mutex_);
     next_consume_ = position_.batch;

@@ -10,7 +10,6 @@
 #include "datasets/permutation.h"
 
 #include <algorithm>
-#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -115,9 +114,9 @@ inline constexpr char kSampleSeedKey[] = "sample_seed";
 // One CPU generator per example of `batch`, seeded from its kSampleSeedKey entry; empty without one.
 std::vector<at::Generator> example_generators(const Example& batch);
 
-// What the loader does with a BadExample: kSkip takes the next readable example in data-set order in
-// its place (batches keep their size, so data-parallel ranks stay in step), counts it and logs each
-// source once; kStop throws naming the example and its file.
+// What the loader does with a BadExample: kSkip takes a readable example found from it in data-set order
+// (the next 16, then at doubling distances) in its place (batches keep their size, so data-parallel ranks
+// stay in step), counts it and logs each source once; kStop throws naming the example and its file.
 enum class OnBadExample { kSkip, kStop };
 
 struct LoaderOptions {
@@ -143,7 +142,10 @@ struct LoaderOptions {
 struct LoaderPosition {
   int64_t epoch = 0;
   int64_t batch = 0;
-  nlohmann::json to_json() const { return {{"epoch", epoch}, {"batch", batch}}; }
+  // The order's name travels with the position: a position saved under another shuffle is resumed with
+  // a warning (the rest of that epoch may repeat or miss examples).
+  static constexpr const char* kOrder = "feistel-1";
+  nlohmann::json to_json() const { return {{"epoch", epoch}, {"batch", batch}, {"order", kOrder}}; }
   static LoaderPosition from_json(const nlohmann::json& j);
   bool operator==(const LoaderPosition& o) const { return epoch == o.epoch && batch == o.batch; }
 };
@@ -167,8 +169,8 @@ class DataLoader {
   // This rank's sample indices for `epoch`, in consumption order. The loader itself never holds this
   // list: it computes each index from a seeded permutation (datasets/permutation.h).
   std::vector<int64_t> epoch_indices(int64_t epoch) const;
-  // Examples skipped as unreadable since the loader was made (OnBadExample::kSkip).
-  int64_t skipped() const { return skipped_.load(); }
+  // Examples skipped as unreadable in the batches returned since the loader was made (OnBadExample::kSkip).
+  int64_t skipped() const { return skipped_; }
 
   // Fraction of time since the first next() (or reset_timing()) spent blocked waiting for data.
   double wait_fraction() const;
@@ -179,12 +181,13 @@ class DataLoader {
   struct Result {
     std::optional<Example> batch;
     std::exception_ptr error;
+    int64_t skipped = 0;  // unreadable examples passed over to make the batch
   };
   void start();
   void stop();
   void worker_loop();
-  Example load_batch(int64_t batch) const;
-  Example load_example(int64_t index) const;
+  Result load_batch(int64_t batch) const;
+  Example load_example(int64_t index, int64_t& skipped) const;
   // The number of examples in this rank's share of an epoch, and the one at position j of it.
   int64_t shard_size() const;
   int64_t shard_index(const Permutation& order, int64_t j) const;
@@ -207,7 +210,7 @@ class DataLoader {
   bool running_ = false;
   std::map<int64_t, Result> results_;
   std::vector<std::thread> workers_;
-  mutable std::atomic<int64_t> skipped_{0};
+  int64_t skipped_ = 0;  // of the batches next() returned
   mutable std::mutex reported_mutex_;
   mutable std::set<std::string> reported_;  // sources already logged as unreadable
 

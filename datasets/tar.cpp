@@ -12,6 +12,7 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr int64_t kBlock = 512;
+constexpr int64_t kMaxExtendedHeader = int64_t{1} << 20;  // a long name or pax record set beyond this is corrupt
 using Header = std::array<char, kBlock>;
 
 int64_t padded(int64_t size) { return (size + kBlock - 1) / kBlock * kBlock; }
@@ -70,7 +71,8 @@ void read_pax(const std::string& data, std::string& path, int64_t& size) {
     } catch (const std::exception&) {
       return;
     }
-    if (length <= 0 || at + static_cast<size_t>(length) > data.size()) return;
+    if (length <= 0 || at + static_cast<size_t>(length) > data.size() || space + 1 >= at + static_cast<size_t>(length))
+      return;
     const std::string record = data.substr(space + 1, at + static_cast<size_t>(length) - space - 2);
     const size_t eq = record.find('=');
     if (eq != std::string::npos) {
@@ -121,11 +123,15 @@ TarListing list_tar(const fs::path& path) {
     const char type = h[156];
     if (pax_size >= 0 && (type == '0' || type == '\0' || type == '7')) size = pax_size;
     const int64_t data = at + kBlock;
-    if (data + size > file_size) {
+    if (size > file_size - data) {
       stop("a member cut short ('" + field(h, 0, 100) + "' needs " + std::to_string(size) + " bytes)");
       return out;
     }
     if (type == 'L' || type == 'x') {
+      if (size > kMaxExtendedHeader) {
+        stop("an extended header of " + std::to_string(size) + " bytes");
+        return out;
+      }
       std::string bytes(static_cast<size_t>(size), '\0');
       in.seekg(data);
       in.read(bytes.data(), size);
@@ -134,7 +140,7 @@ TarListing list_tar(const fs::path& path) {
     } else {
       if (type == '0' || type == '\0' || type == '7') {
         std::string name = field(h, 0, 100);
-        if (std::memcmp(h.data() + 257, "ustar", 5) == 0) {
+        if (std::memcmp(h.data() + 257, "ustar", 6) == 0) {  // POSIX "ustar\0"; GNU's "ustar  " has no prefix field
           const auto prefix = field(h, 345, 155);
           if (!prefix.empty()) name = prefix + "/" + name;
         }

@@ -204,6 +204,8 @@ class Builder {
   static uint64_t address(uint64_t store, uint64_t offset) { return store << IndexedText::kOffsetBits | offset; }
 
   uint64_t add_store(const FileStamp& stamp) {
+    if (stores_.size() >= (uint64_t{1} << (64 - IndexedText::kOffsetBits)))
+      throw std::runtime_error("a text corpus of more than 16 million files: merge some of them");
     stores_.push_back(stamp);
     return stores_.size() - 1;
   }
@@ -352,6 +354,12 @@ std::shared_ptr<const IndexedText> IndexedText::open(const fs::path& path, const
         in.read(reinterpret_cast<char*>(text->pieces_.data()), static_cast<std::streamsize>(count * sizeof(Piece)));
         if (!in) throw std::runtime_error("truncated");
         text->bytes_ = j.at("bytes").get<uint64_t>();
+        for (size_t i = 0; i < text->pieces_.size(); ++i) {  // a damaged index must not read out of bounds
+          const auto& p = text->pieces_[i];
+          if ((p.address >> kOffsetBits) >= text->stores_.size() || p.stream_start >= text->bytes_ ||
+              (i > 0 && p.stream_start <= text->pieces_[i - 1].stream_start) || (i == 0 && p.stream_start != 0))
+            throw std::runtime_error("piece " + std::to_string(i) + " is out of range");
+        }
         summary.documents = j.at("documents").get<int64_t>();
         summary.invalid_lines = j.at("invalid_lines").get<int64_t>();
         summary.bytes = static_cast<int64_t>(text->bytes_);
@@ -407,6 +415,7 @@ void IndexedText::read(int64_t offset, int64_t count, char* out) const {
   if (offset < 0 || count < 0 || static_cast<uint64_t>(offset + count) > bytes_)
     throw std::out_of_range("text stream: bytes [" + std::to_string(offset) + ", " + std::to_string(offset + count) +
                             ") outside its " + std::to_string(bytes_));
+  if (count == 0) return;
   auto at = static_cast<uint64_t>(offset);
   auto piece = std::upper_bound(pieces_.begin(), pieces_.end(), at,
                                 [](uint64_t v, const Piece& p) { return v < p.stream_start; }) - 1;

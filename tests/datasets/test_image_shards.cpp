@@ -112,15 +112,28 @@ TEST(DatasetsImageShards, SamplesWithoutLabelsAndDamagedShardsAreLeftOutAndCount
     t.add("s1.png", png(2));  // no label
     t.add("s2.jpg.json", "{}");
     t.add("s3.png", png(3));
-    t.add("s3.json", R"({"label": 0, "other": 1})");
+    t.add("s3.cls", "0");
     t.close();
   }
   auto set = pd::open_image_shards((tmp.path() / "a.tar").string());
   EXPECT_EQ(set.size(), 2);
   EXPECT_EQ(set.skipped, 2);
-  EXPECT_EQ(set.classes, (std::vector<std::string>{"0", "1", "2"}));  // whole numbers: class ids
+  EXPECT_EQ(set.classes, (std::vector<std::string>{"0", "1", "2"}));  // .cls indexes: class ids
   EXPECT_TRUE(set.labels.equal(torch::tensor({2, 0}, torch::kInt64)));
   EXPECT_EQ(set.images->get(1).at("images")[0][0][0].item<uint8_t>(), 3);
+  {
+    fs::create_directories(tmp.path() / "named");
+    pd::TarWriter t(tmp.path() / "named" / "b.tar");
+    t.add("x.png", png(4));
+    t.add("x.cls", "7");
+    t.add("x.json", R"({"label": "zebra", "other": 1})");  // a .json label wins: classes are names
+    t.add("y.png", png(5));
+    t.add("y.json", R"({"label": 0})");
+    t.close();
+  }
+  const auto named = pd::open_image_shards((tmp.path() / "named").string());
+  EXPECT_EQ(named.classes, (std::vector<std::string>{"0", "zebra"}));
+  EXPECT_TRUE(named.labels.equal(torch::tensor({1, 0}, torch::kInt64)));
 
   // A shard cut in the middle: the samples before the cut are used.
   const auto whole = pd::read_file_bytes(tmp.path() / "a.tar");
@@ -138,4 +151,14 @@ TEST(DatasetsImageShards, SamplesWithoutLabelsAndDamagedShardsAreLeftOutAndCount
     EXPECT_EQ(e.source(), (tmp.path() / "a.tar").string());
   }
   EXPECT_THROW(pd::open_image_shards((tmp.path() / "none-{0..3}.tar").string()), std::runtime_error);
+
+  // Class folders named by numbers keep their names (and the folder's order) through shards.
+  for (const char* cls : {"2", "10"}) {
+    fs::create_directories(tmp.path() / "numbered" / cls);
+    cv::imwrite((tmp.path() / "numbered" / cls / "a.png").string(), cv::Mat(3, 3, CV_8UC3, cv::Scalar(9, 9, 9)));
+  }
+  pd::write_image_shards(tmp.path() / "numbered", tmp.path() / "numbered-shards");
+  const auto numbered = pd::open_image_shards((tmp.path() / "numbered-shards").string());
+  EXPECT_EQ(numbered.classes, pd::list_image_folder(tmp.path() / "numbered").classes);
+  EXPECT_EQ(numbered.classes, (std::vector<std::string>{"10", "2"}));
 }

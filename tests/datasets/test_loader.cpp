@@ -207,6 +207,21 @@ TEST(DatasetsLoader, UnreadableExamplesAreReplacedCountedOrStoppedOn) {
     EXPECT_EQ(loader.skipped(), 4);
     for (const auto i : stream) EXPECT_TRUE(i != 3 && i != 4 && i != 9);
   }
+  // A long run of bad examples (a whole bad file) is passed at doubling distances, not one try each.
+  auto holey = std::make_shared<pd::FunctionDataset>(300, [](int64_t i) {
+    if (i >= 20 && i < 120) throw pd::BadExample("shard-1.tar", "changed since it was indexed");
+    return pd::Example{{"index", torch::tensor(i)}};
+  });
+  pd::LoaderOptions in_order;
+  in_order.batch_size = 10;
+  in_order.shuffle = false;
+  in_order.num_workers = 0;
+  pd::DataLoader passing(holey, in_order);
+  const auto passed = drain(passing);
+  ASSERT_EQ(passed.size(), 300u);
+  EXPECT_EQ(passed[20], 148);  // 20..36 tried one by one, then 52, 84 and 148
+  for (const auto i : passed) EXPECT_TRUE(i < 20 || i >= 120) << i;
+  EXPECT_LT(passing.skipped(), 100 * 20);
   // stop: the error names the example and its file.
   opt.on_bad_example = pd::OnBadExample::kStop;
   opt.shuffle = false;
