@@ -31,6 +31,8 @@ int run_predict(const std::vector<std::string>& args) {
       "list", po::value<std::string>()->default_value(""), "a file of inputs, one per line")(
       "json", po::bool_switch(), "print one JSON array: per input `input`, the answer and its raw `logits`")(
       "top-k", po::value<int64_t>()->default_value(defaults.top_k), "labels, tokens or fillings per answer")(
+      "decode", po::value<std::string>()->default_value(defaults.decode),
+      "fill-mask: parallel (every [MASK] in one pass) or iterative (the surest byte first, the rest again given it)")(
       "out", po::value<std::string>()->default_value(""), "output folder (optical flow, multimodal)")(
       "batch-size", po::value<int64_t>()->default_value(defaults.batch_size), "inputs (flow: tiles) per forward pass")(
       "flow-scale", po::value<double>(), "pixels per flow logit (default: the checkpoint's task.flow_scale, else 20)")(
@@ -48,6 +50,7 @@ int run_predict(const std::vector<std::string>& args) {
 
   perceiver::trainers::PredictOptions options;
   options.top_k = vm["top-k"].as<int64_t>();
+  options.decode = vm["decode"].as<std::string>();
   options.batch_size = vm["batch-size"].as<int64_t>();
   options.out_dir = vm["out"].as<std::string>();
   if (vm.count("flow-scale")) options.flow_scale = vm["flow-scale"].as<double>();

@@ -25,7 +25,8 @@ MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, 
   if (input_ids.dim() != 2)
     throw std::invalid_argument("mask_tokens: input_ids must be (B, L), got " + std::to_string(input_ids.dim()) + " dims");
   if (options.mask_probability < 0 || options.mask_probability > 1 || options.mask_token_fraction < 0 ||
-      options.random_token_fraction < 0 || options.mask_token_fraction + options.random_token_fraction > 1)
+      options.random_token_fraction < 0 || options.mask_token_fraction + options.random_token_fraction > 1 ||
+      options.whole_word_fraction < 0 || options.whole_word_fraction > 1)
     throw std::invalid_argument("mask_tokens: probabilities must lie in [0, 1] and mask + random fractions <= 1");
   // Masking walks the ids on the host (accessors): a GPU batch is copied over, the result is on the CPU.
   auto ids = input_ids.to(torch::kCPU, torch::kInt64).contiguous().clone();
@@ -43,16 +44,21 @@ MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, 
   auto key = order_keys.accessor<float, 2>();
   auto act = action.accessor<float, 2>();
   auto rnd = random_ids.accessor<int64_t, 2>();
+  // Which rows mask whole words: drawn (after the draws above, which stay as they were) only for a mix.
+  const bool mixed = !options.whole_word && options.whole_word_fraction > 0 && options.whole_word_fraction < 1;
+  const auto row_draws = mixed ? torch::rand({B}, generator) : torch::Tensor();
 
   std::vector<std::pair<int64_t, int64_t>> units;  // [begin, end) spans that are chosen together
   std::vector<int64_t> perm;
   for (int64_t b = 0; b < B; ++b) {
     units.clear();
     int64_t eligible = 0;
+    const bool whole_word = options.whole_word || options.whole_word_fraction >= 1 ||
+                            (mixed && row_draws[b].item<float>() < options.whole_word_fraction);
     for (int64_t j = 0; j < L; ++j) {
       const int64_t v = id[b][j];
       if (byte_vocab::is_special(v)) continue;
-      if (options.whole_word) {
+      if (whole_word) {
         if (is_space_id(v)) continue;
         int64_t k = j;
         while (k < L && !byte_vocab::is_special(id[b][k]) && !is_space_id(id[b][k])) ++k;

@@ -14,6 +14,7 @@ struct MlmOptions {
   double mask_token_fraction = 0.8; // of the chosen: replaced by [MASK]
   double random_token_fraction = 0.1; // of the chosen: replaced by a random byte id (the rest keep their id)
   bool whole_word = false;          // choose whole whitespace-delimited words (whitespace itself is never chosen)
+  double whole_word_fraction = 0;   // else: this fraction of the rows (drawn per row) masks whole words
   int64_t ignore_index = -100;      // label of positions not chosen
 };
 

@@ -62,10 +62,14 @@ std::vector<std::pair<double, std::vector<int64_t>>> best_fillings(const std::ve
   return beam;
 }
 
-MaskFill answer(const std::string& text, const std::vector<int64_t>& ids, const torch::Tensor& logits, int64_t k) {
+// The answer for one text: `ids` as encoded (with its [MASK]s), `logits` (L, vocabulary) from which each
+// masked position is decided, and `chosen` the bytes decided for the masked positions (empty: each
+// position's most likely byte). With `chosen`, a span's one candidate is that filling.
+MaskFill answer(const std::string& text, const std::vector<int64_t>& ids, const torch::Tensor& logits, int64_t k,
+                const std::vector<int64_t>& chosen = {}) {
   const PerceiverTokenizer tok;
   const auto log_probs = torch::log_softmax(logits.to(torch::kDouble), -1);
-  const auto best = to_vector(logits.argmax(-1));
+  const auto best = chosen.empty() ? to_vector(logits.argmax(-1)) : chosen;
   MaskFill fill;
   fill.text = text;
   fill.logits = logits;
@@ -94,14 +98,63 @@ MaskFill answer(const std::string& text, const std::vector<int64_t>& ids, const 
       for (const auto& [log_prob, id] : candidates) scores.push_back({id, tok.decode({id}, false), std::exp(log_prob)});
       span.positions.push_back(std::move(scores));
     }
-    for (auto& [score, tokens] : best_fillings(positions, k))
-      span.top_k.push_back({tok.decode(tokens, false), tokens, std::exp(score), sequence(start, tokens)});
+    if (chosen.empty()) {
+      for (auto& [score, tokens] : best_fillings(positions, k))
+        span.top_k.push_back({tok.decode(tokens, false), tokens, std::exp(score), sequence(start, tokens)});
+    } else {
+      const std::vector<int64_t> tokens(best.begin() + start, best.begin() + start + length);
+      double log_score = 0;
+      for (int64_t p = start; p < start + length; ++p) log_score += log_probs[p][best[static_cast<size_t>(p)]].item<double>();
+      span.top_k.push_back({tok.decode(tokens, false), tokens, std::exp(log_score), sequence(start, tokens)});
+    }
     fill.spans.push_back(std::move(span));
   }
   return fill;
 }
 
+// Mask-predict over one batch: a pass per remaining [MASK]; each pass fixes, in every text, the masked
+// byte with the highest probability. Returns each text's deciding logits and chosen bytes.
+void fill_iteratively(ModelRunner& runner, const std::vector<std::string>& texts, const std::vector<std::vector<int64_t>>& ids,
+                      size_t begin, size_t end, int64_t k, std::vector<MaskFill>& out) {
+  const auto inputs = encode_texts(runner.config(), std::vector<std::string>(texts.begin() + static_cast<std::ptrdiff_t>(begin),
+                                                                             texts.begin() + static_cast<std::ptrdiff_t>(end)));
+  auto current = inputs.input_ids.clone();
+  std::vector<torch::Tensor> deciding;  // per text: (L, vocabulary), row p from the pass that fixed p
+  std::vector<std::vector<int64_t>> chosen;
+  for (size_t i = begin; i < end; ++i) {
+    deciding.push_back(torch::zeros({static_cast<int64_t>(ids[i].size()), 0}));
+    chosen.emplace_back(ids[i].size(), -1);
+  }
+  while (true) {
+    const auto open = current.eq(PerceiverTokenizer::mask_token_id);
+    if (!open.any().item<bool>()) break;
+    const auto logits = runner.forward({{"inputs", current}, {"attention_mask", inputs.attention_mask}}).at("logits");
+    for (size_t i = begin; i < end; ++i) {
+      const auto row = static_cast<int64_t>(i - begin);
+      const auto length = static_cast<int64_t>(ids[i].size());
+      const auto masked = open[row].narrow(0, 0, length);
+      if (!masked.any().item<bool>()) continue;
+      const auto text_logits = logits[row].narrow(0, 0, length);
+      if (deciding[i - begin].size(1) == 0) deciding[i - begin] = text_logits.clone();
+      // The masked position whose best byte is likeliest.
+      const auto [best_prob, best_id] = torch::softmax(text_logits.to(torch::kDouble), -1).max(-1);
+      const auto p = best_prob.masked_fill(masked.logical_not(), -1.0).argmax().item<int64_t>();
+      const auto id = best_id[p].item<int64_t>();
+      deciding[i - begin][p].copy_(text_logits[p]);
+      chosen[i - begin][static_cast<size_t>(p)] = id;
+      current[row][p] = id;
+    }
+  }
+  for (size_t i = begin; i < end; ++i) out.push_back(answer(texts[i], ids[i], deciding[i - begin], k, chosen[i - begin]));
+}
+
 }  // namespace
+
+FillMaskOptions::Decode parse_decode(const std::string& name) {
+  if (name == "parallel") return FillMaskOptions::Decode::kParallel;
+  if (name == "iterative") return FillMaskOptions::Decode::kIterative;
+  throw std::invalid_argument("unknown decoding '" + name + "' (expected parallel or iterative)");
+}
 
 std::vector<MaskFill> fill_mask(ModelRunner& runner, const std::vector<std::string>& texts,
                                 const FillMaskOptions& options) {
@@ -122,6 +175,10 @@ std::vector<MaskFill> fill_mask(ModelRunner& runner, const std::vector<std::stri
   }
   std::vector<MaskFill> out;
   for (const auto& [begin, end] : batch_ranges(texts.size(), options.batch_size)) {
+    if (options.decode == FillMaskOptions::Decode::kIterative) {
+      fill_iteratively(runner, texts, encoded, begin, end, options.top_k, out);
+      continue;
+    }
     const std::vector<std::string> batch(texts.begin() + static_cast<std::ptrdiff_t>(begin),
                                          texts.begin() + static_cast<std::ptrdiff_t>(end));
     const auto inputs = encode_texts(config, batch);

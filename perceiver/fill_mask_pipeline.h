@@ -47,7 +47,14 @@ struct MaskFill {
 struct FillMaskOptions {
   int64_t top_k = 5;
   int64_t batch_size = 16;  // texts per forward pass
+  // kParallel: every [MASK] from one pass, each independently (HF's pipeline). kIterative (mask-predict):
+  // one pass per [MASK]; each pass fills the masked byte the model is surest of, and the rest are
+  // predicted again given it. A span's one candidate is then that filling, scored by the probabilities
+  // its bytes had when they were chosen; `positions` and `logits` are those of the deciding pass.
+  enum class Decode { kParallel, kIterative } decode = Decode::kParallel;
 };
+// "parallel" or "iterative"; throws naming the choices.
+FillMaskOptions::Decode parse_decode(const std::string& name);
 
 // Texts are truncated to the model's max_position_embeddings; a text without a [MASK] there is an
 // error naming it (checked before anything runs).

@@ -83,6 +83,7 @@ SpanFillReport fill_word_spans(ModelRunner& runner, const std::vector<std::strin
   FillMaskOptions fill;
   fill.top_k = 1;
   fill.batch_size = options.batch_size;
+  fill.decode = options.decode;
   const auto filled = fill_mask(runner, inputs, fill);
   for (size_t i = 0; i < filled.size(); ++i) {
     auto& e = report.examples[i];

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "perceiver/fill_mask_pipeline.h"
 #include "perceiver/runner.h"
 
 namespace perceiver {
@@ -17,6 +18,7 @@ struct SpanFillOptions {
   int64_t min_word_bytes = 4;  // a word is a run of ASCII letters; shorter ones are not chosen
   uint64_t seed = 0;           // which word of a document is masked
   int64_t batch_size = 16;
+  FillMaskOptions::Decode decode = FillMaskOptions::Decode::kParallel;  // how the gap is filled
 };
 
 struct SpanFillExample {

@@ -198,7 +198,11 @@ PredictTask fill_mask_task() {
           "texts with [MASK] once per byte to predict (a list file: one text per line)",
           texts,
           [](ModelRunner& runner, const std::vector<PredictInput>& inputs, const PredictOptions& o) {
-            return answers(fill_mask(runner, single_field(inputs), {o.top_k, o.batch_size}), fill_json);
+            FillMaskOptions fo;
+            fo.top_k = o.top_k;
+            fo.batch_size = o.batch_size;
+            fo.decode = parse_decode(o.decode);
+            return answers(fill_mask(runner, single_field(inputs), fo), fill_json);
           },
           fill_text};
 }

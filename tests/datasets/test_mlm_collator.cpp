@@ -103,3 +103,43 @@ TEST(DatasetsMlmCollator, WholeWordMaskingChoosesWholeWords) {
     }
   }
 }
+
+// whole_word_fraction: that share of the rows masks whole words, the rest scattered bytes.
+TEST(DatasetsMlmCollator, WholeWordFractionMixesTheTwoKindsByRow) {
+  const std::string text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho";
+  const auto ids = batch_of(std::vector<std::string>(400, text), 128);
+  // A row masks whole words when every word is all-chosen or all-unchosen and no space is chosen.
+  const auto whole_rows = [&](const pd::MlmBatch& out) {
+    int64_t whole = 0;
+    for (int64_t b = 0; b < ids.size(0); ++b) {
+      const auto chosen = out.labels[b].ne(-100);
+      bool words = true;
+      for (size_t j = 0, start = 0; j <= text.size(); ++j) {
+        if (j < text.size() && text[j] != ' ') continue;
+        const auto s = chosen.slice(0, static_cast<int64_t>(start) + 1, static_cast<int64_t>(j) + 1).sum().item<int64_t>();
+        words = words && (s == 0 || s == static_cast<int64_t>(j - start));
+        if (j < text.size()) words = words && !chosen[static_cast<int64_t>(j) + 1].item<bool>();
+        start = j + 1;
+      }
+      whole += words;
+    }
+    return whole;
+  };
+  pd::MlmOptions opt;
+  opt.mask_probability = 0.15;
+  opt.whole_word_fraction = 0.25;
+  const auto mixed = whole_rows(pd::mask_tokens(ids, opt, 5));
+  EXPECT_NEAR(mixed / 400.0, 0.25, 0.06);
+  // 0 and 1 are the two pure kinds, with the random draws of the options that name them.
+  opt.whole_word_fraction = 0;
+  const auto scattered = pd::mask_tokens(ids, opt, 5);
+  EXPECT_LT(whole_rows(scattered), 20);  // a scattered row is all whole words only by chance
+  opt.whole_word_fraction = 1;
+  const auto words = pd::mask_tokens(ids, opt, 5);
+  EXPECT_EQ(whole_rows(words), 400);
+  pd::MlmOptions flag;
+  flag.whole_word = true;
+  EXPECT_TRUE(words.labels.equal(pd::mask_tokens(ids, flag, 5).labels));
+  opt.whole_word_fraction = 1.5;
+  EXPECT_THROW(pd::mask_tokens(ids, opt, 5), std::invalid_argument);
+}

@@ -180,6 +180,62 @@ TEST(Pipelines, WordFillInMasksOneWholeWordPerDocumentAndCountsTheBytesRight) {
   EXPECT_EQ(fill_word_spans(runner, docs, options).examples[2].truth, report.examples[2].truth);
 }
 
+// A masked LM certain of "q" after [CLS], which predicts "u" after a "q" and, weakly, "z" elsewhere:
+// what a byte is depends on the byte before it, as in text.
+class KnowsQu : public ModelRunner {
+ public:
+  KnowsQu() { config_.max_position_embeddings = 16; }
+  const PerceiverConfig& config() const override { return config_; }
+  std::string architecture() const override { return "PerceiverForMaskedLM"; }
+  const fs::path& source() const override { return source_; }
+  NamedTensors forward(const NamedTensors& inputs) override {
+    const auto& ids = inputs.at("inputs");
+    ++passes;
+    const auto byte = [](char c) { return static_cast<int64_t>(c) + PerceiverTokenizer::num_special_tokens; };
+    auto logits = torch::zeros({ids.size(0), config_.max_position_embeddings, PerceiverTokenizer::num_ids});
+    for (int64_t b = 0; b < ids.size(0); ++b)
+      for (int64_t p = 1; p < ids.size(1); ++p) {
+        const auto before = ids[b][p - 1].item<int64_t>();
+        if (before == PerceiverTokenizer::cls_token_id) logits[b][p][byte('q')] = 20;    // certain
+        else if (before == byte('q')) logits[b][p][byte('u')] = 5;                         // given a q
+        else logits[b][p][byte('z')] = 1;                                                  // a weak guess
+      }
+    return {{"logits", logits}};
+  }
+  int passes = 0;
+
+ private:
+  PerceiverConfig config_;
+  fs::path source_ = "knows-qu";
+};
+
+TEST(Pipelines, IterativeDecodingRepredictsTheRestGivenTheSurestByte) {
+  KnowsQu model;
+  FillMaskOptions o;
+  o.top_k = 1;
+  // In one pass the second byte sees a [MASK] before it, not the "q" the model is sure of.
+  const auto parallel = fill_mask(model, {"[MASK][MASK]it"}, o);
+  EXPECT_EQ(parallel[0].predicted, "qz");
+  EXPECT_EQ(model.passes, 1);
+  // Mask-predict fixes "q" first, then predicts the next byte given it: "qu". One pass per [MASK].
+  o.decode = FillMaskOptions::Decode::kIterative;
+  model.passes = 0;
+  const auto iterative = fill_mask(model, {"[MASK][MASK]it", "x[MASK]"}, o);
+  EXPECT_EQ(model.passes, 2);
+  EXPECT_EQ(iterative[0].predicted, "qu");
+  EXPECT_EQ(iterative[0].filled, "quit");
+  ASSERT_EQ(iterative[0].spans.size(), 1u);
+  ASSERT_EQ(iterative[0].spans[0].top_k.size(), 1u);
+  EXPECT_EQ(iterative[0].spans[0].top_k[0].text, "qu");
+  // The span's score: the probabilities its bytes had when they were chosen.
+  const double p_q = iterative[0].spans[0].positions[0][0].score, p_u = iterative[0].spans[0].positions[1][0].score;
+  EXPECT_GT(p_q, 0.99);
+  EXPECT_NEAR(iterative[0].spans[0].top_k[0].score, p_q * p_u, 1e-9);
+  EXPECT_EQ(iterative[1].predicted, "z");  // a text with fewer masks is done after its own pass
+  EXPECT_EQ(parse_decode("iterative"), FillMaskOptions::Decode::kIterative);
+  EXPECT_NE(error_of([] { parse_decode("beam"); }).find("parallel or iterative"), std::string::npos);
+}
+
 TEST(Pipelines, TextClassificationFollowsTheProblemType) {
   TempDir tmp;
   const std::vector<std::string> texts = {"first text", "a second, longer text"};

@@ -7,6 +7,7 @@
 #include "datasets/mlm_collator.h"
 #include "datasets/text_stream.h"
 #include "datasets/sources.h"
+#include "perceiver/fill_mask_pipeline.h"
 #include "perceiver/heads.h"
 #include "perceiver/span_fill.h"
 #include "perceiver/tokenizer.h"
@@ -24,6 +25,9 @@ class MaskedLmTask : public Task {
   MaskedLmTask(TaskSection& s) : source_(s.source()) {
     options_.mask_probability = s.get<double>("mlm_probability", 0.15);
     options_.whole_word = s.get<bool>("whole_word_mask", false);
+    options_.whole_word_fraction = s.get<double>("whole_word_fraction", 0.0);
+    if (!(options_.whole_word_fraction >= 0 && options_.whole_word_fraction <= 1))
+      s.fail("whole_word_fraction", "must be a fraction of the examples in [0, 1]");
     fill_in_samples_ = s.get<int>("fill_in_samples", 3);
     spans_.count = s.get<int64_t>("fill_in_words", 8);
     if (spans_.count < 0) s.fail("fill_in_words", "must be 0 (off) or a number of held-out documents");
@@ -31,6 +35,11 @@ class MaskedLmTask : public Task {
     if (decode != "masked" && decode != "all")
       s.fail("decode", "must be 'masked' (decode the masked bytes only, the default) or 'all' (every position)");
     decode_all_ = decode == "all";
+    const auto fill_decode = s.get<std::string>("fill_in_decode", "parallel");
+    if (fill_decode != "parallel" && fill_decode != "iterative")
+      s.fail("fill_in_decode", "must be 'parallel' (every gap byte from one pass) or 'iterative' (the surest byte "
+                               "first, the others predicted again given it)");
+    spans_.decode = parse_decode(fill_decode);
   }
   std::string name() const override { return "mlm"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForMaskedLM"}; }
@@ -63,8 +72,11 @@ class MaskedLmTask : public Task {
     const auto& ids = batch.at("input_ids");
     // Each example's own generator when the loader gives one: the same masks on any number of ranks.
     auto rows = datasets::example_generators(batch);
-    auto masked = rows.empty() ? datasets::mask_tokens(ids.to(torch::kCPU), options_, generator)
-                               : datasets::mask_tokens(ids.to(torch::kCPU), options_, rows);
+    // Whole-word rows are a training device: evaluation keeps one masking, so eval/accuracy compares across runs.
+    auto mask = options_;
+    if (!training) mask.whole_word_fraction = 0;
+    auto masked = rows.empty() ? datasets::mask_tokens(ids.to(torch::kCPU), mask, generator)
+                               : datasets::mask_tokens(ids.to(torch::kCPU), mask, rows);
     const auto input_ids = masked.input_ids.to(ids.device());
     auto labels = masked.labels.to(ids.device());
     torch::Tensor logits, positions;  // positions: which input bytes `logits` score (all when undefined)
