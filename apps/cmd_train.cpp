@@ -21,7 +21,7 @@ po::options_description train_options(const char* title, bool training) {
       "master-addr", po::value<std::string>()->default_value("127.0.0.1"), "with --nproc: the rendezvous address")(
       "master-port", po::value<int>()->default_value(0), "with --nproc: the rendezvous port (0: a free one)");
   desc.add_options()("device", po::value<std::string>(), "cpu, cuda, cuda:N or auto (sets trainer.device)")(
-      "precision", po::value<std::string>(), "fp32 or bf16 autocast (sets trainer.precision)");
+      "precision", po::value<std::string>(), "fp32, bf16 autocast or auto (sets trainer.precision)");
   desc.add_options()("overrides", po::value<std::vector<std::string>>()->default_value({}, ""),
                      "dotted overrides KEY=VALUE (e.g. trainer.max_steps=200 optimizer.lr=3e-4)");
   return desc;

@@ -3,6 +3,7 @@
 #include <dlfcn.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -66,19 +67,43 @@ Precision parse_precision(const std::string& name) {
 
 std::string to_string(Precision precision) { return precision == Precision::bf16 ? "bf16" : "fp32"; }
 
-std::string bf16_slowdown_warning(const torch::Device& device) {
+Bf16Support bf16_support(bool cuda, const std::vector<std::string>& cpu_flags, const std::string& gpu_name,
+                         int compute_capability_major) {
+  if (cuda) {
+    const auto gpu = gpu_name + " (compute capability " + std::to_string(compute_capability_major) + ".x)";
+    return compute_capability_major >= 8 ? Bf16Support{true, gpu + " has bf16 tensor cores"}
+                                         : Bf16Support{false, gpu + " has no bf16 tensor cores"};
+  }
+  for (const char* flag : {"amx_bf16", "avx512_bf16"})
+    if (std::find(cpu_flags.begin(), cpu_flags.end(), flag) != cpu_flags.end())
+      return {true, std::string("this CPU lists ") + flag};
+  return {false, "this CPU lists neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo"};
+}
+
+Bf16Support bf16_support(const torch::Device& device) {
   if (device.is_cuda()) {
 #if PERCEIVER_WITH_CUDA
     cudaDeviceProp p{};
-    if (cudaGetDeviceProperties(&p, device.index()) == cudaSuccess && p.major < 8)
-      return "bf16 on " + std::string(p.name) + " (compute capability " + std::to_string(p.major) + "." +
-             std::to_string(p.minor) + ") has no bf16 tensor cores: expect it to be slower than fp32";
+    if (cudaGetDeviceProperties(&p, device.index()) == cudaSuccess) return bf16_support(true, {}, p.name, p.major);
 #endif
-    return "";
+    return {true, "the GPU's properties are unavailable; assumed to run bf16"};
   }
-  if (runtime::cpu_has_flag("avx512_bf16") || runtime::cpu_has_flag("amx_bf16")) return "";
-  return "this CPU lists neither avx512_bf16 nor amx_bf16 in /proc/cpuinfo: bf16 matmuls are emulated and "
-         "expected to be slower than fp32";
+  std::vector<std::string> flags;
+  for (const char* flag : {"amx_bf16", "avx512_bf16"})
+    if (runtime::cpu_has_flag(flag)) flags.emplace_back(flag);
+  return bf16_support(false, flags, "", 0);
+}
+
+std::string bf16_slowdown_warning(const torch::Device& device) {
+  const auto support = bf16_support(device);
+  if (support.native) return "";
+  return "bf16 requested, but " + support.evidence + ": bf16 is emulated here and expected to be slower than fp32";
+}
+
+PrecisionChoice choose_precision(const std::string& setting, const Bf16Support& support) {
+  if (setting != "auto") return {parse_precision(setting), "set to " + setting};
+  if (support.native) return {Precision::bf16, "auto: " + support.evidence};
+  return {Precision::fp32, "auto: " + support.evidence + " (bf16 would be emulated, slower than fp32)"};
 }
 
 AutocastGuard::AutocastGuard(const torch::Device& device, Precision precision) : type_(device.type()) {

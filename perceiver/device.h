@@ -26,12 +26,32 @@ void synchronize(const torch::Device& device);
 // Mixed precision of the forward pass: "fp32" (none) or "bf16" (autocast to bfloat16 on the
 // device's type; softmax, layer norms and losses stay in fp32 as autocast decides).
 enum class Precision { fp32, bf16 };
-Precision parse_precision(const std::string& name);
+Precision parse_precision(const std::string& name);  // fp32 or bf16
 std::string to_string(Precision precision);
 
-// "" where bf16 on `device` has hardware behind it (a GPU of compute capability 8 or more; a CPU
-// listing avx512_bf16 or amx_bf16); otherwise a warning that bf16 will be slower than fp32 there.
+// Whether bf16 runs natively on a device, and the fact that decides it: a GPU of compute capability 8
+// or more, or a CPU whose /proc/cpuinfo lists avx512_bf16 or amx_bf16. Elsewhere bf16 is emulated and
+// slower than fp32 (measured: 11 against 314 samples/s on an AVX2-only CPU).
+struct Bf16Support {
+  bool native = false;
+  std::string evidence;  // e.g. "this CPU lists avx512_bf16"
+};
+Bf16Support bf16_support(const torch::Device& device);
+// The same decision from given facts: `cpu_flags` as /proc/cpuinfo lists them; on a GPU its name and
+// compute capability (major).
+Bf16Support bf16_support(bool cuda, const std::vector<std::string>& cpu_flags, const std::string& gpu_name,
+                         int compute_capability_major);
+
+// "" where bf16 on `device` has hardware behind it; otherwise a warning that bf16 will be slower than fp32 there.
 std::string bf16_slowdown_warning(const torch::Device& device);
+
+// A precision setting (fp32, bf16 or auto) resolved for a device: auto picks bf16 where the hardware
+// runs it natively and fp32 elsewhere; `reason` says why, for the log.
+struct PrecisionChoice {
+  Precision precision = Precision::fp32;
+  std::string reason;
+};
+PrecisionChoice choose_precision(const std::string& setting, const Bf16Support& support);
 
 // Autocast on `device`'s type for the guard's lifetime when `precision` is bf16.
 class AutocastGuard {

@@ -46,6 +46,8 @@ class ProgressReporter {
   void message(const std::string& text);
   // Ends the bar line (TTY) / logs the last state.
   void finish();
+  // The run's length once known (trainer.max_steps: auto), for the bar and the ETA.
+  void set_total_steps(int64_t total) { options_.total_steps = total; }
 
   bool is_tty() const { return tty_; }
 

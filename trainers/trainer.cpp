@@ -22,6 +22,7 @@
 #include "trainers/metrics_log.h"
 #include "trainers/optim.h"
 #include "trainers/progress.h"
+#include "trainers/run_length.h"
 #include "trainers/schedule.h"
 #include "trainers/tasks.h"
 
@@ -56,7 +57,7 @@ schedule:
   min_lr: float
   constant_fraction: float
 trainer:
-  max_steps: int
+  max_steps: any
   epochs: int
   batch_size: int
   eval_batch_size: int
@@ -65,7 +66,7 @@ trainer:
   seed: int
   threads: int
   device: string
-  precision: enum[fp32, bf16]
+  precision: enum[fp32, bf16, auto]
   tf32: bool
   deterministic: bool
   eval_every: int
@@ -129,6 +130,8 @@ struct Trainer::State {
   std::unique_ptr<MetricsLog> metrics;
   int64_t step = 0;
   int64_t batch_size = 32, eval_batch_size = 64, grad_accum = 1, max_steps = 0, seed = 0;
+  bool length_auto = false;  // trainer.max_steps: auto, and the length may still change
+  RunLengthInput length;     // what the last choice of the length was based on
   int64_t eval_every = 0, eval_max_batches = 0, checkpoint_every = 0;
   int num_workers = 1, prefetch = 4;
   datasets::OnBadExample on_bad_example = datasets::OnBadExample::kSkip;
@@ -164,6 +167,10 @@ struct Trainer::State {
   // Unreadable training examples skipped so far, over every rank (a collective call).
   int64_t skipped_so_far();
   void save_checkpoint(std::optional<double> metric, int64_t skipped);
+  // max_steps: auto: (re)chooses the run's length from the measured step time and what is left of the budget.
+  void choose_length(const std::vector<double>& step_seconds, double seconds_left, ProgressReporter& progress);
+  void time_eval_and_checkpoint();
+  void set_length(int64_t steps);
   void restore(const fs::path& checkpoint);
   std::unique_ptr<datasets::DataLoader> make_loader(std::shared_ptr<const datasets::Dataset> set, bool train) const;
 };
@@ -194,9 +201,15 @@ void Trainer::State::build(bool training) {
             "{}: trainer.{} ({}) is the global batch and must divide by the world size ({} ranks): use a multiple of {}",
             run.source, key, size, env.world_size, env.world_size));
   }
-  precision = device::parse_precision(lookup_value<std::string>(root, "trainer.precision", "fp32"));
-  if (precision == device::Precision::bf16)
-    if (const auto warning = device::bf16_slowdown_warning(device); !warning.empty()) spdlog::warn("{}", warning);
+  const auto support = device::bf16_support(device);
+  const auto choice = device::choose_precision(lookup_value<std::string>(root, "trainer.precision", "fp32"), support);
+  precision = choice.precision;
+  spdlog::info("precision {} ({})", device::to_string(precision), choice.reason);
+  if (precision == device::Precision::bf16 && !support.native)
+    spdlog::warn("bf16 requested, but {}: bf16 is emulated here and expected to be slower than fp32 (trainer.precision: "
+                 "auto picks fp32 here)", support.evidence);
+  // The effective run file records what auto chose.
+  run.root["trainer"]["precision"] = device::to_string(precision);
   device::allow_tf32(lookup_value<bool>(root, "trainer.tf32", false));
   device::set_deterministic(lookup_value<bool>(root, "trainer.deterministic", false));
 
@@ -264,9 +277,18 @@ void Trainer::State::build(bool training) {
 
   train_loader = make_loader(data.train, true);
   const auto steps_per_epoch = std::max<int64_t>(1, train_loader->batches_per_epoch() / grad_accum);
-  max_steps = lookup_value<int64_t>(root, "trainer.max_steps", 0);
-  if (max_steps <= 0) max_steps = lookup_value<int64_t>(root, "trainer.epochs", 1) * steps_per_epoch;
   schedule = schedule_options_from_yaml(root["schedule"], run.source, "schedule");
+  const SectionReader t(root["trainer"], run.source, "trainer");
+  length_auto = t.has("max_steps") && t.node("max_steps").IsScalar() && t.node("max_steps").Scalar() == "auto";
+  if (length_auto) {
+    if (lookup_value<double>(root, "trainer.time_limit_minutes", 0.0) <= 0)
+      t.fail("max_steps", "auto fits the run to trainer.time_limit_minutes, which is not set");
+    if (const auto problem = auto_length_problem(schedule); !problem.empty()) t.fail("max_steps", problem);
+    max_steps = kProvisionalSteps;  // until choose_length; no measured step depends on it
+  } else {
+    max_steps = t.get<int64_t>("max_steps", 0, "an integer or auto");
+    if (max_steps <= 0) max_steps = lookup_value<int64_t>(root, "trainer.epochs", 1) * steps_per_epoch;
+  }
   schedule.total_steps = max_steps;
   if (schedule.warmup_steps > max_steps) {
     spdlog::warn("schedule.warmup_steps ({}) exceeds the run's {} steps: using {}", schedule.warmup_steps, max_steps,
@@ -408,6 +430,77 @@ std::map<std::string, double> Trainer::State::run_eval(const fs::path& out_dir) 
   return out;
 }
 
+void Trainer::State::set_length(int64_t steps) {
+  max_steps = steps;
+  schedule.total_steps = steps;
+  validate(schedule);
+  run.root["trainer"]["max_steps"] = steps;  // the effective run file and checkpoints carry it
+}
+
+void Trainer::State::time_eval_and_checkpoint() {
+  // In a scratch folder, with the random state put back: the run goes on as one with the chosen
+  // max_steps in its run file would.
+  const auto scratch = run_dir / "max_steps-auto";
+  const auto cpu_state = cpu_rng_state();
+  const auto cuda_states = device::cuda_rng_states();
+  auto clock = std::chrono::steady_clock::now();
+  {
+    const runtime::ScopedLogLevel quiet(spdlog::level::warn);  // a timing, not an evaluation to report
+    run_eval(scratch / "eval");
+  }
+  length.eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - clock).count();
+  clock = std::chrono::steady_clock::now();
+  if (is_main()) {
+    io::save_pretrained(*model, scratch / "checkpoint");
+    save_optimizer(scratch / "checkpoint" / "optimizer.pt", *optimizer.optimizer);
+  }
+  length.checkpoint_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - clock).count();
+  set_cpu_rng_state(cpu_state);
+  device::set_cuda_rng_states(cuda_states);
+  std::error_code ec;
+  fs::remove_all(scratch, ec);
+}
+
+void Trainer::State::choose_length(const std::vector<double>& step_seconds, double seconds_left,
+                                   ProgressReporter& progress) {
+  const bool first = length.step_seconds == 0;
+  if (first) {
+    time_eval_and_checkpoint();
+    seconds_left -= length.eval_seconds + length.checkpoint_seconds;
+  }
+  // The step time: the median of the latest steps (the first choice: all of this process's but the first few).
+  const auto from = first ? std::min<size_t>(kAutoLengthWarmup, step_seconds.size() - 1)
+                          : step_seconds.size() - std::min<size_t>(kReplanEvery, step_seconds.size());
+  std::vector<double> steps(step_seconds.begin() + static_cast<std::ptrdiff_t>(from), step_seconds.end());
+  std::nth_element(steps.begin(), steps.begin() + static_cast<std::ptrdiff_t>(steps.size() / 2), steps.end());
+  length.step_seconds = steps[steps.size() / 2];
+  length.steps_done = step;
+  length.eval_every = eval_every;
+  length.checkpoint_every = checkpoint_every;
+  length.seconds = 0.97 * seconds_left;  // 3 % for the variation of step times
+  auto total = keeping_past_steps(schedule, step, fitting_max_steps(length));
+  if (dist) total = std::stoll(dist->broadcast_string(std::to_string(total)));  // rank 0's choice for all
+  if (total == max_steps) return;
+  const auto previous = max_steps;
+  set_length(total);
+  // Final once a later choice could change the learning rate of steps already taken.
+  length_auto = length_still_free(schedule, step + kReplanEvery, total);
+  if (is_main()) write_yaml(run.root, run_dir / "config.yaml");
+  progress.set_total_steps(total);
+  if (first)
+    spdlog::info("max_steps: auto: {} steps fit the {:.1f} minutes left ({:.1f} ms a step so far; {} evaluation(s) of "
+                 "{:.1f} s and {} checkpoint(s) of {:.2f} s planned); the length depends on the machine, and is "
+                 "chosen again every {} steps while the schedule allows",
+                 total, seconds_left / 60, 1e3 * length.step_seconds,
+                 eval_every > 0 ? total / eval_every - step / eval_every + 1 : 1, length.eval_seconds,
+                 checkpoint_every > 0 ? total / checkpoint_every - step / checkpoint_every + 1 : 1,
+                 length.checkpoint_seconds, kReplanEvery);
+  else  // the step time wanders by several percent: only the final choice is news
+    spdlog::log(length_auto ? spdlog::level::debug : spdlog::level::info,
+                "max_steps: auto: {} steps (was {}; {:.1f} ms a step over the last {}, {:.1f} minutes left){}", total,
+                previous, 1e3 * length.step_seconds, steps.size(), seconds_left / 60, length_auto ? "" : ", final");
+}
+
 int64_t Trainer::State::skipped_so_far() {
   const auto here = torch::tensor({train_loader->skipped()}, torch::kInt64);
   return skipped_examples + (dist ? dist->all_reduce_sum(here) : here).item<int64_t>();
@@ -427,6 +520,7 @@ void Trainer::State::save_checkpoint(std::optional<double> metric, int64_t skipp
                                                {"loader", train_loader->position().to_json()},
                                                {"skipped_batches", skipped_batches},
                                                {"skipped_examples", skipped},
+                                               {"max_steps", max_steps},
                                                {"seed", seed}});
         write_yaml(run.root, tmp / "run.yaml");
         task->write_inference_files(tmp, run.root, config);
@@ -451,6 +545,12 @@ void Trainer::State::restore(const fs::path& checkpoint) {
   step = state.at("step").get<int64_t>();
   skipped_batches = state.value("skipped_batches", int64_t{0});
   skipped_examples = state.value("skipped_examples", int64_t{0});
+  // A run whose length max_steps: auto chose continues with that length.
+  if (length_auto && state.contains("max_steps") && state.at("max_steps").get<int64_t>() < kProvisionalSteps) {
+    set_length(state.at("max_steps").get<int64_t>());
+    length_auto = false;
+    spdlog::info("max_steps: auto: {} steps, as chosen before the checkpoint", max_steps);
+  }
   train_loader->set_position(datasets::LoaderPosition::from_json(state.at("loader")));
   spdlog::info("resumed from {} at step {}", checkpoint.string(), step);
 }
@@ -503,7 +603,7 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
 
   const auto& root = s.run.root;
   ProgressOptions po;
-  po.total_steps = s.max_steps;
+  po.total_steps = s.length_auto ? 0 : s.max_steps;
   po.log_every_steps = lookup_value<int64_t>(root, "logging.log_every", 50);
   po.log_every_seconds = lookup_value<double>(root, "logging.log_every_seconds", 30.0);
   if (!s.is_main()) {
@@ -583,6 +683,8 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
     progress.update(s.step, step_loss, lr, samples);
     result.step_seconds.push_back(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - step_start).count());
+    if (s.length_auto && s.step >= kAutoLengthSteps && (s.length.step_seconds == 0 || s.step % kReplanEvery == 0))
+      s.choose_length(result.step_seconds, time_limit - elapsed(), progress);
 
     if (s.step % log_every == 0 || s.step == s.max_steps) {
       if (s.dist) window = s.dist->all_reduce(window);
@@ -601,7 +703,9 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
     const bool last = s.step == s.max_steps || out_of_time;
     std::optional<double> metric;
     if ((s.eval_every > 0 && s.step % s.eval_every == 0) || last) {
+      const auto eval_start = std::chrono::steady_clock::now();
       const auto eval = s.run_eval(s.run_dir / "eval" / fmt::format("step-{:08d}", s.step));
+      s.length.eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - eval_start).count();
       if (s.metrics) s.metrics->log(s.step, eval);
       progress.finish();
       spdlog::info("eval at step {}: {}", s.step, format_metrics(eval));

@@ -32,6 +32,29 @@ TEST(Device, PrecisionNames) {
   EXPECT_NE(msg.find("fp32 or bf16"), std::string::npos) << msg;
 }
 
+// precision: auto picks bf16 only where the hardware runs it natively, on made-up machines.
+TEST(Device, AutoPrecisionFollowsTheHardware) {
+  const auto on_cpu = [](const std::vector<std::string>& flags) {
+    return device::choose_precision("auto", device::bf16_support(false, flags, "", 0));
+  };
+  const auto zen3 = on_cpu({"avx2", "fma"});  // AVX2 only: bf16 would be emulated
+  EXPECT_EQ(zen3.precision, device::Precision::fp32);
+  EXPECT_NE(zen3.reason.find("neither avx512_bf16 nor amx_bf16"), std::string::npos) << zen3.reason;
+  EXPECT_EQ(on_cpu({"avx2", "avx512f"}).precision, device::Precision::fp32);  // AVX-512 without its bf16 part
+  const auto zen4 = on_cpu({"avx2", "avx512f", "avx512_bf16"});
+  EXPECT_EQ(zen4.precision, device::Precision::bf16);
+  EXPECT_NE(zen4.reason.find("avx512_bf16"), std::string::npos) << zen4.reason;
+  EXPECT_EQ(on_cpu({"avx512f", "amx_tile", "amx_bf16"}).precision, device::Precision::bf16);
+  const auto gpu = [](int major) { return device::choose_precision("auto", device::bf16_support(true, {}, "GPU", major)); };
+  EXPECT_EQ(gpu(7).precision, device::Precision::fp32);  // V100, T4
+  EXPECT_EQ(gpu(8).precision, device::Precision::bf16);  // A100 and later
+  EXPECT_EQ(gpu(9).precision, device::Precision::bf16);
+  // An explicit choice is kept whatever the hardware.
+  EXPECT_EQ(device::choose_precision("bf16", device::bf16_support(false, {"avx2"}, "", 0)).precision, device::Precision::bf16);
+  EXPECT_EQ(device::choose_precision("fp32", device::bf16_support(true, {}, "GPU", 9)).precision, device::Precision::fp32);
+  EXPECT_THROW(device::choose_precision("fp16", device::bf16_support(false, {}, "", 0)), std::invalid_argument);
+}
+
 TEST(Device, AutocastGuardRunsMatmulsInBf16AndRestoresTheState) {
   torch::nn::Linear linear(8, 4);
   const auto x = torch::randn({2, 8});

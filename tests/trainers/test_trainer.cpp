@@ -5,6 +5,7 @@
 #include <functional>
 #include <random>
 
+#include "perceiver/device.h"
 #include "perceiver/io/safetensors.h"
 #include "perceiver/io/torch_bin.h"
 #include "tests/test_support.h"
@@ -282,6 +283,11 @@ TEST(Trainer, Bf16AutocastTrainsTheSameModelAndAMissingGpuIsNamed) {
   }
   const auto bad = error_of([&] { train(yaml, {"trainer.precision=fp16"}); });
   EXPECT_NE(bad.find("precision"), std::string::npos) << bad;
+  // auto: the effective run file records what this machine's hardware chose.
+  train(yaml, {"trainer.precision=auto", "logging.run_dir=" + (tmp.path() / "auto").string()});
+  const auto effective = YAML::LoadFile((tmp.path() / "auto" / "config.yaml").string());
+  const auto expected = device::choose_precision("auto", device::bf16_support(torch::kCPU)).precision;
+  EXPECT_EQ(effective["trainer"]["precision"].as<std::string>(), device::to_string(expected));
 }
 
 TEST(Trainer, ResumeAutoContinuesFromTheLatestCheckpoint) {
