@@ -15,11 +15,13 @@ while (($#)); do
   if [ "$1" = "--config" ]; then config="$2"; shift 2; else args+=("$1"); shift; fi
 done
 "$build/perceiver" env
-"$build/perceiver" train --config "$config" "${args[@]}" | tee /tmp/perceiver-train-summary.json
+# Each run in a folder of its own (runs/<config>-<time>): a run never mixes with an earlier one's checkpoints.
+run_dir="runs/$(basename "$config" .yaml)-$(date +%Y%m%d-%H%M%S)"
+"$build/perceiver" train --config "$config" logging.run_dir="$run_dir" "${args[@]}" | tee /tmp/perceiver-train-summary.json
 checkpoint=$(python3 -c 'import json,sys; print(json.load(open("/tmp/perceiver-train-summary.json"))["checkpoint"])' 2>/dev/null \
   || sed -n 's/.*"checkpoint": "\(.*\)".*/\1/p' /tmp/perceiver-train-summary.json)
 echo "checkpoint: $checkpoint"
 # Masked words of 16 held-out verses, filled in by the checkpoint, with the bytes it got right.
-"$build/perceiver" evaluate --config "$config" --checkpoint "$checkpoint" "${args[@]}" task.fill_in_words=16 \
-  task.fill_in_samples=0
+"$build/perceiver" evaluate --config "$config" --checkpoint "$checkpoint" logging.run_dir="$run_dir" "${args[@]}" \
+  task.fill_in_words=16 task.fill_in_samples=0
 

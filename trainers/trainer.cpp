@@ -127,6 +127,7 @@ struct Trainer::State {
   fs::path run_dir;
   int64_t params = 0;  // the model's parameter count
   std::unique_ptr<CheckpointManager> checkpoints;
+  fs::path last_checkpoint;  // the last one this run wrote (rank 0)
   std::unique_ptr<MetricsLog> metrics;
   int64_t step = 0;
   int64_t batch_size = 32, eval_batch_size = 64, grad_accum = 1, max_steps = 0, seed = 0;
@@ -527,6 +528,7 @@ void Trainer::State::save_checkpoint(std::optional<double> metric, int64_t skipp
       },
       metric);
   spdlog::info("checkpoint written: {}", dir.string());
+  last_checkpoint = dir;
 }
 
 void Trainer::State::restore(const fs::path& checkpoint) {
@@ -568,6 +570,13 @@ TrainResult Trainer::train(const std::string& resume) {
 TrainResult Trainer::run_training(const std::string& resume_arg) {
   auto& s = *state_;
   s.build(true);
+  // A fresh run never shares its folder with an earlier run's checkpoints: keep_last would delete this
+  // run's own in their favour, and --resume auto would later pick the earlier run's.
+  if (resume_arg.empty() && s.env.restart_count == 0 && s.is_main())
+    if (const auto earlier = find_latest_checkpoint(s.run_dir))
+      throw std::runtime_error(s.run_dir.string() + " already holds checkpoints of an earlier run (the latest: " +
+                               earlier->filename().string() + "): continue it with --resume auto, or train in another "
+                               "logging.run_dir (or delete that folder)");
   if (s.is_main()) {
     fs::create_directories(s.run_dir);
     write_yaml(s.run.root, s.run_dir / "config.yaml");  // the effective, fully resolved run file
@@ -725,8 +734,8 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
   if (s.dist) s.dist->barrier();  // every rank returns once rank 0's last checkpoint is written
   result.steps = s.step;
   result.seconds = elapsed();
-  if (s.checkpoints)
-    if (auto latest = s.checkpoints->latest()) result.last_checkpoint = latest->dir;
+  // This run's last checkpoint: the run directory may hold later-numbered ones of an earlier run.
+  result.last_checkpoint = s.last_checkpoint;
   spdlog::info("training done: {} steps in {:.1f} s; data wait {:.1f}%; run directory {}", s.step, result.seconds,
                100.0 * s.train_loader->wait_fraction(), s.run_dir.string());
   if (s.gradient_sync)

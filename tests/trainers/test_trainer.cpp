@@ -302,6 +302,23 @@ TEST(Trainer, ResumeAutoContinuesFromTheLatestCheckpoint) {
   EXPECT_EQ(result.steps, 9);
 }
 
+// A fresh run refuses a folder that holds an earlier run's checkpoints (it would rotate its own away and
+// report the earlier run's as its last); this run's last checkpoint is the one it wrote.
+TEST(Trainer, AFreshRunDoesNotMixWithAnEarlierRunsCheckpoints) {
+  TempDir tmp;
+  const auto yaml = mlm_run(tmp.path(), 4);
+  const auto first = [&] {
+    auto run = parse_run_config(yaml, "test.yaml");
+    return Trainer(std::move(run)).train();
+  }();
+  EXPECT_EQ(first.last_checkpoint.filename(), "step-00000004");
+  const auto again = error_of([&] { train(yaml); });
+  EXPECT_NE(again.find("earlier run"), std::string::npos) << again;
+  EXPECT_NE(again.find("step-00000004"), std::string::npos) << again;
+  EXPECT_NE(again.find("--resume auto"), std::string::npos) << again;
+  EXPECT_TRUE(fs::exists(tmp.path() / "run" / "checkpoints" / "step-00000004" / "model.safetensors"));
+}
+
 TEST(Trainer, UnknownKeyNamesFileLineAndSuggestion) {
   TempDir tmp;
   auto yaml = mlm_run(tmp.path(), 5);
@@ -412,7 +429,8 @@ TEST(Trainer, CliPrepareDataIndexesOnceForTheRunsThatFollow) {
   EXPECT_EQ(trained.err.find("indexed text corpus"), std::string::npos) << trained.err;
   // A changed corpus is indexed again.
   write_corpus(tmp.path() / "train.txt", 300, 7);
-  const auto changed = run_cli("train --config '" + (tmp.path() / "run.yaml").string() + "'");
+  const auto changed = run_cli("train --config '" + (tmp.path() / "run.yaml").string() + "' logging.run_dir='" +
+                               (tmp.path() / "run2").string() + "'");
   ASSERT_EQ(changed.exit_code, 0) << changed.err;
   EXPECT_NE(changed.err.find("re-indexing"), std::string::npos) << changed.err;
   const auto neither = run_cli("prepare-data");
