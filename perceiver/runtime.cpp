@@ -143,6 +143,18 @@ std::string environment_report() {
   return out.str();
 }
 
+std::string cpu_model_name() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line))
+    if (line.rfind("model name", 0) == 0) {
+      const auto value = line.substr(line.find(':') + 1);
+      const auto first = value.find_first_not_of(" \t");
+      return first == std::string::npos ? "" : value.substr(first);
+    }
+  return "";
+}
+
 bool cpu_has_flag(const std::string& flag) {
   std::ifstream cpuinfo("/proc/cpuinfo");
   std::string line;

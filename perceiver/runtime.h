@@ -32,6 +32,9 @@ std::string loaded_blas_library();
 // The malloc in use: the tcmalloc, jemalloc or mimalloc library mapped into the process, else "glibc malloc".
 std::string malloc_library();
 
+// The CPU's "model name" in /proc/cpuinfo ("" where there is none).
+std::string cpu_model_name();
+
 // Whether /proc/cpuinfo lists `flag` (e.g. "avx512_bf16", "amx_bf16", "amx_tile") for this CPU.
 bool cpu_has_flag(const std::string& flag);
 

@@ -15,6 +15,7 @@ packages=(
   libsndfile1-dev zlib1g-dev libgtest-dev libbenchmark-dev python3-torch
   libgoogle-perftools-dev  # tcmalloc for the CLI (see CMakeLists.txt)
   libdnnl-dev  # oneDNN for float32 CPU matrix products (perceiver/matmul.h)
+  python3-protobuf protobuf-compiler  # tests: independent readers of TensorBoard events and Triton configs
   # Embedded data sets.
   bible-kjv-text dataset-fashion-mnist
   fortunes fortunes-de fortunes-es fortunes-it fortunes-ru fortunes-cs fortunes-pl fortunes-br

@@ -1,5 +1,9 @@
 #include "trainers/classification_task.h"
 
+#if PERCEIVER_WITH_OPENCV
+#include "trainers/plot.h"
+#endif
+
 namespace perceiver::trainers {
 
 void ClassificationTask::begin_eval() {
@@ -8,6 +12,9 @@ void ClassificationTask::begin_eval() {
 
 std::map<std::string, double> ClassificationTask::end_eval(const std::filesystem::path& out_dir, ModelRunner&) {
   confusion_.write(out_dir / "confusion_matrix.csv", names_);
+#if PERCEIVER_WITH_OPENCV
+  if (confusion_.counts().defined()) write_confusion_png(out_dir / "confusion_matrix.png", confusion_.counts(), names_);
+#endif
   return {};
 }
 

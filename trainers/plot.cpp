@@ -206,6 +206,51 @@ std::string metric_group(const std::string& metric_name) {
   return name;
 }
 
+void write_confusion_png(const std::filesystem::path& png, const torch::Tensor& counts,
+                         const std::map<int64_t, std::string>& names) {
+  const auto rows = counts.to(torch::kCPU, torch::kDouble).contiguous();
+  const int n = static_cast<int>(rows.size(0));
+  if (n == 0) throw std::runtime_error(png.string() + ": an empty confusion matrix has no picture");
+  const auto shares = rows / rows.sum(1, true).clamp_min(1.0);
+  const auto shares_u8 = (shares * 255.0).round().to(torch::kUInt8).contiguous();
+  const int cell = std::clamp(720 / n, 2, 40);
+  const bool labelled = cell >= 12;  // names and counts only where they can be read
+  int margin = 10;
+  for (int i = 0; labelled && i < n; ++i) {
+    int baseline = 0;
+    const auto it = names.find(i);
+    margin = std::max(margin, 10 + cv::getTextSize(it != names.end() ? it->second : std::to_string(i), kFont, 0.4, 1,
+                                                   &baseline).width);
+  }
+  const int top = labelled ? 48 : 30;
+  const std::string title = "rows: true class, columns: predicted";
+  int baseline = 0;
+  const int title_width = cv::getTextSize(title, kFont, 0.45, 1, &baseline).width + 20;
+  cv::Mat img(top + n * cell + 10, std::max(margin + n * cell + 10, title_width), CV_8UC3, cv::Scalar(255, 255, 255));
+  cv::Mat grey(n, n, CV_8UC1, shares_u8.data_ptr<uint8_t>());
+  cv::Mat coloured;
+  cv::applyColorMap(grey, coloured, cv::COLORMAP_VIRIDIS);
+  cv::resize(coloured, img(cv::Rect(margin, top, n * cell, n * cell)), {n * cell, n * cell}, 0, 0, cv::INTER_NEAREST);
+  put_text(img, title, {10, 8}, 0.45, 1, 0, 0);
+  for (int i = 0; labelled && i < n; ++i) {
+    const auto it = names.find(i);
+    const auto name = it != names.end() ? it->second : std::to_string(i);
+    put_text(img, name, {margin - 5, top + i * cell + cell / 2}, 0.4, 1, 1, 0.5);
+    // Column heads: as much of the name as a cell holds.
+    std::string head = name;
+    while (head.size() > 1 && cv::getTextSize(head, kFont, 0.35, 1, &baseline).width > cell - 2) head.pop_back();
+    put_text(img, head, {margin + i * cell + cell / 2, top - 6}, 0.35, 1, 0.5, 1);
+    for (int j = 0; cell >= 24 && j < n; ++j) {
+      const double share = shares[i][j].item<double>();
+      put_text(img, std::to_string(static_cast<int64_t>(rows[i][j].item<double>())),
+               {margin + j * cell + cell / 2, top + i * cell + cell / 2}, 0.3, 1, 0.5, 0.5,
+               share > 0.6 ? cv::Scalar(30, 30, 30) : cv::Scalar(240, 240, 240));
+    }
+  }
+  if (!png.parent_path().empty()) std::filesystem::create_directories(png.parent_path());
+  if (!cv::imwrite(png.string(), img)) throw std::runtime_error(png.string() + ": cannot write PNG");
+}
+
 std::vector<std::filesystem::path> plot_run(const std::filesystem::path& run_dir, const PlotOptions& options) {
   if (!std::filesystem::is_directory(run_dir)) throw std::runtime_error(run_dir.string() + ": not a run directory");
   const auto jsonl = run_dir / "metrics.jsonl";

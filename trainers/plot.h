@@ -1,7 +1,11 @@
 // PNG line charts of a run's metrics (OpenCV drawing): `perceiver plot RUN_DIR`.
 #pragma once
 
+#include <torch/types.h>
+
+#include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -26,6 +30,11 @@ void write_line_chart(const std::filesystem::path& png, const std::string& title
 // learning rate, otherwise the name without its train/eval/val/test prefix (train_accuracy and
 // eval_accuracy share "accuracy").
 std::string metric_group(const std::string& metric_name);
+
+// A confusion matrix's (n, n) counts (row: true class, column: predicted) as a heat map of each row's
+// shares, with the class names where they fit; errors name the file.
+void write_confusion_png(const std::filesystem::path& png, const torch::Tensor& counts,
+                         const std::map<int64_t, std::string>& names);
 
 // Reads RUN_DIR/metrics.jsonl and writes RUN_DIR/plots/<group>.png for every group; returns the
 // files written. Throws std::runtime_error when the run has no metrics.

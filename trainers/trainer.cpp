@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "datasets/common.h"
+#include "datasets/file_store.h"
 #include "datasets/loader.h"
 #include "datasets/mlm_collator.h"
 #include "perceiver/device.h"
@@ -20,11 +21,13 @@
 #include "trainers/gradient_sync.h"
 #include "trainers/initialization.h"
 #include "trainers/metrics_log.h"
+#include "trainers/model_card.h"
 #include "trainers/optim.h"
 #include "trainers/progress.h"
 #include "trainers/run_length.h"
 #include "trainers/schedule.h"
 #include "trainers/tasks.h"
+#include "trainers/tensorboard.h"
 
 namespace perceiver::trainers {
 namespace fs = std::filesystem;
@@ -84,6 +87,7 @@ logging:
   run_dir: string
   log_every: int
   log_every_seconds: float
+  tensorboard: bool
 )");
   return schema;
 }
@@ -128,7 +132,12 @@ struct Trainer::State {
   int64_t params = 0;  // the model's parameter count
   std::unique_ptr<CheckpointManager> checkpoints;
   fs::path last_checkpoint;  // the last one this run wrote (rank 0)
-  std::unique_ptr<MetricsLog> metrics;
+  std::unique_ptr<MetricsLog> metrics;             // rank 0
+  std::unique_ptr<TensorBoardWriter> tensorboard;  // rank 0, with logging.tensorboard
+  std::map<std::string, double> last_eval;         // the latest evaluation's metrics, for the model card
+  int64_t last_eval_step = -1;
+  double seconds_before = 0;  // training time of the sessions before a resume
+  std::chrono::steady_clock::time_point session_start = std::chrono::steady_clock::now();
   int64_t step = 0;
   int64_t batch_size = 32, eval_batch_size = 64, grad_accum = 1, max_steps = 0, seed = 0;
   bool length_auto = false;  // trainer.max_steps: auto, and the length may still change
@@ -165,9 +174,14 @@ struct Trainer::State {
   void broadcast_model();
   void build(bool training);
   std::map<std::string, double> run_eval(const fs::path& out_dir);
+  // Rank 0: a row of metrics at the current step, to metrics.jsonl/csv and TensorBoard.
+  void log_metrics(const std::map<std::string, double>& row);
+  // Rank 0: an evaluation's pictures (*.png) and texts (*.txt) as TensorBoard images and text.
+  void log_eval_files(const fs::path& out_dir);
   // Unreadable training examples skipped so far, over every rank (a collective call).
   int64_t skipped_so_far();
   void save_checkpoint(std::optional<double> metric, int64_t skipped);
+  ModelCard model_card() const;
   // max_steps: auto: (re)chooses the run's length from the measured step time and what is left of the budget.
   void choose_length(const std::vector<double>& step_seconds, double seconds_left, ProgressReporter& progress);
   void time_eval_and_checkpoint();
@@ -431,6 +445,28 @@ std::map<std::string, double> Trainer::State::run_eval(const fs::path& out_dir) 
   return out;
 }
 
+void Trainer::State::log_metrics(const std::map<std::string, double>& row) {
+  if (metrics) metrics->log(step, row);
+  if (tensorboard) tensorboard->add_scalars(step, row);
+}
+
+void Trainer::State::log_eval_files(const fs::path& out_dir) {
+  if (!tensorboard || !fs::is_directory(out_dir)) return;
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(out_dir))
+    if (entry.is_regular_file()) files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  for (const auto& file : files) {
+    const auto ext = file.extension().string();
+    if (ext != ".png" && ext != ".txt") continue;
+    std::ifstream in(file, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto tag = "eval/" + file.stem().string();
+    if (ext == ".png") tensorboard->add_png(tag, step, bytes);
+    else tensorboard->add_text(tag, step, "```\n" + bytes + "\n```");  // Markdown: keep the columns
+  }
+}
+
 void Trainer::State::set_length(int64_t steps) {
   max_steps = steps;
   schedule.total_steps = steps;
@@ -522,13 +558,55 @@ void Trainer::State::save_checkpoint(std::optional<double> metric, int64_t skipp
                                                {"skipped_batches", skipped_batches},
                                                {"skipped_examples", skipped},
                                                {"max_steps", max_steps},
-                                               {"seed", seed}});
+                                               {"seed", seed},
+                                               {"eval", last_eval},
+                                               {"eval_step", last_eval_step},
+                                               {"train_seconds", model_card().train_seconds}});
         write_yaml(run.root, tmp / "run.yaml");
+        datasets::write_file_atomically(tmp / "README.md", render_model_card(model_card()));
         task->write_inference_files(tmp, run.root, config);
       },
       metric);
   spdlog::info("checkpoint written: {}", dir.string());
   last_checkpoint = dir;
+}
+
+ModelCard Trainer::State::model_card() const {
+  ModelCard card;
+  card.name = run_dir.filename().string();
+  card.architecture = config.architecture();
+  card.task = task->name();
+  // A data source by its file's name, or by its type for the embedded sets (kjv, fashion_mnist, ...).
+  const auto source_name = [](const YAML::Node& source) {
+    if (source && source.IsMap() && source["path"] && source["path"].IsScalar())
+      return fs::path(source["path"].as<std::string>()).filename().string();
+    return source && source.IsMap() && source["type"] ? source["type"].as<std::string>() : std::string("(unnamed)");
+  };
+  const auto& data = run.root["data"];
+  if (data && data["train"]) card.datasets = {source_name(data["train"])};
+  if (data && data["eval"]) {
+    card.eval_dataset = source_name(data["eval"]);
+    card.eval_split = data["eval"].IsMap() && data["eval"]["split"] ? data["eval"]["split"].as<std::string>() : "eval";
+    if (card.eval_dataset != card.datasets.front()) card.datasets.push_back(card.eval_dataset);
+  }
+  for (const auto& [name, value] : last_eval) card.eval[name.rfind("eval/", 0) == 0 ? name.substr(5) : name] = value;
+  card.eval_step = last_eval_step;
+  card.steps = step;
+  card.train_seconds =
+      seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - session_start).count();
+  if (device.is_cuda()) {
+    const auto gpus = device::accelerator_report().gpus;
+    const auto index = device.has_index() ? device.index() : 0;
+    card.hardware = index < static_cast<int>(gpus.size()) ? gpus[index].name : "a GPU";
+  } else {
+    const auto model_name = runtime::cpu_model_name();
+    card.hardware = fmt::format("{} ({} threads)", model_name.empty() ? "a CPU" : model_name, torch::get_num_threads());
+  }
+  if (dist) card.hardware += fmt::format(", x{} data-parallel ranks", dist->world_size());
+  card.precision = device::to_string(precision);
+  card.from = lookup_value<std::string>(run.root, "model.from", "");
+  card.run_file = YAML::Dump(run.root);
+  return card;
 }
 
 void Trainer::State::restore(const fs::path& checkpoint) {
@@ -547,6 +625,12 @@ void Trainer::State::restore(const fs::path& checkpoint) {
   step = state.at("step").get<int64_t>();
   skipped_batches = state.value("skipped_batches", int64_t{0});
   skipped_examples = state.value("skipped_examples", int64_t{0});
+  last_eval.clear();
+  const auto evaluation = state.value("eval", nlohmann::json::object());
+  for (const auto& [name, value] : evaluation.items())
+    last_eval[name] = value.is_number() ? value.get<double>() : NAN;  // NaN was written as null
+  last_eval_step = state.value("eval_step", int64_t{-1});
+  seconds_before = state.value("train_seconds", 0.0);
   // A run whose length max_steps: auto chose continues with that length.
   if (length_auto && state.contains("max_steps") && state.at("max_steps").get<int64_t>() < kProvisionalSteps) {
     set_length(state.at("max_steps").get<int64_t>());
@@ -608,7 +692,14 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
       if (s.dist) s.broadcast_model();
     }
   }
-  if (s.is_main()) s.metrics = std::make_unique<MetricsLog>(s.run_dir, s.step);
+  if (s.is_main()) {
+    s.metrics = std::make_unique<MetricsLog>(s.run_dir, s.step);
+    if (lookup_value<bool>(s.run.root, "logging.tensorboard", true)) {
+      // A resumed run drops what earlier event files hold past its step; a fresh one starts the folder anew.
+      s.tensorboard = std::make_unique<TensorBoardWriter>(s.run_dir / "tensorboard", s.step);
+      if (s.step == 0) s.tensorboard->add_text("run_file", 0, "```yaml\n" + YAML::Dump(s.run.root) + "\n```");
+    }
+  }
 
   const auto& root = s.run.root;
   ProgressOptions po;
@@ -622,6 +713,7 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
   ProgressReporter progress(po);
   const double time_limit = lookup_value<double>(root, "trainer.time_limit_minutes", 0.0) * 60.0;
   const auto start = std::chrono::steady_clock::now();
+  s.session_start = start;
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
 
   TrainResult result;
@@ -702,7 +794,7 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
       row["lr"] = lr;
       row["data_wait_fraction"] = s.train_loader->wait_fraction();
       row["data/skipped"] = static_cast<double>(s.skipped_so_far());
-      if (s.metrics) s.metrics->log(s.step, row);
+      s.log_metrics(row);
       window = MetricSums();
     }
     bool out_of_time = time_limit > 0 && elapsed() >= time_limit;
@@ -713,9 +805,13 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
     std::optional<double> metric;
     if ((s.eval_every > 0 && s.step % s.eval_every == 0) || last) {
       const auto eval_start = std::chrono::steady_clock::now();
-      const auto eval = s.run_eval(s.run_dir / "eval" / fmt::format("step-{:08d}", s.step));
+      const auto eval_dir = s.run_dir / "eval" / fmt::format("step-{:08d}", s.step);
+      const auto eval = s.run_eval(eval_dir);
       s.length.eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - eval_start).count();
-      if (s.metrics) s.metrics->log(s.step, eval);
+      s.log_metrics(eval);
+      s.log_eval_files(eval_dir);
+      s.last_eval = eval;
+      s.last_eval_step = s.step;
       progress.finish();
       spdlog::info("eval at step {}: {}", s.step, format_metrics(eval));
       if (eval.count(s.best_metric)) metric = eval.at(s.best_metric);

@@ -4,11 +4,18 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <set>
+#include <tuple>
+
+#if PERCEIVER_WITH_OPENCV
+#include <opencv2/imgcodecs.hpp>
+#endif
 
 #include "perceiver/device.h"
 #include "perceiver/io/safetensors.h"
 #include "perceiver/io/torch_bin.h"
 #include "tests/test_support.h"
+#include "trainers/metrics_log.h"
 #include "trainers/run_config_util.h"
 #include "trainers/trainer.h"
 
@@ -96,6 +103,16 @@ void write_csv(const fs::path& file, const std::string& header, int n, int seed,
   for (int i = 0; i < n; ++i) out << row(i, rng) << "\n";
 }
 
+// A run's TensorBoard folder as an independent reader (python3-protobuf on TensorFlow's field numbers,
+// its own CRC-32C) decodes it.
+nlohmann::json read_tensorboard(const fs::path& dir) {
+  const auto r = run_command(std::string("/usr/bin/python3 '") + PERCEIVER_SOURCE_DIR +
+                             "/tests/trainers/tensorboard/read_events.py' '" + dir.string() + "'");
+  if (r.exit_code != 0)
+    throw std::runtime_error("read_events.py failed (it needs python3-protobuf and protobuf-compiler): " + r.err);
+  return nlohmann::json::parse(r.out);
+}
+
 TEST(Trainer, SequenceClassificationLearnsOnHeldOutText) {
   TempDir tmp;
   // Two "languages": words over disjoint alphabets.
@@ -121,6 +138,20 @@ TEST(Trainer, SequenceClassificationLearnsOnHeldOutText) {
   EXPECT_GT(metrics.at("eval/accuracy"), 0.9);
   EXPECT_LT(metrics.at("eval/loss"), 0.4);
   EXPECT_TRUE(fs::exists(tmp.path() / "run" / "eval" / "step-00000060" / "confusion_matrix.csv"));
+#if PERCEIVER_WITH_OPENCV
+  // The confusion matrix is also a picture, in the run's TensorBoard events at the evaluation's step.
+  const auto png = tmp.path() / "run" / "eval" / "step-00000060" / "confusion_matrix.png";
+  ASSERT_TRUE(fs::exists(png));
+  const auto events = read_tensorboard(tmp.path() / "run" / "tensorboard");
+  ASSERT_EQ(events["images"].size(), 1u) << events["images"];
+  const auto& image = events["images"][0];
+  EXPECT_EQ(image[0], "eval/confusion_matrix");
+  EXPECT_EQ(image[1], 60);
+  const auto picture = cv::imread(png.string());
+  EXPECT_EQ(image[2], picture.rows);
+  EXPECT_EQ(image[3], picture.cols);
+  EXPECT_EQ(image[4], true) << "the PNG's header disagrees with the Image's size";
+#endif
   // The saved config names the labels found in the data.
   std::ifstream in(tmp.path() / "run" / "checkpoints" / "step-00000060" / "config.json");
   const auto config = nlohmann::json::parse(in);
@@ -317,6 +348,112 @@ TEST(Trainer, AFreshRunDoesNotMixWithAnEarlierRunsCheckpoints) {
   EXPECT_NE(again.find("step-00000004"), std::string::npos) << again;
   EXPECT_NE(again.find("--resume auto"), std::string::npos) << again;
   EXPECT_TRUE(fs::exists(tmp.path() / "run" / "checkpoints" / "step-00000004" / "model.safetensors"));
+}
+
+// TensorBoard's event files hold every metric of metrics.jsonl (tag, step, value as float32), the run
+// file and the fill-ins as text; a run resumed from an earlier checkpoint into the same folder leaves
+// no step twice, and logging.tensorboard: false writes none.
+TEST(Trainer, TensorBoardEventsEqualMetricsJsonlAndAResumeRepeatsNoStep) {
+  TempDir tmp;
+  const auto yaml = mlm_run(tmp.path(), 12, "");
+  train(yaml, {"trainer.checkpoint_every=5", "trainer.eval_every=5", "logging.log_every=2"});
+  // As after a crash at step 12 whose last checkpoint was step 10: resume from step 5 (so that
+  // steps 6-12 were logged once already) into the same folder.
+  const auto run_dir = tmp.path() / "run";
+  train(yaml, {"trainer.checkpoint_every=5", "trainer.eval_every=5", "logging.log_every=2"},
+        (run_dir / "checkpoints" / "step-00000005").string());
+  const auto events = read_tensorboard(run_dir / "tensorboard");
+  ASSERT_EQ(events["files"].size(), 2u) << events["files"];
+  EXPECT_EQ(events["file_versions"], nlohmann::json::array({"brain.Event:2", "brain.Event:2"}));
+
+  std::multiset<std::tuple<std::string, int64_t, float>> expected, written;
+  for (const auto& row : trainers::read_metrics_jsonl(run_dir / "metrics.jsonl"))
+    for (const auto& [name, value] : row.values) expected.insert({name, row.step, static_cast<float>(value)});
+  for (const auto& s : events["scalars"]) written.insert({s[0].get<std::string>(), s[1].get<int64_t>(), s[2].get<float>()});
+  EXPECT_EQ(written, expected);
+  std::set<int64_t> steps;
+  for (const auto& [name, step, value] : written) steps.insert(step);
+  EXPECT_EQ(steps, (std::set<int64_t>{2, 4, 5, 6, 8, 10, 12}));
+  for (const char* tag : {"train/loss", "lr", "eval/loss", "eval/accuracy", "data_wait_fraction"})
+    EXPECT_EQ(std::count_if(written.begin(), written.end(), [&](const auto& w) { return std::get<0>(w) == tag; }) > 0, true)
+        << tag;
+
+  std::map<std::string, std::set<int64_t>> texts;
+  for (const auto& t : events["texts"]) {
+    EXPECT_EQ(t[2], "text") << t;
+    texts[t[0].get<std::string>()].insert(t[1].get<int64_t>());
+  }
+  EXPECT_EQ(texts["run_file"], std::set<int64_t>{0});
+  EXPECT_EQ(texts["eval/fill_in_samples"], (std::set<int64_t>{5, 10, 12}));
+  for (const auto& t : events["texts"])
+    if (t[0] == "run_file") EXPECT_NE(t[3].get<std::string>().find("PerceiverForMaskedLM"), std::string::npos);
+
+  train(yaml, {"logging.tensorboard=false", "logging.run_dir=" + (tmp.path() / "quiet").string()});
+  EXPECT_FALSE(fs::exists(tmp.path() / "quiet" / "tensorboard"));
+}
+
+// A card's YAML front matter as an independent parser (Python's yaml, with python3-torch) reads it.
+nlohmann::json card_front_matter(const fs::path& card) {
+  const auto r = run_command("/usr/bin/python3 -c 'import json, sys, yaml; text = open(sys.argv[1]).read(); "
+                             "assert text.startswith(\"---\\n\"); print(json.dumps(yaml.safe_load(text.split(\"\\n---\\n\")[0][4:])))' '" +
+                             card.string() + "'");
+  if (r.exit_code != 0) throw std::runtime_error("cannot read the front matter of " + card.string() + ": " + r.err);
+  return nlohmann::json::parse(r.out);
+}
+
+// Every checkpoint carries a model card whose front matter holds the latest evaluation's results, equal
+// to what the trainer logged; a checkpoint written after the evaluation, and after a resume, too.
+TEST(Trainer, CheckpointsCarryAModelCardWithTheirEvaluation) {
+  TempDir tmp;
+  const auto yaml = mlm_run(tmp.path(), 8, "");
+  train(yaml, {"trainer.checkpoint_every=3", "trainer.eval_every=4"});
+  const auto run_dir = tmp.path() / "run";
+  std::map<int64_t, std::map<std::string, double>> evals;  // step -> eval metrics, from metrics.jsonl
+  for (const auto& row : trainers::read_metrics_jsonl(run_dir / "metrics.jsonl"))
+    if (row.values.count("eval/loss"))
+      for (const auto& [name, value] : row.values) evals[row.step][name.substr(5)] = value;
+  ASSERT_EQ(evals.size(), 2u);  // steps 4 and 8
+  const auto check = [&](const std::string& checkpoint, int64_t eval_step) {
+    SCOPED_TRACE(checkpoint);
+    const auto card_file = run_dir / "checkpoints" / checkpoint / "README.md";
+    const auto front = card_front_matter(card_file);
+    EXPECT_EQ(front["library_name"], "transformers");
+    EXPECT_EQ(front["tags"], nlohmann::json::array({"perceiver", "perceiver-cpp"}));
+    EXPECT_EQ(front["pipeline_tag"], "fill-mask");
+    EXPECT_EQ(front["datasets"], nlohmann::json::array({"train.txt", "eval.txt"}));
+    const auto& result = front["model-index"][0]["results"][0];
+    EXPECT_EQ(result["task"]["type"], "fill-mask");
+    EXPECT_EQ(result["dataset"]["name"], "eval.txt");
+    EXPECT_EQ(result["dataset"]["split"], "eval");
+    const auto& expected = evals.at(eval_step);
+    std::map<std::string, double> written;
+    for (const auto& m : result["metrics"]) {
+      EXPECT_EQ(m["name"], m["type"]);
+      written[m["name"].get<std::string>()] = m["value"].get<double>();
+    }
+    for (const auto& [name, value] : expected)
+      if (name != "data_skipped") {
+        ASSERT_TRUE(written.count(name)) << name;
+        EXPECT_EQ(written.at(name), value) << name;  // exactly: the card writes the shortest exact decimal
+      }
+    EXPECT_EQ(written.size(), expected.size() - 1);
+    for (const auto& [name, value] : written) EXPECT_NE(std::find(front["metrics"].begin(), front["metrics"].end(), name), front["metrics"].end());
+    const auto body = slurp(card_file);
+    EXPECT_NE(body.find("At step " + std::to_string(eval_step)), std::string::npos) << body;
+    EXPECT_NE(body.find("PerceiverForMaskedLM.from_pretrained"), std::string::npos) << body;
+    EXPECT_NE(body.find("perceiver predict --model"), std::string::npos) << body;
+  };
+  check("step-00000006", 4);  // written after the step-4 evaluation
+  check("step-00000008", 8);
+  // Not yet evaluated at step 3: a card without results.
+  const auto early = card_front_matter(run_dir / "checkpoints" / "step-00000003" / "README.md");
+  EXPECT_FALSE(early.contains("model-index"));
+  // A resume from step 6 keeps the step-4 results until it evaluates again.
+  train(yaml, {"trainer.checkpoint_every=1", "trainer.eval_every=4", "trainer.max_steps=8",
+               "logging.run_dir=" + (tmp.path() / "resumed").string()},
+        (run_dir / "checkpoints" / "step-00000006").string());
+  const auto resumed = card_front_matter(tmp.path() / "resumed" / "checkpoints" / "step-00000007" / "README.md");
+  EXPECT_EQ(resumed["model-index"][0]["results"][0]["metrics"], card_front_matter(run_dir / "checkpoints" / "step-00000006" / "README.md")["model-index"][0]["results"][0]["metrics"]);
 }
 
 TEST(Trainer, UnknownKeyNamesFileLineAndSuggestion) {

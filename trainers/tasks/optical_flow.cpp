@@ -4,6 +4,7 @@
 #include <opencv2/video/tracking.hpp>
 
 #include "datasets/flow.h"
+#include "perceiver/flow_colour.h"
 #include "perceiver/optical_flow.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"
@@ -40,6 +41,18 @@ class OpticalFlowTask : public Task {
   std::string best_metric() const override { return "eval/epe"; }
   std::string best_mode() const override { return "min"; }
 
+  void begin_eval() override { sample_flow_ = sample_truth_ = torch::Tensor(); }
+  // The first evaluation pair's flow beside its ground truth, in Middlebury's colours at the truth's scale
+  // (a black bar between them).
+  std::map<std::string, double> end_eval(const std::filesystem::path& out_dir, ModelRunner&) override {
+    if (!sample_flow_.defined()) return {};
+    const auto valid = valid_flow_mask(sample_truth_);
+    const auto radius = torch::where(valid, sample_truth_.norm(2, -1), torch::zeros({}, torch::kFloat32)).max().item<double>();
+    const auto gap = torch::full({sample_truth_.size(0), 4, 2}, NAN, torch::kFloat32);
+    write_flow_png(out_dir / "flow_sample.png", torch::cat({sample_flow_, gap, sample_truth_}, 1), radius > 0 ? radius : 1.0);
+    return {};
+  }
+
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config, const std::filesystem::path& /*model_from*/) override {
     check_train_eval_section(data, source_);
     if (config.train_size.size() != 2) throw std::invalid_argument(source_ + ": model.config.train_size needs [H, W]");
@@ -65,6 +78,11 @@ class OpticalFlowTask : public Task {
     }
     inputs["labels"] = labels;
     auto out = model.forward_named(inputs, {});
+    if (!training && !sample_flow_.defined()) {
+      // The model predicts flow / flow_scale (the loss's units).
+      sample_flow_ = out.at("logits")[0].detach().to(torch::kCPU, torch::kFloat32) * flow_scale_;
+      sample_truth_ = labels[0].detach().to(torch::kCPU, torch::kFloat32);
+    }
     StepOutput r;
     r.samples = labels.size(0);
     r.loss = out.at("loss");
@@ -103,6 +121,7 @@ class OpticalFlowTask : public Task {
   double flow_scale_ = 20.0;
   bool farneback_ = true;
   int64_t train_query_pixels_ = 0;
+  torch::Tensor sample_flow_, sample_truth_;  // the first evaluation pair: prediction and ground truth
 };
 
 }  // namespace
