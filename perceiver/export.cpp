@@ -36,12 +36,13 @@ std::vector<torch::Tensor> method_args(const TracedMethod& method, const std::ve
   return args;
 }
 
-// Runs `forward` of the module for each traced method's inputs (the others None) and compares with
-// the eager model under the same random state (a masking preprocessor draws from it). Returns the
-// output names of the first method.
-std::vector<std::string> check_against_eager(torch::jit::Module& module, PerceiverPreTrainedModelImpl& model,
-                                             const ExportSignature& signature, const std::vector<TracedMethod>& methods,
-                                             const torch::Device& device, const std::string& who) {
+// Runs the module's method `forward` for each traced method's inputs (the others None) and compares
+// with the eager model under the same random state (a masking preprocessor draws from it). Returns
+// the output names of the first method.
+std::vector<std::string> check_against_eager(torch::jit::Module& module, const std::string& forward,
+                                             PerceiverPreTrainedModelImpl& model, const ExportSignature& signature,
+                                             const std::vector<TracedMethod>& methods, const torch::Device& device,
+                                             const std::string& who) {
   torch::NoGradGuard no_grad;
   const auto inputs = example_inputs(signature, kCheckBatch, kCheckFree, device, /*seed=*/1);
   auto generator = at::globalContext().defaultGenerator(device);
@@ -59,7 +60,7 @@ std::vector<std::string> check_against_eager(torch::jit::Module& module, Perceiv
     };
     c10::impl::GenericDict traced(c10::StringType::get(), c10::TensorType::get());
     try {
-      traced = module.forward(args).toGenericDict();
+      traced = module.get_method(forward)(args).toGenericDict();
     } catch (const std::exception& e) {
       fail(std::string("it fails (") + excerpt(e.what(), 300) + ")");
     }
@@ -102,8 +103,8 @@ std::optional<nlohmann::json> image_settings(const ExportOptions& options, const
 
 }  // namespace
 
-nlohmann::json export_torchscript(PerceiverPreTrainedModelImpl& model, const fs::path& out,
-                                  const ExportOptions& options) {
+TracedExport trace_export(PerceiverPreTrainedModelImpl& model, const ExportOptions& options,
+                          const std::string& method) {
   const auto architecture = model.architecture();
   const auto who = architecture + " (exported by perceiver-cpp)";
   const auto signature = export_signature(model, options);
@@ -111,35 +112,37 @@ nlohmann::json export_torchscript(PerceiverPreTrainedModelImpl& model, const fs:
   model.eval();
   model.to(options.device);
 
-  auto module = mirror_module(model);
+  TracedExport out{mirror_module(model), {}, {}};
+  auto& module = out.module;
   const auto examples = example_inputs(signature, kTraceBatch, kTraceFree, options.device, /*seed=*/0);
   nlohmann::json method_arguments = nlohmann::json::object();
-  for (const auto& method : methods) {
+  for (const auto& traced : methods) {
     std::vector<std::string> names;
-    for (const auto i : method.arguments) names.push_back(signature.inputs[i].argument);
-    method_arguments[method.name] = names;
-    add_traced_method(module, method.name, names, method_args(method, examples),
+    for (const auto i : traced.arguments) names.push_back(signature.inputs[i].argument);
+    method_arguments[traced.name] = names;
+    add_traced_method(module, traced.name, names, method_args(traced, examples),
                       [&](const std::vector<torch::Tensor>& args) {
                         c10::Dict<std::string, torch::Tensor> dict;
-                        for (const auto& [name, t] : run_eager(model, signature, method, args)) dict.insert(name, t);
+                        for (const auto& [name, t] : run_eager(model, signature, traced, args)) dict.insert(name, t);
                         return dict;
                       });
   }
-  module.define(forward_source(signature, methods, who));
-  const auto outputs = check_against_eager(module, model, signature, methods, options.device, who);
+  module.define(forward_source(signature, methods, who, method));
+  const auto outputs = check_against_eager(module, method, model, signature, methods, options.device, who);
 
   auto config = model.config();
   config.architectures = {architecture};
-  nlohmann::json manifest = {{"format", kExportFormat},
-                             {"format_version", 1},
-                             {"perceiver_cpp_version", PERCEIVER_VERSION},
-                             {"architecture", architecture},
-                             {"source", options.source},
-                             {"device", options.device.str()},
-                             {"outputs", outputs},
-                             {"traced_methods", method_arguments}};
-  manifest.update(signature_json(signature));
-  torch::jit::ExtraFilesMap extra = {{"config.json", config.to_json().dump(2)}};
+  out.manifest = {{"format", kExportFormat},
+                  {"format_version", 1},
+                  {"perceiver_cpp_version", PERCEIVER_VERSION},
+                  {"architecture", architecture},
+                  {"source", options.source},
+                  {"device", options.device.str()},
+                  {"outputs", outputs},
+                  {"traced_methods", method_arguments}};
+  out.manifest.update(signature_json(signature));
+  auto& extra = out.extra_files;
+  extra["config.json"] = config.to_json().dump(2);
   if (signature.takes_text)
     for (const auto& [name, text] : tokenizer_files(config)) extra[name] = text;
   if (signature.image_size)
@@ -147,32 +150,46 @@ nlohmann::json export_torchscript(PerceiverPreTrainedModelImpl& model, const fs:
       extra["preprocessor_config.json"] = settings->dump(2);
   nlohmann::json files = {kExportManifest};
   for (const auto& [name, text] : extra) files.push_back(name);
-  manifest["extra_files"] = files;
-  extra[kExportManifest] = manifest.dump(2);
-
-  // Written beside the target and renamed: an interrupted export leaves no half-written file.
-  if (out.has_parent_path()) fs::create_directories(out.parent_path());
-  const fs::path partial = out.string() + ".partial";
-  module.save(partial.string(), extra);
-  fs::rename(partial, out);
-  return manifest;
+  out.manifest["extra_files"] = files;
+  return out;
 }
 
-nlohmann::json export_model_dir(const fs::path& dir, const fs::path& out, const ExportOptions& options,
-                                const io::LoadOptions& load) {
-  auto model = io::load_pretrained(dir, load);
-  ExportOptions resolved = options;
+void save_export(const TracedExport& traced, const fs::path& out) {
+  torch::jit::ExtraFilesMap extra(traced.extra_files.begin(), traced.extra_files.end());
+  extra[kExportManifest] = traced.manifest.dump(2);
+  if (out.has_parent_path()) fs::create_directories(out.parent_path());
+  const fs::path partial = out.string() + ".partial";
+  traced.module.save(partial.string(), extra);
+  fs::rename(partial, out);
+}
+
+nlohmann::json export_torchscript(PerceiverPreTrainedModelImpl& model, const fs::path& out,
+                                  const ExportOptions& options) {
+  const auto traced = trace_export(model, options);
+  save_export(traced, out);
+  return traced.manifest;
+}
+
+ModelForExport load_for_export(const fs::path& dir, const ExportOptions& options, const io::LoadOptions& load) {
+  ModelForExport out{io::load_pretrained(dir, load), options};
+  auto& resolved = out.options;
   if (resolved.source.empty()) resolved.source = dir.string();
-  if (resolved.preprocessor_config.is_null() && export_signature(*model, resolved).image_size) {
+  if (resolved.preprocessor_config.is_null() && export_signature(*out.model, resolved).image_size) {
 #if PERCEIVER_WITH_OPENCV
-    resolved.preprocessor_config = image_processor_for(*eager_runner(model, dir)).options().to_json();
+    resolved.preprocessor_config = image_processor_for(*eager_runner(out.model, dir)).options().to_json();
 #else
     std::error_code ec;
     if (fs::is_regular_file(dir / "preprocessor_config.json", ec))
       resolved.preprocessor_config = read_json_file(dir / "preprocessor_config.json");
 #endif
   }
-  return export_torchscript(*model, out, resolved);
+  return out;
+}
+
+nlohmann::json export_model_dir(const fs::path& dir, const fs::path& out, const ExportOptions& options,
+                                const io::LoadOptions& load) {
+  const auto loaded = load_for_export(dir, options, load);
+  return export_torchscript(*loaded.model, out, loaded.options);
 }
 
 }  // namespace perceiver

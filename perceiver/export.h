@@ -8,7 +8,10 @@
 // answer), and returns a Dict[str, Tensor] with the names `perceiver infer` writes.
 #pragma once
 
+#include <torch/script.h>
+
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -44,6 +47,29 @@ nlohmann::json export_torchscript(PerceiverPreTrainedModelImpl& model, const std
 // pipelines would use for it (preprocessor_config.json, the checkpoint's run file, or defaults).
 nlohmann::json export_model_dir(const std::filesystem::path& dir, const std::filesystem::path& out,
                                 const ExportOptions& options = {}, const io::LoadOptions& load = {});
+
+// The steps of export_torchscript, for other layouts of the same module (export_triton.h).
+//
+// A traced export before it is written: the module, whose method `method` is the archive's
+// checked, dict-returning forward; its manifest; the extra files (the manifest joins them on saving).
+struct TracedExport {
+  torch::jit::Module module;
+  nlohmann::json manifest;
+  std::map<std::string, std::string> extra_files;
+};
+TracedExport trace_export(PerceiverPreTrainedModelImpl& model, const ExportOptions& options,
+                          const std::string& method = "forward");
+// Writes the module with its extra files and manifest through a temporary file beside `out`, so
+// that an interrupted export leaves no half-written file.
+void save_export(const TracedExport& traced, const std::filesystem::path& out);
+// A model or training-checkpoint directory loaded for export, and `options` completed with the
+// image settings the pipelines would use for it (export_model_dir's).
+struct ModelForExport {
+  PerceiverPreTrainedModel model;
+  ExportOptions options;
+};
+ModelForExport load_for_export(const std::filesystem::path& dir, const ExportOptions& options = {},
+                               const io::LoadOptions& load = {});
 
 // An extra file of an archive written by export_torchscript (e.g. "preprocessor_config.json"), or
 // nullopt when the archive has none by that name. Throws, naming `file`, when it is not such an archive.

@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "perceiver/export.h"
+#include "perceiver/export_triton.h"
 #include "perceiver/json_io.h"
 
 namespace perceiver {
@@ -37,6 +38,10 @@ std::optional<std::string> extra_record(const fs::path& file, const std::string&
   if (!zip->hasRecord(std::string("extra/") + kExportManifest))
     throw not_ours(std::string("it has no ") + kExportManifest);
   const auto parsed = parse_json(read(kExportManifest), file.string() + ":" + kExportManifest);
+  if (parsed.is_object() && parsed.value("format", "") == kTritonFormat)
+    throw std::invalid_argument(file.string() +
+                                ": a model for Triton (`perceiver export --triton`), whose forward returns a tuple; "
+                                "serve it with tritonserver, or export the model with --out to run it here");
   if (!parsed.is_object() || parsed.value("format", "") != kExportFormat)
     throw not_ours(std::string(kExportManifest) + " is not a perceiver-cpp export manifest");
   if (parsed.value("format_version", 0) != 1)

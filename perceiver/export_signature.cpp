@@ -304,9 +304,9 @@ std::vector<torch::Tensor> example_inputs(const ExportSignature& signature, int6
 }
 
 std::string forward_source(const ExportSignature& signature, const std::vector<TracedMethod>& methods,
-                           const std::string& who) {
+                           const std::string& who, const std::string& name) {
   std::ostringstream s;
-  s << "def forward(self";
+  s << "def " << name << "(self";
   for (const auto& in : signature.inputs)
     s << ", " << in.argument << (in.optional ? ": Optional[Tensor] = None" : ": Tensor");
   s << ") -> Dict[str, Tensor]:\n";

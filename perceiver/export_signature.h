@@ -67,10 +67,10 @@ std::vector<TracedMethod> traced_methods(const ExportSignature& signature);
 // min(free_size, max), every traced argument present.
 std::vector<torch::Tensor> example_inputs(const ExportSignature& signature, int64_t batch, int64_t free_size,
                                           const torch::Device& device, uint64_t seed);
-// The TorchScript source of `forward`: checks every input (messages start with `who`), fills
-// defaults and calls the traced method that fits.
+// The TorchScript source of `forward` (or of the method `name`): checks every input (messages start
+// with `who`), fills defaults, calls the traced method that fits and returns its Dict[str, Tensor].
 std::string forward_source(const ExportSignature& signature, const std::vector<TracedMethod>& methods,
-                           const std::string& who);
+                           const std::string& who, const std::string& name = "forward");
 // The inputs and their free dimensions as perceiver.json lists them.
 nlohmann::json signature_json(const ExportSignature& signature);
 

@@ -298,6 +298,11 @@ TEST(ExportCli, ExportThenInferTheFile) {
   const auto exported = run_cli("export --model '" + fixture.dir.string() + "' --out '" + file.string() + "'");
   ASSERT_EQ(exported.exit_code, 0) << exported.err;
   EXPECT_EQ(nlohmann::json::parse(exported.out).at("architecture"), "PerceiverForMaskedLM");
+  // A model card beside the file; HF's folder has none of ours, so it is made from config.json.
+  const auto card = slurp(tmp.path() / "mlm.README.md");
+  EXPECT_EQ(card.rfind("---\nlibrary_name: transformers\n", 0), 0u) << card;
+  EXPECT_NE(card.find("pipeline_tag: fill-mask"), std::string::npos) << card;
+  EXPECT_NE(card.find("torch.jit.load(\"mlm.pt\")"), std::string::npos) << card;
   NamedTensors inputs = fixture_inputs(fixture);
   inputs.erase("labels");
   io::save_safetensors(tmp.path() / "in.safetensors", inputs);

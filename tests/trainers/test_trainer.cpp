@@ -454,6 +454,19 @@ TEST(Trainer, CheckpointsCarryAModelCardWithTheirEvaluation) {
         (run_dir / "checkpoints" / "step-00000006").string());
   const auto resumed = card_front_matter(tmp.path() / "resumed" / "checkpoints" / "step-00000007" / "README.md");
   EXPECT_EQ(resumed["model-index"][0]["results"][0]["metrics"], card_front_matter(run_dir / "checkpoints" / "step-00000006" / "README.md")["model-index"][0]["results"][0]["metrics"]);
+
+  // An export of the checkpoint carries its card, with a section on the TorchScript file: beside an --out
+  // file, and in a Triton model's folder.
+  const auto checkpoint = run_dir / "checkpoints" / "step-00000008";
+  const auto trained = card_front_matter(checkpoint / "README.md");
+  const auto out = run_cli("export --model '" + checkpoint.string() + "' --out '" + (tmp.path() / "mlm.pt").string() + "'");
+  ASSERT_EQ(out.exit_code, 0) << out.err;
+  EXPECT_EQ(card_front_matter(tmp.path() / "mlm.README.md"), trained);
+  EXPECT_NE(slurp(tmp.path() / "mlm.README.md").find("## TorchScript export"), std::string::npos);
+  const auto triton = run_cli("export --model '" + checkpoint.string() + "' --triton '" + (tmp.path() / "repo").string() +
+                              "' --name mlm");
+  ASSERT_EQ(triton.exit_code, 0) << triton.err;
+  EXPECT_EQ(card_front_matter(tmp.path() / "repo" / "mlm" / "README.md"), trained);
 }
 
 TEST(Trainer, UnknownKeyNamesFileLineAndSuggestion) {
