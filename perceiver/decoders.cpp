@@ -149,7 +149,7 @@ int64_t PerceiverBasicDecoderImpl::queries_per_pass(int64_t latents, int64_t lat
   // The widest row of the layer's intermediates: the query channels through the MLP, or every
   // head's scores against the latents, or the queries and keys (unset: the latents' width, HF's
   // default). About 4 MB per intermediate and example, and no fewer than 1,024 rows:
-  // smaller slices made every op slower on two cores (flow-infer: 512 rows, 1.2x the time).
+  // smaller slices made every op slower on two cores (measured in docs/performance.md).
   const int64_t widest = std::max({options_.num_channels * options_.widening_factor, options_.num_heads * latents,
                                    options_.qk_channels.value_or(latent_channels),
                                    options_.v_channels.value_or(latent_channels), int64_t{1}});

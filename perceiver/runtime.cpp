@@ -51,10 +51,10 @@ void ensure_blas_environment(int argc, char** argv) {
   if (std::getenv("PERCEIVER_NO_REEXEC") != nullptr) return;
   bool changed = set_default_env("OPENBLAS_CORETYPE", preferred_openblas_coretype());
   // How long an idle OpenMP thread spins before it sleeps. libgomp's default (300,000 spins) makes
-  // a process whose threads share the cores with another's 20x slower (flow-infer, two at once on
-  // two cores); OMP_WAIT_POLICY=passive (no spinning) costs a sleep and a wake-up between every two
-  // parallel ops: flow-infer 1.2x the time of a short spin when alone. 1,000 spins keep the
-  // short-spin time alone and cost 1.1x when shared. The user's OMP_WAIT_POLICY is left alone too.
+  // a process whose threads share the cores with another's many times slower; OMP_WAIT_POLICY=passive
+  // (no spinning) costs a sleep and a wake-up between every two parallel ops. 1,000 spins keep the
+  // short-spin time of a process alone and cost little when the cores are shared (figures in
+  // docs/performance.md). The user's OMP_WAIT_POLICY is left alone too.
   if (std::getenv("OMP_WAIT_POLICY") == nullptr) changed |= set_default_env("GOMP_SPINCOUNT", "1000");
   if (!changed) return;
   ::setenv("PERCEIVER_NO_REEXEC", "1", 1);  // guard against a loop whatever happens below
