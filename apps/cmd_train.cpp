@@ -5,6 +5,7 @@
 #include "apps/options.h"
 #include "trainers/launcher.h"
 #include "trainers/run_config_util.h"
+#include "trainers/run_options.h"
 #include "trainers/trainer.h"
 
 namespace {
@@ -61,9 +62,27 @@ int launch_ranks(const std::string& command, const std::vector<std::string>& arg
   return perceiver::trainers::launch(lo);
 }
 
+// --help-config [--config RUN.yaml] [--markdown]: every run-file key with its type, default and help
+// (for one run file: its task's and its sources'), as text or as docs/run-files.md.
+int print_config_help(const std::vector<std::string>& args) {
+  po::options_description desc("perceiver train --help-config [--config RUN.yaml] [--markdown]");
+  desc.add_options()("help-config", "list the run-file keys")("config", po::value<std::string>(),
+                                                              "only the keys of this run file's task and sources")(
+      "markdown", "as Markdown (docs/run-files.md)");
+  const auto vm = perceiver::cli::parse(desc, args);
+  using namespace perceiver::trainers;
+  const auto sections =
+      vm.count("config") ? run_sections(load_run_config(vm["config"].as<std::string>()).root) : all_sections();
+  std::cout << (vm.count("markdown") ? markdown(sections) : help_text(sections));
+  return 0;
+}
+
 int run_train(const std::vector<std::string>& args) {
-  const auto desc = train_options("perceiver train --config RUN.yaml [--resume DIR|auto] [KEY=VALUE ...]", true);
+  const auto desc = train_options("perceiver train --config RUN.yaml [--resume DIR|auto] [KEY=VALUE ...]\n"
+                                  "perceiver train --help-config [--config RUN.yaml] [--markdown]: every run-file key",
+                                  true);
   if (perceiver::cli::wants_help(args, desc)) return 0;
+  if (std::find(args.begin(), args.end(), "--help-config") != args.end()) return print_config_help(args);
   po::positional_options_description pos;
   pos.add("overrides", -1);
   const auto vm = perceiver::cli::parse(desc, args, &pos);

@@ -306,12 +306,12 @@ FlowPairs synthetic_flow_source(SourceOptions& s, int64_t height, int64_t width)
   SyntheticFlowOptions o;
   o.height = height;
   o.width = width;
-  o.seed = static_cast<uint64_t>(s.get_int("seed", s.is_train() ? 1 : 2));
-  o.max_displacement = s.get_double("max_displacement", o.max_displacement);
-  const auto pan = s.get_doubles("pan", {o.pan[0], o.pan[1]});
+  o.seed = static_cast<uint64_t>(s.has("seed") ? s.get_int("seed") : s.is_train() ? 1 : 2);
+  o.max_displacement = s.get_double("max_displacement");
+  const auto pan = s.get_doubles("pan");
   if (pan.size() != 2) s.fail("pan", "must be a list [u, v] of two numbers");
   o.pan = {pan[0], pan[1]};
-  return {s.get_int("count", 1000), [o](int64_t i) { return synthetic_flow_sample(o, i); }};
+  return {s.get_int("count"), [o](int64_t i) { return synthetic_flow_sample(o, i); }};
 }
 
 // Recorded pairs, top-left cropped to the model's train_size (the decoder's output grid is fixed).
@@ -352,10 +352,10 @@ FlowPairs shifted_images_source(SourceOptions& s, int64_t height, int64_t width)
   ShiftedImageOptions o;
   o.height = height;
   o.width = width;
-  o.seed = static_cast<uint64_t>(s.get_int("seed", s.is_train() ? 1 : 2));
-  o.max_displacement = s.get_double("max_displacement", o.max_displacement);
+  o.seed = static_cast<uint64_t>(s.has("seed") ? s.get_int("seed") : s.is_train() ? 1 : 2);
+  o.max_displacement = s.get_double("max_displacement");
   if (!(o.max_displacement >= 0)) s.fail("max_displacement", "must be a number of pixels >= 0");
-  const auto short_side = s.get_int("short_side", 0);
+  const auto short_side = s.get_int("short_side");
   if (short_side < 0) s.fail("short_side", "must be 0 (keep the size) or a number of pixels");
   std::vector<fs::path> files;
   std::error_code ec;
@@ -384,7 +384,7 @@ FlowPairs shifted_images_source(SourceOptions& s, int64_t height, int64_t width)
                          c10::str(o.max_displacement) + " need at least " + std::to_string(width + 2 * m) + "x" +
                          std::to_string(height + 2 * m));
   }
-  return {s.get_int("count", 128), [o, files = std::move(files), load](int64_t i) {
+  return {s.get_int("count"), [o, files = std::move(files), load](int64_t i) {
             // Pair i of photo i mod n, exactly as with every photo in memory.
             return shifted_image_sample({load(files[static_cast<size_t>(i) % files.size()])}, o, static_cast<uint64_t>(i));
           }};
@@ -392,7 +392,7 @@ FlowPairs shifted_images_source(SourceOptions& s, int64_t height, int64_t width)
 
 FlowPairs sintel_source(SourceOptions& s, int64_t height, int64_t width) {
   const auto root = s.required("path");
-  const auto pass = s.get_string("pass", "clean");
+  const auto pass = s.get_string("pass");
   return recorded_flow_pairs(s, discover_sintel(root, pass), root, height, width);
 }
 
@@ -401,14 +401,36 @@ FlowPairs chairs_source(SourceOptions& s, int64_t height, int64_t width) {
   return recorded_flow_pairs(s, discover_flying_chairs(root), root, height, width);
 }
 
+// The seed of generated pairs: the two splits differ unless a run file says otherwise.
+OptionSpec seed_option() {
+  return {"seed", "int", "", "seed of the generated pairs; default 1 for data.train, 2 otherwise"};
+}
+
 }  // namespace
 
 const SourceRegistry<FlowSource>& flow_sources() {
   static const SourceRegistry<FlowSource> registry = {
-      {"synthetic", synthetic_flow_source},
-      {"sintel", sintel_source},
-      {"chairs", chairs_source},
-      {"shifted_images", shifted_images_source},
+      {"synthetic",
+       {synthetic_flow_source, "generated pairs: a smooth random texture moved by a smooth flow, with exact ground truth",
+        {{"count", "int", "1000", "number of pairs"},
+         seed_option(),
+         {"max_displacement", "float", "6.0", "largest flow in pixels (each pair draws its own scale in [0.5, 1] of it)"},
+         {"pan", "list[float]", "[0.0, 0.0]", "a camera pan [u, v] in pixels added to every pair's flow"}}}},
+      {"sintel",
+       {sintel_source, "MPI Sintel's training pairs (<root>/training/<pass>/<scene>/frame_XXXX.png and their flow)",
+        {{"path", "string", "", "the Sintel root folder", true},
+         {"pass", "string", "clean", "the rendering pass read: clean or final"}}}},
+      {"chairs",
+       {chairs_source, "FlyingChairs pairs (XXXXX_img1.ppm, XXXXX_img2.ppm, XXXXX_flow.flo)",
+        {{"path", "string", "", "the FlyingChairs folder (the files in it or in its data/)", true}}}},
+      {"shifted_images",
+       {shifted_images_source, "real images moved by known translations: a check of a model on photographs",
+        {{"path", "string", "", "an image file or a folder of images", true},
+         {"count", "int", "128", "number of pairs (pair i moves image i mod the number of images)"},
+         seed_option(),
+         {"max_displacement", "float", "2.0", "largest shift in pixels (drawn uniformly from the disc of this radius)"},
+         {"short_side", "int", "0",
+          "first resize each image so that its shorter side has this many pixels; 0 keeps the size"}}}},
   };
   return registry;
 }

@@ -239,9 +239,9 @@ torch::Tensor augment_images(const torch::Tensor& images, const AugmentOptions& 
 namespace {
 
 ImageSet fashion_mnist_source(SourceOptions& s, const ImageFolderOptions& decode) {
-  const auto split = s.get_string("split", s.is_train() ? "train" : "test");
+  const auto split = s.has("split") ? s.get_string("split") : s.is_train() ? "train" : "test";
   if (split != "train" && split != "test") s.fail("split", "must be train or test");
-  const auto dir = s.get_string("path", "");
+  const auto dir = s.has("path") ? s.get_string("path") : "";
   return in_memory_images(dir.empty() ? load_fashion_mnist(split == "train") : load_fashion_mnist(split == "train", dir),
                           decode);
 }
@@ -252,8 +252,8 @@ ImageSet idx_source(SourceOptions& s, const ImageFolderOptions& decode) {
 
 ImageFolderOptions with_resize(SourceOptions& s, const ImageFolderOptions& decode) {
   ImageFolderOptions o = decode;
-  o.height = s.get_int("height", 0);
-  o.width = s.get_int("width", 0);
+  o.height = s.get_int("height");
+  o.width = s.get_int("width");
   if ((o.height > 0) != (o.width > 0)) s.fail(o.height > 0 ? "width" : "height", "must be set with the other one");
   if (o.height > 0 && o.processor)
     s.fail("height", "and width resize images, but the model's preprocessor_config.json already crops and resizes "
@@ -268,8 +268,8 @@ ImageSet image_folder_source(SourceOptions& s, const ImageFolderOptions& decode)
 ImageSet image_list_source(SourceOptions& s, const ImageFolderOptions& decode) {
   ImageListOptions o;
   static_cast<ImageFolderOptions&>(o) = with_resize(s, decode);
-  o.image_field = s.get_string("image_field", o.image_field);
-  o.label_field = s.get_string("label_field", o.label_field);
+  o.image_field = s.get_string("image_field");
+  o.label_field = s.get_string("label_field");
   auto out = list_image_list(s.required("path"), o);
   if (out.skipped > 0) spdlog::warn("{}: skipped {} incomplete rows", s.path(), out.skipped);
   return out;
@@ -278,19 +278,45 @@ ImageSet image_list_source(SourceOptions& s, const ImageFolderOptions& decode) {
 ImageSet image_shards_source(SourceOptions& s, const ImageFolderOptions& decode) {
   ImageShardOptions o;
   static_cast<ImageFolderOptions&>(o) = with_resize(s, decode);
-  o.label_key = s.get_string("label_key", o.label_key);
+  o.label_key = s.get_string("label_key");
   return open_image_shards(s.required("path"), o);
+}
+
+// A source's keys followed by the resize every decoded-image source accepts.
+OptionSpecs with_resize_options(OptionSpecs specs) {
+  specs.push_back({"height", "int", "0", "resize every image to this height (set width too); 0 keeps the size"});
+  specs.push_back({"width", "int", "0", "resize every image to this width (set height too); 0 keeps the size"});
+  return specs;
 }
 
 }  // namespace
 
 const SourceRegistry<ImageSource>& image_sources() {
   static const SourceRegistry<ImageSource> registry = {
-      {"fashion_mnist", fashion_mnist_source},
-      {"idx", idx_source},
-      {"image_folder", image_folder_source},
-      {"image_list", image_list_source},
-      {"image_shards", image_shards_source},
+      {"fashion_mnist",
+       {fashion_mnist_source, "Fashion-MNIST's official split (Debian's dataset-fashion-mnist), in memory",
+        {{"split", "enum[train, test]", "", "the official split read; default train for data.train, test otherwise"},
+         {"path", "string", "", "a folder of Fashion-MNIST's IDX files; absent: the installed package's"}}}},
+      {"idx",
+       {idx_source, "an IDX pair of image and label files (MNIST's format)",
+        {{"images", "string", "", "the IDX file of uint8 images (plain or gzip)", true},
+         {"labels", "string", "", "the IDX file of labels, one per image", true}}}},
+      {"image_folder",
+       {image_folder_source, "a folder with one subfolder of images per class (the subfolder's name is the label)",
+        with_resize_options({{"path", "string", "", "the folder of class subfolders", true}})}},
+      {"image_list",
+       {image_list_source, "a CSV list of image paths (relative to the CSV's folder) and their label fields",
+        with_resize_options(
+            {{"path", "string", "", "the CSV file, with a header naming its columns", true},
+             {"image_field", "string", "image", "the column that holds each image's path"},
+             {"label_field", "string", "label",
+              "the column that holds the label (a class name, a label list or a number, as task.problem_type says)"}})}},
+      {"image_shards",
+       {image_shards_source, "WebDataset tar shards of <key>.jpg (or .png, ...) with <key>.cls and/or <key>.json labels",
+        with_resize_options(
+            {{"path", "string", "", "a folder of .tar shards, one .tar, or a brace range such as train-{000000..000099}.tar",
+              true},
+             {"label_key", "string", "label", "the field of <key>.json that holds the label"}})}},
   };
   return registry;
 }

@@ -119,13 +119,13 @@ namespace {
 
 LabelledTexts fortunes_source(SourceOptions& s, const std::string&) {
   FortuneLangIdOptions o;
-  o.max_bytes = static_cast<size_t>(s.get_int("max_bytes", static_cast<int64_t>(o.max_bytes)));
-  o.min_bytes = static_cast<size_t>(s.get_int("min_bytes", static_cast<int64_t>(o.min_bytes)));
-  o.validation_fraction = s.get_double("validation_fraction", o.validation_fraction);
-  o.test_fraction = s.get_double("test_fraction", o.test_fraction);
-  o.balance = s.get_bool("balance", o.balance);
-  o.split_seed = static_cast<uint64_t>(s.get_int("split_seed", static_cast<int64_t>(o.split_seed)));
-  const auto split = s.get_string("split", s.is_train() ? "train" : "validation");
+  o.max_bytes = static_cast<size_t>(s.get_int("max_bytes"));
+  o.min_bytes = static_cast<size_t>(s.get_int("min_bytes"));
+  o.validation_fraction = s.get_double("validation_fraction");
+  o.test_fraction = s.get_double("test_fraction");
+  o.balance = s.get_bool("balance");
+  o.split_seed = static_cast<uint64_t>(s.get_int("split_seed"));
+  const auto split = s.has("split") ? s.get_string("split") : s.is_train() ? "train" : "validation";
   if (split != "train" && split != "validation" && split != "test")
     s.fail("split", "must be train, validation or test, found '" + split + "'");
   auto splits = fortune_language_id(o);
@@ -135,8 +135,8 @@ LabelledTexts fortunes_source(SourceOptions& s, const std::string&) {
 
 LabelledTexts labelled_text_source(SourceOptions& s, const std::string& label_separator) {
   LabelledReadOptions o;
-  o.text_field = s.get_string("text_field", o.text_field);
-  o.label_field = s.get_string("label_field", o.label_field);
+  o.text_field = s.get_string("text_field");
+  o.label_field = s.get_string("label_field");
   o.list_separator = label_separator;  // JSONL label lists are split again on it
   auto out = open_labelled_text(s.required("path"), o);
   if (out.skipped > 0) spdlog::warn("{}: skipped {} malformed rows", s.path(), out.skipped);
@@ -147,8 +147,24 @@ LabelledTexts labelled_text_source(SourceOptions& s, const std::string& label_se
 
 const SourceRegistry<LabelledTextSource>& labelled_text_sources() {
   static const SourceRegistry<LabelledTextSource> registry = {
-      {"fortunes", fortunes_source},
-      {"labelled_text", labelled_text_source},
+      {"fortunes",
+       {fortunes_source,
+        "language identification: Debian's fortune files in several languages, cut into sentence pieces, in memory",
+        {{"split", "enum[train, validation, test]", "",
+          "the pieces read; default train for data.train, validation otherwise"},
+         {"max_bytes", "int", "256", "fortunes are cut at sentence ends into pieces of at most this many bytes"},
+         {"min_bytes", "int", "24", "pieces shorter than this many bytes are dropped"},
+         {"validation_fraction", "float", "0.1", "share of each language's pieces in the validation split"},
+         {"test_fraction", "float", "0.1", "share of each language's pieces in the test split"},
+         {"balance", "bool", "false", "cap every language at the smallest language's count (per split)"},
+         {"split_seed", "int", "0", "seed of the deterministic train/validation/test split"}}}},
+      {"labelled_text",
+       {labelled_text_source, "labelled texts from a CSV, TSV or JSONL file (format from the extension), read row by row",
+        {{"path", "string", "", "the CSV, TSV or JSONL file", true},
+         {"text_field", "string", "text",
+          "the column (header name, or 0-based index without header) or JSON key that holds the text"},
+         {"label_field", "string", "label",
+          "the column or JSON key that holds the label (a name, a label list or a number, as task.problem_type says)"}}}},
   };
   return registry;
 }

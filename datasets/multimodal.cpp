@@ -179,8 +179,8 @@ namespace {
 
 Clips synthetic_clip_source(SourceOptions& s, const ClipShape& shape) {
   SyntheticClipOptions o(shape);
-  o.seed = static_cast<uint64_t>(s.get_int("seed", s.is_train() ? 1 : 2));
-  return {s.get_int("count", 512), [o](int64_t i) { return synthetic_clips(o, i, 1); }};
+  o.seed = static_cast<uint64_t>(s.has("seed") ? s.get_int("seed") : s.is_train() ? 1 : 2);
+  return {s.get_int("count"), [o](int64_t i) { return synthetic_clips(o, i, 1); }};
 }
 
 // A CSV (columns video,audio,label; paths relative to the CSV) of recorded clips: video as a frame
@@ -234,8 +234,14 @@ Clips recorded_clip_source(SourceOptions& s, const ClipShape& shape) {
 
 const SourceRegistry<ClipSource>& clip_sources() {
   static const SourceRegistry<ClipSource> registry = {
-      {"synthetic", synthetic_clip_source},
-      {"files", recorded_clip_source},
+      {"synthetic",
+       {synthetic_clip_source, "generated clips: a square moving in a class's direction with a tone at a class's pitch",
+        {{"count", "int", "512", "number of clips"},
+         {"seed", "int", "", "seed of the generated clips; default 1 for data.train, 2 otherwise"}}}},
+      {"files",
+       {recorded_clip_source, "recorded clips listed in a CSV: video (a frame folder or a video file), WAV audio, label",
+        {{"list", "string", "",
+          "the CSV (columns video, audio, label; paths relative to it; a label name or class index)", true}}}},
   };
   return registry;
 }

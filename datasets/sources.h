@@ -1,7 +1,8 @@
 // Data sources by their run-file `type` name, one registry per kind of data a task reads. A source
-// is a function of its options section; adding one is that function and one registration line in
-// its kind's file (text_corpus.cpp, labelled_text.cpp, images.cpp, flow.cpp, multimodal.cpp). The
-// names a run file may use, and the error listing them, are read from the registries.
+// is a function of its options section; adding one is that function and one registration line (its
+// help and its declared keys) in its kind's file (text_corpus.cpp, labelled_text.cpp, images.cpp,
+// flow.cpp, multimodal.cpp). The names a run file may use, the keys each accepts with their defaults,
+// and the errors listing them are read from the registries.
 #pragma once
 
 #include <cstdint>
@@ -15,38 +16,53 @@
 #include "datasets/images.h"
 #include "datasets/labelled_text_index.h"
 #include "datasets/multimodal.h"
+#include "datasets/option_spec.h"
 #include "datasets/text_stream.h"
 
 namespace perceiver::datasets {
 
 // One source's options section. The trainer implements it over the run file (typed values,
-// file:line errors, unknown keys refused); a C++ program can implement it over anything.
+// file:line errors, unknown keys refused); a C++ program can implement it over anything. `type` (the
+// source's name) is always readable; find_source declares the chosen source's other keys.
 class SourceOptions {
  public:
   virtual ~SourceOptions() = default;
-  virtual std::string get_string(const std::string& key, const std::string& fallback) = 0;
-  virtual int64_t get_int(const std::string& key, int64_t fallback) = 0;
-  virtual double get_double(const std::string& key, double fallback) = 0;
-  virtual bool get_bool(const std::string& key, bool fallback) = 0;
-  virtual std::vector<double> get_doubles(const std::string& key, const std::vector<double>& fallback) = 0;
+  // Values of the declared keys: the run file's, else the declared default. Reading a key that is not
+  // declared, or an absent key without a declared default, is a programming error (std::logic_error).
+  virtual std::string get_string(const std::string& key) = 0;
+  virtual int64_t get_int(const std::string& key) = 0;
+  virtual double get_double(const std::string& key) = 0;
+  virtual bool get_bool(const std::string& key) = 0;
+  virtual std::vector<double> get_doubles(const std::string& key) = 0;
+  virtual bool has(const std::string& key) = 0;  // present and not null: for defaults that depend on other settings
   virtual std::string required(const std::string& key) = 0;
   [[noreturn]] virtual void fail(const std::string& key, const std::string& what) const = 0;
   // Where the section is ("data.train", "data.eval"): defaults such as the split follow it.
   virtual const std::string& path() const = 0;
+  virtual void declare(const OptionSpecs& specs) = 0;  // the chosen source's keys (find_source calls it)
   bool is_train() const { return path() == "data.train"; }
 };
 
+// A source: its factory, one line on what it reads, and its keys besides `type`.
 template <typename Factory>
-using SourceRegistry = std::map<std::string, Factory>;
+struct Source {
+  Factory make;
+  std::string help;     // one line: what this source reads
+  OptionSpecs options;  // its keys besides `type`
+};
+
+template <typename Factory>
+using SourceRegistry = std::map<std::string, Source<Factory>>;
 
 template <typename Factory>
 std::vector<std::string> source_names(const SourceRegistry<Factory>& registry) {
   std::vector<std::string> names;
-  for (const auto& [name, factory] : registry) names.push_back(name);
+  for (const auto& [name, source] : registry) names.push_back(name);
   return names;
 }
 
-// The factory named by the section's `type`; an unknown name fails listing the known ones.
+// The factory named by the section's `type`, its keys declared to `options`; an unknown name fails
+// listing the known ones.
 template <typename Factory>
 Factory find_source(const SourceRegistry<Factory>& registry, SourceOptions& options, const std::string& kind) {
   const auto type = options.required("type");
@@ -56,8 +72,21 @@ Factory find_source(const SourceRegistry<Factory>& registry, SourceOptions& opti
     for (const auto& name : source_names(registry)) known += (known.empty() ? "" : ", ") + name;
     options.fail("type", "unknown " + kind + " source '" + type + "' (known: " + known + ")");
   }
-  return it->second;
+  options.declare(it->second.options);
+  return it->second.make;
 }
+
+// Every source of one kind with its declarations, for the schema, --help-config and the docs.
+struct SourceInfo {
+  std::string name, help;
+  OptionSpecs options;
+};
+struct SourceKind {
+  std::string name;  // as find_source's `kind`: "text", "labelled-text", "image", "flow", "clip"
+  std::vector<SourceInfo> sources;
+};
+// Every kind compiled into this build (image, flow and clip need OpenCV).
+std::vector<SourceKind> source_kinds();
 
 // Text for masked language modelling as one byte stream, its documents joined by `separator`: kjv (in
 // memory), text and jsonl (indexed on disk, read on demand).

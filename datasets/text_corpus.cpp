@@ -319,10 +319,10 @@ TextSplit split_kjv(const std::vector<BibleVerse>& verses, const KjvSplitOptions
 namespace {
 
 std::shared_ptr<const TextStream> kjv_source(SourceOptions& s, const std::string& separator) {
-  const auto split = s.get_string("split", s.is_train() ? "train" : "validation");
+  const auto split = s.has("split") ? s.get_string("split") : s.is_train() ? "train" : "validation";
   KjvSplitOptions o;
-  o.holdout_every = s.get_int("holdout_every", o.holdout_every);
-  const auto path = s.get_string("path", "");
+  o.holdout_every = s.get_int("holdout_every");
+  const auto path = s.has("path") ? s.get_string("path") : "";
   if (split != "train" && split != "validation") s.fail("split", "must be train or validation, found '" + split + "'");
   auto parts = split_kjv(path.empty() ? read_kjv() : read_kjv(path), o);
   return std::make_shared<MemoryTextStream>(std::move(split == "train" ? parts.train : parts.validation), separator);
@@ -335,13 +335,13 @@ std::shared_ptr<const TextStream> indexed_text_source(SourceOptions& s, const st
   if (jsonl) {
     o.read.extensions = {".jsonl"};
   } else {
-    const auto unit = s.get_string("unit", "file");
+    const auto unit = s.get_string("unit");
     if (unit != "file" && unit != "line" && unit != "paragraph")
       s.fail("unit", "must be file, line or paragraph, found '" + unit + "'");
     o.read.unit = unit == "line" ? TextUnit::kLine : unit == "paragraph" ? TextUnit::kParagraph : TextUnit::kFile;
   }
-  o.read.jsonl_field = s.get_string("jsonl_field", "text");
-  o.cache_dir = s.get_string("index_dir", "");
+  o.read.jsonl_field = s.get_string("jsonl_field");
+  if (s.has("index_dir")) o.cache_dir = s.get_string("index_dir");
   const auto path = s.required("path");
   auto text = IndexedText::open(path, o);
   const auto& summary = text->summary();
@@ -359,13 +359,36 @@ std::shared_ptr<const TextStream> jsonl_source(SourceOptions& s, const std::stri
   return indexed_text_source(s, separator, true);
 }
 
+// A source's own keys followed by those both indexed sources read.
+OptionSpecs indexed_text_options(OptionSpecs specs) {
+  specs.push_back({"jsonl_field", "string", "text", "the field of each JSONL object that holds its text"});
+  specs.push_back({"index_dir", "string", "",
+                   "where the index is kept; absent: $PERCEIVER_CACHE_DIR, else ~/.cache/perceiver-cpp"});
+  return specs;
+}
+
 }  // namespace
 
 const SourceRegistry<TextSource>& text_sources() {
   static const SourceRegistry<TextSource> registry = {
-      {"kjv", kjv_source},
-      {"text", text_source},
-      {"jsonl", jsonl_source},
+      {"kjv",
+       {kjv_source,
+        "the King James Bible (Debian's bible-kjv-text), in memory; every holdout_every-th verse is held out",
+        {{"split", "enum[train, validation]", "",
+          "the verses read: train or validation (the held-out ones); default train for data.train, validation "
+          "otherwise"},
+         {"holdout_every", "int", "20", "every holdout_every-th verse goes to the validation split (at least 2)"},
+         {"path", "string", "",
+          "bible-kjv's compressed data file (bible.data); absent: the installed bible-kjv-text package's"}}}},
+      {"text",
+       {text_source,
+        "plain text, a file or a folder (recursive: .txt, .text, .md, .jsonl), indexed on disk and read on demand",
+        indexed_text_options({{"path", "string", "", "a text file or a folder of them", true},
+                              {"unit", "enum[file, line, paragraph]", "file",
+                               "what one document is: a whole file, a line, or a paragraph (blank-line separated)"}})}},
+      {"jsonl",
+       {jsonl_source, "JSONL documents, a file or a folder of .jsonl files, indexed on disk and read on demand",
+        indexed_text_options({{"path", "string", "", "a JSONL file or a folder of .jsonl files", true}})}},
   };
   return registry;
 }

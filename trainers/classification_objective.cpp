@@ -4,13 +4,26 @@
 
 namespace perceiver::trainers {
 
+const datasets::OptionSpecs& classification_options() {
+  static const datasets::OptionSpecs options = {
+      {"problem_type", "enum[" + join(ProblemType::names(), ", ") + "]", "single_label_classification",
+       "HF's problem type: single-label (softmax, cross-entropy), multi-label (sigmoid, binary cross-entropy) or "
+       "regression (mean squared error)"},
+      {"label_smoothing", "float", "0.0", "label smoothing of the cross-entropy (single_label_classification only)"},
+      // Quoted: a bare | is YAML's block-scalar mark.
+      {"label_separator", "string", "'|'",
+       "splits a multi-label field into its labels (JSONL label lists are joined with it); not empty"},
+  };
+  return options;
+}
+
 ClassificationObjective::ClassificationObjective(TaskSection& s) {
-  label_smoothing_ = s.get<double>("label_smoothing", 0.0);
-  const auto name = s.get<std::string>("problem_type", type_.name());
+  label_smoothing_ = s.get<double>("label_smoothing");
+  const auto name = s.get<std::string>("problem_type");
   if (!ProblemType::known(name)) s.fail("problem_type", ProblemType::expected(name));
   type_ = ProblemType(name);
   if (label_smoothing_ != 0.0 && !single()) s.fail("label_smoothing", "applies to single_label_classification only");
-  separator_ = s.get<std::string>("label_separator", separator_);
+  separator_ = s.get<std::string>("label_separator");
   if (separator_.empty()) s.fail("label_separator", "must not be empty");
 }
 

@@ -13,6 +13,9 @@
 
 namespace perceiver::trainers {
 
+// task.problem_type, task.label_smoothing and task.label_separator: both classification tasks' keys.
+const datasets::OptionSpecs& classification_options();
+
 class ClassificationObjective {
  public:
   // Reads task.problem_type, task.label_smoothing and task.label_separator.

@@ -173,6 +173,26 @@ void clear_gradients(torch::optim::Optimizer& optimizer) {
     for (auto& p : group.params()) p.mutable_grad().reset();
 }
 
+const datasets::OptionSpecs& optimizer_option_specs() {
+  static const datasets::OptionSpecs specs = [] {
+    const OptimizerOptions d;
+    return datasets::OptionSpecs{
+        {"name", "enum[adamw, lamb, sgd]", d.name, "adamw (decoupled weight decay), lamb (layer-wise trust ratio) or sgd"},
+        {"lr", "float", yaml_text(d.lr), "base learning rate (the schedule scales it)"},
+        {"weight_decay", "float", yaml_text(d.weight_decay), "decoupled for adamw and lamb, classic L2 for sgd"},
+        {"betas", "list[float]", yaml_text(std::vector<double>{d.beta1, d.beta2}), "adamw and lamb: [beta1, beta2]"},
+        {"eps", "float", yaml_text(d.eps), "adamw and lamb: added to the denominator"},
+        {"momentum", "float", yaml_text(d.momentum), "sgd only"},
+        {"nesterov", "bool", yaml_text(d.nesterov), "sgd only: Nesterov momentum"},
+        {"exclude_from_decay", "list[string]", yaml_text(d.exclude_from_decay),
+         "parameter name patterns (glob, or re:REGEX) without weight decay; replaces the default list"},
+        {"lr_multipliers", "map", "", "{pattern: factor}: the first matching pattern scales a parameter's learning rate"},
+        {"freeze", "list[string]", yaml_text(d.freeze), "parameter name patterns that are not trained"},
+    };
+  }();
+  return specs;
+}
+
 OptimizerOptions optimizer_options_from_yaml(const YAML::Node& section, const std::string& source,
                                              const std::string& path) {
   const SectionReader r(section, source, path);

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "datasets/option_spec.h"
 #include "perceiver/torch_compat.h"
 
 namespace perceiver::trainers {
@@ -45,6 +46,10 @@ struct OptimizerOptions {
 // nesterov, exclude_from_decay: [patterns] (replaces the defaults), lr_multipliers: {pattern: x}
 // (in file order), freeze: [patterns]. Absent keys keep their defaults. Throws ConfigError naming
 // source (the run file), line and key for wrong types and bad values.
+// The `optimizer` section's keys as a run file declares them (trainers/run_options.h); their defaults
+// are OptimizerOptions'.
+const datasets::OptionSpecs& optimizer_option_specs();
+
 OptimizerOptions optimizer_options_from_yaml(const YAML::Node& section, const std::string& source,
                                              const std::string& path = "optimizer");
 

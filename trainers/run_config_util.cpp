@@ -1,5 +1,7 @@
 #include "trainers/run_config_util.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <fstream>
 #include <sstream>
@@ -374,6 +376,18 @@ size_t levenshtein(const std::string& a, const std::string& b) {
     }
   }
   return row[b.size()];
+}
+
+std::string yaml_text(double value) {
+  auto text = fmt::format("{}", value);
+  if (text.find_first_of(".en") == std::string::npos) text += ".0";  // stays a float when read back
+  return text;
+}
+
+std::string yaml_text(const std::vector<double>& values) {
+  std::string out = "[";
+  for (size_t i = 0; i < values.size(); ++i) out += (i ? ", " : "") + yaml_text(values[i]);
+  return out + "]";
 }
 
 std::string to_yaml(const YAML::Node& root) {

@@ -92,6 +92,17 @@ size_t levenshtein(const std::string& a, const std::string& b);
 std::string closest(const std::string& word, const std::vector<std::string>& candidates);
 std::string join(const std::vector<std::string>& items, const std::string& sep);
 
+// A value as one line of YAML (flow style, quoted where YAML needs it): declared defaults.
+template <typename T>
+std::string yaml_text(const T& value) {
+  YAML::Emitter out;
+  out << YAML::Flow << value;
+  return out.c_str();
+}
+// Numbers as the shortest text that reads back the same (0.001, not 0.0010000000000000000208).
+std::string yaml_text(double value);
+std::string yaml_text(const std::vector<double>& values);
+
 // The effective config as YAML text / into a file (written to a temporary name, then renamed).
 std::string to_yaml(const YAML::Node& root);
 void write_yaml(const YAML::Node& root, const std::filesystem::path& file);

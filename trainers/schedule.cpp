@@ -29,6 +29,21 @@ void validate(const ScheduleOptions& o) {
   if (!(o.min_lr >= 0)) throw std::invalid_argument(where + "min_lr must be >= 0");
 }
 
+const datasets::OptionSpecs& schedule_option_specs() {
+  static const datasets::OptionSpecs specs = [] {
+    const ScheduleOptions d;
+    return datasets::OptionSpecs{
+        {"name", "enum[constant, linear, cosine, constant_cosine]", d.name,
+         "after the warm-up: constant, linear or cosine decay to min_lr, or constant then cosine"},
+        {"warmup_steps", "int", yaml_text(d.warmup_steps), "linear warm-up from 0 to the base learning rate"},
+        {"min_lr", "float", yaml_text(d.min_lr), "the learning rate the decay ends at"},
+        {"constant_fraction", "float", yaml_text(d.constant_fraction),
+         "constant_cosine: the share of the run at the base learning rate before the decay"},
+    };
+  }();
+  return specs;
+}
+
 ScheduleOptions schedule_options_from_yaml(const YAML::Node& section, const std::string& source,
                                            const std::string& path) {
   const SectionReader r(section, source, path);

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "datasets/option_spec.h"
+
 namespace torch::optim {
 class Optimizer;
 }
@@ -31,6 +33,10 @@ struct ScheduleOptions {
 
 // From a run file's `schedule` section (keys as the fields above); absent keys keep their defaults.
 // total_steps may be left out for the trainer to fill in (e.g. from its max_steps) before use.
+// The `schedule` section's keys as a run file declares them (trainers/run_options.h); their defaults
+// are ScheduleOptions'. total_steps is not one: the trainer sets it from its max_steps.
+const datasets::OptionSpecs& schedule_option_specs();
+
 ScheduleOptions schedule_options_from_yaml(const YAML::Node& section, const std::string& source,
                                            const std::string& path = "schedule");
 

@@ -7,22 +7,22 @@
 namespace perceiver::trainers {
 
 // One per file in trainers/tasks/.
-std::unique_ptr<Task> make_masked_lm_task(TaskSection& options);
-std::unique_ptr<Task> make_sequence_classification_task(TaskSection& options);
+TaskInfo masked_lm_task_info();
+TaskInfo sequence_classification_task_info();
 #if PERCEIVER_WITH_OPENCV  // the vision tasks read images and video
-std::unique_ptr<Task> make_image_classification_task(TaskSection& options);
-std::unique_ptr<Task> make_optical_flow_task(TaskSection& options);
-std::unique_ptr<Task> make_multimodal_autoencoding_task(TaskSection& options);
+TaskInfo image_classification_task_info();
+TaskInfo optical_flow_task_info();
+TaskInfo multimodal_autoencoding_task_info();
 #endif
 
-const std::map<std::string, TaskFactory>& task_registry() {
-  static const std::map<std::string, TaskFactory> registry = {
-      {"mlm", make_masked_lm_task},
-      {"sequence_classification", make_sequence_classification_task},
+const std::map<std::string, TaskInfo>& task_registry() {
+  static const std::map<std::string, TaskInfo> registry = {
+      {"mlm", masked_lm_task_info()},
+      {"sequence_classification", sequence_classification_task_info()},
 #if PERCEIVER_WITH_OPENCV
-      {"image_classification", make_image_classification_task},
-      {"optical_flow", make_optical_flow_task},
-      {"multimodal_autoencoding", make_multimodal_autoencoding_task},
+      {"image_classification", image_classification_task_info()},
+      {"optical_flow", optical_flow_task_info()},
+      {"multimodal_autoencoding", multimodal_autoencoding_task_info()},
 #endif
   };
   return registry;
@@ -30,8 +30,13 @@ const std::map<std::string, TaskFactory>& task_registry() {
 
 std::vector<std::string> known_tasks() {
   std::vector<std::string> names;
-  for (const auto& [name, factory] : task_registry()) names.push_back(name);
+  for (const auto& [name, info] : task_registry()) names.push_back(name);
   return names;
+}
+
+datasets::OptionSpec task_name_option() {
+  return {"name", "enum[" + join(known_tasks(), ", ") + "]", "", "the training objective (`task: NAME` says the same)",
+          true};
 }
 
 std::unique_ptr<Task> make_task(const YAML::Node& node, const std::string& source) {
@@ -48,9 +53,9 @@ std::unique_ptr<Task> make_task(const YAML::Node& node, const std::string& sourc
   const auto it = task_registry().find(name);
   if (it == task_registry().end())
     throw std::invalid_argument(source + ": unknown task '" + name + "' (known: " + join(known_tasks(), ", ") + ")");
-  TaskSection s(options, source, "task");
-  if (node.IsMap()) s.get<std::string>("name", "");
-  auto task = it->second(s);
+  TaskSection s(options, source, "task", {task_name_option()});
+  s.declare(it->second.options);
+  auto task = it->second.make(s);
   s.finish();
   return task;
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "datasets/loader.h"
+#include "datasets/option_spec.h"
 #include "perceiver/config.h"
 #include "perceiver/model.h"
 #include "perceiver/runner.h"
@@ -65,13 +66,29 @@ class Task {
   }
   virtual std::string best_metric() const { return "eval/accuracy"; }
   virtual std::string best_mode() const { return "max"; }  // "max" or "min"
+  // Metrics that follow from an evaluation's means over every rank (e.g. perplexity from the loss),
+  // added in place (names without the "eval/" prefix).
+  virtual void add_derived_metrics(std::map<std::string, double>& means) const { (void)means; }
 };
 
 class TaskSection;
-// Every task by its `task` name. Adding a task is one file in trainers/tasks/ and one registration
-// line in trainers/task_registry.cpp; the list of known names is read from here.
 using TaskFactory = std::unique_ptr<Task> (*)(TaskSection& options);
-const std::map<std::string, TaskFactory>& task_registry();
+
+// A task with the run-file keys it reads, each declared once (type, default, help) in the task's file.
+struct TaskInfo {
+  TaskFactory make;
+  std::string help;                      // one line
+  datasets::OptionSpecs options;         // the `task` section's keys besides `name`
+  datasets::OptionSpecs data_options;    // the `data` section's keys besides the loader's (workers, prefetch, on_bad_example), e.g. seq_len, train, eval
+  std::string source_kind;               // the kind of source data.train / data.eval name ("text", "labelled-text", "image", "flow", "clip")
+  datasets::OptionSpecs source_options;  // keys the task itself reads in a source section besides the source's own (e.g. image classification's `limit`)
+};
+
+// Every task by its `task` name. Adding a task is one file in trainers/tasks/ (with its TaskInfo) and
+// one registration line in trainers/task_registry.cpp; the list of known names is read from here.
+const std::map<std::string, TaskInfo>& task_registry();
+// The `task` section's `name` (the section may also be just the name).
+datasets::OptionSpec task_name_option();
 
 // `task` section: a name or {name: ..., options}. Throws naming the key for unknown tasks/options.
 std::unique_ptr<Task> make_task(const YAML::Node& task, const std::string& source);

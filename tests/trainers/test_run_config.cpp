@@ -102,7 +102,10 @@ TEST(TrainRunConfig, OverridesSetNestedValuesAndAreBlamedInErrors) {
 TEST(TrainRunConfig, TaskSectionsBlameOverridesAndSuggestKeys) {
   auto c = parse_run_config("task:\n  name: optical_flow\n  flow_scale: 20\n", "r.yaml");
   apply_overrides(c, {"task.flow_scale=-1", "task.note='12'"});
-  TaskSection task(c.root["task"], "r.yaml", "task");
+  const perceiver::datasets::OptionSpecs declared = {{"name", "string", "", "the task", true},
+                                                     {"flow_scale", "float", "20", "flow / flow_scale"},
+                                                     {"note", "string", "", "a note"}};
+  TaskSection task(c.root["task"], "r.yaml", "task", declared);
   EXPECT_EQ(task.get<std::string>("note", ""), "12");  // quoted on the command line: stays a string
   // A value from the command line is not blamed on line 1 of the file.
   auto bad = perceiver::testing::error_of([&] { task.fail("flow_scale", "must be positive"); });
@@ -111,9 +114,8 @@ TEST(TrainRunConfig, TaskSectionsBlameOverridesAndSuggestKeys) {
   EXPECT_EQ(bad, "r.yaml:2: 'task.name' is unknown");
 
   auto typo = parse_run_config("task:\n  name: optical_flow\n  flow_scal: 20\n", "r.yaml");
-  TaskSection t2(typo.root["task"], "r.yaml", "task");
-  t2.get<std::string>("name", "");
-  t2.get<double>("flow_scale", 20.0);
+  TaskSection t2(typo.root["task"], "r.yaml", "task", {declared[0], declared[1]});
+  EXPECT_EQ(t2.get<double>("flow_scale"), 20.0);  // the declared default
   const auto m = perceiver::testing::error_of([&] { t2.finish(); });
   EXPECT_EQ(m, "r.yaml:3: 'task.flow_scal' is not a known key here (did you mean 'flow_scale'? known: flow_scale, name)");
 }

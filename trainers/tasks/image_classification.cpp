@@ -19,17 +19,26 @@ namespace {
 using datasets::Example;
 namespace fs = std::filesystem;
 
+datasets::OptionSpecs data_options() {
+  return train_eval_options("image", datasets::source_names(datasets::image_sources()));
+}
+
+// What this task reads in each image source's section besides the source's keys.
+datasets::OptionSpecs source_options() {
+  return {{"limit", "int", "0", "read only the source's first N images; 0: all"}};
+}
+
 class ImageClassificationTask : public ClassificationTask {
  public:
   ImageClassificationTask(TaskSection& s) : ClassificationTask(s), source_(s.source()) {
-    augment_.crop_padding = s.get<int64_t>("random_crop_padding", 0);
-    augment_.hflip_probability = s.get<double>("hflip_probability", 0.0);
+    augment_.crop_padding = s.get<int64_t>("random_crop_padding");
+    augment_.hflip_probability = s.get<double>("hflip_probability");
     // Given here, they override the defaults (ImageNet's) or a fine-tuned model's preprocessor_config.json.
     mean_ = s.get<std::vector<double>>("image_mean", {});
     std_ = s.get<std::vector<double>>("image_std", {});
     if (mean_.size() != (mean_.empty() ? 0 : 3) || std_.size() != (std_.empty() ? 0 : 3))
       s.fail("image_mean", "and image_std need 3 values");
-    interpolate_ = s.get<bool>("interpolate_pos_encoding", false);
+    interpolate_ = s.get<bool>("interpolate_pos_encoding");
   }
   std::string name() const override { return "image_classification"; }
   std::vector<std::string> architectures() const override {
@@ -38,7 +47,7 @@ class ImageClassificationTask : public ClassificationTask {
   }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config, const fs::path& model_from) override {
-    check_train_eval_section(data, source_);
+    data_section(data, source_, data_options()).finish();
     // A fine-tuned checkpoint's preprocessor_config.json says how its images are cropped, resized and
     // normalised (HF's image processor); the data sources then prepare every image that way.
     datasets::ImageFolderOptions decode;
@@ -144,10 +153,10 @@ class ImageClassificationTask : public ClassificationTask {
   }
 
   datasets::ImageSet images(const YAML::Node& node, const std::string& path, const datasets::ImageFolderOptions& decode) {
-    SourceSection source(node, source_, path);
+    SourceSection source(node, source_, path, source_options());
     auto out = datasets::find_source(datasets::image_sources(), source, "image")(source, decode);
     TaskSection& s = source.section();
-    const auto limit = s.get<int64_t>("limit", 0);
+    const auto limit = s.get<int64_t>("limit");
     s.finish();
     if (limit > 0 && limit < out.size()) {
       out.images = std::make_shared<datasets::PrefixDataset>(out.images, limit);
@@ -166,8 +175,35 @@ class ImageClassificationTask : public ClassificationTask {
   std::string source_;
 };
 
+std::unique_ptr<Task> make_image_classification_task(TaskSection& options) {
+  return std::make_unique<ImageClassificationTask>(options);
+}
+
 }  // namespace
 
-std::unique_ptr<Task> make_image_classification_task(TaskSection& options) { return std::make_unique<ImageClassificationTask>(options); }
+TaskInfo image_classification_task_info() {
+  datasets::OptionSpecs options = {
+      {"random_crop_padding", "int", "0",
+       "training augmentation: pad by this many pixels, then crop back at a random offset; 0: off"},
+      {"hflip_probability", "float", "0.0", "training augmentation: probability of a horizontal flip"},
+      // No declared default: absent, the image processor's values stand (see the constructor).
+      {"image_mean", "list[float]", "",
+       "per-channel mean (3 values) for normalisation; absent: ImageNet's, or the fine-tuned model's "
+       "preprocessor_config.json"},
+      {"image_std", "list[float]", "",
+       "per-channel standard deviation (3 values); absent: ImageNet's, or the fine-tuned model's "
+       "preprocessor_config.json"},
+      {"interpolate_pos_encoding", "bool", "false",
+       "resample the learned position encoding to the images' size (HF's interpolate_pos_encoding)"},
+  };
+  const auto& shared = classification_options();
+  options.insert(options.end(), shared.begin(), shared.end());
+  return {make_image_classification_task,
+          "image classification under HF's problem types, with crop and flip augmentation",
+          options,
+          data_options(),
+          "image",
+          source_options()};
+}
 
 }  // namespace perceiver::trainers

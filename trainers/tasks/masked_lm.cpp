@@ -2,6 +2,7 @@
 // masked-byte accuracy and fill-in samples.
 #include <spdlog/spdlog.h>
 
+#include <cmath>
 #include <fstream>
 
 #include "datasets/mlm_collator.h"
@@ -20,22 +21,30 @@ namespace {
 using datasets::Example;
 namespace fs = std::filesystem;
 
+// The `data` section: the window length and the two text sources.
+datasets::OptionSpecs data_options() {
+  auto options = train_eval_options("text", datasets::source_names(datasets::text_sources()));
+  options.insert(options.begin(), {"seq_len", "int", "",
+                                   "bytes per window; default (and at most) the model's max_position_embeddings"});
+  return options;
+}
+
 class MaskedLmTask : public Task {
  public:
   MaskedLmTask(TaskSection& s) : source_(s.source()) {
-    options_.mask_probability = s.get<double>("mlm_probability", 0.15);
-    options_.whole_word = s.get<bool>("whole_word_mask", false);
-    options_.whole_word_fraction = s.get<double>("whole_word_fraction", 0.0);
+    options_.mask_probability = s.get<double>("mlm_probability");
+    options_.whole_word = s.get<bool>("whole_word_mask");
+    options_.whole_word_fraction = s.get<double>("whole_word_fraction");
     if (!(options_.whole_word_fraction >= 0 && options_.whole_word_fraction <= 1))
       s.fail("whole_word_fraction", "must be a fraction of the examples in [0, 1]");
-    fill_in_samples_ = s.get<int>("fill_in_samples", 3);
-    spans_.count = s.get<int64_t>("fill_in_words", 8);
+    fill_in_samples_ = s.get<int>("fill_in_samples");
+    spans_.count = s.get<int64_t>("fill_in_words");
     if (spans_.count < 0) s.fail("fill_in_words", "must be 0 (off) or a number of held-out documents");
-    const auto decode = s.get<std::string>("decode", "masked");
+    const auto decode = s.get<std::string>("decode");
     if (decode != "masked" && decode != "all")
       s.fail("decode", "must be 'masked' (decode the masked bytes only, the default) or 'all' (every position)");
     decode_all_ = decode == "all";
-    const auto fill_decode = s.get<std::string>("fill_in_decode", "parallel");
+    const auto fill_decode = s.get<std::string>("fill_in_decode");
     if (fill_decode != "parallel" && fill_decode != "iterative")
       s.fail("fill_in_decode", "must be 'parallel' (every gap byte from one pass) or 'iterative' (the surest byte "
                                "first, the others predicted again given it)");
@@ -45,7 +54,7 @@ class MaskedLmTask : public Task {
   std::vector<std::string> architectures() const override { return {"PerceiverForMaskedLM"}; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config, const fs::path& /*model_from*/) override {
-    TaskSection d = data_section(data, source_);
+    TaskSection d = data_section(data, source_, data_options());
     seq_len_ = d.get<int64_t>("seq_len", config.max_position_embeddings);
     if (seq_len_ > config.max_position_embeddings)
       d.fail("seq_len", "(" + std::to_string(seq_len_) + ") exceeds model max_position_embeddings (" +
@@ -54,8 +63,6 @@ class MaskedLmTask : public Task {
     w.length = seq_len_;
     const auto train = text(data["train"], "data.train", w.separator);
     const auto eval = text(data["eval"], "data.eval", w.separator);
-    d.node("train");
-    d.node("eval");
     d.finish();
     // The fill-in check reads whole held-out documents (where the source holds them) from a bounded sample.
     if (spans_.count > 0) eval_docs_ = eval->sample_documents(kFillInCandidates, 2 * seq_len_);
@@ -112,6 +119,10 @@ class MaskedLmTask : public Task {
   }
 
   void begin_eval() override { samples_.clear(); }
+  void add_derived_metrics(std::map<std::string, double>& means) const override {
+    if (means.count("loss")) means["perplexity"] = std::exp(means.at("loss"));
+  }
+
   std::map<std::string, double> end_eval(const fs::path& out_dir, ModelRunner& model) override {
     if (!samples_.empty()) {
       std::ofstream out(out_dir / "fill_in_samples.txt");
@@ -178,8 +189,29 @@ class MaskedLmTask : public Task {
   std::vector<std::string> samples_;
 };
 
+std::unique_ptr<Task> make_masked_lm_task(TaskSection& options) { return std::make_unique<MaskedLmTask>(options); }
+
 }  // namespace
 
-std::unique_ptr<Task> make_masked_lm_task(TaskSection& options) { return std::make_unique<MaskedLmTask>(options); }
+TaskInfo masked_lm_task_info() {
+  return {make_masked_lm_task,
+          "masked language modelling on bytes: dynamic 80/10/10 masking, masked-byte accuracy, fill-in samples",
+          {{"mlm_probability", "float", "0.15", "share of each example's (non-special) byte positions that is masked"},
+           {"whole_word_mask", "bool", "false", "mask whole whitespace-delimited words instead of scattered bytes"},
+           {"whole_word_fraction", "float", "0.0",
+            "share of training examples (in [0, 1]) masked by whole words, the others by scattered bytes; evaluation "
+            "keeps scattered masks"},
+           {"fill_in_samples", "int", "3", "evaluation examples logged with the model's fill-in (fill_in_samples.txt)"},
+           {"fill_in_words", "int", "8",
+            "held-out documents that each get one whole word masked and filled in at every evaluation; 0: off"},
+           {"decode", "enum[masked, all]", "masked",
+            "decode only the masked bytes (the loss and gradients are the same) or every position as HF's head does"},
+           {"fill_in_decode", "enum[parallel, iterative]", "parallel",
+            "fill-in words: every gap byte from one pass, or the surest byte first and the others predicted again "
+            "given it"}},
+          data_options(),
+          "text",
+          {}};
+}
 
 }  // namespace perceiver::trainers

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "datasets/multimodal.h"
+#include "datasets/sources.h"
 #include "perceiver/multimodal_autoencoding.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"
@@ -12,13 +13,17 @@ namespace {
 
 using datasets::Example;
 
+datasets::OptionSpecs data_options() {
+  return train_eval_options("clip", datasets::source_names(datasets::clip_sources()));
+}
+
 class MultimodalTask : public Task {
  public:
   MultimodalTask(TaskSection& s) : source_(s.source()) {
-    image_points_ = s.get<int64_t>("image_points", 0);
-    weights_ = {{"image", s.get<double>("image_weight", 1.0)},
-                {"audio", s.get<double>("audio_weight", 1.0)},
-                {"label", s.get<double>("label_weight", 1.0)}};
+    image_points_ = s.get<int64_t>("image_points");
+    weights_ = {{"image", s.get<double>("image_weight")},
+                {"audio", s.get<double>("audio_weight")},
+                {"label", s.get<double>("label_weight")}};
   }
   std::string name() const override { return "multimodal_autoencoding"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForMultimodalAutoencoding"}; }
@@ -26,7 +31,7 @@ class MultimodalTask : public Task {
   std::string best_mode() const override { return "min"; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config, const std::filesystem::path& /*model_from*/) override {
-    check_train_eval_section(data, source_);
+    data_section(data, source_, data_options()).finish();
     TaskData out;
     out.train = clips(data["train"], "data.train", config);
     out.eval = clips(data["eval"], "data.eval", config);
@@ -92,8 +97,23 @@ class MultimodalTask : public Task {
   std::map<std::string, double> weights_;
 };
 
+std::unique_ptr<Task> make_multimodal_autoencoding_task(TaskSection& options) {
+  return std::make_unique<MultimodalTask>(options);
+}
+
 }  // namespace
 
-std::unique_ptr<Task> make_multimodal_autoencoding_task(TaskSection& options) { return std::make_unique<MultimodalTask>(options); }
+TaskInfo multimodal_autoencoding_task_info() {
+  return {make_multimodal_autoencoding_task,
+          "multimodal autoencoding of video, audio and label clips, with a loss per modality",
+          {{"image_points", "int", "0",
+            "training decodes a random subset of this many image points per step; 0: all of them"},
+           {"image_weight", "float", "1.0", "weight of the image reconstruction loss"},
+           {"audio_weight", "float", "1.0", "weight of the audio reconstruction loss"},
+           {"label_weight", "float", "1.0", "weight of the label loss"}},
+          data_options(),
+          "clip",
+          {}};
+}
 
 }  // namespace perceiver::trainers

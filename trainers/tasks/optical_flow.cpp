@@ -4,6 +4,7 @@
 #include <opencv2/video/tracking.hpp>
 
 #include "datasets/flow.h"
+#include "datasets/sources.h"
 #include "perceiver/flow_colour.h"
 #include "perceiver/optical_flow.h"
 #include "trainers/task_options.h"
@@ -28,12 +29,16 @@ torch::Tensor farneback_flow(const torch::Tensor& frame1, const torch::Tensor& f
   return torch::from_blob(flow.data, {flow.rows, flow.cols, 2}, torch::kFloat32).clone();
 }
 
+datasets::OptionSpecs data_options() {
+  return train_eval_options("flow", datasets::source_names(datasets::flow_sources()));
+}
+
 class OpticalFlowTask : public Task {
  public:
   OpticalFlowTask(TaskSection& s) : source_(s.source()) {
-    flow_scale_ = s.get<double>("flow_scale", 20.0);
-    farneback_ = s.get<bool>("farneback_baseline", true);
-    train_query_pixels_ = s.get<int64_t>("train_query_pixels", 0);
+    flow_scale_ = s.get<double>("flow_scale");
+    farneback_ = s.get<bool>("farneback_baseline");
+    train_query_pixels_ = s.get<int64_t>("train_query_pixels");
     if (train_query_pixels_ < 0) s.fail("train_query_pixels", "must be >= 0 (0 decodes every pixel)");
   }
   std::string name() const override { return "optical_flow"; }
@@ -54,7 +59,7 @@ class OpticalFlowTask : public Task {
   }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config, const std::filesystem::path& /*model_from*/) override {
-    check_train_eval_section(data, source_);
+    data_section(data, source_, data_options()).finish();
     if (config.train_size.size() != 2) throw std::invalid_argument(source_ + ": model.config.train_size needs [H, W]");
     TaskData out;
     out.train = source(data["train"], "data.train", config);
@@ -124,8 +129,20 @@ class OpticalFlowTask : public Task {
   torch::Tensor sample_flow_, sample_truth_;  // the first evaluation pair: prediction and ground truth
 };
 
+std::unique_ptr<Task> make_optical_flow_task(TaskSection& options) { return std::make_unique<OpticalFlowTask>(options); }
+
 }  // namespace
 
-std::unique_ptr<Task> make_optical_flow_task(TaskSection& options) { return std::make_unique<OpticalFlowTask>(options); }
+TaskInfo optical_flow_task_info() {
+  return {make_optical_flow_task,
+          "optical flow: end-point error against the zero-flow and Farneback baselines",
+          {{"flow_scale", "float", "20.0", "the model predicts flow divided by this (the loss's units)"},
+           {"farneback_baseline", "bool", "true", "also score OpenCV's Farneback flow on the evaluation pairs"},
+           {"train_query_pixels", "int", "0",
+            "training decodes a random subset of this many pixels per step; 0: every pixel (evaluation always does)"}},
+          data_options(),
+          "flow",
+          {}};
+}
 
 }  // namespace perceiver::trainers

@@ -12,6 +12,16 @@ namespace {
 using datasets::Example;
 namespace fs = std::filesystem;
 
+// The `data` section: the text length and the two labelled-text sources.
+datasets::OptionSpecs data_options() {
+  auto options = train_eval_options("labelled-text", datasets::source_names(datasets::labelled_text_sources()));
+  options.insert(options.begin(),
+                 {"seq_len", "int", "",
+                  "bytes per text (longer ones are cut, shorter ones padded), at most max_position_embeddings; "
+                  "default the smaller of max_position_embeddings and 256"});
+  return options;
+}
+
 class SequenceClassificationTask : public ClassificationTask {
  public:
   SequenceClassificationTask(TaskSection& s) : ClassificationTask(s), source_(s.source()) {}
@@ -19,12 +29,10 @@ class SequenceClassificationTask : public ClassificationTask {
   std::vector<std::string> architectures() const override { return {"PerceiverForSequenceClassification"}; }
 
   TaskData load_data(const YAML::Node& data, PerceiverConfig& config, const fs::path& /*model_from*/) override {
-    TaskSection d = data_section(data, source_);
+    TaskSection d = data_section(data, source_, data_options());
     const int64_t seq_len = d.get<int64_t>("seq_len", std::min<int64_t>(config.max_position_embeddings, 256));
     if (seq_len > config.max_position_embeddings)
       d.fail("seq_len", "exceeds model max_position_embeddings (" + std::to_string(config.max_position_embeddings) + ")");
-    d.node("train");
-    d.node("eval");
     d.finish();
     auto train = texts(data["train"], "data.train");
     auto eval = texts(data["eval"], "data.eval");
@@ -85,8 +93,19 @@ class SequenceClassificationTask : public ClassificationTask {
   std::string source_;
 };
 
+std::unique_ptr<Task> make_sequence_classification_task(TaskSection& options) {
+  return std::make_unique<SequenceClassificationTask>(options);
+}
+
 }  // namespace
 
-std::unique_ptr<Task> make_sequence_classification_task(TaskSection& options) { return std::make_unique<SequenceClassificationTask>(options); }
+TaskInfo sequence_classification_task_info() {
+  return {make_sequence_classification_task,
+          "sequence classification of byte texts under HF's problem types (single-label, multi-label, regression)",
+          classification_options(),
+          data_options(),
+          "labelled-text",
+          {}};
+}
 
 }  // namespace perceiver::trainers
