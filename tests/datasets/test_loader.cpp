@@ -1,7 +1,10 @@
 #include <gtest/gtest.h>
 
-#include <atomic>
+#include <algorithm>
 #include <chrono>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -26,6 +29,43 @@ std::vector<int64_t> drain(pd::DataLoader& loader) {
   }
   return out;
 }
+
+// A data set whose get() records each index asked for and, for indices at or past the gate, blocks until
+// the test opens it: the tests order events by what the loader asked for, never by how long it took.
+class GatedDataset : public pd::Dataset {
+ public:
+  GatedDataset(int64_t n, int64_t gate) : n_(n), gate_(gate) {}
+  int64_t size() const override { return n_; }
+  pd::Example get(int64_t index) const override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    requested_.push_back(index);
+    changed_.notify_all();
+    changed_.wait(lock, [&] { return index < gate_; });
+    return pd::Example{{"index", torch::tensor(index)}};
+  }
+  void open_gate(int64_t gate) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    gate_ = gate;
+    changed_.notify_all();
+  }
+  // Blocks until get() has been called `count` times; false if that has not happened within a minute
+  // (a deadlock guard only: a passing run never comes near it).
+  bool await_requests(size_t count) const {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return changed_.wait_for(lock, std::chrono::minutes(1), [&] { return requested_.size() >= count; });
+  }
+  std::vector<int64_t> requested() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return requested_;
+  }
+
+ private:
+  int64_t n_;
+  mutable std::mutex mutex_;
+  mutable std::condition_variable changed_;
+  int64_t gate_;
+  mutable std::vector<int64_t> requested_;
+};
 
 }  // namespace
 
@@ -141,44 +181,129 @@ TEST(DatasetsLoader, WorkerExceptionPropagatesAndDestructionDoesNotHang) {
   auto ragged = std::make_shared<pd::FunctionDataset>(4, [](int64_t i) { return pd::Example{{"x", torch::zeros({i + 1})}}; });
   pd::DataLoader rag(ragged, pd::LoaderOptions{});
   EXPECT_THROW(rag.next(), std::runtime_error);
+}
 
-  // Destroying mid-epoch with a slow dataset returns promptly.
-  auto slow = std::make_shared<pd::FunctionDataset>(1000, [](int64_t i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    return pd::Example{{"index", torch::tensor(i)}};
-  });
-  const auto start = std::chrono::steady_clock::now();
+// Destroying a loader mid-epoch, while its workers are blocked inside get(), lets each finish the batch it
+// is in and start no other: of 1000 examples in batches of 8, only those of the batches the workers
+// were allowed to take (the consumed one plus the prefetch window) are ever asked for.
+TEST(DatasetsLoader, DestructionMidEpochLoadsNoFurtherThanThePrefetchWindow) {
+  auto data = std::make_shared<GatedDataset>(1000, 8);  // batch 0 loads, batch 1 on waits at the gate
+  std::thread destroyer;
   {
     pd::LoaderOptions opt;
     opt.batch_size = 8;
+    opt.shuffle = false;  // batch k holds examples 8k .. 8k+7
     opt.num_workers = 2;
-    pd::DataLoader loader(slow, opt);
-    ASSERT_TRUE(loader.next().has_value());
+    opt.prefetch_batches = 4;
+    auto loader = std::make_unique<pd::DataLoader>(data, opt);
+    struct OpenAtExit {  // a failed assertion must not leave workers blocked in get() for the destructor
+      GatedDataset& d;
+      ~OpenAtExit() { d.open_gate(1000); }
+    } open_at_exit{*data};
+    const auto first = loader->next();
+    ASSERT_TRUE(first.has_value());
+    EXPECT_EQ(first->at("index")[7].item<int64_t>(), 7);
+    // Batch 0's 8 examples, then each worker blocked on the first example of its next batch (1 and 2).
+    ASSERT_TRUE(data->await_requests(10));
+    // Destroyed while the workers wait at the gate (or, if the destroyer starts late, after they ran on):
+    // either way a worker finishes the batch it is in and takes no batch past the window.
+    destroyer = std::thread([loader = std::move(loader)]() mutable { loader.reset(); });
+    data->open_gate(1000);
   }
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 2.0);
+  destroyer.join();
+  const auto asked = data->requested();
+  // Batches 0 to 4 at most: the consumer took batch 0, so workers may run up to 4 batches ahead of it.
+  EXPECT_GE(asked.size(), 24u);  // batch 0 and the two batches the workers were inside
+  EXPECT_LE(asked.size(), 40u);
+  ASSERT_FALSE(asked.empty());
+  EXPECT_LT(*std::max_element(asked.begin(), asked.end()), 40) << "an example past the prefetch window was loaded";
 }
 
-TEST(DatasetsLoader, WaitFractionReflectsWhoIsSlow) {
-  auto slow = std::make_shared<pd::FunctionDataset>(24, [](int64_t i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    return pd::Example{{"index", torch::tensor(i)}};
-  });
+// Wait time is the time next() spends blocked on data, and nothing else. Here the data set holds the
+// first next() inside get() while the test sleeps `held`; then the consumer spends `busy` of its own
+// before each further call. Both bounds follow from the order of events alone (sleep_for sleeps at
+// least as long as asked):
+//   wait_seconds >= held, since next() was inside get() before the sleep began and returned after it;
+//   the span from the first call to the last return holds wait_seconds and 2 busy, so
+//   wait_fraction = wait / span <= wait / (wait + 2 busy).
+// How wait_fraction behaves for a starved or a well-fed consumer in real time: bench/bench_loader.cpp.
+TEST(DatasetsLoader, WaitTimeIsTheTimeNextIsBlockedOnData) {
+  const auto held = std::chrono::milliseconds(50), busy = std::chrono::milliseconds(50);
+  const double held_s = 0.05, busy_s = 0.05;
+  auto data = std::make_shared<GatedDataset>(8, 0);  // every example waits for the gate
   pd::LoaderOptions opt;
   opt.batch_size = 4;
-  opt.num_workers = 1;
-  pd::DataLoader starved(slow, opt);
-  drain(starved);
-  EXPECT_GT(starved.wait_fraction(), 0.7);
+  opt.shuffle = false;
+  opt.num_workers = 0;  // next() itself calls get()
+  pd::DataLoader loader(data, opt);
+  int batches = 0;
+  bool end = false;
+  std::thread consumer([&] {
+    batches += loader.next().has_value();  // held at the gate
+    std::this_thread::sleep_for(busy);
+    batches += loader.next().has_value();  // the gate is open by now
+    std::this_thread::sleep_for(busy);
+    end = !loader.next().has_value();  // the end of the epoch: nothing to wait for
+  });
+  const bool inside = data->await_requests(1);  // the consumer is inside next(), blocked in get()
+  std::this_thread::sleep_for(held);
+  data->open_gate(8);
+  consumer.join();
+  ASSERT_TRUE(inside);
+  EXPECT_EQ(batches, 2);
+  EXPECT_TRUE(end);
+  EXPECT_GE(loader.wait_seconds(), held_s);
+  EXPECT_LE(loader.wait_fraction(), loader.wait_seconds() / (loader.wait_seconds() + 2 * busy_s));
+  EXPECT_GT(loader.wait_fraction(), 0.0);
+  loader.reset_timing();
+  EXPECT_EQ(loader.wait_seconds(), 0.0);
+  EXPECT_EQ(loader.wait_fraction(), 0.0);
+}
 
-  opt.num_workers = 2;
-  opt.prefetch_batches = 8;
+// Workers load up to prefetch_batches ahead of the consumer, and no further: in batches of 2 with a
+// window of 4, once batch 0 is taken exactly batches 0 to 4 (examples 0-9) are asked for, and each of
+// batches 1 to 4 was asked of the data set before the consumer asked the loader for it.
+TEST(DatasetsLoader, WorkersPrefetchTheirWindowAheadOfTheConsumer) {
+  auto data = std::make_shared<GatedDataset>(24, 10);  // examples 10 on wait until the gate opens
+  pd::LoaderOptions opt;
   opt.batch_size = 2;
-  pd::DataLoader fed(index_dataset(24), opt);
-  ASSERT_TRUE(fed.next().has_value());  // thread start-up is not steady state
-  fed.reset_timing();
-  while (fed.next()) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_LT(fed.wait_fraction(), 0.3);
-  EXPECT_GE(fed.wait_seconds(), 0.0);
+  opt.shuffle = false;  // batch k holds examples 2k and 2k+1
+  opt.num_workers = 2;
+  opt.prefetch_batches = 4;
+  std::vector<int64_t> consumed;
+  {
+    pd::DataLoader loader(data, opt);
+    struct OpenAtExit {  // a failed assertion must not leave workers blocked in get() for the destructor
+      GatedDataset& d;
+      ~OpenAtExit() { d.open_gate(24); }
+    } open_at_exit{*data};
+    const auto take = [&](const pd::Example& b) {
+      for (int64_t k = 0; k < b.at("index").size(0); ++k) consumed.push_back(b.at("index")[k].item<int64_t>());
+    };
+    const auto first = loader.next();
+    ASSERT_TRUE(first.has_value());
+    take(*first);
+    ASSERT_TRUE(data->await_requests(10));
+    // The window is full, and batch 5 may not start until batch 1 is taken.
+    auto asked = data->requested();
+    EXPECT_EQ(std::set<int64_t>(asked.begin(), asked.end()), (std::set<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+    EXPECT_EQ(asked.size(), 10u);
+    for (int64_t b = 1; b <= 4; ++b) {
+      asked = data->requested();
+      EXPECT_NE(std::find(asked.begin(), asked.end(), 2 * b + 1), asked.end()) << "batch " << b << " not prefetched";
+      const auto batch = loader.next();  // ready although examples 10 on are still held
+      ASSERT_TRUE(batch.has_value());
+      take(*batch);
+    }
+    data->open_gate(24);
+    while (auto b = loader.next()) take(*b);
+  }
+  std::vector<int64_t> all(24);
+  for (int64_t i = 0; i < 24; ++i) all[static_cast<size_t>(i)] = i;
+  EXPECT_EQ(consumed, all);
+  auto asked = data->requested();
+  std::sort(asked.begin(), asked.end());
+  EXPECT_EQ(asked, all);  // every example loaded once
 }
 
 TEST(DatasetsLoader, UnreadableExamplesAreReplacedCountedOrStoppedOn) {

@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <functional>
-#include <iostream>
 #include <set>
 
 #include "perceiver/composition.h"
@@ -60,9 +59,30 @@ TEST(VisionFullSize, FourierHasHfParameterCount) {
   EXPECT_EQ(parameter_count(model), 48440627);
 }
 
-TEST(VisionFullSize, OtherFullConfigurationsBuild) {
+// The full-size counts the README's Models table states, each worked by hand from HF's architecture
+// (modeling_perceiver.py) with its default widening factors of 1 and qk/v channels left unset (so a
+// cross-attention's query/key/value width is its kv_dim). Notation for one PerceiverLayer:
+//   cross(q, kv): layernorms 2q + 2kv + 2q, query q*kv + kv, key and value 2 (kv*kv + kv), output kv*q + q,
+//                 MLP 2 q*q + 2q;
+//   self(d):      layernorms 2d + 2d, query/key/value/output 4 (d*d + d), MLP 2 d*d + 2d;
+//                 self(1024) = 6,301,696, self(512) = 1,577,984.
+// The encoder's num_blocks repeat one set of self-attends, so they count once.
+TEST(VisionFullSize, OtherFullConfigurationsHaveTheReadmesParameterCounts) {
+  // Both ImageNet heads share: latents 512*1024 = 524,288; 6 self(1024) = 37,810,176; the classification
+  // decoder's trainable query 1*1024 + its cross(1024, 1024) 6,303,744 + final layer 1024*1000 + 1000 =
+  // 7,329,768. (The Fourier head, tested above, adds cross(1024, 261) = 2,776,395: 48,440,627.)
+  const int64_t imagenet_common = 524288 + 37810176 + 7329768;
+  // Learned: conv1x1 3*256 + 256 = 1,024; trainable positions 224*224*256 = 12,845,056; their projection
+  // 256*256 + 256 = 65,792; encoder cross(1024, 512) = 3,679,744. Sum 62,255,848.
   PerceiverForImageClassificationLearnedImpl learned(vision_imagenet_config(512));
+  EXPECT_EQ(imagenet_common + 1024 + 12845056 + 65792 + 3679744, 62255848);
+  EXPECT_EQ(parameter_count(learned), 62255848);
+  // Conv: a 7x7 conv 3 -> 64 without bias 9,408 and its batch norm 128 (running stats are buffers);
+  // d_model 64 + Fourier 2 + 2*2*64 = 322; encoder cross(1024, 322) = 2,972,754. Sum 48,646,522.
   PerceiverForImageClassificationConvProcessingImpl conv(vision_imagenet_config(322));
+  EXPECT_EQ(imagenet_common + 9408 + 128 + 2972754, 48646522);
+  EXPECT_EQ(parameter_count(conv), 48646522);
+
   PerceiverConfig flow;
   flow.num_latents = 2048;
   flow.d_latents = 512;
@@ -72,7 +92,14 @@ TEST(VisionFullSize, OtherFullConfigurationsBuild) {
   flow.num_self_attention_heads = 16;
   flow.num_cross_attention_heads = 1;
   flow.train_size = {368, 496};
+  // Optical flow: latents 2048*512 = 1,048,576; conv_after_patches Linear(54, 64) 3,520; d_model
+  // 64 + 258 = 322; encoder cross(512, 322) = 1,066,578; 24 self(512) = 37,871,616; decoder (queries
+  // are the 322 input channels) cross(322, 512) = 1,066,198 and final layer 322*2 + 2 = 646.
+  // Sum 41,057,134 (deepmind/optical-flow-perceiver, ~41 M).
   PerceiverForOpticalFlowImpl flow_model(flow);
+  EXPECT_EQ(1048576 + 3520 + 1066578 + 37871616 + 1066198 + 646, 41057134);
+  EXPECT_EQ(parameter_count(flow_model), 41057134);
+
   PerceiverConfig mm;
   mm.num_latents = 784;
   mm.d_latents = 512;
@@ -89,12 +116,19 @@ TEST(VisionFullSize, OtherFullConfigurationsBuild) {
   mm.output_num_channels = 512;
   mm._label_trainable_num_channels = 1024;
   mm.set_num_labels(700);
+  // Multimodal autoencoding:
+  //   input channels: audio 16 + Fourier 1 + 2*192 = 401, image 3*4*4 = 48 + Fourier 3 + 2*3*32 = 195,
+  //   label 700; common width 700 + 4 = 704. Padding (704 - 401) + (704 - 243) + (704 - 700) = 768 and
+  //   three mask tokens 3*704 = 2,112;
+  //   latents 784*512 = 401,408; encoder cross(512, 704) = 2,243,520; 8 self(512) = 12,623,872;
+  //   decoder queries: audio 385, image 195, label trainable 1*1024 = 1,024 parameters; common width
+  //   1024 + 2 = 1026, padding (1026 - 385) + (1026 - 195) + (1026 - 1024) = 1,474; cross(1026, 512) =
+  //   3,690,006 and final layer 1026*512 + 512 = 525,824;
+  //   postprocessors: audio Linear(512, 16) 8,208, image Linear(512, 3) 1,539, label Linear(512, 700) 359,100.
+  //   Sum 19,858,855 (deepmind/multimodal-perceiver).
   PerceiverForMultimodalAutoencodingImpl mm_model(mm);
-  // The learned head's trainable grid alone is 224*224*256 parameters.
-  EXPECT_GT(parameter_count(learned), 224 * 224 * 256);
-  EXPECT_GT(parameter_count(conv), 0);
-  std::cout << "[full-size] learned=" << parameter_count(learned) << " conv=" << parameter_count(conv)
-            << " optical-flow=" << parameter_count(flow_model) << " multimodal=" << parameter_count(mm_model) << "\n";
+  EXPECT_EQ(768 + 2112 + 401408 + 2243520 + 12623872 + 1024 + 1474 + 3690006 + 525824 + 8208 + 1539 + 359100, 19858855);
+  EXPECT_EQ(parameter_count(mm_model), 19858855);
   // The multimodal decoder queries are max(audio 16+385, image 48+195, label 700) + 4 wide inputs.
   auto* pre = mm_model.perceiver->input_preprocessor().get();
   EXPECT_EQ(pre->num_channels(), 704);

@@ -321,16 +321,36 @@ TEST(Trainer, Bf16AutocastTrainsTheSameModelAndAMissingGpuIsNamed) {
   EXPECT_EQ(effective["trainer"]["precision"].as<std::string>(), device::to_string(expected));
 }
 
+// A run of 6 steps, continued with --resume auto to 9, ends where one uninterrupted run of 9 steps
+// does. The learning rate must not depend on max_steps for that to be exact, so both use the
+// constant schedule (its warm-up depends on the step alone); both evaluate and checkpoint every 3
+// steps, so that the two do the same work in the same order.
 TEST(Trainer, ResumeAutoContinuesFromTheLatestCheckpoint) {
   TempDir tmp;
   const auto yaml = mlm_run(tmp.path(), 6);
-  train(yaml, {"trainer.checkpoint_every=3", "trainer.time_limit_minutes=0"});
+  const std::vector<std::string> same = {"schedule.name=constant", "trainer.checkpoint_every=3", "trainer.eval_every=3"};
+  auto with = [&](std::vector<std::string> more) {
+    more.insert(more.begin(), same.begin(), same.end());
+    return more;
+  };
+  train(yaml, with({"trainer.time_limit_minutes=0"}));
   auto run = parse_run_config(yaml, "test.yaml");
-  trainers::apply_overrides(run, {"trainer.max_steps=9", "trainer.checkpoint_every=3"});
-  Trainer trainer(std::move(run));
-  // max_steps changed, so the schedule differs, but the step counter continues from 6.
-  const auto result = trainer.train("auto");
+  trainers::apply_overrides(run, with({"trainer.max_steps=9"}));
+  const auto result = Trainer(std::move(run)).train("auto");
   EXPECT_EQ(result.steps, 9);
+  // This call trained steps 7 to 9 only: a fresh start would also end at step 9, after 9 steps.
+  EXPECT_EQ(result.step_seconds.size(), 3u);
+  EXPECT_EQ(result.last_checkpoint.filename(), "step-00000009");
+
+  auto straight_run = parse_run_config(yaml, "test.yaml");
+  trainers::apply_overrides(straight_run, with({"trainer.max_steps=9", "logging.run_dir=" + (tmp.path() / "straight").string()}));
+  const auto straight = Trainer(std::move(straight_run)).train();
+  ASSERT_EQ(straight.step_seconds.size(), 9u);
+  // Weights, optimizer moments, dropout draws and data position all carried over: bitwise the same model.
+  const auto a = io::load_safetensors(straight.last_checkpoint / "model.safetensors");
+  const auto b = io::load_safetensors(result.last_checkpoint / "model.safetensors");
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) EXPECT_TRUE(torch::equal(t, b.at(name))) << name << " differs from the uninterrupted run";
 }
 
 // A fresh run refuses a folder that holds an earlier run's checkpoints (it would rotate its own away and
