@@ -236,6 +236,7 @@ const std::map<std::string, SignatureBuilder>& export_signatures() {
       {"PerceiverModel", perceiver_model},
       {"PerceiverForMaskedLM", text_head},
       {"PerceiverForSequenceClassification", text_head},
+      {"PerceiverForTokenClassification", text_head},
       {"PerceiverForImageClassificationLearned",
        [](const PerceiverPreTrainedModelImpl& m, const ExportOptions& o) { return image_head(m, o, true); }},
       {"PerceiverForImageClassificationFourier",

@@ -4,6 +4,7 @@
 #include <tuple>
 
 #include "perceiver/composition.h"
+#include "perceiver/dynamic_size.h"
 #include "perceiver/modality_registry.h"
 #include "perceiver/preprocessors.h"
 
@@ -34,22 +35,29 @@ torch::Tensor classification_loss(PerceiverConfig& config, const torch::Tensor& 
   return torch::nn::functional::binary_cross_entropy_with_logits(logits, y.to(logits.scalar_type()));
 }
 
-PerceiverForMaskedLMImpl::PerceiverForMaskedLMImpl(const PerceiverConfig& config)
-    : PerceiverPreTrainedModelImpl(config) {
-  auto text = std::make_shared<PerceiverTextPreprocessorImpl>(config);
+BasicDecoderOptions masked_lm_decoder_options(const PerceiverConfig& config) {
+  const int64_t channels = config.d_model;  // the text preprocessor's num_channels
   BasicDecoderOptions d;
   d.output_num_channels = config.d_latents;
   d.output_index_dims = {config.max_position_embeddings};
-  d.num_channels = text->num_channels();
+  d.num_channels = channels;
   d.qk_channels = 8 * 32;
-  d.v_channels = text->num_channels();
+  d.v_channels = channels;
   d.num_heads = 8;
   d.use_query_residual = false;
   d.final_project = false;
   d.position_encoding.type = "trainable";
-  d.position_encoding.trainable = TrainablePositionEncodingOptions{{config.max_position_embeddings}, text->num_channels()};
+  d.position_encoding.trainable = TrainablePositionEncodingOptions{{config.max_position_embeddings}, channels};
+  return d;
+}
+
+PerceiverForMaskedLMImpl::PerceiverForMaskedLMImpl(const PerceiverConfig& config)
+    : PerceiverPreTrainedModelImpl(config) {
+  auto text = std::make_shared<PerceiverTextPreprocessorImpl>(config);
   perceiver = register_module(
-      "perceiver", PerceiverModel(config, std::make_shared<PerceiverBasicDecoderImpl>(config, d), text));
+      "perceiver",
+      PerceiverModel(config, std::make_shared<PerceiverBasicDecoderImpl>(config, masked_lm_decoder_options(config)),
+                     text));
   embedding_decoder = register_module("embedding_decoder", PerceiverEmbeddingDecoder(config));
   input_embeddings_ = text->embeddings;
 }
@@ -101,6 +109,64 @@ NamedTensors PerceiverForMaskedLMImpl::forward_named(const NamedTensors& inputs,
   auto out = forward(single_tensor(named::model_inputs(inputs, {"input_ids"}), "PerceiverForMaskedLM"),
                      named::optional(inputs, "attention_mask"), named::optional(inputs, "labels"), options);
   return named::outputs(out.loss, out.logits, {}, out.hidden_states, out.attentions, out.cross_attentions);
+}
+
+PerceiverForTokenClassificationImpl::PerceiverForTokenClassificationImpl(const PerceiverConfig& config)
+    : PerceiverPreTrainedModelImpl(config) {
+  auto text = std::make_shared<PerceiverTextPreprocessorImpl>(config);
+  perceiver = register_module(
+      "perceiver",
+      PerceiverModel(config, std::make_shared<PerceiverBasicDecoderImpl>(config, masked_lm_decoder_options(config)),
+                     text));
+  classifier = register_module("classifier", torch::nn::Linear(text->num_channels(), config.num_labels()));
+}
+
+PerceiverTokenClassifierOutput PerceiverForTokenClassificationImpl::forward(const torch::Tensor& inputs,
+                                                                            const torch::Tensor& attention_mask,
+                                                                            const torch::Tensor& labels,
+                                                                            const ForwardOptions& options) {
+  TORCH_CHECK(inputs.dim() == 2, "PerceiverForTokenClassification expects inputs of shape (batch, seq_len), got ",
+              inputs.sizes());
+  // Token i's row is decoder query i (the decoder has one per position up to max_position_embeddings;
+  // the text preprocessor refuses longer inputs). Sizes stay free in an export (DynamicSize).
+  const auto seq_len = DynamicSize::of(inputs, 1);
+  torch::Tensor positions;
+  if (!options.output_attentions) {
+    const auto first = dynamic::arange(seq_len, torch::dtype(torch::kLong).device(inputs.device()));
+    positions = dynamic::expand(first.unsqueeze(0), {DynamicSize::of(inputs, 0), -1});
+  }
+  auto out = perceiver->forward(inputs, attention_mask, {}, options, positions);
+  auto sequence_output = out.logits.tensor;
+  if (!positions.defined()) sequence_output = dynamic::narrow(sequence_output, 1, 0, seq_len);
+  PerceiverTokenClassifierOutput result;
+  result.logits = classifier->forward(sequence_output);
+  if (labels.defined()) result.loss = token_classification_loss(result.logits, labels);
+  result.hidden_states = std::move(out.hidden_states);
+  result.attentions = std::move(out.attentions);
+  result.cross_attentions = std::move(out.cross_attentions);
+  return result;
+}
+
+NamedTensors PerceiverForTokenClassificationImpl::forward_named(const NamedTensors& inputs,
+                                                                const ForwardOptions& options) {
+  named::check_known(inputs, {"inputs", "input_ids", "attention_mask", "labels"});
+  auto out = forward(single_tensor(named::model_inputs(inputs, {"input_ids"}), "PerceiverForTokenClassification"),
+                     named::optional(inputs, "attention_mask"), named::optional(inputs, "labels"), options);
+  return named::outputs(out.loss, out.logits, {}, out.hidden_states, out.attentions, out.cross_attentions);
+}
+
+torch::Tensor token_classification_loss(const torch::Tensor& logits, const torch::Tensor& labels) {
+  TORCH_CHECK(logits.dim() == 3, "token classification logits must be (batch, seq_len, num_labels), got ",
+              logits.sizes());
+  TORCH_CHECK(!labels.is_floating_point() && labels.scalar_type() != torch::kBool,
+              "token classification needs integer labels (a class index, or -100 for no loss), got ",
+              labels.scalar_type());
+  TORCH_CHECK(labels.dim() == 2 && labels.size(0) == logits.size(0) && labels.size(1) == logits.size(1),
+              "labels must have shape (batch, seq_len) = (", logits.size(0), ", ", logits.size(1),
+              "): one label per input position (-100 where there is none); got ", labels.sizes());
+  // ignore_index -100 (the default): the mean runs over the labelled positions only.
+  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
+                                              labels.reshape({-1}).to(logits.device(), torch::kLong));
 }
 
 PerceiverClassifierHeadImpl::PerceiverClassifierHeadImpl(const PerceiverConfig& config, std::string architecture)
@@ -155,6 +221,10 @@ const std::map<std::string, ArchitectureBuilder>& architecture_registry() {
     r["PerceiverForSequenceClassification"] = [](const PerceiverConfig& c,
                                                  const nlohmann::json&) -> PerceiverPreTrainedModel {
       return std::make_shared<PerceiverForSequenceClassificationImpl>(c);
+    };
+    r["PerceiverForTokenClassification"] = [](const PerceiverConfig& c,
+                                              const nlohmann::json&) -> PerceiverPreTrainedModel {
+      return std::make_shared<PerceiverForTokenClassificationImpl>(c);
     };
     register_modality_architectures(r);
     return r;

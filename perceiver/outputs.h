@@ -1,6 +1,6 @@
 // Output structs mirroring HF's PerceiverModelOutput, PerceiverDecoderOutput, PerceiverMaskedLMOutput
-// and PerceiverClassifierOutput. Optional tensors are undefined when absent; lists are empty when
-// their output_* flag is off.
+// and PerceiverClassifierOutput, plus PerceiverTokenClassifierOutput (HF PR #15103's, never merged).
+// Optional tensors are undefined when absent; lists are empty when their output_* flag is off.
 #pragma once
 
 #include <torch/torch.h>
@@ -53,6 +53,15 @@ struct PerceiverMaskedLMOutput {
 struct PerceiverClassifierOutput {
   torch::Tensor loss;
   TensorOrDict logits;
+  std::vector<torch::Tensor> hidden_states;
+  std::vector<torch::Tensor> attentions;
+  std::vector<torch::Tensor> cross_attentions;
+};
+
+// PerceiverForTokenClassification's: logits (batch, seq_len, num_labels), one row per input position.
+struct PerceiverTokenClassifierOutput {
+  torch::Tensor loss;
+  torch::Tensor logits;
   std::vector<torch::Tensor> hidden_states;
   std::vector<torch::Tensor> attentions;
   std::vector<torch::Tensor> cross_attentions;

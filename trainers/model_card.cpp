@@ -34,13 +34,20 @@ std::string read_text(const fs::path& file) {
 }
 
 void usage_section(std::ostringstream& out, const std::string& architecture) {
-  const bool text = architecture == "PerceiverForMaskedLM" || architecture == "PerceiverForSequenceClassification";
+  const bool text = architecture == "PerceiverForMaskedLM" || architecture == "PerceiverForSequenceClassification" ||
+                    architecture == "PerceiverForTokenClassification";
   const bool image = architecture.rfind("PerceiverForImageClassification", 0) == 0;
+  // transformers has no token-classification Perceiver: perceiver-cpp ships the class, on its modules.
+  const bool shipped_class = architecture == "PerceiverForTokenClassification";
   out << "## How to use\n\n"
-      << "In Python, with `transformers` (this folder is a Hugging Face model directory):\n\n```python\n"
-      << "from transformers import " << architecture << (text ? ", PerceiverTokenizer" : "")
-      << (image ? ", PerceiverImageProcessor" : "") << "\n\n"
-      << "model = " << architecture << ".from_pretrained(\"path/to/this/folder\")\n";
+      << "In Python, with `transformers` (this folder is a Hugging Face model directory):\n\n```python\n";
+  if (shipped_class)
+    out << "from perceiver_token_classification import " << architecture
+        << "  # perceiver-cpp's python/ folder, on sys.path\nfrom transformers import PerceiverTokenizer\n\n";
+  else
+    out << "from transformers import " << architecture << (text ? ", PerceiverTokenizer" : "")
+        << (image ? ", PerceiverImageProcessor" : "") << "\n\n";
+  out << "model = " << architecture << ".from_pretrained(\"path/to/this/folder\")\n";
   if (text) out << "tokenizer = PerceiverTokenizer()  # byte-level: no vocabulary file\n";
   if (image) out << "processor = PerceiverImageProcessor.from_pretrained(\"path/to/this/folder\")\n";
   out << "```\n\n";

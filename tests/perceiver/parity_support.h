@@ -1,5 +1,6 @@
-// The generic HF parity harness: every model fixture under ../shared/fixtures/hf is run the way
-// its meta.json describes and every output is compared with numpy's allclose(atol=rtol=1e-5).
+// The generic HF parity harness: every model fixture under ../shared/fixtures/hf (and
+// tests/fixtures/hf_modules) is run the way its meta.json describes and every output is compared with
+// numpy's allclose(atol=rtol=1e-5).
 #pragma once
 
 #include <filesystem>
@@ -21,7 +22,12 @@ struct ModelFixture {
 // GoogleTest prints a fixture parameter by its name.
 inline void PrintTo(const ModelFixture& fixture, std::ostream* os) { *os << fixture.name; }
 
-// Every fixture of kind "model" listed in index.json (empty if the index is unreadable).
+// tests/fixtures/hf_modules: fixtures of the heads transformers lacks (PerceiverForTokenClassification),
+// made in the same layout by python/check_token_classification.py from transformers' Perceiver modules.
+std::filesystem::path hf_modules_fixtures_dir();
+
+// Every fixture of kind "model" listed in the index.json of hf_fixtures_dir(), then of
+// hf_modules_fixtures_dir() (an unreadable index contributes none).
 std::vector<ModelFixture> model_fixtures();
 
 // The fixture's forward arguments: `$name` references resolved against inputs.safetensors.

@@ -7,7 +7,9 @@
 namespace perceiver::testing {
 namespace {
 
-std::map<std::string, torch::Tensor> loss_and_grads(bool checkpointing, double dropout) {
+// The text heads that train with a per-position loss: masked LM and token classification.
+std::map<std::string, torch::Tensor> loss_and_grads(const std::string& architecture, bool checkpointing,
+                                                    double dropout) {
   auto config = PerceiverConfig::from_json({{"d_model", 32},
                                             {"d_latents", 32},
                                             {"num_latents", 8},
@@ -17,14 +19,16 @@ std::map<std::string, torch::Tensor> loss_and_grads(bool checkpointing, double d
                                             {"num_cross_attention_heads", 4},
                                             {"max_position_embeddings", 16},
                                             {"attention_probs_dropout_prob", dropout},
-                                            {"architectures", {"PerceiverForMaskedLM"}}});
+                                            {"id2label", {{"0", "O"}, {"1", "B-X"}, {"2", "I-X"}}},
+                                            {"architectures", {architecture}}});
   torch::manual_seed(0);
   auto model = build_model(config);
   set_activation_checkpointing(*model, checkpointing);
   model->train();
   torch::manual_seed(1);
   const auto ids = torch::randint(6, 262, {3, 16}, torch::kLong);
-  const auto labels = torch::where(torch::rand({3, 16}) < 0.3, ids, torch::full_like(ids, -100));
+  const auto targets = architecture == "PerceiverForMaskedLM" ? ids : torch::randint(0, 3, {3, 16}, torch::kLong);
+  const auto labels = torch::where(torch::rand({3, 16}) < 0.3, targets, torch::full_like(ids, -100));
   torch::manual_seed(2);  // same dropout draws in both runs
   auto out = model->forward_named({{"inputs", ids}, {"labels", labels}}, {});
   out.at("loss").backward();
@@ -34,14 +38,18 @@ std::map<std::string, torch::Tensor> loss_and_grads(bool checkpointing, double d
 }
 
 void expect_same(double dropout) {
-  const auto plain = loss_and_grads(false, dropout), checkpointed = loss_and_grads(true, dropout);
-  ASSERT_EQ(plain.size(), checkpointed.size());
-  for (const auto& [name, t] : plain) {
-    ASSERT_TRUE(checkpointed.at(name).defined()) << name;
-    EXPECT_TRUE(torch::allclose(t, checkpointed.at(name), 1e-5, 1e-6)) << name;
+  for (const std::string architecture : {"PerceiverForMaskedLM", "PerceiverForTokenClassification"}) {
+    SCOPED_TRACE(architecture);
+    const auto plain = loss_and_grads(architecture, false, dropout);
+    const auto checkpointed = loss_and_grads(architecture, true, dropout);
+    ASSERT_EQ(plain.size(), checkpointed.size());
+    for (const auto& [name, t] : plain) {
+      ASSERT_TRUE(checkpointed.at(name).defined()) << name;
+      EXPECT_TRUE(torch::allclose(t, checkpointed.at(name), 1e-5, 1e-6)) << name;
+    }
+    // The self-attention stack's gradients really are produced (not zero).
+    EXPECT_GT(checkpointed.at("perceiver.encoder.self_attends.0.mlp.dense1.weight").abs().sum().item<double>(), 0);
   }
-  // The self-attention stack's gradients really are produced (not zero).
-  EXPECT_GT(checkpointed.at("perceiver.encoder.self_attends.0.mlp.dense1.weight").abs().sum().item<double>(), 0);
 }
 
 TEST(ActivationCheckpointing, SameLossAndGradientsWithoutDropout) { expect_same(0.0); }
