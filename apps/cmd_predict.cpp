@@ -33,6 +33,9 @@ int run_predict(const std::vector<std::string>& args) {
       "top-k", po::value<int64_t>()->default_value(defaults.top_k), "labels, tokens or fillings per answer")(
       "decode", po::value<std::string>()->default_value(defaults.decode),
       "fill-mask: parallel (every [MASK] in one pass) or iterative (the surest byte first, the rest again given it)")(
+      "aggregation", po::value<std::string>()->default_value(defaults.aggregation),
+      "token classification: none (every byte), simple (bytes grouped by IOB2 tag), first / max / average "
+      "(one label per word, by its first byte, its surest byte or its mean probabilities)")(
       "out", po::value<std::string>()->default_value(""), "output folder (optical flow, multimodal)")(
       "batch-size", po::value<int64_t>()->default_value(defaults.batch_size), "inputs (flow: tiles) per forward pass")(
       "flow-scale", po::value<double>(), "pixels per flow logit (default: the checkpoint's task.flow_scale, else 20)")(
@@ -51,6 +54,7 @@ int run_predict(const std::vector<std::string>& args) {
   perceiver::trainers::PredictOptions options;
   options.top_k = vm["top-k"].as<int64_t>();
   options.decode = vm["decode"].as<std::string>();
+  options.aggregation = vm["aggregation"].as<std::string>();
   options.batch_size = vm["batch-size"].as<int64_t>();
   options.out_dir = vm["out"].as<std::string>();
   if (vm.count("flow-scale")) options.flow_scale = vm["flow-scale"].as<double>();
@@ -78,5 +82,5 @@ int run_predict(const std::vector<std::string>& args) {
 
 }  // namespace
 
-PERCEIVER_COMMAND("predict", "answer a model's task: fill [MASK]s, classify texts or images, optical flow, multimodal",
+PERCEIVER_COMMAND("predict", "answer a model's task: fill [MASK]s, classify texts, their bytes or images, optical flow, multimodal",
                   run_predict);

@@ -1,8 +1,8 @@
 // Data sources by their run-file `type` name, one registry per kind of data a task reads. A source
 // is a function of its options section; adding one is that function and one registration line (its
-// help and its declared keys) in its kind's file (text_corpus.cpp, labelled_text.cpp, images.cpp,
-// flow.cpp, multimodal.cpp). The names a run file may use, the keys each accepts with their defaults,
-// and the errors listing them are read from the registries.
+// help and its declared keys) in its kind's file (text_corpus.cpp, labelled_text.cpp, token_labels.cpp,
+// images.cpp, flow.cpp, multimodal.cpp). The names a run file may use, the keys each accepts with their
+// defaults, and the errors listing them are read from the registries.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,7 @@
 #include "datasets/multimodal.h"
 #include "datasets/option_spec.h"
 #include "datasets/text_stream.h"
+#include "datasets/token_labels.h"
 
 namespace perceiver::datasets {
 
@@ -82,7 +83,7 @@ struct SourceInfo {
   OptionSpecs options;
 };
 struct SourceKind {
-  std::string name;  // as find_source's `kind`: "text", "labelled-text", "image", "flow", "clip"
+  std::string name;  // as find_source's `kind`: "text", "labelled-text", "token-labels", "image", "flow", "clip"
   std::vector<SourceInfo> sources;
 };
 // Every kind compiled into this build (image, flow and clip need OpenCV).
@@ -97,6 +98,12 @@ const SourceRegistry<TextSource>& text_sources();
 // `label_separator` joins a JSONL label list into one label field (the task's multi-label separator).
 using LabelledTextSource = LabelledTexts (*)(SourceOptions& options, const std::string& label_separator);
 const SourceRegistry<LabelledTextSource>& labelled_text_sources();
+
+// Texts with a label per byte for token classification (datasets/token_labels.h): jsonl (character
+// spans), conll (a token per line), langseg (code-switched fortunes, generated). Label ids index the
+// set's label_names: "O", then the B-/I- tags sorted.
+using TokenLabelSource = TokenLabelSet (*)(SourceOptions& options);
+const SourceRegistry<TokenLabelSource>& token_label_sources();
 
 // Labelled images, read as the loader asks for them: fashion_mnist (in memory), idx, image_folder,
 // image_list, image_shards. `decode` carries the model's image processor when fine-tuning a checkpoint

@@ -1,6 +1,7 @@
 // The answers a user asks a Perceiver for, one pipeline per task, each on a ModelRunner (an eager
 // model or an exported file, perceiver/runner.h): fill-mask, text and image classification, tiled
-// optical flow with Middlebury's colour coding, multimodal reconstruction, whole-word fill-in; and the input
+// optical flow with Middlebury's colour coding, multimodal reconstruction, whole-word fill-in, token
+// classification (entities over bytes, long texts windowed); and the input
 // settings (image processor, flow scale) a model directory or checkpoint asks for.
 #pragma once
 
@@ -11,3 +12,4 @@
 #include "perceiver/input_settings.h"
 #include "perceiver/multimodal_pipeline.h"
 #include "perceiver/span_fill.h"
+#include "perceiver/token_classification_pipeline.h"

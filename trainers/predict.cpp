@@ -218,6 +218,40 @@ PredictTask text_classification_task() {
           classification_text};
 }
 
+json token_classification_json(const TokenClassificationResult& r) {
+  json entities = json::array();
+  for (const auto& e : r.entities)
+    entities.push_back({{"label", e.label}, {"score", e.score}, {"start", e.start}, {"end", e.end}, {"word", e.word},
+                        {"byte_start", e.byte_start}, {"byte_end", e.byte_end}});
+  return {{"input", r.text}, {"entities", entities}, {"logits", tensor_json(r.logits)}};
+}
+
+// The text, then one line per entity: label, score, character span and its text.
+std::string token_classification_text(const json& a) {
+  std::ostringstream out;
+  out << a.at("input").get<std::string>();
+  if (a.at("entities").empty()) out << "\n  (no entities)";
+  for (const auto& e : a.at("entities"))
+    out << "\n  " << e.at("label").get<std::string>() << " (" << std::setprecision(4) << e.at("score").get<double>()
+        << ") " << e.at("start").get<int64_t>() << "-" << e.at("end").get<int64_t>() << " " << e.at("word").dump();
+  return out.str();
+}
+
+PredictTask token_classification_task() {
+  return {"token-classification",
+          {"PerceiverForTokenClassification"},
+          "texts of any length, windowed past the model's positions (a list file: one text per line); "
+          "entities by --aggregation",
+          texts,
+          [](ModelRunner& runner, const std::vector<PredictInput>& inputs, const PredictOptions& o) {
+            TokenClassificationOptions to;
+            to.aggregation = parse_aggregation(o.aggregation);
+            to.batch_size = o.batch_size;
+            return answers(classify_tokens(runner, single_field(inputs), to), token_classification_json);
+          },
+          token_classification_text};
+}
+
 #if PERCEIVER_WITH_OPENCV
 
 // Image files in a folder (the image-folder extensions), sorted by name.
@@ -419,7 +453,7 @@ PredictTask multimodal_task() {
 
 const std::vector<PredictTask>& predict_tasks() {
   static const std::vector<PredictTask> tasks = {
-      fill_mask_task(), text_classification_task(),
+      fill_mask_task(), text_classification_task(), token_classification_task(),
 #if PERCEIVER_WITH_OPENCV
       image_classification_task(), optical_flow_task(), multimodal_task(),
 #endif

@@ -22,6 +22,7 @@ struct PredictOptions {
   int64_t top_k = 5;
   int64_t batch_size = 16;            // texts or images per forward pass (flow: tiles)
   std::string decode = "parallel";    // fill-mask: parallel (one pass) or iterative (mask-predict)
+  std::string aggregation = "simple";  // token classification: none, simple, first, max or average
   std::filesystem::path out_dir;      // where flow and multimodal write their files (required for them)
   std::optional<double> flow_scale;   // pixels per flow logit; unset: the checkpoint's task.flow_scale, else 20
   int64_t min_overlap = 20;           // flow tiles (capped at half a tile)

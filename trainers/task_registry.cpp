@@ -9,6 +9,7 @@ namespace perceiver::trainers {
 // One per file in trainers/tasks/.
 TaskInfo masked_lm_task_info();
 TaskInfo sequence_classification_task_info();
+TaskInfo token_classification_task_info();
 #if PERCEIVER_WITH_OPENCV  // the vision tasks read images and video
 TaskInfo image_classification_task_info();
 TaskInfo optical_flow_task_info();
@@ -19,6 +20,7 @@ const std::map<std::string, TaskInfo>& task_registry() {
   static const std::map<std::string, TaskInfo> registry = {
       {"mlm", masked_lm_task_info()},
       {"sequence_classification", sequence_classification_task_info()},
+      {"token_classification", token_classification_task_info()},
 #if PERCEIVER_WITH_OPENCV
       {"image_classification", image_classification_task_info()},
       {"optical_flow", optical_flow_task_info()},

@@ -278,6 +278,43 @@ TEST(Distributed, OpticalFlowWithSampledQueryPixelsOnTwoRanksMatchesOneProcess) 
   expect_parity(tmp.path(), file, 3);
 }
 
+// Texts longer than a window: evaluation stitches each text from windows scored on both ranks, so the
+// entity metrics (gathered over the ranks) equal one process's.
+TEST(Distributed, TokenClassificationWithWindowedTextsOnTwoRanksMatchesOneProcess) {
+  TempDir tmp;
+  const auto write = [&](const std::string& name, int n, int offset) {
+    std::ofstream out(tmp.path() / name);
+    const char* names[] = {"Ada", "Bob", "Cyd", "Dee"};
+    for (int i = offset; i < offset + n; ++i) {
+      // "... Ada met Bob in Paris ..." with PER and LOC spans, long enough for two or three windows of 24 bytes.
+      const std::string a = names[i % 4], b = names[(i / 4) % 4];
+      const std::string text = "today " + a + " met " + b + " in Rome and then " + b + " left";
+      const auto at = [&](const std::string& word, size_t from) { return text.find(word, from); };
+      const auto p1 = at(a, 0), p2 = at(b, p1 + a.size()), p3 = at("Rome", 0), p4 = at(b, p3);
+      out << "{\"text\": \"" << text << "\", \"spans\": [{\"start\": " << p1 << ", \"end\": " << p1 + 3
+          << ", \"label\": \"PER\"}, {\"start\": " << p2 << ", \"end\": " << p2 + 3 << ", \"label\": \"PER\"}, "
+          << "{\"start\": " << p3 << ", \"end\": " << p3 + 4 << ", \"label\": \"LOC\"}, {\"start\": " << p4
+          << ", \"end\": " << p4 + 3 << ", \"label\": \"PER\"}]}\n";
+    }
+  };
+  write("train.jsonl", 24, 0);
+  write("eval.jsonl", 6, 100);
+  const auto file = tmp.path() / "tok.yaml";
+  std::ofstream(file) << "model:\n  architecture: PerceiverForTokenClassification\n"
+                         "  config: {d_model: 16, d_latents: 16, num_latents: 4, num_self_attends_per_block: 1,\n"
+                         "           num_self_attention_heads: 1, num_cross_attention_heads: 1, max_position_embeddings: 24,\n"
+                         "           attention_probs_dropout_prob: 0.0}\n"
+                         "task: {name: token_classification, window_overlap: 8}\n"
+                         "data:\n  seq_len: 24\n"
+                         "  train: {type: jsonl, path: " + quote(tmp.path() / "train.jsonl") + "}\n"
+                         "  eval: {type: jsonl, path: " + quote(tmp.path() / "eval.jsonl") + "}\n"
+                         "optimizer: {name: sgd, lr: 0.1}\n"
+                         "trainer: {max_steps: 3, batch_size: 4, seed: 5, threads: 1, num_workers: 0, dist_timeout_s: 20}\n";
+  std::vector<CommandResult> two;
+  expect_parity(tmp.path(), file, 3, "", &two);
+  EXPECT_NE(two[0].out.find("eval/entity_f1"), std::string::npos) << two[0].out;
+}
+
 TEST(Distributed, GlobalBatchThatDoesNotDivideIsNamed) {
   TempDir tmp;
   const auto ranks = run_ranks(tmp.path(), 2,

@@ -489,6 +489,43 @@ TEST(Trainer, CheckpointsCarryAModelCardWithTheirEvaluation) {
   EXPECT_EQ(card_front_matter(tmp.path() / "repo" / "mlm" / "README.md"), trained);
 }
 
+// model.from a masked-LM checkpoint: the token-classification head takes its preprocessor, encoder and
+// decoder weights (with a learning rate of 0 they are unchanged after a step) and only the classifier is new.
+TEST(Trainer, TokenClassificationFineTunesFromAMaskedLmCheckpoint) {
+  TempDir tmp;
+  train(mlm_run(tmp.path(), 2));
+  const auto mlm = tmp.path() / "run" / "checkpoints" / "step-00000002";
+  {
+    std::ofstream out(tmp.path() / "spans.jsonl");
+    for (int i = 0; i < 12; ++i)
+      out << "{\"text\": \"the cat sat on mat " << i << "\", \"spans\": [{\"start\": 4, \"end\": 7, \"label\": \"ANIMAL\"}]}\n";
+  }
+  const auto jsonl = (tmp.path() / "spans.jsonl").string();
+  const std::string yaml = "model: {architecture: PerceiverForTokenClassification, from: '" + mlm.string() + "'}\n"
+                           "task: token_classification\n"
+                           "data:\n  train: {type: jsonl, path: '" + jsonl + "'}\n  eval: {type: jsonl, path: '" + jsonl + "'}\n"
+                           "optimizer: {name: sgd, lr: 0.0}\n"
+                           "trainer: {max_steps: 1, batch_size: 4, threads: 1, num_workers: 0}\n"
+                           "logging: {run_dir: '" + (tmp.path() / "tok").string() + "'}\n";
+  const auto metrics = train(yaml);
+  EXPECT_TRUE(metrics.count("eval/entity_f1"));
+  const auto before = io::load_safetensors(mlm / "model.safetensors");
+  const auto after = io::load_safetensors(tmp.path() / "tok" / "checkpoints" / "step-00000001" / "model.safetensors");
+  int shared = 0;
+  for (const auto& [name, t] : after) {
+    if (name.rfind("classifier.", 0) == 0) {
+      EXPECT_FALSE(before.count(name)) << name;
+      continue;
+    }
+    ASSERT_TRUE(before.count(name)) << name << " is neither the MLM's nor the classifier";
+    EXPECT_TRUE(torch::equal(t, before.at(name))) << name;
+    ++shared;
+  }
+  EXPECT_GT(shared, 10);
+  const auto config = nlohmann::json::parse(slurp(tmp.path() / "tok" / "checkpoints" / "step-00000001" / "config.json"));
+  EXPECT_EQ(config["id2label"].size(), 3u);  // O, B-ANIMAL, I-ANIMAL
+}
+
 TEST(Trainer, UnknownKeyNamesFileLineAndSuggestion) {
   TempDir tmp;
   auto yaml = mlm_run(tmp.path(), 5);
