@@ -221,35 +221,10 @@ const char* to_string(Aggregation aggregation) {
 std::vector<int64_t> byte_characters(std::string_view text) {
   // The units utf8_decode_replace decodes: a well-formed sequence, or a maximal invalid subpart.
   std::vector<int64_t> out(text.size());
-  const size_t n = text.size();
   int64_t character = 0;
-  for (size_t i = 0; i < n; ++character) {
-    const auto b = static_cast<unsigned char>(text[i]);
-    int need = 0;
-    unsigned lo = 0x80, hi = 0xBF;
-    if (b < 0x80) {
-      need = 0;
-    } else if (b >= 0xC2 && b <= 0xDF) {
-      need = 1;
-    } else if (b == 0xE0) {
-      need = 2, lo = 0xA0;
-    } else if ((b >= 0xE1 && b <= 0xEC) || b == 0xEE || b == 0xEF) {
-      need = 2;
-    } else if (b == 0xED) {
-      need = 2, hi = 0x9F;
-    } else if (b == 0xF0) {
-      need = 3, lo = 0x90;
-    } else if (b >= 0xF1 && b <= 0xF3) {
-      need = 3;
-    } else if (b == 0xF4) {
-      need = 3, hi = 0x8F;
-    }  // else 0x80-0xC1, 0xF5-0xFF: one invalid byte
-    size_t j = i + 1;
-    for (int k = 0; k < need && j < n; ++k, ++j) {
-      const auto c = static_cast<unsigned char>(text[j]);
-      if (c < (k == 0 ? lo : 0x80u) || c > (k == 0 ? hi : 0xBFu)) break;
-    }
-    for (; i < j; ++i) out[i] = character;
+  for (size_t i = 0; i < text.size(); ++character) {
+    const auto end = i + utf8_unit(text, i).length;
+    for (; i < end; ++i) out[i] = character;
   }
   return out;
 }

@@ -356,54 +356,49 @@ std::vector<std::string> PerceiverTokenizer::batch_decode(const std::vector<std:
   return texts;
 }
 
+Utf8Unit utf8_unit(std::string_view bytes, size_t i) {
+  const auto b = static_cast<unsigned char>(bytes[i]);
+  if (b < 0x80) return {1, true};
+  // Continuation count and the allowed range of the first continuation byte (Unicode Table 3-7); the
+  // narrower ranges exclude overlongs, surrogates and code points above U+10FFFF.
+  int need = 0;
+  unsigned lo = 0x80;
+  unsigned hi = 0xBF;
+  if (b >= 0xC2 && b <= 0xDF) {
+    need = 1;
+  } else if (b == 0xE0) {
+    need = 2, lo = 0xA0;
+  } else if ((b >= 0xE1 && b <= 0xEC) || b == 0xEE || b == 0xEF) {
+    need = 2;
+  } else if (b == 0xED) {
+    need = 2, hi = 0x9F;
+  } else if (b == 0xF0) {
+    need = 3, lo = 0x90;
+  } else if (b >= 0xF1 && b <= 0xF3) {
+    need = 3;
+  } else if (b == 0xF4) {
+    need = 3, hi = 0x8F;
+  } else {
+    return {1, false};  // 0x80-0xC1, 0xF5-0xFF never start a character
+  }
+  size_t j = i + 1;
+  for (int k = 0; k < need && j < bytes.size(); ++k, ++j) {
+    const auto c = static_cast<unsigned char>(bytes[j]);
+    if (c < (k == 0 ? lo : 0x80u) || c > (k == 0 ? hi : 0xBFu)) break;
+  }
+  return {j - i, j - i == static_cast<size_t>(need) + 1};
+}
+
 std::string utf8_decode_replace(std::string_view bytes) {
   static const char kReplacement[] = "\xEF\xBF\xBD";  // U+FFFD
   std::string out;
   out.reserve(bytes.size());
-  const size_t n = bytes.size();
-  size_t i = 0;
-  while (i < n) {
-    const auto b = static_cast<unsigned char>(bytes[i]);
-    if (b < 0x80) {
-      out.push_back(static_cast<char>(b));
-      ++i;
-      continue;
-    }
-    // Continuation count and the allowed range of the first continuation byte (Unicode Table 3-7); the
-    // narrower ranges exclude overlongs, surrogates and code points above U+10FFFF.
-    int need = 0;
-    unsigned lo = 0x80;
-    unsigned hi = 0xBF;
-    if (b >= 0xC2 && b <= 0xDF) {
-      need = 1;
-    } else if (b == 0xE0) {
-      need = 2, lo = 0xA0;
-    } else if ((b >= 0xE1 && b <= 0xEC) || b == 0xEE || b == 0xEF) {
-      need = 2;
-    } else if (b == 0xED) {
-      need = 2, hi = 0x9F;
-    } else if (b == 0xF0) {
-      need = 3, lo = 0x90;
-    } else if (b >= 0xF1 && b <= 0xF3) {
-      need = 3;
-    } else if (b == 0xF4) {
-      need = 3, hi = 0x8F;
-    } else {
-      out += kReplacement;  // 0x80-0xC1, 0xF5-0xFF never start a character
-      ++i;
-      continue;
-    }
-    size_t j = i + 1;
-    for (int k = 0; k < need && j < n; ++k, ++j) {
-      const auto c = static_cast<unsigned char>(bytes[j]);
-      if (c < (k == 0 ? lo : 0x80u) || c > (k == 0 ? hi : 0xBFu)) break;
-    }
-    if (j - i == static_cast<size_t>(need) + 1) {
-      out.append(bytes.substr(i, j - i));
-    } else {
-      out += kReplacement;  // one U+FFFD for the maximal subpart; resume at the offending byte
-    }
-    i = j;
+  for (size_t i = 0; i < bytes.size();) {
+    const auto unit = utf8_unit(bytes, i);
+    // One U+FFFD for a maximal invalid subpart; decoding resumes at the offending byte.
+    if (unit.valid) out.append(bytes.substr(i, unit.length));
+    else out += kReplacement;
+    i += unit.length;
   }
   return out;
 }

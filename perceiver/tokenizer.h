@@ -107,6 +107,13 @@ class PerceiverTokenizer {
 
 // Python's bytes.decode("utf-8", errors="replace"): each maximal invalid subpart becomes one U+FFFD.
 std::string utf8_decode_replace(std::string_view bytes);
+// The unit of `bytes` at `i` that utf8_decode_replace decodes as one character: a well-formed UTF-8
+// sequence, or a maximal invalid subpart (one U+FFFD). length >= 1.
+struct Utf8Unit {
+  size_t length = 1;
+  bool valid = true;
+};
+Utf8Unit utf8_unit(std::string_view bytes, size_t i);
 
 // HF's clean_up_tokenization: " ." -> ".", " 's" -> "'s", ... applied in HF's order.
 std::string clean_up_tokenization(std::string text);
