@@ -3,6 +3,7 @@
 
 #include "apps/command.h"
 #include "apps/options.h"
+#include "perceiver/gradients.h"
 #include "perceiver/inference.h"
 #include "perceiver/io/safetensors.h"
 #include "perceiver/runtime.h"
@@ -23,6 +24,9 @@ int run_infer(const std::vector<std::string>& args) {
                                                  "written by 'perceiver export'")(
       "inputs", po::value<std::string>()->required(), "safetensors file with the forward arguments")(
       "output", po::value<std::string>()->required(), "safetensors file to write the outputs to")(
+      "cotangents", po::value<std::string>(),
+      "safetensors file of output-shaped tensors: also write grad.<parameter> and grad.<input>, the gradients of "
+      "sum over its names k of sum(output_k * cotangent_k), in eval mode (model or checkpoint directories only)")(
       "output-attentions", po::bool_switch(), "also write attentions and cross-attentions")(
       "output-hidden-states", po::bool_switch(), "also write hidden states")(
       "interpolate-pos-encoding", po::bool_switch(), "resample learned/Fourier positions to the input size")(
@@ -48,7 +52,12 @@ int run_infer(const std::vector<std::string>& args) {
     options.load.construction = doc.contains("construction") ? doc["construction"] : doc;
   }
   const auto inputs = perceiver::io::load_safetensors(vm["inputs"].as<std::string>());
-  const auto outputs = perceiver::infer(vm["model"].as<std::string>(), inputs, options);
+  const auto model = vm["model"].as<std::string>();
+  const auto outputs =
+      vm.count("cotangents")
+          ? perceiver::infer_gradients(model, inputs,
+                                       perceiver::io::load_safetensors(vm["cotangents"].as<std::string>()), options)
+          : perceiver::infer(model, inputs, options);
   perceiver::io::save_safetensors(vm["output"].as<std::string>(), outputs);
   std::cerr << "wrote " << outputs.size() << " tensors to " << vm["output"].as<std::string>() << "\n";
   return 0;

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "apps/command.h"
+#include "perceiver/reference_mode.h"
 #include "perceiver/runtime.h"
 
 namespace perceiver::cli {
@@ -54,6 +55,10 @@ int main(int argc, char** argv) {
     perceiver::cli::print_usage(std::cerr);
     return 2;
   }
+  // PERCEIVER_REFERENCE=1: HF's maths everywhere (no fast path), to tell a fast path's error from the model's.
+  const char* reference = std::getenv("PERCEIVER_REFERENCE");
+  const perceiver::ReferenceMode reference_mode(reference && std::string(reference) == "1");
+  if (perceiver::ReferenceMode::is_enabled()) spdlog::info("PERCEIVER_REFERENCE=1: HF's maths, no fast paths");
   try {
     perceiver::runtime::set_threads(0);
     return it->second.run(std::vector<std::string>(argv + 2, argv + argc));

@@ -148,10 +148,9 @@ SharedTerms shared_terms(const torch::Tensor& e, const std::vector<torch::nn::Li
   return t;
 }
 
-// Shared channels pay off from two examples on, or from the second call without gradients; one
-// example in training takes HF's path exactly.
-bool factorable(const WithSharedChannels& a, const char* what) {
-  if (!a.shared.defined() || (a.size(0) == 1 && torch::GradMode::is_enabled())) return false;
+// Whether `a` comes with shared channels, which must fit its rows.
+bool has_shared_channels(const WithSharedChannels& a, const char* what) {
+  if (!a.shared.defined()) return false;
   const bool rows_fit = a.sliced ? a.shared_offset >= 0 && a.shared_offset + a.size(1) <= a.shared.size(1)
                                  : a.shared_offset == 0 && a.shared.size(1) == a.size(1);
   TORCH_CHECK(a.shared.dim() == 3 && a.shared.size(0) == 1 && rows_fit && a.shared.size(2) < a.size(2),
@@ -181,7 +180,7 @@ struct PerceiverSelfAttentionImpl::Factored {
 PerceiverSelfAttentionImpl::Factored PerceiverSelfAttentionImpl::factor(const WithSharedChannels& a,
                                                                         const torch::nn::LayerNorm& norm,
                                                                         const std::vector<torch::nn::Linear>& layers,
-                                                                        SharedTermsCache& cache) {
+                                                                        SharedTermsCache& cache, bool in_place) {
   const auto dtype = norm->weight.scalar_type();
   const int64_t c = a.size(-1), cs = a.shared.size(-1);
   const auto x = a.own_channels().to(dtype);
@@ -190,7 +189,7 @@ PerceiverSelfAttentionImpl::Factored PerceiverSelfAttentionImpl::factor(const Wi
   const bool slice = offset != 0 || rows != e.size(1);
 
   SharedTerms t;
-  const bool reusable = !torch::GradMode::is_enabled() && !torch::jit::tracer::isTracing();
+  const bool reusable = in_place;
   if (reusable) {
     std::vector<std::pair<const void*, uint32_t>> weights;
     std::vector<const torch::Tensor*> parameters{&norm->weight, &norm->bias};
@@ -243,8 +242,9 @@ PerceiverSelfAttentionImpl::Factored PerceiverSelfAttentionImpl::factor(const Wi
 std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(const WithSharedChannels& a,
                                                                             const torch::nn::LayerNorm& norm,
                                                                             const std::vector<torch::nn::Linear>& layers,
-                                                                            SharedTermsCache& cache) {
-  const auto factored = factor(a, norm, layers, cache);
+                                                                            SharedTermsCache& cache,
+                                                                            bool in_place) {
+  const auto factored = factor(a, norm, layers, cache, in_place);
   std::vector<torch::Tensor> out;
   for (const auto& f : factored.terms.projections) {
     // Per example: (x - mean) G_x^T + (mean_e - mean) rowsum(G_e) as one product; then the shared term.
@@ -262,8 +262,29 @@ std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(cons
 AttentionResult PerceiverSelfAttentionImpl::forward(const WithSharedChannels& hidden_states,
                                                     const WithSharedChannels& inputs,
                                                     const torch::Tensor& attention_mask, bool output_attentions) {
-  auto attended = attend(hidden_states, inputs, attention_mask);
+  const auto plan = select_attention_plan(describe(hidden_states, inputs), state());
+  auto attended = attend(hidden_states, inputs, attention_mask, plan);
   return {context_of(attended), output_attentions ? attended.probs : torch::Tensor()};
+}
+
+AttentionCall PerceiverSelfAttentionImpl::describe(const WithSharedChannels& hidden_states,
+                                                   const WithSharedChannels& inputs) const {
+  check_inputs(inputs);
+  AttentionCall call;
+  call.cross = inputs.defined();
+  call.batch = hidden_states.size(0);
+  call.queries = hidden_states.size(1);
+  call.keys = call.cross ? inputs.size(1) : call.queries;
+  call.heads = options_.num_heads;
+  call.v_channels = options_.v_channels;
+  TORCH_CHECK(call.cross || !hidden_states.shared.defined(), "a self-attention layer takes no shared query channels");
+  call.queries_share_channels = has_shared_channels(hidden_states, "queries");
+  call.inputs_share_channels = call.cross && has_shared_channels(inputs, "inputs");
+  return call;
+}
+
+ExecutionState PerceiverSelfAttentionImpl::state() const {
+  return ExecutionState::current(is_training() && options_.dropout > 0);
 }
 
 void PerceiverSelfAttentionImpl::check_inputs(const WithSharedChannels& inputs) const {
@@ -275,12 +296,12 @@ void PerceiverSelfAttentionImpl::check_inputs(const WithSharedChannels& inputs) 
                 " channels, expected ", options_.kv_dim);
 }
 
-AttentionKeys PerceiverSelfAttentionImpl::keys(const WithSharedChannels& inputs) {
+AttentionKeys PerceiverSelfAttentionImpl::keys(const WithSharedChannels& inputs, const AttentionPlan& plan) {
   check_inputs(inputs);
   TORCH_CHECK(inputs.defined(), "only a cross-attention's keys can be made apart from its queries");
   const int64_t heads = options_.num_heads;
-  if (factorable(inputs, "inputs")) {
-    const auto kv = factored_projections(inputs, layernorm2, {key, value}, *key_value_terms_cache_);
+  if (plan.factor_inputs) {
+    const auto kv = factored_projections(inputs, layernorm2, {key, value}, *key_value_terms_cache_, plan.in_place);
     return {split_heads(kv[0], heads), split_heads(kv[1], heads), {}};
   }
   return project_keys(norm(layernorm2, inputs.whole()));
@@ -292,7 +313,8 @@ AttentionKeys PerceiverSelfAttentionImpl::project_keys(const torch::Tensor& norm
 }
 
 Attended PerceiverSelfAttentionImpl::attend(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
-                                            const torch::Tensor& attention_mask, const AttentionKeys* made_keys) {
+                                            const torch::Tensor& attention_mask, const AttentionPlan& plan,
+                                            const AttentionKeys* made_keys) {
   check_inputs(inputs);
   const bool cross = inputs.defined();
   if (made_keys)
@@ -303,20 +325,19 @@ Attended PerceiverSelfAttentionImpl::attend(const WithSharedChannels& hidden_sta
 
   // Each intermediate is dropped as soon as it is used: without gradients nothing else holds it, so
   // a forward's peak memory is a few (B, M, N) tensors, not all of them.
-  TORCH_CHECK(cross || !hidden_states.shared.defined(), "a self-attention layer takes no shared query channels");
   const int64_t heads = options_.num_heads;
   torch::Tensor q, k, v;
   {
     torch::Tensor normed;  // layernorm1(hidden_states), where something projects it whole
-    if (factorable(hidden_states, "queries")) {
-      q = factored_projections(hidden_states, layernorm1, {query}, *query_terms_cache_)[0];
+    if (plan.factor_queries) {
+      q = factored_projections(hidden_states, layernorm1, {query}, *query_terms_cache_, plan.in_place)[0];
     } else {
       normed = norm(layernorm1, hidden_states.whole());
       q = ops::linear(normed, query);
     }
     q = split_heads(q, heads);
-    if (cross && !made_keys && keys_stay_unmade(inputs)) return attend_without_keys(q, inputs, attention_mask);
-    auto made = made_keys ? *made_keys : cross ? keys(inputs) : project_keys(normed);
+    if (plan.keyless) return attend_without_keys(q, inputs, attention_mask, plan.in_place);
+    auto made = made_keys ? *made_keys : cross ? keys(inputs, plan) : project_keys(normed);
     k = std::move(made.keys);
     v = std::move(made.values);
   }
@@ -330,12 +351,6 @@ Attended PerceiverSelfAttentionImpl::attend(const WithSharedChannels& hidden_sta
   return {std::move(probs), std::move(v), made_keys ? made_keys->projected_values : torch::Tensor(), {}};
 }
 
-bool PerceiverSelfAttentionImpl::keys_stay_unmade(const WithSharedChannels& inputs) const {
-  // One head; rows of weights that sum to one (no dropout); nothing saved for a backward.
-  return options_.num_heads == 1 && !(is_training() && options_.dropout > 0) && !torch::GradMode::is_enabled() &&
-         !torch::jit::tracer::isTracing() && factorable(inputs, "inputs");
-}
-
 // Cross-attention to inputs whose shared channels are factored, without their keys and values (two
 // (B, M, C) tensors, the largest of such a forward, and their products and passes). With r the
 // inverse std of each input row and a its augmented own channels (factor()),
@@ -346,8 +361,8 @@ bool PerceiverSelfAttentionImpl::keys_stay_unmade(const WithSharedChannels& inpu
 //   probs v = ((probs r^T) a) Gv^T + (probs r^T) Ev + bv, as every row of probs sums to one.
 // Ek and Ev are the kept terms of the shared channels, the same for every example.
 Attended PerceiverSelfAttentionImpl::attend_without_keys(const torch::Tensor& q, const WithSharedChannels& inputs,
-                                                         const torch::Tensor& attention_mask) {
-  const auto f = factor(inputs, layernorm2, {key, value}, *key_value_terms_cache_);
+                                                         const torch::Tensor& attention_mask, bool in_place) {
+  const auto f = factor(inputs, layernorm2, {key, value}, *key_value_terms_cache_, in_place);
   const auto& k_terms = f.terms.projections[0];
   const auto& v_terms = f.terms.projections[1];
   const auto queries = q.select(1, 0);  // (B, N, QK): the one head
@@ -374,14 +389,6 @@ Attended PerceiverSelfAttentionImpl::attend_without_keys(const torch::Tensor& q,
   return {std::move(probs), {}, {}, std::move(context)};
 }
 
-bool output_projection_folds(int64_t queries, int64_t keys, int64_t v_channels, int64_t out_channels, int64_t heads,
-                             bool values_projected) {
-  const double n = static_cast<double>(queries), l = static_cast<double>(keys), v = static_cast<double>(v_channels),
-               o = static_cast<double>(out_channels), h = static_cast<double>(heads);
-  const double unfolded = n * l * v + n * v * o, folded = (values_projected ? 0.0 : l * v * o) + h * n * l * o;
-  return folded < 0.75 * unfolded;  // a clear margin: the two products run at different efficiencies
-}
-
 PerceiverSelfOutputImpl::PerceiverSelfOutputImpl(int64_t input_channels, int64_t output_channels) {
   dense = register_module("dense", torch::nn::Linear(input_channels, output_channels));
 }
@@ -393,15 +400,14 @@ torch::Tensor PerceiverSelfOutputImpl::forward(const torch::Tensor& x, const tor
 }
 
 torch::Tensor PerceiverSelfOutputImpl::forward(Attended attended, const torch::Tensor& residual,
-                                               std::optional<bool> fold) {
+                                               const AttentionPlan& plan) {
   if (attended.context.defined()) return forward(context_of(attended), residual);
   const auto& weight = dense->weight;
   TORCH_CHECK(attended.probs.dim() == 4 && attended.values.dim() == 4 &&
                   attended.probs.size(1) * attended.values.size(3) == weight.size(1),
               "attention output: values ", attended.values.sizes(), " do not fit the output projection ",
               weight.sizes());
-  const int64_t heads = attended.probs.size(1), queries = attended.probs.size(2), keys = attended.probs.size(3);
-  if (!fold.value_or(folds(queries, keys, heads, attended.projected_values.defined()))) {
+  if (!plan.fold_output) {
     auto context = context_of(attended);
     attended = {};
     return forward(context, residual);
@@ -434,10 +440,6 @@ torch::Tensor PerceiverSelfOutputImpl::project_values(const torch::Tensor& value
   return projected.flatten(1, 2);  // sizes the tracer keeps free (an export's batch)
 }
 
-bool PerceiverSelfOutputImpl::folds(int64_t queries, int64_t keys, int64_t heads, bool values_projected) const {
-  return output_projection_folds(queries, keys, dense->weight.size(1), dense->weight.size(0), heads, values_projected);
-}
-
 PerceiverAttentionImpl::PerceiverAttentionImpl(const PerceiverConfig& config, const PerceiverLayerOptions& o)
     : use_query_residual_(o.use_query_residual) {
   int64_t qk = 0;
@@ -463,19 +465,36 @@ PerceiverAttentionImpl::PerceiverAttentionImpl(const PerceiverConfig& config, co
 }
 
 AttentionKeys PerceiverAttentionImpl::keys(const WithSharedChannels& inputs, int64_t queries) {
-  auto made = self->keys(inputs);
-  if (output->folds(queries, made.values.size(2), made.values.size(1)))
-    made.projected_values = output->project_values(made.values);
+  // The plan of the calls that will take these keys, `queries` at a time.
+  AttentionCall call;
+  call.cross = true;
+  call.batch = inputs.size(0);
+  call.queries = queries;
+  call.keys = inputs.size(1);
+  call.heads = self->options().num_heads;
+  call.v_channels = self->options().v_channels;
+  call.inputs_share_channels = inputs.shared.defined();
+  call.keys_made = true;
+  call.out_channels = output->out_channels();
+  const auto plan = select_attention_plan(call, self->state());
+  auto made = self->keys(inputs, plan);
+  if (plan.fold_output) made.projected_values = output->project_values(made.values);
   return made;
 }
 
 AttentionResult PerceiverAttentionImpl::forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
                                                 const torch::Tensor& attention_mask, bool output_attentions,
                                                 const AttentionKeys* made_keys) {
-  auto attended = self->attend(hidden_states, inputs, attention_mask, made_keys);
+  auto call = self->describe(hidden_states, inputs);
+  call.out_channels = output->out_channels();
+  call.keys_made = made_keys != nullptr;
+  call.values_projected = made_keys && made_keys->projected_values.defined();
+  const auto plan = select_attention_plan(call, self->state());
+  auto attended = self->attend(hidden_states, inputs, attention_mask, plan, made_keys);
   AttentionResult result;
   if (output_attentions) result.attention_probs = attended.probs;
-  result.output = output->forward(std::move(attended), use_query_residual_ ? hidden_states.whole() : torch::Tensor());
+  result.output =
+      output->forward(std::move(attended), use_query_residual_ ? hidden_states.whole() : torch::Tensor(), plan);
   return result;
 }
 

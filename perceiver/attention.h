@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "perceiver/attention_plan.h"
 #include "perceiver/config.h"
 #include "perceiver/matmul.h"
 #include "perceiver/shared_channels.h"
@@ -49,14 +50,6 @@ struct Attended {
   torch::Tensor context;           // (B, N, V): the weighted values, where made without the values
 };
 
-// Whether the output projection W (O x V) of an attention's context takes fewer FLOPs applied to
-// the values first: sum over heads of probs_h (values_h W_h^T), L V O + H N L O, instead of
-// (probs values) W^T, N L V + N V O (with N queries and L keys). It does by a wide margin where many
-// queries attend with one head to few keys (the optical-flow decoder: 42 % fewer). values_projected:
-// values W^T is already made (AttentionKeys), so only the second product counts.
-bool output_projection_folds(int64_t queries, int64_t keys, int64_t v_channels, int64_t out_channels, int64_t heads,
-                             bool values_projected = false);
-
 struct PerceiverSelfAttentionOptions {
   bool is_cross_attention = false;
   int64_t qk_channels = 0;  // already resolved (PerceiverAttention applies HF's defaults)
@@ -75,13 +68,18 @@ class PerceiverSelfAttentionImpl : public torch::nn::Module {
   // inputs are normalised and projected once per batch (see WithSharedChannels).
   AttentionResult forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
                           const torch::Tensor& attention_mask, bool output_attentions);
-  // forward's work up to the weighted sum of the values; a cross-attention takes the keys and values
-  // of `inputs` from `keys` where given (made by keys()).
+  // forward's work up to the weighted sum of the values, the way `plan` says; a cross-attention takes
+  // the keys and values of `inputs` from `made_keys` where given (made by keys()).
   Attended attend(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
-                  const torch::Tensor& attention_mask, const AttentionKeys* made_keys = nullptr);
-  // A cross-attention's keys and values of `inputs`.
-  AttentionKeys keys(const WithSharedChannels& inputs);
-  int64_t v_channels() const { return options_.v_channels; }
+                  const torch::Tensor& attention_mask, const AttentionPlan& plan,
+                  const AttentionKeys* made_keys = nullptr);
+  // A cross-attention's keys and values of `inputs` (plan.factor_inputs: their shared channels factored).
+  AttentionKeys keys(const WithSharedChannels& inputs, const AttentionPlan& plan);
+  // The shapes of a call on these tensors, for select_attention_plan (out_channels left 0).
+  AttentionCall describe(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs) const;
+  // The state of the thread with this module's dropout.
+  ExecutionState state() const;
+  const PerceiverSelfAttentionOptions& options() const { return options_; }
 
  private:
   struct SharedTermsCache;
@@ -89,17 +87,16 @@ class PerceiverSelfAttentionImpl : public torch::nn::Module {
   void check_inputs(const WithSharedChannels& inputs) const;
   // a's own channels centred and scaled, and the kept terms of its shared channels (see attention.cpp).
   Factored factor(const WithSharedChannels& a, const torch::nn::LayerNorm& norm,
-                  const std::vector<torch::nn::Linear>& layers, SharedTermsCache& cache);
-  // Whether attend can weigh the inputs without making their keys and values.
-  bool keys_stay_unmade(const WithSharedChannels& inputs) const;
+                  const std::vector<torch::nn::Linear>& layers, SharedTermsCache& cache, bool in_place);
   // Keys and values of already normalised inputs (heads split).
   AttentionKeys project_keys(const torch::Tensor& normed);
   Attended attend_without_keys(const torch::Tensor& q, const WithSharedChannels& inputs,
-                               const torch::Tensor& attention_mask);
+                               const torch::Tensor& attention_mask, bool in_place);
   // norm(a.whole()) projected by each of layers, the terms of a's shared channels made once per batch, and
   // without gradients kept in `cache` while the weights and the shared channels stay the same.
   std::vector<torch::Tensor> factored_projections(const WithSharedChannels& a, const torch::nn::LayerNorm& norm,
-                                                  const std::vector<torch::nn::Linear>& layers, SharedTermsCache& cache);
+                                                  const std::vector<torch::nn::Linear>& layers, SharedTermsCache& cache,
+                                                  bool in_place);
 
   PerceiverSelfAttentionOptions options_;
   torch::nn::LayerNorm layernorm1{nullptr}, layernorm2{nullptr};
@@ -117,13 +114,12 @@ class PerceiverSelfOutputImpl : public torch::nn::Module {
   // dense(x) + residual where defined (the query residual, added as the product is written).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual = {});
   // dense(context) + residual, the context being the attended values with the heads side by side;
-  // computed as probs (values dense) where output_projection_folds (or `fold` says so). The same up
-  // to float rounding. By value: without gradients each part is freed once used. `fold` overrides
-  // the choice (tests compare both orders).
-  torch::Tensor forward(Attended attended, const torch::Tensor& residual = {}, std::optional<bool> fold = std::nullopt);
+  // computed as probs (values dense) where plan.fold_output. The same up to float rounding. By value:
+  // without gradients each part is freed once used.
+  torch::Tensor forward(Attended attended, const torch::Tensor& residual, const AttentionPlan& plan);
   // The values (B, H, L, V / H) times the projection: (B, H * L, O), the first product of the fold.
   torch::Tensor project_values(const torch::Tensor& values) const;
-  bool folds(int64_t queries, int64_t keys, int64_t heads, bool values_projected = false) const;
+  int64_t out_channels() const { return dense->weight.size(0); }
 
  private:
   torch::nn::Linear dense{nullptr};
@@ -145,7 +141,7 @@ struct PerceiverLayerOptions {
 class PerceiverAttentionImpl : public torch::nn::Module {
  public:
   PerceiverAttentionImpl(const PerceiverConfig& config, const PerceiverLayerOptions& options);
-  // keys: made by keys() from these inputs, or none.
+  // keys: made by keys() from these inputs, or none. The plan comes from select_attention_plan.
   AttentionResult forward(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs,
                           const torch::Tensor& attention_mask, bool output_attentions,
                           const AttentionKeys* made_keys = nullptr);

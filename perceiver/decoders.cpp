@@ -11,7 +11,7 @@
 namespace perceiver {
 
 PerceiverBasicDecoderImpl::PerceiverBasicDecoderImpl(const PerceiverConfig& config, const BasicDecoderOptions& options)
-    : options_(options) {
+    : options_(options), attention_dropout_(config.attention_probs_dropout_prob) {
   if (options.position_encoding.type != "none") {
     auto built = build_position_encoding(options.position_encoding);
     output_position_encodings = register_module("output_position_encodings", built.encoding);
@@ -123,13 +123,14 @@ PerceiverDecoderOutput PerceiverBasicDecoderImpl::forward(const WithSharedChanne
   PerceiverDecoderOutput out;
   const int64_t queries = query.size(1);
   const int64_t per_pass = queries_per_pass(z.size(1), z.size(2));
-  if (output_attentions || torch::GradMode::is_enabled() || torch::jit::tracer::isTracing() || queries <= per_pass) {
+  const auto state = ExecutionState::current(is_training() && attention_dropout_ > 0);
+  if (!decode_in_slices(queries, per_pass, output_attentions, state)) {
     auto [logits, probs] = decode(query);
     out.logits = std::move(logits);
     if (output_attentions) out.cross_attentions.push_back(std::move(probs));
     return out;
   }
-  // Without gradients, slices of the queries one after another: the queries never meet, so each
+  // Slices of the queries one after another: the queries never meet, so each
   // slice decodes to what it would as part of the whole, and the decoder's intermediates (several
   // (B, N, C) tensors at once) stay a slice's size.
   const auto keys = decoding_cross_attention->keys(z, per_pass);  // made once for every slice

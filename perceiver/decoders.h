@@ -55,6 +55,7 @@ class PerceiverBasicDecoderImpl : public DecoderImpl {
   int64_t queries_per_pass(int64_t latents, int64_t latent_channels) const;
 
   BasicDecoderOptions options_;
+  double attention_dropout_ = 0.0;  // config.attention_probs_dropout_prob: a slice would draw its own mask
   std::shared_ptr<PositionEncodingImpl> output_position_encodings;
   torch::nn::Linear positions_projection{nullptr};
   PerceiverLayer decoding_cross_attention{nullptr};

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "perceiver/reference_mode.h"
+
 namespace perceiver::ops::onednn {
 
 bool requested() {
@@ -17,7 +19,8 @@ bool requested() {
   return requested;
 }
 
-bool active() { return requested() && !torch::jit::tracer::isTracing(); }
+// ATen's ops for a trace (TorchScript records them) and for the reference (ReferenceMode).
+bool active() { return requested() && !torch::jit::tracer::isTracing() && !ReferenceMode::is_enabled(); }
 
 bool readable(const torch::Tensor& t) {
   return t.device().is_cpu() && t.layout() == torch::kStrided && t.numel() > 0 && !t.is_neg() && !t.is_conj();

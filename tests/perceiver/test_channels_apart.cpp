@@ -91,44 +91,6 @@ TEST(ChannelsApart, PreprocessorsThatConcatenatePositionsLeaveThemApart) {
   EXPECT_FALSE(out.network_inputs().held_apart());
 }
 
-// A cross-attention over inputs held apart against the same inputs made whole, with one head (whose
-// keys and values go unmade without gradients) and two: one example with gradients (HF's path, on the
-// whole), two with gradients (factored) and two without.
-TEST(ChannelsApart, CrossAttentionGivesWhatTheWholeInputsGive) {
-  torch::manual_seed(53);
-  const int64_t own = 3, shared = 6, inputs = 9, latents = 4;
-  for (const int64_t heads : {1, 2}) {
-    auto attention = small_cross_attention(own + shared, heads);
-    const auto e = torch::randn({1, inputs, shared}) * 2 + 1;
-    for (const int64_t batch : {1, 2}) {
-      for (const bool gradients : {true, false}) {
-        SCOPED_TRACE(std::to_string(heads) + " heads, batch " + std::to_string(batch) +
-                     (gradients ? ", gradients" : ", no gradients"));
-        const torch::AutoGradMode mode(gradients);
-        const auto x = torch::randn({batch, inputs, own});
-        const auto q = torch::randn({batch, latents, 8});
-        auto run = [&](bool apart) {
-          const auto leaf = x.clone().requires_grad_(gradients);
-          const auto in = apart ? WithSharedChannels::apart(leaf, e)
-                                : WithSharedChannels(torch::cat({leaf, e.expand({batch, -1, -1})}, -1), e);
-          attention->zero_grad();
-          const auto out = attention->forward(q, in, {}, false).output;
-          std::vector<torch::Tensor> got{out.detach()};
-          if (gradients) {
-            out.square().sum().backward();
-            got.push_back(leaf.grad());
-            for (const auto& p : attention->parameters()) got.push_back(p.grad().clone());
-          }
-          return got;
-        };
-        const auto whole = run(false), apart = run(true);
-        ASSERT_EQ(whole.size(), apart.size());
-        for (size_t i = 0; i < whole.size(); ++i) EXPECT_EQ(tensor_mismatch(apart[i], whole[i], 1e-5, 1e-5), "") << i;
-      }
-    }
-  }
-}
-
 // A basic decoder's queries read only the inputs' batch, dtype and sizes (HF's index_dims =
 // inputs.shape[2:], which a Fourier decoder encodes): held apart, the whole's sizes.
 TEST(ChannelsApart, BasicDecoderQueriesAreThoseOfTheWholeInputs) {

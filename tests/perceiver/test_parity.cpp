@@ -8,6 +8,7 @@
 #include "perceiver/inference.h"
 #include "perceiver/io/model_dir.h"
 #include "perceiver/io/safetensors.h"
+#include "perceiver/reference_mode.h"
 #include "tests/perceiver/parity_support.h"
 #include "tests/test_support.h"
 
@@ -59,6 +60,19 @@ TEST_P(HfParity, LibraryMatchesHuggingFace) {
   const auto expected = io::load_safetensors(fixture.dir / "outputs.safetensors");
   const double tol = parity_tolerance(1e-5);
   EXPECT_EQ(compare_outputs(expected, outputs, tol, tol), "") << fixture.name << " on " << options.device;
+}
+
+// HF's maths everywhere (ReferenceMode, PERCEIVER_REFERENCE=1) gives HF's outputs as well.
+TEST_P(HfParity, ReferenceModeMatchesHuggingFace) {
+  const auto& fixture = GetParam();
+  const ReferenceMode hf;
+  InferOptions options;
+  options.forward = fixture_forward_options(fixture);
+  options.device = test_device();
+  const auto outputs = infer(fixture.dir, fixture_inputs(fixture), options);
+  const double tol = parity_tolerance(1e-5);
+  EXPECT_EQ(compare_outputs(io::load_safetensors(fixture.dir / "outputs.safetensors"), outputs, tol, tol), "")
+      << fixture.name << " on " << options.device;
 }
 
 TEST_P(HfParity, StateDictKeysAndParameterCountMatch) {

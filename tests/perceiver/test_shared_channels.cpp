@@ -1,7 +1,7 @@
 // The encoder's cross-attention projects the position channels a preprocessor concatenated once per
-// batch (WithSharedChannels::shared): a batch must give what its examples give one at a time (one example
-// takes HF's path unchanged), outputs and parameter gradients alike, for every head whose
-// preprocessor concatenates positions.
+// batch (WithSharedChannels::shared): whole heads whose preprocessor concatenates positions must give
+// what the reference (ReferenceMode, HF's maths) gives, outputs and parameter gradients alike; and
+// the terms kept between inference calls must follow every change of the weights and positions.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -10,6 +10,7 @@
 #include "perceiver/device.h"
 #include "perceiver/io/model_dir.h"
 #include "perceiver/position_encoding.h"
+#include "perceiver/reference_mode.h"
 #include "trainers/fused_adamw.h"
 #include "tests/test_support.h"
 
@@ -25,43 +26,40 @@ struct EvalModel {
   PerceiverPreTrainedModel model;
 };
 
-void expect_batch_equals_examples(const std::string& fixture, const torch::Tensor& inputs) {
+void expect_batch_matches_reference(const std::string& fixture, const torch::Tensor& inputs) {
   SCOPED_TRACE(fixture);
   const EvalModel evaluated(fixture);
   const auto& model = evaluated.model;
-
-  model->zero_grad();
-  const auto batched = evaluated.logits(inputs);
-  batched.square().sum().backward();
-  const auto batched_grads = parameter_gradients(*model);
-
-  model->zero_grad();
-  std::vector<torch::Tensor> rows;
-  for (int64_t i = 0; i < inputs.size(0); ++i) {
-    rows.push_back(evaluated.logits(inputs.narrow(0, i, 1)));
-    rows.back().square().sum().backward();  // gradients add up over the examples
-  }
-  EXPECT_EQ(tensor_mismatch(batched.detach(), torch::cat(rows, 0).detach(), 1e-5, 1e-4), "");
-  for (const auto& [name, grad] : parameter_gradients(*model)) {
+  const auto run = [&](bool reference) {
+    const ReferenceMode mode(reference);
+    model->zero_grad();
+    const auto logits = evaluated.logits(inputs);
+    logits.square().sum().backward();
+    return std::make_pair(logits.detach(), parameter_gradients(*model));
+  };
+  const auto [logits, grads] = run(false);
+  const auto [reference_logits, reference_grads] = run(true);
+  EXPECT_EQ(tensor_mismatch(logits, reference_logits, 1e-5, 1e-4), "");
+  for (const auto& [name, grad] : reference_grads) {
     const double scale = std::max(grad.abs().max().item<double>(), 1.0);
-    EXPECT_EQ(tensor_mismatch(batched_grads.at(name), grad, 1e-5 * scale, 1e-4), "") << name;
+    EXPECT_EQ(tensor_mismatch(grads.at(name), grad, 1e-5 * scale, 1e-4), "") << name;
   }
 }
 
-TEST(SharedChannels, ImageHeadsGiveABatchWhatItsExamplesGiveOneAtATime) {
+TEST(SharedChannels, ImageHeadsGiveABatchWhatTheReferenceGives) {
   torch::manual_seed(21);
-  expect_batch_equals_examples("PerceiverForImageClassificationFourier", torch::randn({3, 3, 16, 16}));
-  expect_batch_equals_examples("PerceiverForImageClassificationLearned", torch::randn({3, 3, 8, 8}));
-  expect_batch_equals_examples("PerceiverForImageClassificationConvProcessing", torch::randn({3, 3, 32, 32}));
+  expect_batch_matches_reference("PerceiverForImageClassificationFourier", torch::randn({3, 3, 16, 16}));
+  expect_batch_matches_reference("PerceiverForImageClassificationLearned", torch::randn({3, 3, 8, 8}));
+  expect_batch_matches_reference("PerceiverForImageClassificationConvProcessing", torch::randn({3, 3, 32, 32}));
 }
 
-TEST(SharedChannels, OpticalFlowGivesABatchWhatItsExamplesGiveOneAtATime) {
+TEST(SharedChannels, OpticalFlowGivesABatchWhatTheReferenceGives) {
   torch::manual_seed(22);
-  expect_batch_equals_examples("PerceiverForOpticalFlow", torch::randn({3, 2, 27, 8, 12}));
+  expect_batch_matches_reference("PerceiverForOpticalFlow", torch::randn({3, 2, 27, 8, 12}));
 }
 
 // Without gradients, an attention layer keeps the shared channels' terms between calls: it must give
-// what HF's path (one example, gradients on) gives, on new inputs, after each group of the weights
+// what the reference gives, on new inputs, after each group of the weights
 // that the terms come from changes in place (the parameters whose names contain all the strings of a
 // group of `changed`), and when the positions change.
 void expect_cached_terms_follow_weights_and_positions(const std::string& fixture, const std::vector<int64_t>& shape,
@@ -73,8 +71,11 @@ void expect_cached_terms_follow_weights_and_positions(const std::string& fixture
   const auto& model = evaluated.model;
   auto expect_hf_path = [&](const torch::Tensor& x, const char* what) {
     SCOPED_TRACE(what);
-    const auto reference = evaluated.logits(x).detach();  // gradients on: HF's path, no cache
     torch::NoGradGuard no_grad;
+    const auto reference = [&] {
+      const ReferenceMode hf;
+      return evaluated.logits(x);
+    }();
     EXPECT_EQ(tensor_mismatch(evaluated.logits(x), reference, 1e-5, 1e-4), "");
     return reference;
   };
@@ -128,7 +129,11 @@ TEST(SharedChannels, AnOptimizerStepBetweenInferencesIsSeen) {
   trainers::FusedAdamW optimizer(model->parameters(), torch::optim::AdamWOptions(1e-2));
   evaluated.logits(torch::randn({2, 3, 16, 16})).square().sum().backward();
   optimizer.step();
-  const auto reference = evaluated.logits(x).detach();  // gradients on: HF's path, no cache
+  const auto reference = [&] {  // HF's maths, no kept terms
+    const ReferenceMode hf;
+    torch::NoGradGuard no_grad;
+    return evaluated.logits(x);
+  }();
   torch::NoGradGuard no_grad;
   EXPECT_EQ(tensor_mismatch(evaluated.logits(x), reference, 1e-5, 1e-4), "");
   EXPECT_GT((reference - before).abs().max().item<double>(), 1e-4);  // the step mattered
@@ -140,7 +145,11 @@ TEST(SharedChannels, TermsProjectedUnderAutocastAreNotReusedInFloat32) {
   torch::manual_seed(27);
   const EvalModel evaluated("PerceiverForImageClassificationFourier");
   const auto x = torch::randn({1, 3, 16, 16});
-  const auto reference = evaluated.logits(x).detach();  // gradients on: HF's path, no cache
+  const auto reference = [&] {  // HF's maths, no kept terms
+    const ReferenceMode hf;
+    torch::NoGradGuard no_grad;
+    return evaluated.logits(x);
+  }();
   torch::NoGradGuard no_grad;
   {
     const device::AutocastGuard autocast(torch::kCPU, device::Precision::bf16);
@@ -163,7 +172,8 @@ TEST(SharedChannels, APositionTensorChangedInPlaceIsProjectedAgain) {
   const auto latents = torch::randn({1, 4, 8}), x = torch::randn({1, 6, 4});
   auto e = torch::randn({1, 6, 6});
   auto run = [&](bool cached) {
-    const torch::AutoGradMode grad(!cached);  // gradients on: HF's path, no cache
+    const ReferenceMode hf(!cached);  // HF's maths, no kept terms
+    torch::NoGradGuard no_grad;
     return attention->forward(latents, WithSharedChannels(torch::cat({x, e}, -1), e), {}, false).output.detach();
   };
   EXPECT_EQ(tensor_mismatch(run(true), run(false), 1e-5, 1e-5), "");
