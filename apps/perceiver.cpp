@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "apps/command.h"
+#include "apps/process_setup.h"
 #include "perceiver/reference_mode.h"
 #include "perceiver/runtime.h"
 
@@ -39,8 +40,7 @@ void print_usage(std::ostream& out) {
 }  // namespace perceiver::cli
 
 int main(int argc, char** argv) {
-  perceiver::runtime::ensure_blas_environment(argc, argv);
-  perceiver::runtime::keep_freed_memory();
+  perceiver::cli::prepare_process(argc, argv);
   // Logs and progress go to stderr; stdout carries only results (JSON), so it can be piped.
   spdlog::set_default_logger(spdlog::stderr_color_mt("perceiver"));
   using perceiver::cli::registry;

@@ -1,11 +1,11 @@
-// Google Benchmark entry point: same BLAS environment as the shipped CLI.
+// Google Benchmark entry point: the same process set-up as the shipped CLI.
 #include <benchmark/benchmark.h>
 
+#include "apps/process_setup.h"
 #include "perceiver/runtime.h"
 
 int main(int argc, char** argv) {
-  perceiver::runtime::ensure_blas_environment(argc, argv);
-  perceiver::runtime::keep_freed_memory();
+  perceiver::cli::prepare_process(argc, argv);
   perceiver::runtime::set_threads(0);
   ::benchmark::Initialize(&argc, argv);
   if (::benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

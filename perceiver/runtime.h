@@ -1,4 +1,4 @@
-// Process-level set-up shared by every binary the project ships (CLI, tests, benchmarks).
+// Facts about the process and the machine (threads, BLAS, malloc, CPU flags, memory) for reports and defaults.
 #pragma once
 
 #include <spdlog/spdlog.h>
@@ -6,20 +6,6 @@
 #include <string>
 
 namespace perceiver::runtime {
-
-// OpenBLAS reads OPENBLAS_CORETYPE when it is loaded, i.e. before main() runs, and libgomp reads
-// GOMP_SPINCOUNT when it starts. If the variables that select the fast kernels and a short spin of
-// idle OpenMP threads (1,000 spins, unless OMP_WAIT_POLICY is set) are missing, set them and
-// re-execute the program once so that the freshly loaded libraries see them. Safe on CPUs without
-// AVX-512 (Haswell kernels on AVX2, nothing on older CPUs). Does nothing when PERCEIVER_NO_REEXEC is set.
-void ensure_blas_environment(int argc, char** argv);
-
-// glibc serves blocks above 32 MB (activations of a batch) with mmap and returns them on free, so
-// every training step page-faults its activations in again: half the CPU time on the optical-flow
-// model. This keeps freed memory in the process (mmap off, no trimming): about 1.9x faster flow
-// training for about 25 % more peak RSS. Leaves malloc alone where the user tuned it (MALLOC_*_,
-// GLIBC_TUNABLES) or set PERCEIVER_SYSTEM_MALLOC. Returns whether it changed anything.
-bool keep_freed_memory();
 
 // Intra-op threads: n > 0 sets that many, n <= 0 uses every core.
 void set_threads(int n);

@@ -1,4 +1,4 @@
-// GoogleTest entry point: same BLAS environment as the shipped CLI.
+// GoogleTest entry point. The CLI runs the tests start set up their own process (apps/process_setup).
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -9,7 +9,6 @@
 #include "perceiver/runtime.h"
 
 int main(int argc, char** argv) {
-  perceiver::runtime::ensure_blas_environment(argc, argv);
   perceiver::runtime::set_threads(0);
   // Text indexes the tests build (and the CLI runs they start) go to a folder of this run's own.
   const auto cache = std::filesystem::temp_directory_path() / ("perceiver-test-cache-" + std::to_string(::getpid()));

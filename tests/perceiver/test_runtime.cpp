@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "apps/process_setup.h"
 #include "perceiver/runtime.h"
 #include "tests/test_support.h"
 
@@ -36,13 +37,13 @@ TEST(Runtime, KeepFreedMemoryRespectsTheUsersMallocSettings) {
   const ScopedUnsetEnv clean({"PERCEIVER_SYSTEM_MALLOC", "GLIBC_TUNABLES", "MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_",
                               "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"});
   ::setenv("PERCEIVER_SYSTEM_MALLOC", "1", 1);
-  EXPECT_FALSE(perceiver::runtime::keep_freed_memory());
+  EXPECT_FALSE(perceiver::cli::keep_freed_memory());
   ::unsetenv("PERCEIVER_SYSTEM_MALLOC");
   ::setenv("MALLOC_MMAP_MAX_", "65536", 1);
-  EXPECT_FALSE(perceiver::runtime::keep_freed_memory());
+  EXPECT_FALSE(perceiver::cli::keep_freed_memory());
   ::unsetenv("MALLOC_MMAP_MAX_");
 #if defined(__GLIBC__)
-  EXPECT_TRUE(perceiver::runtime::keep_freed_memory());
+  EXPECT_TRUE(perceiver::cli::keep_freed_memory());
 #endif
   // Blocks beyond any arena's size still work once they come from the heap.
   const auto big = torch::ones({64, 1024, 1024});  // 256 MB
