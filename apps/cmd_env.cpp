@@ -2,7 +2,8 @@
 
 #include "apps/command.h"
 #include "apps/options.h"
-#include "perceiver/runtime.h"
+#include "perceiver/runtime/environment.h"
+#include "perceiver/runtime/runtime.h"
 
 namespace {
 

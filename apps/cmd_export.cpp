@@ -2,9 +2,9 @@
 
 #include "apps/command.h"
 #include "apps/options.h"
-#include "perceiver/export.h"
-#include "perceiver/export_triton.h"
-#include "perceiver/json_io.h"
+#include "perceiver/export/export.h"
+#include "perceiver/export/export_triton.h"
+#include "perceiver/io/json_io.h"
 #include "trainers/model_card.h"
 
 namespace {

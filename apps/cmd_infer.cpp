@@ -3,11 +3,11 @@
 
 #include "apps/command.h"
 #include "apps/options.h"
-#include "perceiver/gradients.h"
-#include "perceiver/inference.h"
+#include "perceiver/models/gradients.h"
+#include "perceiver/pipelines/inference.h"
 #include "perceiver/io/safetensors.h"
-#include "perceiver/runtime.h"
-#include "perceiver/json_io.h"
+#include "perceiver/runtime/runtime.h"
+#include "perceiver/io/json_io.h"
 
 namespace {
 

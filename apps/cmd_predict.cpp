@@ -2,8 +2,9 @@
 
 #include "apps/command.h"
 #include "apps/options.h"
-#include "perceiver/runner.h"
-#include "perceiver/runtime.h"
+#include "perceiver/pipelines/open_model.h"
+#include "perceiver/models/runner.h"
+#include "perceiver/runtime/runtime.h"
 #include "trainers/predict.h"
 
 namespace {

@@ -7,7 +7,7 @@
 #include <stdexcept>
 
 #include "apps/command.h"
-#include "perceiver/tokenizer.h"
+#include "perceiver/processing/tokenizer.h"
 
 namespace {
 

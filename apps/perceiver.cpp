@@ -9,8 +9,8 @@
 
 #include "apps/command.h"
 #include "apps/process_setup.h"
-#include "perceiver/reference_mode.h"
-#include "perceiver/runtime.h"
+#include "perceiver/ops/reference_mode.h"
+#include "perceiver/runtime/runtime.h"
 
 namespace perceiver::cli {
 

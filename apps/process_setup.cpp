@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "perceiver/runtime.h"
+#include "perceiver/runtime/runtime.h"
 
 namespace perceiver::cli {
 namespace {

@@ -1,9 +1,10 @@
 // Throughput of the shipped model shapes: forward (inference) and forward + backward (training).
 #include <benchmark/benchmark.h>
 
-#include "perceiver/encoder.h"
-#include "perceiver/heads.h"
-#include "perceiver/optical_flow.h"
+#include "perceiver/models/architectures.h"
+#include "perceiver/models/encoder.h"
+#include "perceiver/models/heads.h"
+#include "perceiver/models/optical_flow.h"
 
 namespace {
 

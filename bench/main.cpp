@@ -2,7 +2,7 @@
 #include <benchmark/benchmark.h>
 
 #include "apps/process_setup.h"
-#include "perceiver/runtime.h"
+#include "perceiver/runtime/runtime.h"
 
 int main(int argc, char** argv) {
   perceiver::cli::prepare_process(argc, argv);

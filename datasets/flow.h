@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "perceiver/flow_input.h"
+#include "perceiver/processing/flow_input.h"
 
 namespace perceiver::datasets {
 

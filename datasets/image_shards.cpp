@@ -14,7 +14,7 @@
 #include "datasets/common.h"
 #include "datasets/file_store.h"
 #include "datasets/tar.h"
-#include "perceiver/json_io.h"
+#include "perceiver/io/json_io.h"
 
 namespace perceiver::datasets {
 namespace fs = std::filesystem;

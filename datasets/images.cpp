@@ -13,7 +13,7 @@
 #include "datasets/idx.h"
 #include "datasets/image_shards.h"
 #include "datasets/sources.h"
-#include "perceiver/image_processor.h"
+#include "perceiver/processing/image_processor.h"
 
 namespace perceiver::datasets {
 namespace fs = std::filesystem;

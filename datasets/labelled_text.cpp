@@ -16,7 +16,7 @@
 #include "datasets/fortunes.h"
 #include "datasets/labelled_text_index.h"
 #include "datasets/sources.h"
-#include "perceiver/json_io.h"
+#include "perceiver/io/json_io.h"
 
 namespace perceiver::datasets {
 namespace fs = std::filesystem;

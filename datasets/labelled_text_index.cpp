@@ -10,7 +10,7 @@
 #include "datasets/csv.h"
 #include "datasets/file_store.h"
 #include "datasets/loader.h"
-#include "perceiver/json_io.h"
+#include "perceiver/io/json_io.h"
 
 namespace perceiver::datasets {
 namespace fs = std::filesystem;

@@ -10,7 +10,7 @@
 #include "datasets/common.h"
 #include "datasets/sources.h"
 #include "datasets/text_index.h"
-#include "perceiver/json_io.h"
+#include "perceiver/io/json_io.h"
 
 namespace perceiver::datasets {
 namespace fs = std::filesystem;

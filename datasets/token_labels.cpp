@@ -19,7 +19,7 @@
 #include "datasets/fortunes.h"
 #include "datasets/loader.h"
 #include "datasets/sources.h"
-#include "perceiver/json_io.h"
+#include "perceiver/io/json_io.h"
 
 namespace perceiver::datasets {
 namespace fs = std::filesystem;

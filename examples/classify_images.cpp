@@ -2,8 +2,8 @@
 // image classifier and prints, for each image file (any format OpenCV reads), the predicted label
 // and its probability.
 //   classify_images MODEL cat.jpg dog.png ...
-#include <perceiver/pipelines.h>
-#include <perceiver/runner.h>
+#include <perceiver/pipelines/pipelines.h>
+#include <perceiver/pipelines/open_model.h>
 
 #include <iostream>
 

@@ -2,8 +2,8 @@
 // training checkpoint or an exported .pt of a PerceiverForMaskedLM and fills in the [MASK]ed bytes
 // of each text given on the command line.
 //   fill_mask MODEL "The [MASK][MASK][MASK] is blue." ...
-#include <perceiver/pipelines.h>
-#include <perceiver/runner.h>
+#include <perceiver/pipelines/pipelines.h>
+#include <perceiver/pipelines/open_model.h>
 
 #include <iostream>
 

@@ -11,10 +11,10 @@
 
 #include "datasets/gzip.h"
 #include "datasets/labelled_text.h"
-#include "perceiver/config.h"
+#include "perceiver/models/config.h"
 #include "perceiver/io/safetensors.h"
 #include "perceiver/io/torch_bin.h"
-#include "perceiver/tokenizer.h"
+#include "perceiver/processing/tokenizer.h"
 #include "trainers/run_config_util.h"
 #include "trainers/trainer.h"
 #if PERCEIVER_WITH_OPENCV

@@ -1,7 +1,7 @@
 # coding=utf-8
 # Perceiver IO for token classification, written in the style of transformers' modeling_perceiver.py,
 # on top of its modules. transformers has no such class (issue #14971; PR #15103 was closed unmerged);
-# perceiver-cpp's C++ PerceiverForTokenClassification (perceiver/heads.h) is this one, parameter for
+# perceiver-cpp's C++ PerceiverForTokenClassification (perceiver/models/heads.h) is this one, parameter for
 # parameter, so a checkpoint either side writes loads on the other:
 #
 #     from perceiver_token_classification import PerceiverForTokenClassification

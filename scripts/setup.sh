@@ -14,7 +14,7 @@ packages=(
   libopencv-dev libspdlog-dev libboost-program-options-dev libyaml-cpp-dev nlohmann-json3-dev
   libsndfile1-dev zlib1g-dev libgtest-dev libbenchmark-dev python3-torch
   libgoogle-perftools-dev  # tcmalloc for the CLI (see CMakeLists.txt)
-  libdnnl-dev  # oneDNN for float32 CPU matrix products (perceiver/matmul.h)
+  libdnnl-dev  # oneDNN for float32 CPU matrix products (perceiver/ops/matmul.h)
   python3-protobuf protobuf-compiler  # tests: independent readers of TensorBoard events and Triton configs
   # Embedded data sets.
   bible-kjv-text dataset-fashion-mnist

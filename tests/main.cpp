@@ -6,7 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "perceiver/runtime.h"
+#include "perceiver/runtime/runtime.h"
 
 int main(int argc, char** argv) {
   perceiver::runtime::set_threads(0);

@@ -1,6 +1,6 @@
 #include "tests/test_support.h"
 
-#include "perceiver/attention.h"
+#include "perceiver/models/attention.h"
 
 #include <sys/wait.h>
 #include <unistd.h>

@@ -12,13 +12,14 @@
 #include <cmath>
 #include <stdexcept>
 
-#include "perceiver/attention.h"
-#include "perceiver/matmul.h"
-#include "perceiver/config.h"
-#include "perceiver/device.h"
-#include "perceiver/heads.h"
-#include "perceiver/model.h"
-#include "perceiver/runtime.h"
+#include "perceiver/models/architectures.h"
+#include "perceiver/models/attention.h"
+#include "perceiver/ops/matmul.h"
+#include "perceiver/models/config.h"
+#include "perceiver/runtime/device.h"
+#include "perceiver/models/heads.h"
+#include "perceiver/models/model.h"
+#include "perceiver/runtime/runtime.h"
 #include "trainers/op_profile.h"
 #include "trainers/fused_adamw.h"
 #include "trainers/optim.h"

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "perceiver/device.h"
+#include "perceiver/runtime/device.h"
 
 namespace perceiver::trainers {
 

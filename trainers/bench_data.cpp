@@ -11,7 +11,7 @@
 
 #include "datasets/loader.h"
 #include "datasets/text_index.h"
-#include "perceiver/runtime.h"
+#include "perceiver/runtime/runtime.h"
 #if PERCEIVER_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>

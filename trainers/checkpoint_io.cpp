@@ -14,7 +14,7 @@
 #include <set>
 #include <sstream>
 
-#include "perceiver/json_io.h"
+#include "perceiver/io/json_io.h"
 
 namespace perceiver::trainers {
 

@@ -1,4 +1,4 @@
-// What training a classification head under one of HF's problem types (perceiver/problem_type.h)
+// What training a classification head under one of HF's problem types (perceiver/models/problem_type.h)
 // needs: the task options, targets from raw label fields, the loss with its metrics, and the metric
 // that picks the best checkpoint.
 #pragma once
@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "perceiver/config.h"
-#include "perceiver/problem_type.h"
+#include "perceiver/models/config.h"
+#include "perceiver/models/problem_type.h"
 #include "trainers/metrics.h"
 #include "trainers/task_options.h"
 

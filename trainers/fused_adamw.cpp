@@ -5,7 +5,7 @@
 
 #include <cmath>
 
-#include "perceiver/torch_compat.h"
+#include "perceiver/ops/torch_compat.h"
 #include "trainers/adamw_kernel.h"
 #include "trainers/optim.h"
 

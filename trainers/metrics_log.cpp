@@ -8,7 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "perceiver/json_io.h"
+#include "perceiver/io/json_io.h"
 
 namespace perceiver::trainers {
 

@@ -10,7 +10,8 @@
 #include <stdexcept>
 
 #include "datasets/file_store.h"
-#include "perceiver/json_io.h"
+#include "perceiver/pipelines/open_model.h"
+#include "perceiver/io/json_io.h"
 #include "trainers/predict.h"
 
 namespace perceiver::trainers {
@@ -60,7 +61,7 @@ void usage_section(std::ostringstream& out, const std::string& architecture) {
     out << "With perceiver-cpp's command line (INPUT...: " << inputs << "):\n\n```bash\n"
         << "perceiver predict --model path/to/this/folder INPUT...\n```\n\n";
   out << "In C++, with perceiver-cpp's library (`find_package(perceiver)`, target `perceiver::core`):\n\n```cpp\n"
-      << "#include <perceiver/pipelines.h>\n#include <perceiver/runner.h>\n\n"
+      << "#include <perceiver/pipelines/pipelines.h>\n#include <perceiver/models/runner.h>\n\n"
       << "const auto model = perceiver::open_model(\"path/to/this/folder\");  // then perceiver::fill_mask, "
          "classify_texts, ...\n```\n\n";
 }

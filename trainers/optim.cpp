@@ -1,6 +1,6 @@
 #include "trainers/optim.h"
 
-#include "perceiver/torch_compat.h"
+#include "perceiver/ops/torch_compat.h"
 #include "trainers/fused_adamw.h"
 #include "trainers/run_config_util.h"
 

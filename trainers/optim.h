@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "datasets/option_spec.h"
-#include "perceiver/torch_compat.h"
+#include "perceiver/ops/torch_compat.h"
 
 namespace perceiver::trainers {
 

@@ -12,13 +12,13 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "perceiver/pipelines.h"
-#include "perceiver/problem_type.h"
+#include "perceiver/pipelines/pipelines.h"
+#include "perceiver/models/problem_type.h"
 #if PERCEIVER_WITH_OPENCV
 #include "datasets/flow.h"
 #include "datasets/images.h"
 #include "datasets/multimodal.h"
-#include "perceiver/image_writer.h"
+#include "perceiver/processing/image_writer.h"
 #endif
 
 namespace perceiver::trainers {

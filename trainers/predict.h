@@ -1,7 +1,7 @@
 // `perceiver predict` as a library call: texts or files in, answers (and output files) out, for every
 // task the heads exist for. The task follows the model's architecture (predict_tasks(), a registry):
 // each collects its inputs (command-line arguments, folders, a list file), runs its pipeline
-// (perceiver/pipelines.h), writes its files and answers one JSON object per input with `input`, the
+// (perceiver/pipelines/pipelines.h), writes its files and answers one JSON object per input with `input`, the
 // answer and that input's raw `logits`.
 #pragma once
 
@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "perceiver/runner.h"
+#include "perceiver/models/runner.h"
 
 namespace perceiver::trainers {
 

@@ -1,6 +1,6 @@
 #include <stdexcept>
 
-#include "perceiver/device.h"
+#include "perceiver/runtime/device.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"
 

@@ -14,9 +14,9 @@
 
 #include "datasets/loader.h"
 #include "datasets/option_spec.h"
-#include "perceiver/config.h"
-#include "perceiver/model.h"
-#include "perceiver/runner.h"
+#include "perceiver/models/config.h"
+#include "perceiver/models/model.h"
+#include "perceiver/models/runner.h"
 #include "trainers/metrics.h"
 
 namespace perceiver::trainers {

@@ -16,7 +16,7 @@
 #include <tuple>
 #include <vector>
 
-#include "perceiver/json_io.h"
+#include "perceiver/io/json_io.h"
 
 namespace perceiver::io {
 namespace {

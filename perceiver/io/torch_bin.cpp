@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "perceiver/io/zip_records.h"
-#include "perceiver/json_io.h"
+#include "perceiver/io/json_io.h"
 
 namespace perceiver::io {
 namespace {

@@ -8,7 +8,7 @@
 #include <stdexcept>
 #include <vector>
 
-#include "perceiver/json_io.h"
+#include "perceiver/io/json_io.h"
 
 namespace perceiver::io {
 namespace {

@@ -5,8 +5,9 @@
 
 #include <sstream>
 
-#include "perceiver/pipelines.h"
-#include "perceiver/runner.h"
+#include "perceiver/pipelines/open_model.h"
+#include "perceiver/pipelines/pipelines.h"
+#include "perceiver/models/runner.h"
 #include "tests/test_support.h"
 
 namespace perceiver::testing {
@@ -35,7 +36,7 @@ TEST(Package, InstallsAndTheExamplesBuildAgainstItAndRun) {
   auto r = run_command("cmake --install " + quoted(PERCEIVER_BINARY_DIR) + " --prefix " + quoted(prefix));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   for (const char* file : {"lib/cmake/perceiver/perceiverConfig.cmake", "lib/cmake/perceiver/perceiverTargets.cmake",
-                           "include/perceiver-cpp/perceiver/pipelines.h", "include/perceiver-cpp/datasets/loader.h",
+                           "include/perceiver-cpp/perceiver/pipelines/pipelines.h", "include/perceiver-cpp/datasets/loader.h",
                            "include/perceiver-cpp/trainers/trainer.h", "bin/perceiver"})
     EXPECT_TRUE(fs::exists(prefix / file)) << file;
 

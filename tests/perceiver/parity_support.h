@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "perceiver/model.h"
+#include "perceiver/models/model.h"
 
 namespace perceiver::testing {
 

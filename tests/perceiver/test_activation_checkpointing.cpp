@@ -1,8 +1,9 @@
 // Activation checkpointing must not change what is learned: same loss and gradients, dropout included.
 #include <gtest/gtest.h>
 
-#include "perceiver/encoder.h"
-#include "perceiver/heads.h"
+#include "perceiver/models/architectures.h"
+#include "perceiver/models/encoder.h"
+#include "perceiver/models/heads.h"
 
 namespace perceiver::testing {
 namespace {

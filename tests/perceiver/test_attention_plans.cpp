@@ -9,11 +9,11 @@
 #include <map>
 #include <sstream>
 
-#include "perceiver/attention.h"
-#include "perceiver/attention_plan.h"
-#include "perceiver/decoders.h"
-#include "perceiver/device.h"
-#include "perceiver/reference_mode.h"
+#include "perceiver/models/attention.h"
+#include "perceiver/models/attention_plan.h"
+#include "perceiver/models/decoders.h"
+#include "perceiver/runtime/device.h"
+#include "perceiver/ops/reference_mode.h"
 #include "tests/test_support.h"
 
 namespace perceiver::testing {

@@ -6,8 +6,8 @@
 
 #include <algorithm>
 
-#include "perceiver/device.h"
-#include "perceiver/io/model_dir.h"
+#include "perceiver/runtime/device.h"
+#include "perceiver/models/model_dir.h"
 #include "tests/perceiver/parity_support.h"
 #include "tests/test_support.h"
 

@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "perceiver/attention.h"
-#include "perceiver/decoders.h"
-#include "perceiver/modality_preprocessors.h"
-#include "perceiver/position_encoding.h"
+#include "perceiver/models/attention.h"
+#include "perceiver/models/decoders.h"
+#include "perceiver/models/modality_preprocessors.h"
+#include "perceiver/models/position_encoding.h"
 #include "tests/test_support.h"
 
 namespace perceiver::testing {

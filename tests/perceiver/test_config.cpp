@@ -3,8 +3,9 @@
 
 #include <fstream>
 
-#include "perceiver/config.h"
-#include "perceiver/heads.h"
+#include "perceiver/models/architectures.h"
+#include "perceiver/models/config.h"
+#include "perceiver/models/heads.h"
 #include "tests/test_support.h"
 
 namespace perceiver::testing {

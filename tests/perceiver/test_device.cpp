@@ -2,7 +2,7 @@
 // can check them (scripts/gpu-check.sh runs the CUDA side on a GPU machine).
 #include <gtest/gtest.h>
 
-#include "perceiver/device.h"
+#include "perceiver/runtime/device.h"
 #include "tests/test_support.h"
 
 namespace perceiver::testing {

@@ -7,9 +7,10 @@
 
 #include <fstream>
 
-#include "perceiver/export.h"
-#include "perceiver/inference.h"
-#include "perceiver/io/model_dir.h"
+#include "perceiver/pipelines/open_model.h"
+#include "perceiver/export/export.h"
+#include "perceiver/pipelines/inference.h"
+#include "perceiver/models/model_dir.h"
 #include "perceiver/io/safetensors.h"
 #include "tests/perceiver/parity_support.h"
 #include "tests/test_support.h"

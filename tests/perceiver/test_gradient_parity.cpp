@@ -7,10 +7,10 @@
 #include <sstream>
 #include <tuple>
 
-#include "perceiver/gradients.h"
-#include "perceiver/io/model_dir.h"
+#include "perceiver/models/gradients.h"
+#include "perceiver/models/model_dir.h"
 #include "perceiver/io/safetensors.h"
-#include "perceiver/reference_mode.h"
+#include "perceiver/ops/reference_mode.h"
 #include "tests/perceiver/parity_support.h"
 #include "tests/test_support.h"
 

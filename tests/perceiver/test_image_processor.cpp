@@ -8,9 +8,9 @@
 
 #include <opencv2/imgcodecs.hpp>
 
-#include "perceiver/image_processor.h"
+#include "perceiver/processing/image_processor.h"
 #include "perceiver/io/safetensors.h"
-#include "perceiver/pil_resample.h"
+#include "perceiver/processing/pil_resample.h"
 #include "tests/test_support.h"
 
 namespace perceiver {

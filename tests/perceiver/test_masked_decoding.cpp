@@ -2,7 +2,7 @@
 // HF's full decode of every position, while the decoder runs on the labelled positions alone.
 #include <gtest/gtest.h>
 
-#include "perceiver/heads.h"
+#include "perceiver/models/heads.h"
 #include "tests/test_support.h"
 
 namespace perceiver::testing {

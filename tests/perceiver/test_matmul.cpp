@@ -6,8 +6,8 @@
 #include <cmath>
 #include <set>
 
-#include "perceiver/device.h"
-#include "perceiver/matmul.h"
+#include "perceiver/runtime/device.h"
+#include "perceiver/ops/matmul.h"
 #include "trainers/op_profile.h"
 #include "tests/test_support.h"
 

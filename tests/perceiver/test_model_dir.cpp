@@ -3,7 +3,7 @@
 
 #include <fstream>
 
-#include "perceiver/io/model_dir.h"
+#include "perceiver/models/model_dir.h"
 #include "perceiver/io/safetensors.h"
 #include "tests/test_support.h"
 

@@ -4,11 +4,11 @@
 #include <cmath>
 #include <fstream>
 
-#include "perceiver/heads.h"
-#include "perceiver/inference.h"
-#include "perceiver/io/model_dir.h"
+#include "perceiver/models/heads.h"
+#include "perceiver/pipelines/inference.h"
+#include "perceiver/models/model_dir.h"
 #include "perceiver/io/safetensors.h"
-#include "perceiver/reference_mode.h"
+#include "perceiver/ops/reference_mode.h"
 #include "tests/perceiver/parity_support.h"
 #include "tests/test_support.h"
 

@@ -8,10 +8,11 @@
 #include <fstream>
 #include <set>
 
-#include "perceiver/flow_input.h"
-#include "perceiver/io/model_dir.h"
-#include "perceiver/pipelines.h"
-#include "perceiver/tokenizer.h"
+#include "perceiver/pipelines/open_model.h"
+#include "perceiver/processing/flow_input.h"
+#include "perceiver/models/model_dir.h"
+#include "perceiver/pipelines/pipelines.h"
+#include "perceiver/processing/tokenizer.h"
 #include "tests/test_support.h"
 
 #if PERCEIVER_WITH_OPENCV

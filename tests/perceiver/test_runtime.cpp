@@ -8,7 +8,7 @@
 #include <string>
 
 #include "apps/process_setup.h"
-#include "perceiver/runtime.h"
+#include "perceiver/runtime/runtime.h"
 #include "tests/test_support.h"
 
 namespace {

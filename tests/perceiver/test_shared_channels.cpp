@@ -6,11 +6,11 @@
 
 #include <algorithm>
 
-#include "perceiver/attention.h"
-#include "perceiver/device.h"
-#include "perceiver/io/model_dir.h"
-#include "perceiver/position_encoding.h"
-#include "perceiver/reference_mode.h"
+#include "perceiver/models/attention.h"
+#include "perceiver/runtime/device.h"
+#include "perceiver/models/model_dir.h"
+#include "perceiver/models/position_encoding.h"
+#include "perceiver/ops/reference_mode.h"
 #include "trainers/fused_adamw.h"
 #include "tests/test_support.h"
 

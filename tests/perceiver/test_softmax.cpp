@@ -5,8 +5,8 @@
 #include <limits>
 #include <set>
 
-#include "perceiver/matmul.h"
-#include "perceiver/softmax.h"
+#include "perceiver/ops/matmul.h"
+#include "perceiver/ops/softmax.h"
 #include "trainers/op_profile.h"
 #include "tests/test_support.h"
 

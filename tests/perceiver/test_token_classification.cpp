@@ -1,4 +1,4 @@
-// PerceiverForTokenClassification (perceiver/heads.h), the head transformers lacks: one row of logits
+// PerceiverForTokenClassification (perceiver/models/heads.h), the head transformers lacks: one row of logits
 // per input position, the loss over labelled positions only, both file formats, and a masked-LM
 // checkpoint giving it every tensor but the classifier. Its parity with the Python class on
 // transformers' modules, export (TorchScript, Triton), `perceiver infer` and bf16 run over the fixture
@@ -9,8 +9,9 @@
 
 #include <set>
 
-#include "perceiver/heads.h"
-#include "perceiver/io/model_dir.h"
+#include "perceiver/models/architectures.h"
+#include "perceiver/models/heads.h"
+#include "perceiver/models/model_dir.h"
 #include "perceiver/io/safetensors.h"
 #include "tests/perceiver/parity_support.h"
 #include "tests/test_support.h"

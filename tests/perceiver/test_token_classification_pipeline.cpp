@@ -1,4 +1,4 @@
-// Token classification pipeline (perceiver/token_classification_pipeline.h): windows of long texts and
+// Token classification pipeline (perceiver/pipelines/token_classification_pipeline.h): windows of long texts and
 // who scores each byte, logits stitched from windows, HF's aggregation strategies on hand-worked
 // probabilities (with UTF-8 character offsets), classify_tokens against a manual forward, and
 // `perceiver predict` on a saved model.
@@ -6,11 +6,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "perceiver/export.h"
-#include "perceiver/heads.h"
-#include "perceiver/io/model_dir.h"
-#include "perceiver/pipelines.h"
-#include "perceiver/tokenizer.h"
+#include "perceiver/models/architectures.h"
+#include "perceiver/pipelines/open_model.h"
+#include "perceiver/export/export.h"
+#include "perceiver/models/heads.h"
+#include "perceiver/models/model_dir.h"
+#include "perceiver/pipelines/pipelines.h"
+#include "perceiver/processing/tokenizer.h"
 #include "tests/test_support.h"
 #include "trainers/predict.h"
 

@@ -8,7 +8,7 @@
 #include <set>
 #include <unordered_set>
 
-#include "perceiver/tokenizer.h"
+#include "perceiver/processing/tokenizer.h"
 #include "tests/test_support.h"
 
 namespace {

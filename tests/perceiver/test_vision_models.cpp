@@ -8,13 +8,14 @@
 #include <functional>
 #include <set>
 
-#include "perceiver/composition.h"
-#include "perceiver/heads.h"
-#include "perceiver/position_encoding.h"
-#include "perceiver/image_heads.h"
-#include "perceiver/multimodal_autoencoding.h"
-#include "perceiver/optical_flow.h"
-#include "perceiver/modality_preprocessors.h"
+#include "perceiver/models/architectures.h"
+#include "perceiver/models/composition.h"
+#include "perceiver/models/heads.h"
+#include "perceiver/models/position_encoding.h"
+#include "perceiver/models/image_heads.h"
+#include "perceiver/models/multimodal_autoencoding.h"
+#include "perceiver/models/optical_flow.h"
+#include "perceiver/models/modality_preprocessors.h"
 #include "tests/test_support.h"
 
 namespace perceiver::testing {

@@ -5,7 +5,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "perceiver/heads.h"
+#include "perceiver/models/architectures.h"
+#include "perceiver/models/heads.h"
 #include "tests/test_support.h"
 #include "trainers/bench.h"
 #include "trainers/op_profile.h"

@@ -7,7 +7,7 @@
 
 #include <cmath>
 
-#include "perceiver/problem_type.h"
+#include "perceiver/models/problem_type.h"
 #include "tests/test_support.h"
 #include "trainers/classification_objective.h"
 #include "trainers/metrics.h"

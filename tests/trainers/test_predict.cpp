@@ -4,10 +4,11 @@
 
 #include <algorithm>
 
-#include "perceiver/export.h"
+#include "perceiver/pipelines/open_model.h"
+#include "perceiver/export/export.h"
 #include "perceiver/io/safetensors.h"
-#include "perceiver/pipelines.h"
-#include "perceiver/tokenizer.h"
+#include "perceiver/pipelines/pipelines.h"
+#include "perceiver/processing/tokenizer.h"
 #include "tests/test_support.h"
 #include "trainers/predict.h"
 
@@ -16,7 +17,7 @@
 
 #include "datasets/flow.h"
 #include "datasets/multimodal.h"
-#include "perceiver/image_writer.h"
+#include "perceiver/processing/image_writer.h"
 #endif
 
 namespace perceiver::testing {

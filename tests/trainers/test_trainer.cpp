@@ -11,7 +11,7 @@
 #include <opencv2/imgcodecs.hpp>
 #endif
 
-#include "perceiver/device.h"
+#include "perceiver/runtime/device.h"
 #include "perceiver/io/safetensors.h"
 #include "perceiver/io/torch_bin.h"
 #include "tests/test_support.h"

@@ -8,7 +8,7 @@
 
 #include "datasets/idx.h"
 #include "datasets/multimodal.h"
-#include "perceiver/image_processor.h"
+#include "perceiver/processing/image_processor.h"
 #include "tests/test_support.h"
 #include "trainers/run_config_util.h"
 #include "trainers/trainer.h"

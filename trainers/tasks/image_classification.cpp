@@ -7,8 +7,8 @@
 
 #include "datasets/images.h"
 #include "datasets/sources.h"
-#include "perceiver/image_processor.h"
-#include "perceiver/input_settings.h"
+#include "perceiver/processing/image_processor.h"
+#include "perceiver/export/input_settings.h"
 #include "trainers/classification_task.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"

@@ -4,7 +4,7 @@
 
 #include "datasets/multimodal.h"
 #include "datasets/sources.h"
-#include "perceiver/multimodal_autoencoding.h"
+#include "perceiver/models/multimodal_autoencoding.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"
 

@@ -5,8 +5,8 @@
 
 #include "datasets/flow.h"
 #include "datasets/sources.h"
-#include "perceiver/flow_colour.h"
-#include "perceiver/optical_flow.h"
+#include "perceiver/processing/flow_colour.h"
+#include "perceiver/models/optical_flow.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"
 

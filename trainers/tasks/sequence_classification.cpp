@@ -1,7 +1,7 @@
 // Sequence classification (task `sequence_classification`): labelled texts under HF's problem types.
 #include "datasets/labelled_text_index.h"
 #include "datasets/sources.h"
-#include "perceiver/tokenizer.h"
+#include "perceiver/processing/tokenizer.h"
 #include "trainers/classification_task.h"
 #include "trainers/task_options.h"
 #include "trainers/tasks.h"

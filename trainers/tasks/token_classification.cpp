@@ -10,9 +10,9 @@
 #include "datasets/loader.h"
 #include "datasets/sources.h"
 #include "datasets/token_labels.h"
-#include "perceiver/config.h"
-#include "perceiver/token_classification_pipeline.h"
-#include "perceiver/tokenizer.h"
+#include "perceiver/models/config.h"
+#include "perceiver/pipelines/token_classification_pipeline.h"
+#include "perceiver/processing/tokenizer.h"
 #include "trainers/classification_objective.h"
 #include "trainers/metrics.h"
 #if PERCEIVER_WITH_OPENCV

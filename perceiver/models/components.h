@@ -1,0 +1,85 @@
+// Abstract bases of the pluggable parts of PerceiverModel (HF's AbstractPreprocessor,
+// PerceiverAbstractDecoder and the postprocessors). Concrete classes keep HF's names.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "perceiver/models/outputs.h"
+#include "perceiver/models/shared_channels.h"
+
+namespace perceiver {
+
+struct PreprocessorOutput {
+  // (B, N, num_channels), positions included; left unmade by forward_apart() where the positions are
+  // concatenated (inputs_without_pos and shared_channels are its channels).
+  torch::Tensor inputs;
+  std::optional<ModalitySizes> modality_sizes;  // multimodal only
+  torch::Tensor inputs_without_pos;             // undefined where HF returns None
+  // (1, N, Cs): the last Cs channels of `inputs` where they are the same for every example (position
+  // features concatenated); the encoder's cross-attention then projects them once per batch.
+  torch::Tensor shared_channels;
+
+  // The inputs with their shared channels: held apart where `inputs` was left unmade.
+  WithSharedChannels network_inputs() const;
+  // This output with `inputs` made where forward_apart() left it unmade.
+  PreprocessorOutput with_inputs_made() &&;
+};
+
+class PreprocessorImpl : public torch::nn::Module {
+ public:
+  virtual int64_t num_channels() const = 0;
+  // HF's forward: `inputs` made, positions included.
+  virtual PreprocessorOutput forward(const TensorOrDict& inputs, bool interpolate_pos_encoding) = 0;
+  // What the model takes: the same, except that a preprocessor which concatenates positions may leave
+  // `inputs` unmade, so that the layers which take the two parts apart never make the whole.
+  virtual PreprocessorOutput forward_apart(const TensorOrDict& inputs, bool interpolate_pos_encoding) {
+    return forward(inputs, interpolate_pos_encoding);
+  }
+};
+
+class DecoderImpl : public torch::nn::Module {
+ public:
+  virtual int64_t num_query_channels() const = 0;
+  // subsampled_points: undefined, a tensor of flat indices (uni-modal decoders) or one per modality.
+  virtual torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
+                                      const torch::Tensor& inputs_without_pos,
+                                      const TensorOrDict& subsampled_points) = 0;
+  // The queries for inputs that may hold their shared channels apart (PreprocessorOutput::network_inputs).
+  // By default decoder_query on the whole inputs, the queries keeping their shared channels where they
+  // are those inputs.
+  virtual WithSharedChannels decoder_queries(const WithSharedChannels& inputs,
+                                             const std::optional<ModalitySizes>& modality_sizes,
+                                             const torch::Tensor& inputs_without_pos,
+                                             const TensorOrDict& subsampled_points);
+  virtual PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z,
+                                         const torch::Tensor& query_mask, bool output_attentions) = 0;
+};
+
+class PostprocessorImpl : public torch::nn::Module {
+ public:
+  virtual TensorOrDict forward(const TensorOrDict& inputs, const std::optional<ModalitySizes>& modality_sizes) = 0;
+};
+
+using Preprocessor = std::shared_ptr<PreprocessorImpl>;
+using Decoder = std::shared_ptr<DecoderImpl>;
+using Postprocessor = std::shared_ptr<PostprocessorImpl>;
+
+// Requires a single tensor (not a per-modality dict) and returns it; `who` names the caller.
+const torch::Tensor& single_tensor(const TensorOrDict& value, const char* who);
+
+// The per-modality components of a multimodal module as a ModuleDict (HF's nn.ModuleDict), so that
+// their parameters are named `<attribute>.<modality>.<...>` as in HF.
+template <typename T>
+torch::nn::ModuleDict modality_dict(const std::map<std::string, std::shared_ptr<T>>& modalities) {
+  std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> items(modalities.begin(), modalities.end());
+  return torch::nn::ModuleDict(items);
+}
+
+}  // namespace perceiver
