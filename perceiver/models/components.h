@@ -16,48 +16,41 @@
 
 namespace perceiver {
 
+// What HF's preprocessors return (inputs, modality_sizes, inputs_without_pos). A preprocessor that
+// concatenates position features, the same for every example, leaves `inputs` unmade and hands out
+// the two parts instead, so that the layers which take them apart never make the whole.
 struct PreprocessorOutput {
-  // (B, N, num_channels), positions included; left unmade by forward_apart() where the positions are
-  // concatenated (inputs_without_pos and shared_channels are its channels).
+  // (B, N, num_channels), positions included; undefined where held as parts (whole() makes it).
   torch::Tensor inputs;
   std::optional<ModalitySizes> modality_sizes;  // multimodal only
   torch::Tensor inputs_without_pos;             // undefined where HF returns None
-  // (1, N, Cs): the last Cs channels of `inputs` where they are the same for every example (position
+  // (1, N, Cs): the last Cs channels of the inputs where they are the same for every example (position
   // features concatenated); the encoder's cross-attention then projects them once per batch.
   torch::Tensor shared_channels;
 
-  // The inputs with their shared channels: held apart where `inputs` was left unmade.
-  WithSharedChannels network_inputs() const;
-  // This output with `inputs` made where forward_apart() left it unmade.
-  PreprocessorOutput with_inputs_made() &&;
+  // HF's `inputs`, made from the parts where they were left apart.
+  torch::Tensor whole() const;
+  // The inputs with their shared channels, as the encoder takes them: held apart where unmade.
+  WithSharedChannels parts() const;
 };
 
 class PreprocessorImpl : public torch::nn::Module {
  public:
   virtual int64_t num_channels() const = 0;
-  // HF's forward: `inputs` made, positions included.
+  // HF's forward (PreprocessorOutput::whole() is HF's `inputs`).
   virtual PreprocessorOutput forward(const TensorOrDict& inputs, bool interpolate_pos_encoding) = 0;
-  // What the model takes: the same, except that a preprocessor which concatenates positions may leave
-  // `inputs` unmade, so that the layers which take the two parts apart never make the whole.
-  virtual PreprocessorOutput forward_apart(const TensorOrDict& inputs, bool interpolate_pos_encoding) {
-    return forward(inputs, interpolate_pos_encoding);
-  }
 };
 
 class DecoderImpl : public torch::nn::Module {
  public:
   virtual int64_t num_query_channels() const = 0;
+  // HF's decoder_query (.whole() is HF's tensor) for inputs that may hold their shared channels apart
+  // (PreprocessorOutput::parts()); queries that are those inputs keep their shared channels.
   // subsampled_points: undefined, a tensor of flat indices (uni-modal decoders) or one per modality.
-  virtual torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
-                                      const torch::Tensor& inputs_without_pos,
-                                      const TensorOrDict& subsampled_points) = 0;
-  // The queries for inputs that may hold their shared channels apart (PreprocessorOutput::network_inputs).
-  // By default decoder_query on the whole inputs, the queries keeping their shared channels where they
-  // are those inputs.
-  virtual WithSharedChannels decoder_queries(const WithSharedChannels& inputs,
-                                             const std::optional<ModalitySizes>& modality_sizes,
-                                             const torch::Tensor& inputs_without_pos,
-                                             const TensorOrDict& subsampled_points);
+  virtual WithSharedChannels decoder_query(const WithSharedChannels& inputs,
+                                           const std::optional<ModalitySizes>& modality_sizes,
+                                           const torch::Tensor& inputs_without_pos,
+                                           const TensorOrDict& subsampled_points) = 0;
   virtual PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z,
                                          const torch::Tensor& query_mask, bool output_attentions) = 0;
 };

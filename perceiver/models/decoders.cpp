@@ -47,17 +47,10 @@ torch::Tensor PerceiverBasicDecoderImpl::project_positions(const torch::Tensor& 
   return positions_projection ? ops::linear(pos_emb, positions_projection) : pos_emb;
 }
 
-torch::Tensor PerceiverBasicDecoderImpl::decoder_query(const torch::Tensor& inputs,
-                                                       const std::optional<ModalitySizes>& /*modality_sizes*/,
-                                                       const torch::Tensor& inputs_without_pos,
-                                                       const TensorOrDict& subsampled_points) {
-  return positions_for(inputs, inputs.sizes().slice(2).vec(), inputs_without_pos, subsampled_points);
-}
-
-WithSharedChannels PerceiverBasicDecoderImpl::decoder_queries(const WithSharedChannels& inputs,
-                                                              const std::optional<ModalitySizes>& /*modality_sizes*/,
-                                                              const torch::Tensor& inputs_without_pos,
-                                                              const TensorOrDict& subsampled_points) {
+WithSharedChannels PerceiverBasicDecoderImpl::decoder_query(const WithSharedChannels& inputs,
+                                                            const std::optional<ModalitySizes>& /*modality_sizes*/,
+                                                            const torch::Tensor& inputs_without_pos,
+                                                            const TensorOrDict& subsampled_points) {
   // The queries read only the inputs' batch, dtype, device and sizes: the whole inputs are not made.
   const auto& rows = inputs.rows_tensor();
   std::vector<int64_t> trailing;
@@ -161,18 +154,11 @@ void WrappedBasicDecoderImpl::make_decoder(const PerceiverConfig& config, const 
   decoder = register_module("decoder", PerceiverBasicDecoder(config, options));
 }
 
-torch::Tensor WrappedBasicDecoderImpl::decoder_query(const torch::Tensor& inputs,
-                                                     const std::optional<ModalitySizes>& modality_sizes,
-                                                     const torch::Tensor& inputs_without_pos,
-                                                     const TensorOrDict& subsampled_points) {
+WithSharedChannels WrappedBasicDecoderImpl::decoder_query(const WithSharedChannels& inputs,
+                                                          const std::optional<ModalitySizes>& modality_sizes,
+                                                          const torch::Tensor& inputs_without_pos,
+                                                          const TensorOrDict& subsampled_points) {
   return decoder->decoder_query(inputs, modality_sizes, inputs_without_pos, subsampled_points);
-}
-
-WithSharedChannels WrappedBasicDecoderImpl::decoder_queries(const WithSharedChannels& inputs,
-                                                            const std::optional<ModalitySizes>& modality_sizes,
-                                                            const torch::Tensor& inputs_without_pos,
-                                                            const TensorOrDict& subsampled_points) {
-  return decoder->decoder_queries(inputs, modality_sizes, inputs_without_pos, subsampled_points);
 }
 
 PerceiverClassificationDecoderImpl::PerceiverClassificationDecoderImpl(const PerceiverConfig& config,

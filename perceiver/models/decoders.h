@@ -36,11 +36,9 @@ class PerceiverBasicDecoderImpl : public DecoderImpl {
  public:
   PerceiverBasicDecoderImpl(const PerceiverConfig& config, const BasicDecoderOptions& options);
   int64_t num_query_channels() const override;
-  torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
-                              const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
-  WithSharedChannels decoder_queries(const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
-                                     const torch::Tensor& inputs_without_pos,
-                                     const TensorOrDict& subsampled_points) override;
+  WithSharedChannels decoder_query(const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
+                                   const torch::Tensor& inputs_without_pos,
+                                   const TensorOrDict& subsampled_points) override;
   PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
   const BasicDecoderOptions& options() const { return options_; }
@@ -68,11 +66,9 @@ TORCH_MODULE(PerceiverBasicDecoder);
 class WrappedBasicDecoderImpl : public DecoderImpl {
  public:
   int64_t num_query_channels() const override { return decoder->num_query_channels(); }
-  torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
-                              const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
-  WithSharedChannels decoder_queries(const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
-                                     const torch::Tensor& inputs_without_pos,
-                                     const TensorOrDict& subsampled_points) override;
+  WithSharedChannels decoder_query(const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
+                                   const torch::Tensor& inputs_without_pos,
+                                   const TensorOrDict& subsampled_points) override;
 
   PerceiverBasicDecoder decoder{nullptr};
 
@@ -97,12 +93,8 @@ class PerceiverProjectionDecoderImpl : public DecoderImpl {
  public:
   explicit PerceiverProjectionDecoderImpl(const PerceiverConfig& config);
   int64_t num_query_channels() const override { return 0; }
-  torch::Tensor decoder_query(const torch::Tensor&, const std::optional<ModalitySizes>&, const torch::Tensor&,
-                              const TensorOrDict&) override {
-    return {};
-  }
-  WithSharedChannels decoder_queries(const WithSharedChannels&, const std::optional<ModalitySizes>&,
-                                     const torch::Tensor&, const TensorOrDict&) override {
+  WithSharedChannels decoder_query(const WithSharedChannels&, const std::optional<ModalitySizes>&, const torch::Tensor&,
+                                   const TensorOrDict&) override {
     return {};
   }
   PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,

@@ -24,17 +24,10 @@ PerceiverOpticalFlowDecoderImpl::PerceiverOpticalFlowDecoderImpl(const Perceiver
   make_decoder(config, options_.decoder);
 }
 
-torch::Tensor PerceiverOpticalFlowDecoderImpl::decoder_query(const torch::Tensor& inputs,
-                                                             const std::optional<ModalitySizes>& modality_sizes,
-                                                             const torch::Tensor& inputs_without_pos,
-                                                             const TensorOrDict& subsampled_points) {
-  return decoder_queries(inputs, modality_sizes, inputs_without_pos, subsampled_points).whole();
-}
-
-WithSharedChannels PerceiverOpticalFlowDecoderImpl::decoder_queries(const WithSharedChannels& inputs,
-                                                                    const std::optional<ModalitySizes>& /*modality_sizes*/,
-                                                                    const torch::Tensor& /*inputs_without_pos*/,
-                                                                    const TensorOrDict& subsampled_points) {
+WithSharedChannels PerceiverOpticalFlowDecoderImpl::decoder_query(const WithSharedChannels& inputs,
+                                                                  const std::optional<ModalitySizes>& /*modality_sizes*/,
+                                                                  const torch::Tensor& /*inputs_without_pos*/,
+                                                                  const TensorOrDict& subsampled_points) {
   if (!subsampled_points.defined()) return inputs;
   // The chosen rows of each part, held apart: the queries keep their shared channels.
   const auto rows = pixels(subsampled_points, inputs.rows_tensor().device());
@@ -117,10 +110,10 @@ int64_t PerceiverMultimodalDecoderImpl::num_query_channels() const {
   return max_channels + options_.min_padding_size;
 }
 
-torch::Tensor PerceiverMultimodalDecoderImpl::decoder_query(const torch::Tensor& inputs,
-                                                            const std::optional<ModalitySizes>& modality_sizes,
-                                                            const torch::Tensor& /*inputs_without_pos*/,
-                                                            const TensorOrDict& subsampled_points) {
+WithSharedChannels PerceiverMultimodalDecoderImpl::decoder_query(const WithSharedChannels& inputs,
+                                                                 const std::optional<ModalitySizes>& modality_sizes,
+                                                                 const torch::Tensor& /*inputs_without_pos*/,
+                                                                 const TensorOrDict& subsampled_points) {
   TORCH_CHECK(modality_sizes.has_value(), "PerceiverMultimodalDecoder needs the modality sizes of its inputs "
               "(use it with PerceiverMultimodalPreprocessor)");
   TORCH_CHECK(!subsampled_points.tensor.defined(),
@@ -128,7 +121,7 @@ torch::Tensor PerceiverMultimodalDecoderImpl::decoder_query(const torch::Tensor&
   for (const auto& [name, points] : subsampled_points.dict)
     TORCH_CHECK(modalities_.count(name), "PerceiverMultimodalDecoder: subsampled_output_points for unknown modality '",
                 name, "'");
-  auto per_modality = restructure(*modality_sizes, inputs);
+  auto per_modality = restructure(*modality_sizes, inputs.whole());
   const int64_t common = num_query_channels();
   std::vector<torch::Tensor> queries;
   for (const auto& [name, dec] : modalities_) {
@@ -136,8 +129,9 @@ torch::Tensor PerceiverMultimodalDecoderImpl::decoder_query(const torch::Tensor&
     TORCH_CHECK(it != per_modality.end(), "PerceiverMultimodalDecoder: no input positions for modality '", name, "'");
     auto points = subsampled_points.dict.find(name);
     auto query = dec->decoder_query(it->second, std::nullopt, {},
-                                    points == subsampled_points.dict.end() ? TensorOrDict() : TensorOrDict(points->second));
-    query = query.flatten(1, -2);
+                                    points == subsampled_points.dict.end() ? TensorOrDict() : TensorOrDict(points->second))
+                     .whole()
+                     .flatten(1, -2);
     const auto batch = DynamicSize::of(query, 0), positions = DynamicSize::of(query, 1);
     auto pad = dynamic::expand(padding->get(name), {batch, positions, common - query.size(2)});
     queries.push_back(torch::cat({query, pad.to(query.scalar_type())}, 2));

@@ -26,12 +26,10 @@ struct OpticalFlowDecoderOptions {
 class PerceiverOpticalFlowDecoderImpl : public WrappedBasicDecoderImpl {
  public:
   PerceiverOpticalFlowDecoderImpl(const PerceiverConfig& config, OpticalFlowDecoderOptions options);
-  torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
-                              const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
   // The inputs themselves (or their subsampled rows), shared channels included: never made whole.
-  WithSharedChannels decoder_queries(const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
-                                     const torch::Tensor& inputs_without_pos,
-                                     const TensorOrDict& subsampled_points) override;
+  WithSharedChannels decoder_query(const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
+                                   const torch::Tensor& inputs_without_pos,
+                                   const TensorOrDict& subsampled_points) override;
   PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
   const OpticalFlowDecoderOptions& options() const { return options_; }
@@ -74,8 +72,9 @@ class PerceiverMultimodalDecoderImpl : public DecoderImpl {
   PerceiverMultimodalDecoderImpl(const PerceiverConfig& config, std::map<std::string, Decoder> modalities,
                                  MultimodalDecoderOptions options);
   int64_t num_query_channels() const override;
-  torch::Tensor decoder_query(const torch::Tensor& inputs, const std::optional<ModalitySizes>& modality_sizes,
-                              const torch::Tensor& inputs_without_pos, const TensorOrDict& subsampled_points) override;
+  WithSharedChannels decoder_query(const WithSharedChannels& inputs, const std::optional<ModalitySizes>& modality_sizes,
+                                   const torch::Tensor& inputs_without_pos,
+                                   const TensorOrDict& subsampled_points) override;
   PerceiverDecoderOutput forward(const WithSharedChannels& query, const torch::Tensor& z, const torch::Tensor& query_mask,
                                  bool output_attentions) override;
   const std::map<std::string, Decoder>& modalities() const { return modalities_; }

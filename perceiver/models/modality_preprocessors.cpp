@@ -59,7 +59,7 @@ PreprocessorOutput build_network_inputs(const char* who, torch::Tensor inputs, P
               " positions but the input has ", inputs.size(1), " (grid ", shape_string(index_dims), ")");
   PreprocessorOutput out;
   if (concat_or_add == "concat") {
-    // Left unmade (forward_apart): the positions are the same for every example, so one row of them
+    // Left unmade (PreprocessorOutput::parts()): the positions are the same for every example, so one row of them
     // serves the batch.
     out.shared_channels = pos.narrow(0, 0, 1).to(inputs.scalar_type());
   } else {
@@ -188,10 +188,6 @@ void PerceiverImagePreprocessorImpl::check_input(const torch::Tensor& x) const {
 }
 
 PreprocessorOutput PerceiverImagePreprocessorImpl::forward(const TensorOrDict& in, bool interpolate_pos_encoding) {
-  return forward_apart(in, interpolate_pos_encoding).with_inputs_made();
-}
-
-PreprocessorOutput PerceiverImagePreprocessorImpl::forward_apart(const TensorOrDict& in, bool interpolate_pos_encoding) {
   const auto& o = options_;
   auto x = single_tensor(in, "PerceiverImagePreprocessor");
   check_input(x);
@@ -243,11 +239,7 @@ int64_t PerceiverAudioPreprocessorImpl::num_channels() const {
   return options_.concat_or_add_pos == "add" ? pos_dim : options_.samples_per_patch + pos_dim;
 }
 
-PreprocessorOutput PerceiverAudioPreprocessorImpl::forward(const TensorOrDict& in, bool interpolate_pos_encoding) {
-  return forward_apart(in, interpolate_pos_encoding).with_inputs_made();
-}
-
-PreprocessorOutput PerceiverAudioPreprocessorImpl::forward_apart(const TensorOrDict& in, bool /*interpolate*/) {
+PreprocessorOutput PerceiverAudioPreprocessorImpl::forward(const TensorOrDict& in, bool /*interpolate*/) {
   const auto& x = single_tensor(in, "PerceiverAudioPreprocessor");
   const int64_t spp = options_.samples_per_patch;
   TORCH_CHECK(x.dim() >= 2 && x.is_floating_point() && x.numel() > 0 && (x.numel() / x.size(0)) % spp == 0,
@@ -304,7 +296,7 @@ PreprocessorOutput PerceiverMultimodalPreprocessorImpl::forward(const TensorOrDi
                 "' has batch size ", x.dim() ? x.size(0) : 0, " but an earlier modality has ", batch.value_or(0),
                 " (shape ", x.sizes(), ")");
     batch = x.size(0);
-    auto output = pre->forward(x, false).inputs;
+    auto output = pre->forward(x, false).whole();
     const auto b = DynamicSize::of(output, 0);
     const int64_t n = output.size(1), c = output.size(2);
     auto pad = dynamic::expand(padding->get(name), {b, n, common - c});

@@ -49,9 +49,8 @@ class PerceiverImagePreprocessorImpl : public PreprocessorImpl {
   // (B, C, H, W) images or (B, T, C, H, W) video, channels first. With a trainable position
   // encoding, interpolate_pos_encoding resamples the learned grid to the input's size; a Fourier
   // encoding is always computed on the input's own grid (frequencies from max_resolution).
+  // Concatenated positions are left apart (PreprocessorOutput::parts()).
   PreprocessorOutput forward(const TensorOrDict& inputs, bool interpolate_pos_encoding) override;
-  // Concatenated positions are left apart (PreprocessorImpl::forward_apart).
-  PreprocessorOutput forward_apart(const TensorOrDict& inputs, bool interpolate_pos_encoding) override;
   const ImagePreprocessorOptions& options() const { return options_; }
 
   Conv2DDownsample convnet{nullptr};
@@ -94,7 +93,6 @@ class PerceiverAudioPreprocessorImpl : public PreprocessorImpl {
   explicit PerceiverAudioPreprocessorImpl(const AudioPreprocessorOptions& options);
   int64_t num_channels() const override;
   PreprocessorOutput forward(const TensorOrDict& inputs, bool interpolate_pos_encoding) override;
-  PreprocessorOutput forward_apart(const TensorOrDict& inputs, bool interpolate_pos_encoding) override;
 
   std::shared_ptr<PositionEncodingImpl> position_embeddings;
   torch::nn::Linear positions_projection{nullptr};

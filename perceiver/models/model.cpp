@@ -52,7 +52,7 @@ PerceiverModelOutput PerceiverModelImpl::forward(const TensorOrDict& raw_inputs,
   PreprocessorOutput pre;
   if (input_preprocessor_) {
     // Concatenated positions stay apart: the layers that can take the parts never make the whole.
-    pre = input_preprocessor_->forward_apart(raw_inputs, options.interpolate_pos_encoding);
+    pre = input_preprocessor_->forward(raw_inputs, options.interpolate_pos_encoding);
   } else {
     pre.inputs = single_tensor(raw_inputs, "PerceiverModel");
     TORCH_CHECK(pre.inputs.dim() == 3, "PerceiverModel without a preprocessor expects inputs of shape (batch, seq, ",
@@ -62,7 +62,7 @@ PerceiverModelOutput PerceiverModelImpl::forward(const TensorOrDict& raw_inputs,
     TORCH_CHECK(pre.inputs.size(-1) == config_.d_model, "Last dimension of the inputs: ", pre.inputs.size(-1),
                 " doesn't correspond to config.d_model: ", config_.d_model);
   }
-  const auto inputs = pre.network_inputs();
+  const auto inputs = pre.parts();
   const auto& rows = inputs.rows_tensor();  // (B, N, ...) in the inputs' dtype and device
   const int64_t batch_size = rows.size(0), seq_length = rows.size(1);
 
@@ -91,7 +91,7 @@ PerceiverModelOutput PerceiverModelImpl::forward(const TensorOrDict& raw_inputs,
   }
   // A decoder whose queries are the encoder's inputs themselves (optical flow) queries with the same
   // shared position channels.
-  auto queries = decoder_->decoder_queries(inputs, pre.modality_sizes, pre.inputs_without_pos, subsampled_output_points);
+  auto queries = decoder_->decoder_query(inputs, pre.modality_sizes, pre.inputs_without_pos, subsampled_output_points);
   if (decode_positions.defined()) {
     // Decoder queries attend to the latents, never to each other: a subset decodes to the same values.
     TORCH_CHECK(decode_positions.dim() == 2 && decode_positions.size(0) == batch_size,

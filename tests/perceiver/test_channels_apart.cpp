@@ -1,7 +1,7 @@
 // Inputs whose concatenated positions are held apart (WithSharedChannels::apart, what the model takes
-// from PreprocessorImpl::forward_apart): the layers and decoders that take the parts must give what
-// they give on the whole (B, N, C) tensor, values and gradients alike, and HF's preprocessor forward
-// still makes the whole.
+// from PreprocessorOutput::parts()): the parts must make HF's whole (B, N, C) tensor, and the decoders
+// that read the parts must give what they give on the whole. (The attention layers that take the parts
+// are checked against the reference in test_attention_plans.)
 #include <gtest/gtest.h>
 
 #include <string>
@@ -45,8 +45,8 @@ TEST(ChannelsApart, WholeSizesAndRowsAreThoseOfTheConcatenation) {
   EXPECT_NE(wrong.find("own [2, 5, 3] and shared [1, 4, 2]"), std::string::npos) << wrong;
 }
 
-// HF's forward makes the inputs: `own` (B, N, C) followed by the Fourier features of `grid`;
-// forward_apart leaves them to the model, with the same parts.
+// HF's inputs are `own` (B, N, C) followed by the Fourier features of `grid`: forward leaves them
+// unmade, as parts, and whole() makes them.
 void expect_apart_makes_the_inputs(PreprocessorImpl& preprocessor, const torch::Tensor& x, const torch::Tensor& own,
                                    const std::vector<int64_t>& grid, int64_t bands) {
   FourierPositionEncodingOptions f;
@@ -55,11 +55,10 @@ void expect_apart_makes_the_inputs(PreprocessorImpl& preprocessor, const torch::
   const auto positions = generate_fourier_features(build_linear_positions(grid).unsqueeze(0), f);
   const auto expected = torch::cat({own, positions.expand({own.size(0), -1, -1})}, -1);
 
-  const auto made = preprocessor.forward(x, false);
-  EXPECT_EQ(tensor_mismatch(made.inputs, expected, 1e-6, 1e-6), "");
-  const auto apart = preprocessor.forward_apart(x, false);
+  const auto apart = preprocessor.forward(x, false);
+  EXPECT_EQ(tensor_mismatch(apart.whole(), expected, 1e-6, 1e-6), "");
   ASSERT_FALSE(apart.inputs.defined());
-  const auto network = apart.network_inputs();
+  const auto network = apart.parts();
   ASSERT_TRUE(network.held_apart());
   EXPECT_TRUE(torch::equal(network.own, own));
   EXPECT_EQ(tensor_mismatch(network.whole(), expected, 1e-6, 1e-6), "");
@@ -86,9 +85,10 @@ TEST(ChannelsApart, PreprocessorsThatConcatenatePositionsLeaveThemApart) {
   image.position_encoding = {};
   image.position_encoding.trainable = TrainablePositionEncodingOptions{{6, 6}, 3};
   PerceiverImagePreprocessor added(image);
-  const auto out = added->forward_apart(torch::randn({2, 3, 6, 6}), false);
+  const auto out = added->forward(torch::randn({2, 3, 6, 6}), false);
   EXPECT_TRUE(out.inputs.defined());
-  EXPECT_FALSE(out.network_inputs().held_apart());
+  EXPECT_TRUE(out.whole().is_same(out.inputs));
+  EXPECT_FALSE(out.parts().held_apart());
 }
 
 // A basic decoder's queries read only the inputs' batch, dtype and sizes (HF's index_dims =
@@ -110,8 +110,8 @@ TEST(ChannelsApart, BasicDecoderQueriesAreThoseOfTheWholeInputs) {
     }
     PerceiverBasicDecoder decoder(config, o);
     const auto apart = WithSharedChannels::apart(torch::randn({3, 4, 2}), torch::randn({1, 4, 3}));
-    const auto expected = decoder->decoder_query(apart.whole(), std::nullopt, apart.own, {});
-    const auto queries = decoder->decoder_queries(apart, std::nullopt, apart.own, {});
+    const auto expected = decoder->decoder_query(apart.whole(), std::nullopt, apart.own, {}).whole();
+    const auto queries = decoder->decoder_query(apart, std::nullopt, apart.own, {});
     EXPECT_TRUE(torch::equal(queries.whole(), expected));
   }
 }

@@ -175,7 +175,7 @@ void expect_fourier_grid(const std::string& fixture, int64_t size, int64_t grid,
   const auto images = on_test_device(torch::randn({1, 3, size, size}));
   const auto out = model->forward(images, {}, {}, interp);
   EXPECT_EQ(out.logits.tensor.sizes(), (std::vector<int64_t>{1, config.num_labels()}));
-  auto pre = model->perceiver->input_preprocessor()->forward(images, true).inputs;
+  auto pre = model->perceiver->input_preprocessor()->forward(images, true).whole();
   FourierPositionEncodingOptions f;
   f.num_bands = 64;
   f.max_resolution = max_resolution;
@@ -218,7 +218,7 @@ TEST(VisionPreprocessor, AddModeWithProjectedTrainablePositions) {
   ASSERT_NE(table, nullptr);
   const auto pos = pre.positions_projection(table->position_embeddings);
   EXPECT_TRUE(close(out.inputs_without_pos, features, 1e-5, 1e-6));
-  EXPECT_TRUE(close(out.inputs, features + pos, 1e-5, 1e-6));
+  EXPECT_TRUE(close(out.whole(), features + pos, 1e-5, 1e-6));
   // 4 channels where 3 are expected: the error names both shapes.
   const auto m = error_of([&] { pre.forward(on_test_device(torch::randn({2, 4, 4, 4})), false); });
   EXPECT_NE(m.find("(batch, 3, height, width)"), std::string::npos) << m;
