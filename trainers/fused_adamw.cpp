@@ -65,9 +65,9 @@ torch::Tensor FusedAdamW::step(LossClosure closure) {
       at::parallel_for(0, p.numel(), 1 << 14, [&](int64_t begin, int64_t end) {
         adamw_update(param + begin, grad + begin, exp_avg + begin, exp_avg_sq + begin, end - begin, c);
       });
-      // Written through raw pointers: bump the versions as ATen's in-place ops would, so that whatever
-      // keys on them (the attention's cached position terms, autograd's saved-tensor checks) sees the
-      // change.
+      // Written through raw pointers: bump the versions as ATen's in-place ops would. Autograd's
+      // saved-tensor checks need it (a tensor saved for a backward and then changed is an error, not a
+      // silently wrong gradient), and so do the attention's kept position terms (models/attention.cpp).
       for (const auto* t : {&p, &s.exp_avg(), &s.exp_avg_sq()}) t->unsafeGetTensorImpl()->bump_version();
     }
   }
