@@ -331,32 +331,24 @@ Attended PerceiverSelfAttentionImpl::attend(const WithSharedChannels& hidden_sta
                 "attention keys ", made_keys->keys.sizes(), " were not made from these inputs ",
                 inputs.rows_tensor().sizes());
 
-  // Each intermediate is dropped as soon as it is used: without gradients nothing else holds it, so
-  // a forward's peak memory is a few (B, M, N) tensors, not all of them.
   const int64_t heads = options_.num_heads;
-  torch::Tensor q, k, v;
-  {
-    torch::Tensor normed;  // layernorm1(hidden_states), where something projects it whole
-    if (plan.factor_queries) {
-      q = factored_projections(hidden_states, layernorm1, {query}, *query_terms_cache_, plan.in_place)[0];
-    } else {
-      normed = norm(layernorm1, hidden_states.whole());
-      q = ops::linear(normed, query);
-    }
-    q = split_heads(q, heads);
-    if (plan.keyless) return attend_without_keys(q, inputs, attention_mask, plan.in_place);
-    auto made = made_keys ? *made_keys : cross ? keys(inputs, plan) : project_keys(normed);
-    k = std::move(made.keys);
-    v = std::move(made.values);
+  torch::Tensor normed;  // layernorm1(hidden_states), where something projects it whole
+  torch::Tensor q;
+  if (plan.factor_queries) {
+    q = factored_projections(hidden_states, layernorm1, {query}, *query_terms_cache_, plan.in_place)[0];
+  } else {
+    normed = norm(layernorm1, hidden_states.whole());
+    q = ops::linear(normed, query);
   }
+  q = split_heads(q, heads);
+  if (plan.keyless) return attend_without_keys(q, inputs, attention_mask, plan.in_place);
+  const auto made = made_keys ? *made_keys : cross ? keys(inputs, plan) : project_keys(normed);
 
   // HF divides the scores by sqrt(head width); the product applies it as it writes them.
-  auto scores = ops::matmul(q, k.transpose(-1, -2), 1.0 / std::sqrt(static_cast<double>(q.size(-1))));
-  q.reset();
-  k.reset();
-  scores = with_mask(std::move(scores), attention_mask);
-  auto probs = dropout(ops::softmax(scores));
-  return {std::move(probs), std::move(v), made_keys ? made_keys->projected_values : torch::Tensor(), {}};
+  const auto scores =
+      with_mask(ops::matmul(q, made.keys.transpose(-1, -2), 1.0 / std::sqrt(static_cast<double>(q.size(-1)))),
+                attention_mask);
+  return {dropout(ops::softmax(scores)), made.values, made.projected_values, {}};
 }
 
 // Cross-attention to inputs whose shared channels are factored, without their keys and values (two
@@ -384,17 +376,14 @@ Attended PerceiverSelfAttentionImpl::attend_without_keys(const torch::Tensor& q,
   auto scores =
       ops::matmul_add(ops::linear(queries, k_terms.weight_x.t()), f.x_augmented.transpose(1, 2), {}, shared_scores)
           .unsqueeze(1);
-  shared_scores = {};
   scores.mul_(r * (1.0 / std::sqrt(static_cast<double>(queries.size(-1)))));
-  scores = with_mask(std::move(scores), attention_mask);
-  auto probs = ops::softmax(scores);
-  scores.reset();
+  const auto probs = ops::softmax(with_mask(std::move(scores), attention_mask));
 
   const auto weighted = (probs * r).view({batch, n, m});
   ops::LinearEpilogue shared_values;
   shared_values.residual = ops::matmul(weighted.reshape({-1, m}), v_terms.e_projected.select(0, 0)).view({batch, n, -1});
   auto context = ops::linear(ops::matmul(weighted, f.x_augmented), v_terms.weight_x, v_terms.bias, shared_values);
-  return {std::move(probs), {}, {}, std::move(context)};
+  return {probs, {}, {}, std::move(context)};
 }
 
 PerceiverSelfOutputImpl::PerceiverSelfOutputImpl(int64_t input_channels, int64_t output_channels) {
@@ -407,7 +396,7 @@ torch::Tensor PerceiverSelfOutputImpl::forward(const torch::Tensor& x, const tor
   return ops::linear(x, dense, epilogue);
 }
 
-torch::Tensor PerceiverSelfOutputImpl::forward(Attended attended, const torch::Tensor& residual,
+torch::Tensor PerceiverSelfOutputImpl::forward(const Attended& attended, const torch::Tensor& residual,
                                                const AttentionPlan& plan) {
   if (attended.context.defined()) return forward(context_of(attended), residual);
   const auto& weight = dense->weight;
@@ -415,18 +404,12 @@ torch::Tensor PerceiverSelfOutputImpl::forward(Attended attended, const torch::T
                   attended.probs.size(1) * attended.values.size(3) == weight.size(1),
               "attention output: values ", attended.values.sizes(), " do not fit the output projection ",
               weight.sizes());
-  if (!plan.fold_output) {
-    auto context = context_of(attended);
-    attended = {};
-    return forward(context, residual);
-  }
+  if (!plan.fold_output) return forward(context_of(attended), residual);
   const auto projected =
-      attended.projected_values.defined() ? std::move(attended.projected_values) : project_values(attended.values);
-  attended.values.reset();
+      attended.projected_values.defined() ? attended.projected_values : project_values(attended.values);
   // Every head's weights side by side against every head's projected values stacked: the sum over
   // heads is the product's own sum (a view for one head).
   const auto probs = attended.probs.transpose(1, 2).flatten(2);  // (B, N, H * L)
-  attended.probs.reset();
   ops::LinearEpilogue epilogue;
   epilogue.residual = residual;
   return ops::matmul_add(probs, projected, dense->bias, epilogue);
@@ -502,7 +485,7 @@ AttentionResult PerceiverAttentionImpl::forward(const WithSharedChannels& hidden
   AttentionResult result;
   if (output_attentions) result.attention_probs = attended.probs;
   result.output =
-      output->forward(std::move(attended), use_query_residual_ ? hidden_states.whole() : torch::Tensor(), plan);
+      output->forward(attended, use_query_residual_ ? hidden_states.whole() : torch::Tensor(), plan);
   return result;
 }
 
@@ -512,7 +495,7 @@ PerceiverMLPImpl::PerceiverMLPImpl(const PerceiverConfig& config, int64_t input_
   dense2 = register_module("dense2", torch::nn::Linear(widening_factor * input_size, input_size));
 }
 
-torch::Tensor PerceiverMLPImpl::forward(torch::Tensor x, torch::Tensor residual) {
+torch::Tensor PerceiverMLPImpl::forward(const torch::Tensor& x, const torch::Tensor& residual) {
   torch::Tensor hidden;
   if (fused_activation_) {
     ops::LinearEpilogue activated;
@@ -521,9 +504,8 @@ torch::Tensor PerceiverMLPImpl::forward(torch::Tensor x, torch::Tensor residual)
   } else {
     hidden = apply_activation(activation_, ops::linear(x, dense1));
   }
-  x.reset();  // without gradients, the input (a layer norm's output) is freed before dense2
   ops::LinearEpilogue added;
-  added.residual = std::move(residual);  // held here alone, it may take the result in place
+  added.residual = residual;
   return ops::linear(hidden, dense2, added);
 }
 
@@ -537,10 +519,7 @@ AttentionResult PerceiverLayerImpl::forward(const WithSharedChannels& hidden_sta
                                             const torch::Tensor& attention_mask, bool output_attentions,
                                             const AttentionKeys* made_keys) {
   auto result = attention->forward(hidden_states, inputs, attention_mask, output_attentions, made_keys);
-  auto normed = norm(layernorm, result.output);
-  // Both moved in: without gradients, and unless someone else holds the attention output (collected
-  // hidden states), the MLP frees the first and writes its result over the second.
-  result.output = mlp->forward(std::move(normed), std::move(result.output));
+  result.output = mlp->forward(norm(layernorm, result.output), result.output);
   return result;
 }
 

@@ -114,9 +114,8 @@ class PerceiverSelfOutputImpl : public torch::nn::Module {
   // dense(x) + residual where defined (the query residual, added as the product is written).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual = {});
   // dense(context) + residual, the context being the attended values with the heads side by side;
-  // computed as probs (values dense) where plan.fold_output. The same up to float rounding. By value:
-  // without gradients each part is freed once used.
-  torch::Tensor forward(Attended attended, const torch::Tensor& residual, const AttentionPlan& plan);
+  // computed as probs (values dense) where plan.fold_output. The same up to float rounding.
+  torch::Tensor forward(const Attended& attended, const torch::Tensor& residual, const AttentionPlan& plan);
   // The values (B, H, L, V / H) times the projection: (B, H * L, O), the first product of the fold.
   torch::Tensor project_values(const torch::Tensor& values) const;
   int64_t out_channels() const { return dense->weight.size(0); }
@@ -159,9 +158,7 @@ class PerceiverMLPImpl : public torch::nn::Module {
  public:
   PerceiverMLPImpl(const PerceiverConfig& config, int64_t input_size, int64_t widening_factor);
   // dense2(act(dense1(x))) + residual where defined (PerceiverLayer's, added as the product is written).
-  // By value: an x passed in alone is freed once dense1 has read it, and a residual passed in alone
-  // receives the result in place (without gradients).
-  torch::Tensor forward(torch::Tensor x, torch::Tensor residual = {});
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& residual = {});
 
  private:
   std::string activation_;

@@ -72,7 +72,6 @@ struct Epilogue {
   double scale = 1.0;
   Activation activation = Activation::none;
   torch::Tensor residual;
-  bool into_residual = false;  // the result overwrites the residual (dense, of the result's shape)
 };
 
 dnnl::algorithm eltwise_algorithm(Activation activation) {
@@ -93,9 +92,7 @@ bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
                 const Epilogue& epilogue, torch::ScalarType out_dtype, torch::Tensor& out) {
   auto sizes = a.sizes().vec();
   sizes.back() = b.size(-1);
-  out = epilogue.into_residual
-            ? epilogue.residual
-            : torch::empty(out_sizes.empty() ? c10::IntArrayRef(sizes) : out_sizes, a.options().dtype(out_dtype));
+  out = torch::empty(out_sizes.empty() ? c10::IntArrayRef(sizes) : out_sizes, a.options().dtype(out_dtype));
   try {
     const auto& engine = onednn::cpu_engine();
     const auto dst = out.view(sizes);
@@ -118,9 +115,7 @@ bool try_onednn(const torch::Tensor& a, const torch::Tensor& b, const torch::Ten
     if (epilogue.activation != Activation::none)
       post_ops.append_eltwise(1.0F, eltwise_algorithm(epilogue.activation), 0.0F, 0.0F);
     torch::Tensor residual;  // alive until the product has run: a reshape may have copied it
-    if (epilogue.into_residual) {
-      post_ops.append_sum(1.0F);  // dst = result + dst, dst holding the residual
-    } else if (epilogue.residual.defined()) {
+    if (epilogue.residual.defined()) {
       // Dense: oneDNN's fast kernels read no other layout (an expanded one ran its reference kernel).
       residual = epilogue.residual.reshape(sizes).contiguous();
       const auto residual_md = onednn::describe(residual);
@@ -291,16 +286,11 @@ struct MatmulFunction : torch::autograd::Function<MatmulFunction> {
   }
 };
 
-// The fused form of a LinearEpilogue without gradients, for a result of `out_dtype`. A residual that
-// only the epilogue holds (its owner moved it in) takes the result in its own memory: one buffer of
-// the result's size less at the peak of an inference.
-Epilogue fused(const LinearEpilogue& epilogue, torch::ScalarType out_dtype) {
-  const auto& residual = epilogue.residual;
+// The fused form of a LinearEpilogue without gradients.
+Epilogue fused(const LinearEpilogue& epilogue) {
   Epilogue f;
-  f.into_residual = residual.defined() && residual.use_count() == 1 && residual.storage().use_count() == 1 &&
-                    residual.is_contiguous() && residual.scalar_type() == out_dtype;
   f.activation = epilogue.activation;
-  f.residual = residual;
+  f.residual = epilogue.residual;
   return f;
 }
 
@@ -324,7 +314,7 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, const 
     if (!needs_grad({&x, &weight, &bias, &residual})) {
       const auto out_dtype = result_type(*compute, residual);
       return multiply(as_rows(x.to(*compute)), weight.to(*compute).t(), bias, linear_sizes(x, weight),
-                      fused(epilogue, out_dtype), out_dtype);
+                      fused(epilogue), out_dtype);
     }
     if (epilogue.activation == Activation::none)
       return LinearFunction::apply(x, weight, optional(bias), optional(residual), *compute);
@@ -365,7 +355,7 @@ torch::Tensor matmul_add(const torch::Tensor& a, const torch::Tensor& b, const t
       (!residual.defined() || residual.sizes() == c10::IntArrayRef(sizes)) &&
       !needs_grad({&a, &b, &bias, &residual})) {
     const auto out_dtype = result_type(*compute, residual);
-    return multiply(a.to(*compute), b.to(*compute), bias, {}, fused(epilogue, out_dtype), out_dtype);
+    return multiply(a.to(*compute), b.to(*compute), bias, {}, fused(epilogue), out_dtype);
   }
 #endif
   auto y = ops::matmul(a, b, 1.0);

@@ -25,8 +25,7 @@ torch::Tensor activate(const torch::Tensor& x, Activation activation);
 
 // What a linear does to its result: activation(x W^T + b) + residual. Without gradients both are fused
 // into the product (no extra pass over the result); with them only the residual is (the activation's
-// backward needs its input). `residual` has the result's shape, or is added by ATen. Without gradients,
-// a residual that the epilogue alone holds (moved in by its owner) receives the result in place.
+// backward needs its input). `residual` has the result's shape, or is added by ATen.
 struct LinearEpilogue {
   Activation activation = Activation::none;
   torch::Tensor residual;
