@@ -79,6 +79,12 @@ std::map<std::string, torch::Tensor> parameter_gradients(torch::nn::Module& mode
   return out;
 }
 
+double scaled_error(const torch::Tensor& actual, const torch::Tensor& expected, double largest, double floor) {
+  TORCH_CHECK(actual.sizes() == expected.sizes(), "shapes differ: ", actual.sizes(), " and ", expected.sizes());
+  const double scale = std::max(expected.abs().max().item<double>(), floor * largest);
+  return (actual.to(torch::kDouble) - expected.to(torch::kDouble)).abs().max().item<double>() / scale;
+}
+
 std::string tensor_mismatch(const torch::Tensor& actual, const torch::Tensor& expected, double atol, double rtol) {
   std::ostringstream report;
   if (actual.scalar_type() != expected.scalar_type()) {

@@ -67,6 +67,11 @@ std::string tensor_mismatch(const torch::Tensor& actual, const torch::Tensor& ex
 // Each parameter's gradient by name, cloned (zeros where it has none).
 std::map<std::string, torch::Tensor> parameter_gradients(torch::nn::Module& model);
 
+// max|actual - expected| over max(max|expected|, floor * largest): the gradient parity measure (largest:
+// the largest magnitude over every tensor compared, so that a gradient whose true value is zero is held
+// only to rounding noise). Throws where the shapes differ.
+double scaled_error(const torch::Tensor& actual, const torch::Tensor& expected, double largest, double floor = 1e-3);
+
 // A small cross-attention in eval mode: 8-channel queries, 6 query/key and 4 value channels.
 PerceiverSelfAttention small_cross_attention(int64_t kv_dim, int64_t heads);
 

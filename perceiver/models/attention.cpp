@@ -5,8 +5,6 @@
 #include <mutex>
 #include <vector>
 
-#include <torch/csrc/jit/frontend/tracer.h>
-
 #include "perceiver/ops/dynamic_size.h"
 #include "perceiver/ops/matmul.h"
 #include "perceiver/ops/softmax.h"
@@ -182,7 +180,6 @@ struct PerceiverSelfAttentionImpl::Factored {
   torch::Tensor x_augmented;  // (B, M, Cx + 1): [x - mean, mean_e - mean]
   torch::Tensor inv_std;      // (B, M, 1)
   SharedTerms terms;          // of this slice's rows
-  bool reusable = false;      // no gradients: intermediates may be written in place
 };
 
 PerceiverSelfAttentionImpl::Factored PerceiverSelfAttentionImpl::factor(const WithSharedChannels& a,
@@ -197,8 +194,7 @@ PerceiverSelfAttentionImpl::Factored PerceiverSelfAttentionImpl::factor(const Wi
   const bool slice = offset != 0 || rows != e.size(1);
 
   SharedTerms t;
-  const bool reusable = in_place;
-  if (reusable) {
+  if (in_place) {
     std::vector<std::pair<const void*, uint32_t>> weights;
     std::vector<const torch::Tensor*> parameters{&norm->weight, &norm->bias};
     for (const auto& layer : layers) parameters.insert(parameters.end(), {&layer->weight, &layer->bias});
@@ -243,7 +239,6 @@ PerceiverSelfAttentionImpl::Factored PerceiverSelfAttentionImpl::factor(const Wi
   f.inv_std = torch::rsqrt(var + norm->options.eps());
   f.x_augmented = torch::cat({x_centred, t.e_mean - mean}, -1);
   f.terms = std::move(t);
-  f.reusable = reusable;
   return f;
 }
 
@@ -261,7 +256,7 @@ std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(cons
     // In place without gradients too: these (B, M, N) products are the largest tensors of a forward.
     // In the product's dtype, as an unfactored projection's result (bf16 under autocast).
     const auto dtype = projected.scalar_type();
-    out.push_back(factored.reusable ? projected.mul_(factored.inv_std).add_(f.bias)
+    out.push_back(in_place ? projected.mul_(factored.inv_std).add_(f.bias)
                                     : torch::addcmul(f.bias.to(dtype), projected, factored.inv_std.to(dtype)));
   }
   return out;
@@ -277,16 +272,23 @@ AttentionResult PerceiverSelfAttentionImpl::forward(const WithSharedChannels& hi
 
 AttentionCall PerceiverSelfAttentionImpl::describe(const WithSharedChannels& hidden_states,
                                                    const WithSharedChannels& inputs) const {
+  TORCH_CHECK(inputs.defined() || !hidden_states.shared.defined(),
+              "a self-attention layer takes no shared query channels");
+  auto call = describe(inputs, hidden_states.size(0), hidden_states.size(1));
+  call.queries_share_channels = has_shared_channels(hidden_states, "queries");
+  return call;
+}
+
+AttentionCall PerceiverSelfAttentionImpl::describe(const WithSharedChannels& inputs, int64_t batch,
+                                                   int64_t queries) const {
   check_inputs(inputs);
   AttentionCall call;
   call.cross = inputs.defined();
-  call.batch = hidden_states.size(0);
-  call.queries = hidden_states.size(1);
-  call.keys = call.cross ? inputs.size(1) : call.queries;
+  call.batch = batch;
+  call.queries = queries;
+  call.keys = call.cross ? inputs.size(1) : queries;
   call.heads = options_.num_heads;
   call.v_channels = options_.v_channels;
-  TORCH_CHECK(call.cross || !hidden_states.shared.defined(), "a self-attention layer takes no shared query channels");
-  call.queries_share_channels = has_shared_channels(hidden_states, "queries");
   call.inputs_share_channels = call.cross && has_shared_channels(inputs, "inputs");
   return call;
 }
@@ -457,14 +459,7 @@ PerceiverAttentionImpl::PerceiverAttentionImpl(const PerceiverConfig& config, co
 
 AttentionKeys PerceiverAttentionImpl::keys(const WithSharedChannels& inputs, int64_t queries) {
   // The plan of the calls that will take these keys, `queries` at a time.
-  AttentionCall call;
-  call.cross = true;
-  call.batch = inputs.size(0);
-  call.queries = queries;
-  call.keys = inputs.size(1);
-  call.heads = self->options().num_heads;
-  call.v_channels = self->options().v_channels;
-  call.inputs_share_channels = inputs.shared.defined();
+  auto call = self->describe(inputs, inputs.size(0), queries);
   call.keys_made = true;
   call.out_channels = output->out_channels();
   const auto plan = select_attention_plan(call, self->state());

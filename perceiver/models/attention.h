@@ -75,11 +75,12 @@ class PerceiverSelfAttentionImpl : public torch::nn::Module {
                   const AttentionKeys* made_keys = nullptr);
   // A cross-attention's keys and values of `inputs` (plan.factor_inputs: their shared channels factored).
   AttentionKeys keys(const WithSharedChannels& inputs, const AttentionPlan& plan);
-  // The shapes of a call on these tensors, for select_attention_plan (out_channels left 0).
+  // The shapes of a call on these tensors, for select_attention_plan (out_channels left 0); or of
+  // `batch` x `queries` queries without shared channels (keys made for later calls).
   AttentionCall describe(const WithSharedChannels& hidden_states, const WithSharedChannels& inputs) const;
+  AttentionCall describe(const WithSharedChannels& inputs, int64_t batch, int64_t queries) const;
   // The state of the thread with this module's dropout.
   ExecutionState state() const;
-  const PerceiverSelfAttentionOptions& options() const { return options_; }
 
  private:
   struct SharedTermsCache;

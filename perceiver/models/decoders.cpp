@@ -6,8 +6,6 @@
 #include <algorithm>
 #include <numeric>
 
-#include <torch/csrc/jit/frontend/tracer.h>
-
 namespace perceiver {
 
 PerceiverBasicDecoderImpl::PerceiverBasicDecoderImpl(const PerceiverConfig& config, const BasicDecoderOptions& options)

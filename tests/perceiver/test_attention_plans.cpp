@@ -135,7 +135,7 @@ Case make_case(const Row& row) {
 
 struct Result {
   torch::Tensor output;
-  std::vector<torch::Tensor> grads;  // leaves, then parameters
+  std::vector<std::pair<std::string, torch::Tensor>> grads;  // the leaves', then the parameters'
 };
 
 Result run_once(Case& c, const Row& row, bool reference, bool bf16) {
@@ -153,34 +153,28 @@ Result run_once(Case& c, const Row& row, bool reference, bool bf16) {
   if (row.grad) {
     torch::manual_seed(12);
     (r.output * torch::randn(r.output.sizes())).sum().backward();
-    for (const auto& l : c.leaves) r.grads.push_back(l.grad().defined() ? l.grad().clone() : torch::zeros_like(l));
-    for (const auto& p : c.module->parameters())
-      r.grads.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+    for (size_t i = 0; i < c.leaves.size(); ++i) {
+      const auto& l = c.leaves[i];
+      r.grads.emplace_back("input " + std::to_string(i), l.grad().defined() ? l.grad().clone() : torch::zeros_like(l));
+    }
+    for (auto& [name, g] : parameter_gradients(*c.module)) r.grads.emplace_back(name, std::move(g));
   }
   r.output = r.output.detach();
   return r;
 }
 
-// max|a - b| over max(max|b|, floor * largest): the gradient parity measure. The floor keeps a
-// gradient whose true value is zero (a key bias: softmax ignores what it adds) to its rounding noise:
-// 1e-3 in float32, 1e-2 where bf16 rounds every product.
-double distance(const torch::Tensor& a, const torch::Tensor& b, double largest, double floor = 1e-3) {
-  TORCH_CHECK(a.sizes() == b.sizes(), "shapes differ: ", a.sizes(), " and ", b.sizes());
-  const double scale = std::max(b.abs().max().item<double>(), floor * largest);
-  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().max().item<double>() / scale;
-}
-
-// In float32 a plan is within 1e-4 of the reference. In bf16 both round coarsely in different places,
-// so a plan is judged by its distance to the float32 reference: at most twice the bf16 reference's
-// own (or 1 %).
+// In float32 a plan is within 1e-4 of the reference (scaled_error). In bf16 both round coarsely in
+// different places, so a plan is judged by its distance to the float32 reference: at most twice the
+// bf16 reference's own (or 1 %), with a floor of 1e-2 of the largest gradient where bf16 rounds every
+// product (a gradient whose true value is zero, a key bias, carries only that noise).
 std::string mismatch(const torch::Tensor& ours, const torch::Tensor& reference, const torch::Tensor& reference32,
                      double largest) {
   if (!reference32.defined()) {
-    const double d = distance(ours, reference, largest);
+    const double d = scaled_error(ours, reference, largest);
     return d <= 1e-4 ? "" : "off the reference by " + std::to_string(d) + " of its scale";
   }
-  const double ours_error = distance(ours, reference32, largest, 1e-2),
-               reference_error = distance(reference, reference32, largest, 1e-2);
+  const double ours_error = scaled_error(ours, reference32, largest, 1e-2),
+               reference_error = scaled_error(reference, reference32, largest, 1e-2);
   if (ours_error <= std::max(2 * reference_error, 1e-2)) return "";
   return "off the float32 reference by " + std::to_string(ours_error) + " of its scale, where the bf16 reference is off by " +
          std::to_string(reference_error);
@@ -221,11 +215,12 @@ TEST(AttentionPlans, EveryPlanGivesTheReferenceOutputsAndGradients) {
     EXPECT_EQ(mismatch(fast.output, reference.output, reference32.output, 0), "") << "output";
     ASSERT_EQ(fast.grads.size(), reference.grads.size());
     double largest = 0;
-    for (const auto& g : reference.grads) largest = std::max(largest, g.abs().max().item<double>());
+    for (const auto& [name, g] : reference.grads) largest = std::max(largest, g.abs().max().item<double>());
     for (size_t i = 0; i < fast.grads.size(); ++i)
-      EXPECT_EQ(mismatch(fast.grads[i], reference.grads[i], row.bf16 ? reference32.grads[i] : torch::Tensor(), largest), "")
-          << (i < c.leaves.size() ? "gradient of input " + std::to_string(i)
-                                  : "gradient of " + c.module->named_parameters()[i - c.leaves.size()].key());
+      EXPECT_EQ(mismatch(fast.grads[i].second, reference.grads[i].second,
+                         row.bf16 ? reference32.grads[i].second : torch::Tensor(), largest),
+                "")
+          << "gradient of " << fast.grads[i].first;
   }
   // The table reaches every fast path, so that none goes unchecked.
   for (const char* path : {"factored", "keyless", "folded", "sliced"}) EXPECT_GT(taken[path], 0) << path;

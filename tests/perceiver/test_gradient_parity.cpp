@@ -46,11 +46,8 @@ std::string compare_gradients(const NamedTensors& expected, const NamedTensors& 
       failures.emplace_back(INFINITY, os.str());
       continue;
     }
-    const double scale = std::max(want.abs().max().item<double>(), 1e-3 * largest);
-    const double error = (it->second.to(torch::kDouble) - want.to(torch::kDouble)).abs().max().item<double>();
-    const double relative = error / scale;
-    if (!(relative <= 1e-3)) failures.emplace_back(relative, name + ": max|diff| " + std::to_string(error) +
-                                                                 " = " + std::to_string(relative) + " of its scale");
+    const double relative = scaled_error(it->second, want, largest);
+    if (!(relative <= 1e-3)) failures.emplace_back(relative, name + ": max|diff| " + std::to_string(relative) + " of its scale");
   }
   std::sort(failures.rbegin(), failures.rend());
   std::string report;
