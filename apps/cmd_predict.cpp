@@ -33,7 +33,8 @@ int run_predict(const std::vector<std::string>& args) {
       "json", po::bool_switch(), "print one JSON array: per input `input`, the answer and its raw `logits`")(
       "top-k", po::value<int64_t>()->default_value(defaults.top_k), "labels, tokens or fillings per answer")(
       "decode", po::value<std::string>()->default_value(defaults.decode),
-      "fill-mask: parallel (every [MASK] in one pass) or iterative (the surest byte first, the rest again given it)")(
+      "fill-mask: parallel (every [MASK] in one pass), iterative (the surest byte first, the rest again given it) "
+      "or beam (iterative, keeping the 8 likeliest partial fillings)")(
       "aggregation", po::value<std::string>()->default_value(defaults.aggregation),
       "token classification: none (every byte), simple (bytes grouped by IOB2 tag), first / max / average "
       "(one label per word, by its first byte, its surest byte or its mean probabilities)")(

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <limits>
 #include <stdexcept>
 
 #include "perceiver/io/json_io.h"
@@ -112,40 +113,92 @@ MaskFill answer(const std::string& text, const std::vector<int64_t>& ids, const 
   return fill;
 }
 
-// Mask-predict over one batch: a pass per remaining [MASK]; each pass fixes, in every text, the masked
-// byte with the highest probability. Returns each text's deciding logits and chosen bytes.
-void fill_iteratively(ModelRunner& runner, const std::vector<std::string>& texts, const std::vector<std::vector<int64_t>>& ids,
-                      size_t begin, size_t end, int64_t k, std::vector<MaskFill>& out) {
+// One partial filling in mask-predict: the ids so far, the log-probability of the bytes chosen (each
+// when it was chosen), and per position the logits of the pass that chose it.
+struct Hypothesis {
+  torch::Tensor ids;       // (L) of the padded batch
+  double log_prob = 0;
+  torch::Tensor deciding;  // (length, vocabulary)
+  std::vector<int64_t> chosen;
+};
+
+// Mask-predict over one batch with a beam of `width` hypotheses per text: each pass takes every
+// hypothesis with a [MASK] left, finds the masked position whose best byte is likeliest, and extends
+// the hypothesis by its `width` likeliest bytes there; the `width` likeliest extensions of a text stay.
+// Width 1 is plain mask-predict. Each text's best hypothesis is its answer.
+void fill_by_mask_predict(ModelRunner& runner, const std::vector<std::string>& texts,
+                          const std::vector<std::vector<int64_t>>& ids, size_t begin, size_t end, int64_t k,
+                          int64_t width, int64_t batch_size, std::vector<MaskFill>& out) {
   const auto inputs = encode_texts(runner.config(), std::vector<std::string>(texts.begin() + static_cast<std::ptrdiff_t>(begin),
                                                                              texts.begin() + static_cast<std::ptrdiff_t>(end)));
-  auto current = inputs.input_ids.clone();
-  std::vector<torch::Tensor> deciding;  // per text: (L, vocabulary), row p from the pass that fixed p
-  std::vector<std::vector<int64_t>> chosen;
+  std::vector<std::vector<Hypothesis>> beams;
   for (size_t i = begin; i < end; ++i) {
-    deciding.push_back(torch::zeros({static_cast<int64_t>(ids[i].size()), 0}));
-    chosen.emplace_back(ids[i].size(), -1);
+    const auto length = static_cast<int64_t>(ids[i].size());
+    beams.push_back({{inputs.input_ids[static_cast<int64_t>(i - begin)].clone(), 0.0,
+                      torch::zeros({length, 0}), std::vector<int64_t>(ids[i].size(), -1)}});
   }
   while (true) {
-    const auto open = current.eq(PerceiverTokenizer::mask_token_id);
-    if (!open.any().item<bool>()) break;
-    const auto logits = runner.forward({{"inputs", current}, {"attention_mask", inputs.attention_mask}}).at("logits");
-    for (size_t i = begin; i < end; ++i) {
-      const auto row = static_cast<int64_t>(i - begin);
-      const auto length = static_cast<int64_t>(ids[i].size());
-      const auto masked = open[row].narrow(0, 0, length);
-      if (!masked.any().item<bool>()) continue;
-      const auto text_logits = logits[row].narrow(0, 0, length);
-      if (deciding[i - begin].size(1) == 0) deciding[i - begin] = text_logits.clone();
-      // The masked position whose best byte is likeliest.
-      const auto [best_prob, best_id] = torch::softmax(text_logits.to(torch::kDouble), -1).max(-1);
-      const auto p = best_prob.masked_fill(masked.logical_not(), -1.0).argmax().item<int64_t>();
-      const auto id = best_id[p].item<int64_t>();
-      deciding[i - begin][p].copy_(text_logits[p]);
-      chosen[i - begin][static_cast<size_t>(p)] = id;
-      current[row][p] = id;
+    // Every open hypothesis, as (text, hypothesis) and one row of the passes below.
+    std::vector<std::pair<size_t, size_t>> open;
+    for (size_t t = 0; t < beams.size(); ++t)
+      for (size_t h = 0; h < beams[t].size(); ++h)
+        if (beams[t][h].ids.eq(PerceiverTokenizer::mask_token_id).any().item<bool>()) open.emplace_back(t, h);
+    if (open.empty()) break;
+    std::vector<torch::Tensor> rows, masks;
+    for (const auto& [t, h] : open) {
+      rows.push_back(beams[t][h].ids);
+      masks.push_back(inputs.attention_mask[static_cast<int64_t>(t)]);
+    }
+    const auto all_ids = torch::stack(rows), all_masks = torch::stack(masks);
+    std::vector<torch::Tensor> logits;
+    for (const auto& [b, e] : batch_ranges(open.size(), batch_size)) {
+      const auto first = static_cast<int64_t>(b), n = static_cast<int64_t>(e - b);
+      logits.push_back(runner.forward({{"inputs", all_ids.narrow(0, first, n)},
+                                       {"attention_mask", all_masks.narrow(0, first, n)}}).at("logits"));
+    }
+    const auto all_logits = torch::cat(logits);
+    std::vector<std::vector<Hypothesis>> next(beams.size());
+    for (size_t r = 0; r < open.size(); ++r) {
+      const auto [t, h] = open[r];
+      const auto& hypothesis = beams[t][h];
+      const auto length = static_cast<int64_t>(ids[begin + t].size());
+      const auto masked = hypothesis.ids.narrow(0, 0, length).eq(PerceiverTokenizer::mask_token_id);
+      const auto text_logits = all_logits[static_cast<int64_t>(r)].narrow(0, 0, length);
+      const auto log_probs = torch::log_softmax(text_logits.to(torch::kDouble), -1);
+      // The masked position whose best byte is likeliest, and its `width` best bytes.
+      const auto best = std::get<0>(log_probs.max(-1));
+      const auto p = best.masked_fill(masked.logical_not(), -std::numeric_limits<double>::infinity()).argmax().item<int64_t>();
+      const auto [values, bytes] = log_probs[p].topk(std::min<int64_t>(width, log_probs.size(1)));
+      for (int64_t j = 0; j < bytes.numel(); ++j) {
+        Hypothesis extended{hypothesis.ids.clone(), hypothesis.log_prob + values[j].item<double>(),
+                            hypothesis.deciding.size(1) == 0 ? text_logits.clone() : hypothesis.deciding.clone(),
+                            hypothesis.chosen};
+        const auto id = bytes[j].item<int64_t>();
+        extended.ids[p] = id;
+        extended.deciding[p].copy_(text_logits[p]);
+        extended.chosen[static_cast<size_t>(p)] = id;
+        next[t].push_back(std::move(extended));
+      }
+    }
+    for (size_t t = 0; t < beams.size(); ++t) {
+      if (next[t].empty()) continue;  // this text was filled before this pass
+      auto& candidates = next[t];
+      std::stable_sort(candidates.begin(), candidates.end(),
+                       [](const Hypothesis& a, const Hypothesis& b) { return a.log_prob > b.log_prob; });
+      // One hypothesis per filling: the same bytes reached in another order count once (its likeliest).
+      std::vector<Hypothesis> kept;
+      for (auto& c : candidates) {
+        if (static_cast<int64_t>(kept.size()) == width) break;
+        const bool seen = std::any_of(kept.begin(), kept.end(), [&](const Hypothesis& h) { return h.ids.equal(c.ids); });
+        if (!seen) kept.push_back(std::move(c));
+      }
+      beams[t] = std::move(kept);
     }
   }
-  for (size_t i = begin; i < end; ++i) out.push_back(answer(texts[i], ids[i], deciding[i - begin], k, chosen[i - begin]));
+  for (size_t i = begin; i < end; ++i) {
+    const auto& best = beams[i - begin].front();  // sorted best first once any pass ran
+    out.push_back(answer(texts[i], ids[i], best.deciding, k, best.chosen));
+  }
 }
 
 }  // namespace
@@ -153,13 +206,16 @@ void fill_iteratively(ModelRunner& runner, const std::vector<std::string>& texts
 FillMaskOptions::Decode parse_decode(const std::string& name) {
   if (name == "parallel") return FillMaskOptions::Decode::kParallel;
   if (name == "iterative") return FillMaskOptions::Decode::kIterative;
-  throw std::invalid_argument("unknown decoding '" + name + "' (expected parallel or iterative)");
+  if (name == "beam") return FillMaskOptions::Decode::kBeam;
+  throw std::invalid_argument("unknown decoding '" + name + "' (expected parallel, iterative or beam)");
 }
 
 std::vector<MaskFill> fill_mask(ModelRunner& runner, const std::vector<std::string>& texts,
                                 const FillMaskOptions& options) {
   expect_architecture(runner, {"PerceiverForMaskedLM"}, "fill-mask");
   if (options.top_k < 1) throw std::invalid_argument("fill-mask: top_k must be >= 1, got " + std::to_string(options.top_k));
+  if (options.beam_width < 1)
+    throw std::invalid_argument("fill-mask: beam_width must be >= 1, got " + std::to_string(options.beam_width));
   const auto& config = runner.config();
   // Every text is checked before the model runs, so a bad one costs nothing.
   std::vector<std::vector<int64_t>> encoded;
@@ -175,8 +231,9 @@ std::vector<MaskFill> fill_mask(ModelRunner& runner, const std::vector<std::stri
   }
   std::vector<MaskFill> out;
   for (const auto& [begin, end] : batch_ranges(texts.size(), options.batch_size)) {
-    if (options.decode == FillMaskOptions::Decode::kIterative) {
-      fill_iteratively(runner, texts, encoded, begin, end, options.top_k, out);
+    if (options.decode != FillMaskOptions::Decode::kParallel) {
+      const int64_t width = options.decode == FillMaskOptions::Decode::kBeam ? options.beam_width : 1;
+      fill_by_mask_predict(runner, texts, encoded, begin, end, options.top_k, width, options.batch_size, out);
       continue;
     }
     const std::vector<std::string> batch(texts.begin() + static_cast<std::ptrdiff_t>(begin),

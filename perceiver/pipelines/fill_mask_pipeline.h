@@ -51,9 +51,13 @@ struct FillMaskOptions {
   // one pass per [MASK]; each pass fills the masked byte the model is surest of, and the rest are
   // predicted again given it. A span's one candidate is then that filling, scored by the probabilities
   // its bytes had when they were chosen; `positions` and `logits` are those of the deciding pass.
-  enum class Decode { kParallel, kIterative } decode = Decode::kParallel;
+  // kBeam: mask-predict that keeps the `beam_width` likeliest partial fillings of each text (each
+  // extended at its surest masked position by its `beam_width` likeliest bytes) and answers with the
+  // likeliest complete one.
+  enum class Decode { kParallel, kIterative, kBeam } decode = Decode::kParallel;
+  int64_t beam_width = 8;
 };
-// "parallel" or "iterative"; throws naming the choices.
+// "parallel", "iterative" or "beam"; throws naming the choices.
 FillMaskOptions::Decode parse_decode(const std::string& name);
 
 // Texts are truncated to the model's max_position_embeddings; a text without a [MASK] there is an

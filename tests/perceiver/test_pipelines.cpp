@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <fstream>
 #include <set>
 
@@ -181,33 +182,46 @@ TEST(Pipelines, WordFillInMasksOneWholeWordPerDocumentAndCountsTheBytesRight) {
   EXPECT_EQ(fill_word_spans(runner, docs, options).examples[2].truth, report.examples[2].truth);
 }
 
-// A masked LM certain of "q" after [CLS], which predicts "u" after a "q" and, weakly, "z" elsewhere:
-// what a byte is depends on the byte before it, as in text.
-class KnowsQu : public ModelRunner {
+// A masked LM whose logits at each position follow a rule on the byte before it (what a byte is
+// depends on the one before, as in text); counts its passes.
+class ByteRuleModel : public ModelRunner {
  public:
-  KnowsQu() { config_.max_position_embeddings = 16; }
+  explicit ByteRuleModel(fs::path source) : source_(std::move(source)) { config_.max_position_embeddings = 16; }
   const PerceiverConfig& config() const override { return config_; }
   std::string architecture() const override { return "PerceiverForMaskedLM"; }
   const fs::path& source() const override { return source_; }
   NamedTensors forward(const NamedTensors& inputs) override {
     const auto& ids = inputs.at("inputs");
     ++passes;
-    const auto byte = [](char c) { return static_cast<int64_t>(c) + PerceiverTokenizer::num_special_tokens; };
-    auto logits = torch::zeros({ids.size(0), config_.max_position_embeddings, PerceiverTokenizer::num_ids});
+    auto logits = torch::full({ids.size(0), config_.max_position_embeddings, PerceiverTokenizer::num_ids}, floor());
     for (int64_t b = 0; b < ids.size(0); ++b)
-      for (int64_t p = 1; p < ids.size(1); ++p) {
-        const auto before = ids[b][p - 1].item<int64_t>();
-        if (before == PerceiverTokenizer::cls_token_id) logits[b][p][byte('q')] = 20;    // certain
-        else if (before == byte('q')) logits[b][p][byte('u')] = 5;                         // given a q
-        else logits[b][p][byte('z')] = 1;                                                  // a weak guess
-      }
+      for (int64_t p = 1; p < ids.size(1); ++p) after(ids[b][p - 1].item<int64_t>(), logits[b][p]);
     return {{"logits", logits}};
   }
   int passes = 0;
 
+ protected:
+  static int64_t byte(char c) { return static_cast<int64_t>(c) + PerceiverTokenizer::num_special_tokens; }
+  virtual double floor() const { return 0; }  // the logit of every byte the rule does not name
+  // Sets the logits of the position after one holding `before`.
+  virtual void after(int64_t before, torch::Tensor logits) const = 0;
+
  private:
   PerceiverConfig config_;
-  fs::path source_ = "knows-qu";
+  fs::path source_;
+};
+
+// Certain of "q" after [CLS]; "u" after a "q"; elsewhere "z", weakly.
+class KnowsQu : public ByteRuleModel {
+ public:
+  KnowsQu() : ByteRuleModel("knows-qu") {}
+
+ protected:
+  void after(int64_t before, torch::Tensor logits) const override {
+    if (before == PerceiverTokenizer::cls_token_id) logits[byte('q')] = 20;  // certain
+    else if (before == byte('q')) logits[byte('u')] = 5;                      // given a q
+    else logits[byte('z')] = 1;                                               // a weak guess
+  }
 };
 
 TEST(Pipelines, IterativeDecodingRepredictsTheRestGivenTheSurestByte) {
@@ -234,7 +248,54 @@ TEST(Pipelines, IterativeDecodingRepredictsTheRestGivenTheSurestByte) {
   EXPECT_NEAR(iterative[0].spans[0].top_k[0].score, p_q * p_u, 1e-9);
   EXPECT_EQ(iterative[1].predicted, "z");  // a text with fewer masks is done after its own pass
   EXPECT_EQ(parse_decode("iterative"), FillMaskOptions::Decode::kIterative);
-  EXPECT_NE(error_of([] { parse_decode("beam"); }).find("parallel or iterative"), std::string::npos);
+  EXPECT_EQ(parse_decode("beam"), FillMaskOptions::Decode::kBeam);
+  EXPECT_NE(error_of([] { parse_decode("greedy"); }).find("parallel, iterative or beam"), std::string::npos);
+}
+
+// Slightly prefers "a" to "b" after [CLS], but knows that "b" is followed by "c" while after "a" any of
+// "x", "y", "z" may come: the likeliest filling "bc" (0.45) starts with the byte that mask-predict does
+// not choose first.
+class PrefersATrapsB : public ByteRuleModel {
+ public:
+  PrefersATrapsB() : ByteRuleModel("prefers-a") {}
+
+ protected:
+  double floor() const override { return -30; }  // bytes the rule does not name: no probability to speak of
+  void after(int64_t before, torch::Tensor logits) const override {
+    if (before == PerceiverTokenizer::cls_token_id) {
+      logits[byte('a')] = std::log(0.55);
+      logits[byte('b')] = std::log(0.45);
+    } else if (before == byte('a')) {
+      for (const char c : {'x', 'y', 'z'}) logits[byte(c)] = std::log(1.0 / 3);
+    } else if (before == byte('b')) {
+      logits[byte('c')] = 0;
+    } else {  // after a [MASK]: anything, a little
+      logits.fill_(0);
+    }
+  }
+};
+
+TEST(Pipelines, BeamDecodingFindsTheLikeliestFillingThatMaskPredictMisses) {
+  PrefersATrapsB model;
+  FillMaskOptions o;
+  o.top_k = 1;
+  o.decode = FillMaskOptions::Decode::kIterative;
+  EXPECT_EQ(fill_mask(model, {"[MASK][MASK]"}, o)[0].predicted.substr(0, 1), "a");  // 0.55 x 1/3
+  o.decode = FillMaskOptions::Decode::kBeam;
+  o.beam_width = 2;
+  model.passes = 0;
+  const auto beam = fill_mask(model, {"[MASK][MASK]", "[MASK]x"}, o);
+  EXPECT_EQ(model.passes, 2);  // one pass per [MASK], all hypotheses of the batch together
+  EXPECT_EQ(beam[0].predicted, "bc");
+  ASSERT_EQ(beam[0].spans.size(), 1u);
+  ASSERT_EQ(beam[0].spans[0].top_k.size(), 1u);
+  EXPECT_NEAR(beam[0].spans[0].top_k[0].score, 0.45, 1e-6);  // the bytes' probabilities when chosen
+  EXPECT_EQ(beam[1].predicted, "a");
+  // Width 1 is mask-predict itself.
+  o.beam_width = 1;
+  EXPECT_EQ(fill_mask(model, {"[MASK][MASK]"}, o)[0].predicted.substr(0, 1), "a");
+  o.beam_width = 0;
+  EXPECT_NE(error_of([&] { fill_mask(model, {"[MASK]"}, o); }).find("beam_width"), std::string::npos);
 }
 
 TEST(Pipelines, TextClassificationFollowsTheProblemType) {

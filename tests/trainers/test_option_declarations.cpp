@@ -13,11 +13,13 @@
 
 #include "datasets/fortunes.h"
 #include "datasets/labelled_text.h"
+#include "datasets/mlm_collator.h"
 #include "datasets/sources.h"
 #include "datasets/text_corpus.h"
 #if PERCEIVER_WITH_OPENCV
 #include "datasets/image_shards.h"
 #endif
+#include "perceiver/models/architectures.h"
 #include "tests/test_support.h"
 #include "trainers/classification_objective.h"
 #include "trainers/task_options.h"
@@ -310,6 +312,30 @@ TEST(OptionDeclarations, MakeTaskRefusesAnUndeclaredTaskKey) {
   EXPECT_NE(m.find("name"), std::string::npos) << m;
   EXPECT_EQ(error_of([] { trainers::make_task(YAML::Load("{name: mlm, mlm_probability: 0.2}"), "run.yaml"); }), "");
   EXPECT_EQ(error_of([] { trainers::make_task(YAML::Load("mlm"), "run.yaml"); }), "");
+}
+
+// eval_mlm_probability: evaluation masks its own share of the bytes, training mlm_probability's; the
+// count of scored bytes (the weight of eval/accuracy) shows which share a step masked.
+TEST(OptionDeclarations, MaskedLmEvaluationKeepsItsOwnMaskingRate) {
+  const auto task = trainers::make_task(
+      YAML::Load("{name: mlm, mlm_probability: 0.5, eval_mlm_probability: 0.1}"), "run.yaml");
+  auto model = build_model(PerceiverConfig::from_json(
+      {{"d_model", 16}, {"d_latents", 16}, {"num_latents", 4}, {"num_self_attends_per_block", 1},
+       {"max_position_embeddings", 100}, {"architectures", {"PerceiverForMaskedLM"}}}));
+  const datasets::Example batch{{"input_ids", torch::randint(6 + 'a', 6 + 'z', {2, 100}, torch::kLong)},
+                                {"attention_mask", torch::ones({2, 100}, torch::kLong)}};
+  auto generator = datasets::make_generator(3);
+  const auto scored = [&](bool training) {
+    return task->step(*model, batch, generator, training).metrics.entries().at("accuracy").second;
+  };
+  EXPECT_EQ(scored(true), 2 * 50);
+  EXPECT_EQ(scored(false), 2 * 10);
+  // Without it, evaluation masks as training does.
+  const auto same = trainers::make_task(YAML::Load("{name: mlm, mlm_probability: 0.3}"), "run.yaml");
+  EXPECT_EQ(same->step(*model, batch, generator, false).metrics.entries().at("accuracy").second, 2 * 30);
+  EXPECT_NE(error_of([] { trainers::make_task(YAML::Load("{name: mlm, eval_mlm_probability: 0}"), "run.yaml"); })
+                .find("eval_mlm_probability"),
+            std::string::npos);
 }
 
 }  // namespace

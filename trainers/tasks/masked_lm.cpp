@@ -33,6 +33,10 @@ class MaskedLmTask : public Task {
  public:
   MaskedLmTask(TaskSection& s) : source_(s.source()) {
     options_.mask_probability = s.get<double>("mlm_probability");
+    eval_mask_probability_ = s.get<double>("eval_mlm_probability", options_.mask_probability);
+    for (const auto& [key, p] : {std::pair{"mlm_probability", options_.mask_probability},
+                                 std::pair{"eval_mlm_probability", eval_mask_probability_}})
+      if (!(p > 0 && p <= 1)) s.fail(key, "must be a share of the bytes in (0, 1]");
     options_.whole_word = s.get<bool>("whole_word_mask");
     options_.whole_word_fraction = s.get<double>("whole_word_fraction");
     if (!(options_.whole_word_fraction >= 0 && options_.whole_word_fraction <= 1))
@@ -45,9 +49,10 @@ class MaskedLmTask : public Task {
       s.fail("decode", "must be 'masked' (decode the masked bytes only, the default) or 'all' (every position)");
     decode_all_ = decode == "all";
     const auto fill_decode = s.get<std::string>("fill_in_decode");
-    if (fill_decode != "parallel" && fill_decode != "iterative")
-      s.fail("fill_in_decode", "must be 'parallel' (every gap byte from one pass) or 'iterative' (the surest byte "
-                               "first, the others predicted again given it)");
+    if (fill_decode != "parallel" && fill_decode != "iterative" && fill_decode != "beam")
+      s.fail("fill_in_decode", "must be 'parallel' (every gap byte from one pass), 'iterative' (the surest byte "
+                               "first, the others predicted again given it) or 'beam' (iterative, keeping the 8 "
+                               "likeliest partial fillings)");
     spans_.decode = parse_decode(fill_decode);
   }
   std::string name() const override { return "mlm"; }
@@ -79,9 +84,13 @@ class MaskedLmTask : public Task {
     const auto& ids = batch.at("input_ids");
     // Each example's own generator when the loader gives one: the same masks on any number of ranks.
     auto rows = datasets::example_generators(batch);
-    // Whole-word rows are a training device: evaluation keeps one masking, so eval/accuracy compares across runs.
+    // Whole-word rows and a training masking rate are training devices: evaluation keeps its own masking, so
+    // that eval/accuracy compares across runs.
     auto mask = options_;
-    if (!training) mask.whole_word_fraction = 0;
+    if (!training) {
+      mask.whole_word_fraction = 0;
+      mask.mask_probability = eval_mask_probability_;
+    }
     auto masked = rows.empty() ? datasets::mask_tokens(ids.to(torch::kCPU), mask, generator)
                                : datasets::mask_tokens(ids.to(torch::kCPU), mask, rows);
     const auto input_ids = masked.input_ids.to(ids.device());
@@ -182,6 +191,7 @@ class MaskedLmTask : public Task {
   datasets::MlmOptions options_;
   int fill_in_samples_ = 3;
   SpanFillOptions spans_;
+  double eval_mask_probability_ = 0.15;
   std::vector<std::string> eval_docs_;
   bool decode_all_ = false;
   int64_t seq_len_ = 0;
@@ -197,6 +207,9 @@ TaskInfo masked_lm_task_info() {
   return {make_masked_lm_task,
           "masked language modelling on bytes: dynamic 80/10/10 masking, masked-byte accuracy, fill-in samples",
           {{"mlm_probability", "float", "0.15", "share of each example's (non-special) byte positions that is masked"},
+           {"eval_mlm_probability", "float", "",
+            "the share masked in evaluation (default: mlm_probability), so that eval/accuracy can stay comparable "
+            "when training masks more"},
            {"whole_word_mask", "bool", "false", "mask whole whitespace-delimited words instead of scattered bytes"},
            {"whole_word_fraction", "float", "0.0",
             "share of training examples (in [0, 1]) masked by whole words, the others by scattered bytes; evaluation "
@@ -206,9 +219,9 @@ TaskInfo masked_lm_task_info() {
             "held-out documents that each get one whole word masked and filled in at every evaluation; 0: off"},
            {"decode", "enum[masked, all]", "masked",
             "decode only the masked bytes (the loss and gradients are the same) or every position as HF's head does"},
-           {"fill_in_decode", "enum[parallel, iterative]", "parallel",
-            "fill-in words: every gap byte from one pass, or the surest byte first and the others predicted again "
-            "given it"}},
+           {"fill_in_decode", "enum[parallel, iterative, beam]", "parallel",
+            "fill-in words: every gap byte from one pass; the surest byte first and the others predicted again "
+            "given it; or that with a beam of the 8 likeliest partial fillings"}},
           data_options(),
           "text",
           {}};
