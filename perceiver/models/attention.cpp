@@ -257,7 +257,7 @@ std::vector<torch::Tensor> PerceiverSelfAttentionImpl::factored_projections(cons
     // In the product's dtype, as an unfactored projection's result (bf16 under autocast).
     const auto dtype = projected.scalar_type();
     out.push_back(in_place ? projected.mul_(factored.inv_std).add_(f.bias)
-                                    : torch::addcmul(f.bias.to(dtype), projected, factored.inv_std.to(dtype)));
+                           : torch::addcmul(f.bias.to(dtype), projected, factored.inv_std.to(dtype)));
   }
   return out;
 }

@@ -118,7 +118,7 @@ MaskFill answer(const std::string& text, const std::vector<int64_t>& ids, const 
 struct Hypothesis {
   torch::Tensor ids;       // (L) of the padded batch
   double log_prob = 0;
-  torch::Tensor deciding;  // (length, vocabulary)
+  torch::Tensor deciding;  // (length, vocabulary); undefined before the first pass
   std::vector<int64_t> chosen;
 };
 
@@ -133,9 +133,8 @@ void fill_by_mask_predict(ModelRunner& runner, const std::vector<std::string>& t
                                                                              texts.begin() + static_cast<std::ptrdiff_t>(end)));
   std::vector<std::vector<Hypothesis>> beams;
   for (size_t i = begin; i < end; ++i) {
-    const auto length = static_cast<int64_t>(ids[i].size());
-    beams.push_back({{inputs.input_ids[static_cast<int64_t>(i - begin)].clone(), 0.0,
-                      torch::zeros({length, 0}), std::vector<int64_t>(ids[i].size(), -1)}});
+    beams.push_back({{inputs.input_ids[static_cast<int64_t>(i - begin)].clone(), 0.0, {},
+                      std::vector<int64_t>(ids[i].size(), -1)}});
   }
   while (true) {
     // Every open hypothesis, as (text, hypothesis) and one row of the passes below.
@@ -171,7 +170,7 @@ void fill_by_mask_predict(ModelRunner& runner, const std::vector<std::string>& t
       const auto [values, bytes] = log_probs[p].topk(std::min<int64_t>(width, log_probs.size(1)));
       for (int64_t j = 0; j < bytes.numel(); ++j) {
         Hypothesis extended{hypothesis.ids.clone(), hypothesis.log_prob + values[j].item<double>(),
-                            hypothesis.deciding.size(1) == 0 ? text_logits.clone() : hypothesis.deciding.clone(),
+                            hypothesis.deciding.defined() ? hypothesis.deciding.clone() : text_logits.clone(),
                             hypothesis.chosen};
         const auto id = bytes[j].item<int64_t>();
         extended.ids[p] = id;
