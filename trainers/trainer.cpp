@@ -269,6 +269,9 @@ std::string Trainer::State::load_task_data() {
   const auto from = option_or<std::string>(root, "model.from", "");
   if (!from.empty()) {
     config = PerceiverConfig::from_json_file(fs::path(from) / "config.json");
+    if (root["model"]["config"])
+      spdlog::warn("{}: model.config is not used: model.from's {} defines the model", run.source,
+                   (fs::path(from) / "config.json").string());
   } else if (root["model"] && root["model"]["config"]) {
     config = PerceiverConfig::from_yaml(root["model"]["config"], run.source + ": model.config");
   } else {
