@@ -16,7 +16,7 @@ po::options_description train_options(const char* title, bool training) {
   po::options_description desc(title);
   desc.add_options()("help,h", "show this help")("config", po::value<std::string>()->required(), "YAML run file");
   if (training) desc.add_options()("resume", po::value<std::string>()->default_value(""), "checkpoint directory or 'auto'");
-  else desc.add_options()("checkpoint", po::value<std::string>()->required(), "checkpoint or HF model directory");
+  else desc.add_options()("checkpoint", po::value<std::string>()->required(), "checkpoint or HF model directory (its config.json, where it has one, defines the model)");
   desc.add_options()("nproc", po::value<int>()->default_value(1),
                      "run N data-parallel ranks on this machine (trainer.batch_size stays the global batch)")(
       "master-addr", po::value<std::string>()->default_value("127.0.0.1"), "with --nproc: the rendezvous address")(

@@ -33,7 +33,7 @@ std::vector<OptionSection> make_trainer_sections() {
       section("model", "the model: an architecture with an inline config, or a checkpoint to fine-tune",
               {
                   {"architecture", "string", "", "the HF head (PerceiverForMaskedLM, ...); default: model.from's, else the task's first"},
-                  {"config", "map", "", "PerceiverConfig fields, as HF's config.json names them (d_model, num_latents, ...); not used with model.from"},
+                  {"config", "map", "", "PerceiverConfig fields, as HF's config.json names them (d_model, num_latents, ...); model.from's config.json, or an evaluated checkpoint's, takes its place"},
                   {"from", "string", "", "an HF model directory or a checkpoint to fine-tune from (its config and weights)"},
                   {"freeze", "list[string]", "[]", "parameter name patterns that are not trained"},
                   {"init_std", "map", "", "{pattern: std}: re-draws a fresh model's matching parameters from N(0, std)"},

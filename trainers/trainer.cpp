@@ -151,10 +151,11 @@ struct Trainer::State {
   }
 
   // Building the run, in order.
-  void build(bool training);
+  // checkpoint: evaluate's, whose config.json (where it has one) defines the model.
+  void build(bool training, const fs::path& checkpoint = {});
   void set_up_process();
   void choose_precision();
-  std::string load_task_data();
+  std::string load_task_data(const fs::path& checkpoint = {});
   void build_model(const std::string& from);
   void read_settings();
   void build_optimizer();
@@ -196,13 +197,13 @@ struct Trainer::State {
 
 // ---- Building the run ----
 
-void Trainer::State::build(bool training) {
+void Trainer::State::build(bool training, const fs::path& checkpoint) {
   check_schema(run, run_schema());
   migrate_old_names(run);
   fill_defaults(run.root);  // the effective config shows every setting
   set_up_process();
   choose_precision();
-  const auto from = load_task_data();
+  const auto from = load_task_data(checkpoint);
   build_model(from);
   read_settings();
   if (!training) return;
@@ -260,25 +261,33 @@ void Trainer::State::choose_precision() {
   device::set_deterministic(option<bool>(run.root, "trainer.deterministic"));
 }
 
-// The task, the model config (from model.from or inline) and the task's data; returns model.from.
-std::string Trainer::State::load_task_data() {
+// The task, the model config and the task's data; returns model.from. The config is the evaluated checkpoint's
+// config.json where it has one (so a run trained with model.config overrides evaluates without them), else
+// model.from's, else the inline one.
+std::string Trainer::State::load_task_data(const fs::path& checkpoint) {
   const auto& root = run.root;
   task = make_task(root["task"], run.source);
 
   // The model config: an HF/checkpoint directory's, or inline.
   const auto from = option_or<std::string>(root, "model.from", "");
-  if (!from.empty()) {
-    config = PerceiverConfig::from_json_file(fs::path(from) / "config.json");
-    if (root["model"]["config"])
-      spdlog::warn("{}: model.config is not used: model.from's {} defines the model", run.source,
-                   (fs::path(from) / "config.json").string());
+  fs::path config_file;  // empty: the inline config
+  if (!checkpoint.empty() && fs::is_regular_file(checkpoint / "config.json"))
+    config_file = checkpoint / "config.json";
+  else if (!from.empty())
+    config_file = fs::path(from) / "config.json";
+  if (!config_file.empty()) {
+    config = PerceiverConfig::from_json_file(config_file);
+    if (root["model"]["config"]) {  // expected when evaluating a checkpoint, a surprise when fine-tuning
+      const auto note = fmt::format("{}: model.config is not used: {} defines the model", run.source, config_file.string());
+      checkpoint.empty() ? spdlog::warn(note) : spdlog::info(note);
+    }
   } else if (root["model"] && root["model"]["config"]) {
     config = PerceiverConfig::from_yaml(root["model"]["config"], run.source + ": model.config");
   } else {
     throw std::invalid_argument(run.source + ": 'model' needs either 'from: DIR' or an inline 'config' mapping");
   }
   auto arch = option_or<std::string>(root, "model.architecture", "");
-  if (arch.empty()) arch = !from.empty() && !config.architecture().empty() ? config.architecture() : task->architectures().front();
+  if (arch.empty()) arch = !config_file.empty() && !config.architecture().empty() ? config.architecture() : task->architectures().front();
   const auto supported = task->architectures();
   if (std::find(supported.begin(), supported.end(), arch) == supported.end())
     throw std::invalid_argument(run.source + ": model.architecture '" + arch + "' cannot be trained by task '" +
@@ -886,7 +895,7 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
 std::map<std::string, double> Trainer::evaluate(const fs::path& checkpoint) {
   auto& s = *state_;
   return s.guard([&] {
-    s.build(false);
+    s.build(false, checkpoint);
     io::load_weights(*s.model, io::load_state_dict(io::weights_file(checkpoint)), /*strict=*/true, checkpoint.string());
     s.model->to(s.device);
     return s.run_eval(s.run_dir / "evaluate");

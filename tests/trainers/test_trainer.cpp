@@ -611,6 +611,18 @@ TEST(Trainer, CliTrainEvaluateAndPredictOnACheckpoint) {
   const auto metrics = nlohmann::json::parse(evaluated.out);
   EXPECT_NEAR(metrics.at("eval/loss").get<double>(), summary.at("metrics").at("eval/loss").get<double>(), 1e-6);
 
+  // A run trained with a model.config override evaluates without it: the checkpoint's config.json defines the model.
+  const auto wider = run_cli("train --config '" + (tmp.path() / "run.yaml").string() +
+                             "' trainer.max_steps=1 model.config.d_latents=48 logging.run_dir='" +
+                             (tmp.path() / "wider").string() + "'");
+  ASSERT_EQ(wider.exit_code, 0) << wider.err;
+  const auto wider_summary = nlohmann::json::parse(wider.out);
+  const auto wider_evaluated = run_cli("evaluate --config '" + (tmp.path() / "run.yaml").string() + "' --checkpoint '" +
+                                       wider_summary.at("checkpoint").get<std::string>() + "'");
+  ASSERT_EQ(wider_evaluated.exit_code, 0) << wider_evaluated.err;
+  EXPECT_NEAR(nlohmann::json::parse(wider_evaluated.out).at("eval/loss").get<double>(),
+              wider_summary.at("metrics").at("eval/loss").get<double>(), 1e-6);
+
   const auto predicted = run_cli("predict --json --model '" + checkpoint + "' 'the cat [MASK][MASK][MASK] on the mat.'");
   ASSERT_EQ(predicted.exit_code, 0) << predicted.err;
   const auto fills = nlohmann::json::parse(predicted.out);
