@@ -277,7 +277,7 @@ std::string Trainer::State::load_task_data(const fs::path& checkpoint) {
     config_file = fs::path(from) / "config.json";
   if (!config_file.empty()) {
     config = PerceiverConfig::from_json_file(config_file);
-    if (root["model"]["config"]) {  // expected when evaluating a checkpoint, a surprise when fine-tuning
+    if (root["model"] && root["model"]["config"]) {  // expected when evaluating a checkpoint, a surprise when fine-tuning
       const auto note = fmt::format("{}: model.config is not used: {} defines the model", run.source, config_file.string());
       checkpoint.empty() ? spdlog::warn(note) : spdlog::info(note);
     }
