@@ -156,7 +156,7 @@ struct Trainer::State {
   void set_up_process();
   void choose_precision();
   std::string load_task_data(const fs::path& checkpoint = {});
-  void build_model(const std::string& from);
+  void build_model(const std::string& from, const fs::path& checkpoint);
   void read_settings();
   void build_optimizer();
   void build_length_and_schedule();
@@ -204,7 +204,7 @@ void Trainer::State::build(bool training, const fs::path& checkpoint) {
   set_up_process();
   choose_precision();
   const auto from = load_task_data(checkpoint);
-  build_model(from);
+  build_model(from, checkpoint);
   read_settings();
   if (!training) return;
   build_optimizer();
@@ -299,8 +299,9 @@ std::string Trainer::State::load_task_data(const fs::path& checkpoint) {
   return from;
 }
 
-// A fresh model (with model.init_std), or model.from's weights where their shapes match.
-void Trainer::State::build_model(const std::string& from) {
+// A fresh model (with model.init_std), then the evaluated checkpoint's weights (all of them) or model.from's
+// (where their shapes match).
+void Trainer::State::build_model(const std::string& from, const fs::path& checkpoint) {
   model = perceiver::build_model(config);
   const auto init_std = SectionReader(run.root["model"], run.source, "model").pattern_map("init_std", "a float");
   if (!init_std.empty()) {
@@ -314,7 +315,9 @@ void Trainer::State::build_model(const std::string& from) {
       throw ConfigError({run.source + ": 'model.init_std': " + e.what()});
     }
   }
-  if (!from.empty()) {
+  if (!checkpoint.empty()) {
+    io::load_weights(*model, io::load_state_dict(io::weights_file(checkpoint)), /*strict=*/true, checkpoint.string());
+  } else if (!from.empty()) {
     const auto report = io::load_weights(*model, io::load_state_dict(io::weights_file(from)), /*strict=*/false, from);
     spdlog::info("fine-tuning from {}: {}", from, report.summary());
     for (const auto& m : report.mismatched) spdlog::warn("re-initialised (shape differs): {}", m);
@@ -896,8 +899,6 @@ std::map<std::string, double> Trainer::evaluate(const fs::path& checkpoint) {
   auto& s = *state_;
   return s.guard([&] {
     s.build(false, checkpoint);
-    io::load_weights(*s.model, io::load_state_dict(io::weights_file(checkpoint)), /*strict=*/true, checkpoint.string());
-    s.model->to(s.device);
     return s.run_eval(s.run_dir / "evaluate");
   });
 }
