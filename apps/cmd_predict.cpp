@@ -33,8 +33,10 @@ int run_predict(const std::vector<std::string>& args) {
       "json", po::bool_switch(), "print one JSON array: per input `input`, the answer and its raw `logits`")(
       "top-k", po::value<int64_t>()->default_value(defaults.top_k), "labels, tokens or fillings per answer")(
       "decode", po::value<std::string>()->default_value(defaults.decode),
-      "fill-mask: parallel (every [MASK] in one pass), iterative (the surest byte first, the rest again given it) "
-      "or beam (iterative, keeping the 8 likeliest partial fillings)")(
+      "fill-mask: parallel (every [MASK] in one pass, the default), iterative (the surest byte first, the rest "
+      "again given it) or beam (iterative, keeping the 8 likeliest partial fillings); token classification: argmax "
+      "(each byte's likeliest label) or viterbi (the likeliest valid IOB2 sequence); default: the checkpoint's "
+      "task.decode, else argmax")(
       "aggregation", po::value<std::string>()->default_value(defaults.aggregation),
       "token classification: none (every byte), simple (bytes grouped by IOB2 tag), first / max / average "
       "(one label per word, by its first byte, its surest byte or its mean probabilities)")(

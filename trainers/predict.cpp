@@ -201,7 +201,7 @@ PredictTask fill_mask_task() {
             FillMaskOptions fo;
             fo.top_k = o.top_k;
             fo.batch_size = o.batch_size;
-            fo.decode = parse_decode(o.decode);
+            fo.decode = parse_decode(o.decode.empty() ? "parallel" : o.decode);
             return answers(fill_mask(runner, single_field(inputs), fo), fill_json);
           },
           fill_text};
@@ -244,8 +244,9 @@ PredictTask token_classification_task() {
           "entities by --aggregation",
           texts,
           [](ModelRunner& runner, const std::vector<PredictInput>& inputs, const PredictOptions& o) {
-            TokenClassificationOptions to;
+            auto to = token_classification_options_for(runner);
             to.aggregation = parse_aggregation(o.aggregation);
+            if (!o.decode.empty()) to.decode = parse_tag_decode(o.decode);
             to.batch_size = o.batch_size;
             return answers(classify_tokens(runner, single_field(inputs), to), token_classification_json);
           },

@@ -7,6 +7,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include "perceiver/export/input_settings.h"
 #include "perceiver/pipelines/pipeline_common.h"
 #include "perceiver/processing/tokenizer.h"
 
@@ -239,7 +240,7 @@ torch::Tensor token_classification_ids(std::string_view bytes) {
 
 std::vector<TokenEntity> aggregate(const std::string& text, const torch::Tensor& probabilities,
                                    const std::map<int64_t, std::string>& id2label, Aggregation aggregation,
-                                   const std::vector<std::string>& ignore_labels) {
+                                   const std::vector<std::string>& ignore_labels, TagDecode decode) {
   const auto n = static_cast<int64_t>(text.size());
   if (probabilities.dim() != 2 || probabilities.size(0) != n)
     throw std::invalid_argument("token classification: probabilities must be (" + std::to_string(n) +
@@ -256,11 +257,17 @@ std::vector<TokenEntity> aggregate(const std::string& text, const torch::Tensor&
     return std::find(ignore_labels.begin(), ignore_labels.end(), label) != ignore_labels.end();
   };
 
-  // Every byte's best label and its probability.
+  if (decode == TagDecode::viterbi && aggregation == Aggregation::average)
+    throw std::invalid_argument("token classification: viterbi decoding chooses each byte's label, and aggregation "
+                                "'average' chooses a word's from mean probabilities: use none, simple, first or max");
+  // Every byte's label (its own best, or its place in the likeliest valid sequence) and its probability.
   std::vector<Item> bytes;
+  const auto viterbi = decode == TagDecode::viterbi && n > 0
+                           ? decode_tags(torch::log(probs), id2label, TagDecode::viterbi)
+                           : std::vector<int64_t>();
   for (int64_t i = 0; i < n; ++i) {
-    const auto best = argmax(row(i), num_labels);
-    bytes.push_back({best, row(i)[best], i, i + 1});
+    const auto label = viterbi.empty() ? argmax(row(i), num_labels) : viterbi[static_cast<size_t>(i)];
+    bytes.push_back({label, row(i)[label], i, i + 1});
   }
 
   std::vector<TokenEntity> out;
@@ -324,6 +331,20 @@ std::vector<TokenEntity> aggregate(const std::string& text, const torch::Tensor&
   return out;
 }
 
+TokenClassificationOptions token_classification_options_for(const ModelRunner& runner) {
+  TokenClassificationOptions options;
+  const auto run = training_run_file(runner.source());
+  if (!run) return options;
+  const auto task = (*run)["task"];
+  if (!task || !task.IsMap() || !task["decode"]) return options;
+  try {
+    options.decode = parse_tag_decode(task["decode"].as<std::string>());
+  } catch (const std::exception& e) {
+    throw std::runtime_error((runner.source() / "run.yaml").string() + ": task.decode: " + e.what());
+  }
+  return options;
+}
+
 std::vector<TokenClassificationResult> classify_tokens(ModelRunner& runner, const std::vector<std::string>& texts,
                                                        const TokenClassificationOptions& options) {
   expect_architecture(runner, {"PerceiverForTokenClassification"}, "token classification");
@@ -383,7 +404,7 @@ std::vector<TokenClassificationResult> classify_tokens(ModelRunner& runner, cons
       r.logits = stitch_logits(windows[t], own, length).clone();
     }
     r.entities = aggregate(r.text, torch::softmax(r.logits.to(torch::kDouble), -1), config.id2label, options.aggregation,
-                           options.ignore_labels);
+                           options.ignore_labels, options.decode);
     out.push_back(std::move(r));
   }
   return out;

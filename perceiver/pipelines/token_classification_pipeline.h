@@ -27,6 +27,12 @@
 //   mean of the bytes' probability vectors, score that mean probability.
 // Ties between labels go to the lower id (numpy's argmax).
 //
+// Decoding (not in HF's pipeline). `argmax` above labels each byte on its own. `viterbi` instead labels
+// the bytes with the likeliest valid IOB2 sequence (tag_decoding.h), each byte's score the probability
+// of its label; it works with none, simple, first and max, which build on the bytes' labels (first/max
+// take a word's label from its first/surest byte), and not with average, which chooses from mean
+// probabilities.
+//
 // Offsets. Entities carry byte offsets and CHARACTER offsets: the characters whose bytes the entity's
 // bytes touch (an entity that starts or ends inside a multi-byte character takes all of it), counted in
 // the text decoded as UTF-8 with each maximal invalid sequence one U+FFFD (PerceiverTokenizer's decode,
@@ -43,6 +49,7 @@
 #include <vector>
 
 #include "perceiver/models/runner.h"
+#include "perceiver/pipelines/tag_decoding.h"
 
 namespace perceiver {
 
@@ -88,10 +95,14 @@ struct TokenClassificationResult {
 
 struct TokenClassificationOptions {
   Aggregation aggregation = Aggregation::simple;
+  TagDecode decode = TagDecode::argmax;  // each byte's label: its own argmax, or the likeliest valid IOB2 sequence
   int64_t overlap = 32;     // least overlap of consecutive windows of a long text, in bytes (capped at half a window)
   int64_t batch_size = 16;  // windows per forward pass (the windows of all texts are batched together)
   std::vector<std::string> ignore_labels = {"O"};  // entities with these labels are left out (HF's ignore_labels)
 };
+
+// The options a training checkpoint's run.yaml implies: its task.decode (else the defaults).
+TokenClassificationOptions token_classification_options_for(const ModelRunner& runner);
 
 // PerceiverForTokenClassification on each text; an empty text gives no entities and (0, num_labels)
 // logits. Windows are max_position_embeddings bytes, overlapping by min(overlap, window / 2) (as flow
@@ -101,10 +112,11 @@ std::vector<TokenClassificationResult> classify_tokens(ModelRunner& runner, cons
                                                        const TokenClassificationOptions& options = {});
 
 // The entities of `text` from its per-byte probabilities (bytes, num_labels), labels named by
-// id2label (an id it lacks is named by its number).
+// id2label (an id it lacks is named by its number). Throws std::invalid_argument for viterbi with average.
 std::vector<TokenEntity> aggregate(const std::string& text, const torch::Tensor& probabilities,
                                    const std::map<int64_t, std::string>& id2label, Aggregation aggregation,
-                                   const std::vector<std::string>& ignore_labels = {"O"});
+                                   const std::vector<std::string>& ignore_labels = {"O"},
+                                   TagDecode decode = TagDecode::argmax);
 
 // The model's input ids for `bytes`: byte b -> b + 6, no special tokens; int64, 1-D.
 torch::Tensor token_classification_ids(std::string_view bytes);

@@ -286,6 +286,89 @@ TEST(TokenClassificationPipeline, AggregationNamesParseAndOthersAreErrors) {
             std::string::npos);
 }
 
+// ---- tag decoding ----
+
+// Whether `tags` is valid IOB2 under kLabels: an I-X only right after B-X or I-X.
+bool valid_iob2(const std::vector<int64_t>& tags) {
+  for (size_t i = 0; i < tags.size(); ++i) {
+    const auto& label = kLabels.at(tags[i]);
+    if (label.rfind("I-", 0) != 0) continue;
+    if (i == 0 || kLabels.at(tags[i - 1]).substr(1) != label.substr(1) || kLabels.at(tags[i - 1]) == "O") return false;
+  }
+  return true;
+}
+
+double sequence_score(const torch::Tensor& log_probs, const std::vector<int64_t>& tags) {
+  double total = 0;
+  for (size_t i = 0; i < tags.size(); ++i) total += log_probs[static_cast<int64_t>(i)][tags[i]].item<double>();
+  return total;
+}
+
+TEST(TokenClassificationPipeline, ViterbiKeepsASegmentWholeWhereArgmaxFlipsItsMiddle) {
+  // I-LOC inside a PER segment: argmax reads PER, LOC, PER; a switch to LOC there would need a B-LOC and a
+  // B-PER (0.02 each), staying PER costs 0.3 and 0.35 at the flipped bytes, so the valid best is PER throughout.
+  const auto p = probabilities({"B-PER", "I-PER", "I-LOC", "I-LOC", "I-PER", "O"}, {0.9, 0.8, 0.6, 0.6, 0.9, 0.9});
+  p[2][kIds.at("I-PER")] = 0.3, p[2][kIds.at("B-LOC")] = 0.02;
+  p[3][kIds.at("I-PER")] = 0.35, p[3][kIds.at("B-LOC")] = 0.02;
+  p[4][kIds.at("B-PER")] = 0.02;
+  const auto argmax = decode_tags(p.log(), kLabels, TagDecode::argmax);
+  EXPECT_EQ(argmax, (std::vector<int64_t>{1, 2, 4, 4, 2, 0}));
+  const auto viterbi = decode_tags(p.log(), kLabels, TagDecode::viterbi);
+  EXPECT_EQ(viterbi, (std::vector<int64_t>{1, 2, 2, 2, 2, 0}));
+  // Through the pipeline: one entity instead of three, each byte scored by its label's probability.
+  expect_entities(aggregate("abcde ", p, kLabels, Aggregation::simple, {"O"}, TagDecode::viterbi),
+                  {{"PER", (0.9 + 0.8 + 0.3 + 0.35 + 0.9) / 5, 0, 5, "abcde", 0, 5}});
+  EXPECT_EQ(aggregate("abcde ", p, kLabels, Aggregation::simple).size(), 3u);
+  // A sequence may not start inside a segment: a leading I-PER becomes B-PER where that is next best.
+  const auto q = probabilities({"I-PER", "I-PER"}, {0.6, 0.9});
+  q[0][kIds.at("B-PER")] = 0.3;
+  EXPECT_EQ(decode_tags(q.log(), kLabels, TagDecode::viterbi), (std::vector<int64_t>{1, 2}));
+  // average chooses from mean probabilities, so it does not take viterbi's labels.
+  const auto message = error_of([&] { aggregate("abcde ", p, kLabels, Aggregation::average, {"O"}, TagDecode::viterbi); });
+  EXPECT_NE(message.find("average"), std::string::npos) << message;
+}
+
+TEST(TokenClassificationPipeline, ViterbiFindsTheLikeliestValidSequenceOfEveryOne) {
+  // Against every sequence of 5 positions over the 5 labels (3,125), on random scores: viterbi's is valid and
+  // scores as high as the best valid one; where argmax's is valid, viterbi returns it.
+  torch::manual_seed(3);
+  const int64_t n = 5, k = 5;
+  int64_t argmax_valid = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    const auto log_probs = torch::log_softmax(3 * torch::randn({n, k}, torch::kDouble), -1);
+    double best = -std::numeric_limits<double>::infinity();
+    std::vector<int64_t> tags(n);
+    for (int64_t code = 0; code < 3125; ++code) {
+      for (int64_t i = 0, c = code; i < n; ++i, c /= k) tags[static_cast<size_t>(i)] = c % k;
+      if (valid_iob2(tags)) best = std::max(best, sequence_score(log_probs, tags));
+    }
+    const auto viterbi = decode_tags(log_probs, kLabels, TagDecode::viterbi);
+    ASSERT_EQ(viterbi.size(), static_cast<size_t>(n));
+    EXPECT_TRUE(valid_iob2(viterbi)) << "trial " << trial;
+    EXPECT_NEAR(sequence_score(log_probs, viterbi), best, 1e-9) << "trial " << trial;
+    const auto argmax = decode_tags(log_probs, kLabels, TagDecode::argmax);
+    if (valid_iob2(argmax)) {
+      ++argmax_valid;
+      EXPECT_EQ(viterbi, argmax) << "trial " << trial;
+    }
+  }
+  EXPECT_GT(argmax_valid, 0);  // the last check ran
+  // Labels without B-/I- prefixes constrain nothing: viterbi is argmax.
+  const std::map<int64_t, std::string> plain = {{0, "O"}, {1, "PER"}, {2, "LOC"}};
+  const auto scores = torch::randn({50, 3}, torch::kDouble);
+  EXPECT_EQ(decode_tags(scores, plain, TagDecode::viterbi), decode_tags(scores, plain, TagDecode::argmax));
+  EXPECT_TRUE(decode_tags(torch::zeros({0, 5}), kLabels, TagDecode::viterbi).empty());
+}
+
+TEST(TokenClassificationPipeline, TagDecodeNamesParseAndOthersAreErrors) {
+  for (const auto d : {TagDecode::argmax, TagDecode::viterbi}) EXPECT_EQ(parse_tag_decode(to_string(d)), d);
+  const auto message = error_of([] { parse_tag_decode("crf"); });
+  EXPECT_NE(message.find("'crf'"), std::string::npos) << message;
+  EXPECT_NE(message.find("viterbi"), std::string::npos) << message;
+  EXPECT_NE(error_of([] { decode_tags(torch::zeros({5}), kLabels, TagDecode::viterbi); }).find("(positions, num_labels)"),
+            std::string::npos);
+}
+
 // ---- the pipeline on a model ----
 
 constexpr int64_t kMaxPositions = 32;

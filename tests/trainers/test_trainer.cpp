@@ -526,6 +526,69 @@ TEST(Trainer, TokenClassificationFineTunesFromAMaskedLmCheckpoint) {
   EXPECT_EQ(config["id2label"].size(), 3u);  // O, B-ANIMAL, I-ANIMAL
 }
 
+// task.decode: viterbi reads each held-out text's entities from its likeliest valid IOB2 tags (and reports their
+// accuracy); predict on the checkpoint decodes the same way unless --decode says otherwise.
+TEST(Trainer, TokenClassificationDecodesValidIob2WithViterbi) {
+  TempDir tmp;
+  {
+    std::ofstream out(tmp.path() / "spans.jsonl");
+    for (int i = 0; i < 24; ++i)
+      out << "{\"text\": \"the big cat sat on the red mat " << i << "\", \"spans\": [{\"start\": 4, \"end\": 11, "
+          << "\"label\": \"ANIMAL\"}, {\"start\": 23, \"end\": 30, \"label\": \"THING\"}]}\n";
+  }
+  const auto jsonl = (tmp.path() / "spans.jsonl").string();
+  const std::string yaml = "model:\n  architecture: PerceiverForTokenClassification\n"
+                           "  config: {d_model: 32, d_latents: 32, num_latents: 8, num_self_attends_per_block: 1,\n"
+                           "           num_self_attention_heads: 2, num_cross_attention_heads: 2, max_position_embeddings: 16}\n"
+                           "task: {name: token_classification, window_overlap: 4, decode: viterbi}\n"
+                           "data:\n  train: {type: jsonl, path: '" + jsonl + "'}\n  eval: {type: jsonl, path: '" + jsonl + "'}\n"
+                           "optimizer: {name: adamw, lr: 0.003}\n"
+                           "trainer: {max_steps: 3, batch_size: 8, threads: 1, num_workers: 0}\n"
+                           "logging: {run_dir: '" + (tmp.path() / "tok").string() + "'}\n";
+  const auto viterbi = train(yaml);
+  ASSERT_TRUE(viterbi.count("eval/decoded_accuracy"));
+  EXPECT_GE(viterbi.at("eval/decoded_accuracy"), 0.0);
+  EXPECT_LE(viterbi.at("eval/decoded_accuracy"), 1.0);
+  EXPECT_TRUE(viterbi.count("eval/entity_f1"));
+  // The held-out texts shown with their true and predicted entities.
+  std::string samples;
+  for (const auto& f : fs::recursive_directory_iterator(tmp.path() / "tok"))
+    if (f.path().filename() == "tagged_samples.txt") samples = slurp(f.path());
+  EXPECT_NE(samples.find("text 0: the big cat sat on the red mat 0\n"), std::string::npos) << samples;
+  EXPECT_NE(samples.find("truth: [ANIMAL 4-11] big cat [THING 23-30] red mat"), std::string::npos) << samples;
+  EXPECT_NE(samples.find("  predicted:"), std::string::npos) << samples;
+  const auto argmax = train(yaml, {"task.decode=argmax", "logging.run_dir=" + (tmp.path() / "argmax").string()});
+  EXPECT_FALSE(argmax.count("eval/decoded_accuracy"));
+  EXPECT_EQ(argmax.at("eval/accuracy"), viterbi.at("eval/accuracy"));  // per byte, the same model either way
+  const auto message = perceiver::testing::error_of([&] { train(yaml, {"task.decode=crf"}); });
+  EXPECT_NE(message.find("task.decode"), std::string::npos) << message;
+  EXPECT_NE(message.find("'crf'"), std::string::npos) << message;
+
+  // predict: every byte's label (aggregation none) from the checkpoint's viterbi is valid IOB2: an I-X byte
+  // follows a B-X or I-X byte; the untrained model's argmax need not be.
+  const auto checkpoint = tmp.path() / "tok" / "checkpoints" / "step-00000003";
+  const std::string text = "a big cat and a red mat, then a big cat again on the mat";
+  auto labels_of = [&](const std::string& flags) {
+    const auto out = run_cli("predict --model '" + checkpoint.string() + "' --aggregation none --json " + flags + " '" + text + "'");
+    EXPECT_EQ(out.exit_code, 0) << out.err;
+    std::vector<std::string> labels(text.size(), "O");
+    for (const auto& e : nlohmann::json::parse(out.out)[0]["entities"])
+      labels[e["byte_start"].get<size_t>()] = e["label"].get<std::string>();
+    return labels;
+  };
+  const auto valid = [](const std::vector<std::string>& labels) {
+    for (size_t i = 0; i < labels.size(); ++i)
+      if (labels[i].rfind("I-", 0) == 0 && (i == 0 || labels[i - 1].substr(1) != labels[i].substr(1))) return false;
+    return true;
+  };
+  EXPECT_TRUE(valid(labels_of("")));
+  EXPECT_TRUE(valid(labels_of("--decode viterbi")));
+  const auto bad = run_cli("predict --model '" + checkpoint.string() + "' --aggregation average '" + text + "'");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("average"), std::string::npos) << bad.err;  // so the default was the checkpoint's viterbi
+  EXPECT_EQ(run_cli("predict --model '" + checkpoint.string() + "' --decode argmax --aggregation average '" + text + "'").exit_code, 0);
+}
+
 TEST(Trainer, UnknownKeyNamesFileLineAndSuggestion) {
   TempDir tmp;
   auto yaml = mlm_run(tmp.path(), 5);

@@ -2,7 +2,10 @@
 // spans, CoNLL files or mixed-language fortunes. Texts longer than the model's positions are cut into
 // overlapping windows; evaluation stitches each text back from its windows (every byte scored once,
 // by the window where it lies farthest from an edge) and reports byte accuracy, entity-level precision,
-// recall and F1 (exact spans, IOB2, as seqeval computes them) and a confusion matrix.
+// recall and F1 (exact spans, IOB2, as seqeval computes them) and a confusion matrix. The entities are
+// read from each text's tags as `decode` chooses them (each byte's argmax, or the likeliest valid IOB2
+// sequence over the text's labelled bytes); byte accuracy and the confusion matrix are per byte (argmax).
+// tagged_samples.txt shows the first held-out texts with their true and predicted entities.
 #include <spdlog/spdlog.h>
 
 #include <fstream>
@@ -11,6 +14,7 @@
 #include "datasets/sources.h"
 #include "datasets/token_labels.h"
 #include "perceiver/models/config.h"
+#include "perceiver/pipelines/tag_decoding.h"
 #include "perceiver/pipelines/token_classification_pipeline.h"
 #include "perceiver/processing/tokenizer.h"
 #include "trainers/classification_objective.h"
@@ -29,7 +33,10 @@ using datasets::Example;
 namespace fs = std::filesystem;
 
 datasets::OptionSpecs task_options() {
-  return {{"window_overlap", "int", "32", "bytes shared by consecutive windows of a text longer than seq_len (at most half of seq_len)"}};
+  return {{"window_overlap", "int", "32", "bytes shared by consecutive windows of a text longer than seq_len (at most half of seq_len)"},
+          {"decode", "enum[argmax, viterbi]", "argmax",
+           "how evaluation reads each text's tags for the entity scores: argmax (each byte's likeliest label) or "
+           "viterbi (the likeliest valid IOB2 sequence: an I-X only after B-X or I-X)"}};
 }
 
 datasets::OptionSpecs data_options() {
@@ -71,6 +78,12 @@ class TokenClassificationTask : public Task {
   explicit TokenClassificationTask(TaskSection& s) : source_(s.source()) {
     overlap_ = s.get<int64_t>("window_overlap");
     if (overlap_ < 0) s.fail("window_overlap", "must be >= 0");
+    const auto decode = s.get<std::string>("decode");
+    try {
+      decode_ = parse_tag_decode(decode);
+    } catch (const std::invalid_argument& e) {
+      s.fail("decode", e.what());
+    }
   }
   std::string name() const override { return "token_classification"; }
   std::vector<std::string> architectures() const override { return {"PerceiverForTokenClassification"}; }
@@ -134,15 +147,17 @@ class TokenClassificationTask : public Task {
     r.metrics.add("loss", loss_sum, n);
     const auto predicted = logits.argmax(-1);
     r.metrics.add("accuracy", (predicted.eq(labels) & scored).sum().item<double>(), n);
-    if (!training) record(batch, logits, predicted.cpu(), scored.cpu());
+    if (!training) record(batch, logits, scored.cpu());
     return r;
   }
 
   void begin_eval() override {
-    predictions_ = torch::zeros({eval_windows_.doc_offsets.back()}, torch::kLong);
+    const auto bytes = eval_windows_.doc_offsets.back();
+    log_probs_ = torch::zeros({bytes, static_cast<int64_t>(label_names_.size())}, torch::kFloat32);
+    owned_ = torch::zeros({bytes}, torch::kLong);
     confusion_.reset(static_cast<int64_t>(label_names_.size()));
   }
-  std::vector<torch::Tensor> eval_counts() override { return {predictions_, confusion_.counts()}; }
+  std::vector<torch::Tensor> eval_counts() override { return {log_probs_, owned_, confusion_.counts()}; }
 
   // Rank 0, with every rank's predictions added up: each text's tags stitched from its windows.
   std::map<std::string, double> end_eval(const fs::path& out_dir, ModelRunner&) override {
@@ -151,20 +166,43 @@ class TokenClassificationTask : public Task {
     write_confusion_png(out_dir / "confusion_matrix.png", confusion_.counts(), names_);
 #endif
     std::vector<std::vector<std::string>> truth, predicted;
-    const auto p = predictions_.accessor<int64_t, 1>();
+    std::ofstream samples(out_dir / "tagged_samples.txt");
+    int64_t sampled = 0;
+    const auto owned = owned_.accessor<int64_t, 1>();
+    int64_t bytes = 0, right = 0;
     for (int64_t doc = 0; doc < eval_.count; ++doc) {
       const auto begin = eval_windows_.doc_offsets[doc], end = eval_windows_.doc_offsets[doc + 1];
       if (begin == end) continue;
       bool complete = true;  // eval_max_batches may have stopped before the text's last window
-      for (int64_t i = begin; i < end && complete; ++i) complete = p[i] > 0;
+      for (int64_t i = begin; i < end && complete; ++i) complete = owned[i] > 0;
       if (!complete) continue;
       const auto text = eval_.get(doc);
+      // Only labelled bytes are decoded and scored (a token's other bytes carry no label and were never trained).
+      std::vector<int64_t> rows;
       std::vector<std::string> t, q;
       for (int64_t i = begin; i < end; ++i) {
         const auto label = text.labels[i - begin];
-        if (label == -100) continue;  // a byte without a label (a token's other bytes) is not scored
+        if (label == -100) continue;
+        rows.push_back(i);
         t.push_back(label_names_[eval_to_train_[label]]);
-        q.push_back(label_names_[p[i] - 1]);
+      }
+      const auto tags = decode_tags(log_probs_.index_select(0, torch::tensor(rows, torch::kLong)), names_, decode_);
+      for (size_t k = 0; k < tags.size(); ++k) {
+        q.push_back(label_names_[tags[k]]);
+        right += q.back() == t[k];
+      }
+      bytes += static_cast<int64_t>(tags.size());
+      if (sampled++ < kSamples) {
+        samples << "text " << doc << ": " << text.text << "\n";
+        for (const auto& [name, sequence] : {std::pair{"truth", &t}, std::pair{"predicted", &q}}) {
+          samples << "  " << name << ":";
+          for (const auto& e : iob2_entities(*sequence)) {
+            const auto first = rows[static_cast<size_t>(e.start)] - begin, last = rows[static_cast<size_t>(e.end - 1)] - begin;
+            samples << " [" << e.label << " " << first << "-" << last + 1 << "] "
+                    << text.text.substr(static_cast<size_t>(first), static_cast<size_t>(last + 1 - first));
+          }
+          samples << "\n";
+        }
       }
       truth.push_back(std::move(t));
       predicted.push_back(std::move(q));
@@ -182,6 +220,8 @@ class TokenClassificationTask : public Task {
     std::map<std::string, double> metrics{{"entity_precision", report.micro.precision},
                                           {"entity_recall", report.micro.recall},
                                           {"entity_f1", report.micro.f1}};
+    // The accuracy of the tags the entities were read from, where they are not each byte's argmax.
+    if (decode_ != TagDecode::argmax && bytes > 0) metrics["decoded_accuracy"] = static_cast<double>(right) / bytes;
     for (const auto& [label, s] : report.per_label) metrics["entity_f1/" + label] = s.f1;
     return metrics;
   }
@@ -223,15 +263,17 @@ class TokenClassificationTask : public Task {
         });
   }
 
-  // Evaluation: the owned bytes' predictions (as id + 1, so that the sum over ranks gathers them) and the confusion.
-  void record(const Example& batch, const torch::Tensor& logits, const torch::Tensor& predicted, const torch::Tensor& scored) {
+  // Evaluation: the owned bytes' log-probabilities and a mark that they were seen (zero elsewhere, so that the
+  // sum over ranks gathers them), and the confusion.
+  void record(const Example& batch, const torch::Tensor& logits, const torch::Tensor& scored) {
     const auto doc = batch.at("doc").cpu(), start = batch.at("start").cpu();
     const auto own_begin = batch.at("own_begin").cpu(), own_end = batch.at("own_end").cpu();
-    auto p = predictions_.accessor<int64_t, 1>();
-    const auto q = predicted.accessor<int64_t, 2>();
-    for (int64_t b = 0; b < predicted.size(0); ++b) {
+    const auto log_probs = torch::log_softmax(logits.cpu(), -1);
+    for (int64_t b = 0; b < logits.size(0); ++b) {
       const auto base = eval_windows_.doc_offsets[doc[b].item<int64_t>()] + start[b].item<int64_t>();
-      for (int64_t j = own_begin[b].item<int64_t>(); j < own_end[b].item<int64_t>(); ++j) p[base + j] = q[b][j] + 1;
+      const auto first = own_begin[b].item<int64_t>(), count = own_end[b].item<int64_t>() - first;
+      log_probs_.narrow(0, base + first, count).copy_(log_probs[b].narrow(0, first, count));
+      owned_.narrow(0, base + first, count).fill_(1);
     }
     const auto flat = scored.flatten().nonzero().squeeze(1);
     if (flat.numel() > 0)
@@ -239,14 +281,17 @@ class TokenClassificationTask : public Task {
                      batch.at("labels").cpu().flatten().index_select(0, flat));
   }
 
+  static constexpr int64_t kSamples = 8;  // held-out texts shown in tagged_samples.txt
+
   std::string source_;
   int64_t overlap_ = 32, seq_len_ = 0;
   datasets::TokenLabelSet train_, eval_;
   std::vector<std::string> label_names_;
   std::vector<int64_t> eval_to_train_;  // eval label id -> the model's
   std::map<int64_t, std::string> names_;
+  TagDecode decode_ = TagDecode::argmax;
   Windows eval_windows_;
-  torch::Tensor predictions_;
+  torch::Tensor log_probs_, owned_;  // (bytes, labels) and (bytes) over the eval texts' flat bytes
   Confusion confusion_;
 };
 
