@@ -16,8 +16,9 @@ namespace perceiver::trainers {
 inline constexpr int64_t kAutoLengthSteps = 30;
 inline constexpr int64_t kAutoLengthWarmup = 5;
 // The first steps run slower than the rest (caches, allocator, clocks warming up), so the length is
-// chosen again every kReplanEvery steps from the last ones' median, for as long as no step so far
-// would have had another learning rate under the new length.
+// chosen again every kReplanEvery steps from the median of the latest quarter of the steps (at least
+// kReplanEvery of them), for as long as no step so far would have had another learning rate under the
+// new length.
 inline constexpr int64_t kReplanEvery = 250;
 // The length the schedule runs with until it is chosen: long enough that no measured step decays.
 inline constexpr int64_t kProvisionalSteps = int64_t{1} << 40;

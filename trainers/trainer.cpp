@@ -817,8 +817,11 @@ void Trainer::State::choose_length(const std::vector<double>& step_seconds, doub
     seconds_left -= length.eval_seconds + length.checkpoint_seconds;
   }
   // The step time: the median of the latest steps (the first choice: all of this process's but the first few).
+  // The latest quarter of them, at least kReplanEvery: on a shared machine a minute of slow steps would
+  // otherwise fix a length that leaves minutes of the budget unused.
+  const auto latest = std::max<size_t>(kReplanEvery, step_seconds.size() / 4);
   const auto from = first ? std::min<size_t>(kAutoLengthWarmup, step_seconds.size() - 1)
-                          : step_seconds.size() - std::min<size_t>(kReplanEvery, step_seconds.size());
+                          : step_seconds.size() - std::min(latest, step_seconds.size());
   std::vector<double> steps(step_seconds.begin() + static_cast<std::ptrdiff_t>(from), step_seconds.end());
   std::nth_element(steps.begin(), steps.begin() + static_cast<std::ptrdiff_t>(steps.size() / 2), steps.end());
   length.step_seconds = steps[steps.size() / 2];
