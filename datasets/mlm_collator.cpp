@@ -26,8 +26,11 @@ MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, 
     throw std::invalid_argument("mask_tokens: input_ids must be (B, L), got " + std::to_string(input_ids.dim()) + " dims");
   if (options.mask_probability < 0 || options.mask_probability > 1 || options.mask_token_fraction < 0 ||
       options.random_token_fraction < 0 || options.mask_token_fraction + options.random_token_fraction > 1 ||
-      options.whole_word_fraction < 0 || options.whole_word_fraction > 1)
-    throw std::invalid_argument("mask_tokens: probabilities must lie in [0, 1] and mask + random fractions <= 1");
+      options.whole_word_fraction < 0 || options.whole_word_fraction > 1 || options.span_fraction < 0 ||
+      options.whole_word_fraction + options.span_fraction > 1 || !(options.span_p > 0 && options.span_p <= 1) ||
+      options.span_max_words < 1)
+    throw std::invalid_argument("mask_tokens: probabilities must lie in [0, 1], mask + random fractions <= 1, "
+                                "whole-word + span fractions <= 1, span_p in (0, 1] and span_max_words >= 1");
   // Masking walks the ids on the host (accessors): a GPU batch is copied over, the result is on the CPU.
   auto ids = input_ids.to(torch::kCPU, torch::kInt64).contiguous().clone();
   auto labels = torch::full_like(ids, options.ignore_index);
@@ -44,24 +47,56 @@ MlmBatch mask_tokens(const torch::Tensor& input_ids, const MlmOptions& options, 
   auto key = order_keys.accessor<float, 2>();
   auto act = action.accessor<float, 2>();
   auto rnd = random_ids.accessor<int64_t, 2>();
-  // Which rows mask whole words: drawn (after the draws above, which stay as they were) only for a mix.
-  const bool mixed = !options.whole_word && options.whole_word_fraction > 0 && options.whole_word_fraction < 1;
+  // Which rows mask whole words or spans: drawn (after the draws above, which stay as they were) only for a
+  // mix, and the spans' lengths only where there are spans, so that runs without them draw as before.
+  const bool all_words = options.whole_word || options.whole_word_fraction >= 1;
+  const bool spans = !all_words && options.span_fraction > 0;
+  const bool mixed = !all_words && (options.whole_word_fraction > 0 || spans);
   const auto row_draws = mixed ? torch::rand({B}, generator) : torch::Tensor();
+  const auto length_draws = spans ? torch::rand({B, L}, generator) : torch::zeros({0, 0});
+  auto length_draw = length_draws.accessor<float, 2>();
+  // A span's length in words from the draw at its first byte: geometric, P(k) ~ p (1-p)^(k-1) for k <= max
+  // (SpanBERT's truncated distribution, by the inverse of its CDF).
+  const auto span_words = [&](int64_t b, int64_t j) {
+    if (options.span_p >= 1) return int64_t{1};
+    const double q = std::log1p(-options.span_p);
+    const double u = length_draw[b][j] * -std::expm1(q * static_cast<double>(options.span_max_words));
+    const double k = 1 + std::floor(std::log1p(-u) / q);
+    return std::clamp<int64_t>(static_cast<int64_t>(k), 1, options.span_max_words);
+  };
 
   std::vector<std::pair<int64_t, int64_t>> units;  // [begin, end) spans that are chosen together
   std::vector<int64_t> perm;
   for (int64_t b = 0; b < B; ++b) {
     units.clear();
     int64_t eligible = 0;
-    const bool whole_word = options.whole_word || options.whole_word_fraction >= 1 ||
-                            (mixed && row_draws[b].item<float>() < options.whole_word_fraction);
+    const double draw = mixed ? row_draws[b].item<float>() : 1.0;
+    const bool whole_word = all_words || draw < options.whole_word_fraction;
+    const bool span = !whole_word && draw < options.whole_word_fraction + options.span_fraction;
+    const auto word_end = [&](int64_t k) {
+      while (k < L && !byte_vocab::is_special(id[b][k]) && !is_space_id(id[b][k])) ++k;
+      return k;
+    };
     for (int64_t j = 0; j < L; ++j) {
       const int64_t v = id[b][j];
       if (byte_vocab::is_special(v)) continue;
-      if (whole_word) {
+      if (span) {
+        // Every byte counts towards the target (whitespace too: a span holds the whitespace between its words).
+        ++eligible;
         if (is_space_id(v)) continue;
-        int64_t k = j;
-        while (k < L && !byte_vocab::is_special(id[b][k]) && !is_space_id(id[b][k])) ++k;
+        int64_t end = word_end(j);
+        for (int64_t words = span_words(b, j); words > 1; --words) {
+          int64_t next = end;
+          while (next < L && !byte_vocab::is_special(id[b][next]) && is_space_id(id[b][next])) ++next;
+          if (next == L || byte_vocab::is_special(id[b][next])) break;
+          end = word_end(next);
+        }
+        units.emplace_back(j, end);
+        eligible += end - j - 1;
+        j = end - 1;
+      } else if (whole_word) {
+        if (is_space_id(v)) continue;
+        const int64_t k = word_end(j);
         units.emplace_back(j, k);
         eligible += k - j;
         j = k - 1;

@@ -15,6 +15,11 @@ struct MlmOptions {
   double random_token_fraction = 0.1; // of the chosen: replaced by a random byte id (the rest keep their id)
   bool whole_word = false;          // choose whole whitespace-delimited words (whitespace itself is never chosen)
   double whole_word_fraction = 0;   // else: this fraction of the rows (drawn per row) masks whole words
+  // else: this fraction of the rows masks spans of consecutive whole words, whitespace between them included
+  // (SpanBERT's: a span's length in words is geometric with p = span_p, truncated at span_max_words)
+  double span_fraction = 0;
+  double span_p = 0.2;
+  int64_t span_max_words = 10;
   int64_t ignore_index = -100;      // label of positions not chosen
 };
 

@@ -143,3 +143,72 @@ TEST(DatasetsMlmCollator, WholeWordFractionMixesTheTwoKindsByRow) {
   opt.whole_word_fraction = 1.5;
   EXPECT_THROW(pd::mask_tokens(ids, opt, 5), std::invalid_argument);
 }
+
+// span_fraction: rows masked by spans of consecutive whole words, the whitespace between them included.
+TEST(DatasetsMlmCollator, SpanMaskingChoosesRunsOfWholeWords) {
+  const std::string text = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho "
+                           "sigma tau upsilon phi chi psi omega one two three four five six seven eight nine ten";
+  const auto ids = batch_of(std::vector<std::string>(200, text), 192);
+  const auto is_space = [&](int64_t j) { return text[static_cast<size_t>(j - 1)] == ' '; };  // j: a position
+  const int64_t end = 1 + static_cast<int64_t>(text.size());
+  // The chosen runs of a row, as (first position, one past the last).
+  const auto runs = [&](const torch::Tensor& labels, int64_t b) {
+    std::vector<std::pair<int64_t, int64_t>> out;
+    const auto chosen = labels[b].ne(-100);
+    for (int64_t j = 1; j < end;) {
+      if (!chosen[j].item<bool>()) {
+        ++j;
+        continue;
+      }
+      int64_t k = j;
+      while (k < end && chosen[k].item<bool>()) ++k;
+      out.emplace_back(j, k);
+      j = k;
+    }
+    return out;
+  };
+  pd::MlmOptions opt;
+  opt.mask_probability = 0.3;
+  opt.span_fraction = 1;
+  const auto out = pd::mask_tokens(ids, opt, 11);
+  int64_t multi_word = 0;
+  for (int64_t b = 0; b < ids.size(0); ++b) {
+    bool space = false;
+    for (const auto& [first, last] : runs(out.labels, b)) {
+      // Whole words: a run starts at a word's start and ends at a word's end, never on whitespace.
+      EXPECT_FALSE(is_space(first));
+      EXPECT_FALSE(is_space(last - 1));
+      EXPECT_TRUE(first == 1 || is_space(first - 1)) << "row " << b << " run at " << first;
+      EXPECT_TRUE(last == end || is_space(last)) << "row " << b << " run ending at " << last;
+      for (int64_t j = first; j < last; ++j) space = space || is_space(j);
+    }
+    // The target is 30 % of all the row's bytes, whitespace included; the last span chosen may overshoot it.
+    const auto chosen = out.labels[b].ne(-100).sum().item<int64_t>();
+    EXPECT_GE(chosen, std::llround(0.3 * static_cast<double>(text.size())));
+    multi_word += space;
+  }
+  EXPECT_GT(multi_word, 150);  // nearly every row holds a span of two words or more (a span of one: p = 0.2)
+  // span_p 1: every span is one word, so no whitespace is ever chosen.
+  opt.span_p = 1;
+  EXPECT_FALSE(pd::mask_tokens(ids, opt, 11).labels.ne(-100).logical_and(ids.eq(' ' + pd::byte_vocab::kByteOffset)).any().item<bool>());
+
+  // A mix by row: a quarter whole words, a quarter spans (the rows that choose whitespace), the rest bytes.
+  opt.span_p = 0.2;
+  opt.span_fraction = 0.25;
+  opt.whole_word_fraction = 0.25;
+  const auto mixed = pd::mask_tokens(ids, opt, 12);
+  int64_t span_rows = 0;
+  for (int64_t b = 0; b < ids.size(0); ++b)
+    span_rows += mixed.labels[b].ne(-100).logical_and(ids[b].eq(' ' + pd::byte_vocab::kByteOffset)).any().item<bool>() &&
+                 runs(mixed.labels, b).size() < 8;  // a bytes row choosing a space has many short runs
+  EXPECT_NEAR(span_rows / 200.0, 0.25, 0.08);
+  // Without spans the draws are those of before: span_p and span_max_words change nothing.
+  pd::MlmOptions words;
+  words.whole_word_fraction = 0.3;
+  pd::MlmOptions words_other_span = words;
+  words_other_span.span_p = 0.5;
+  words_other_span.span_max_words = 3;
+  EXPECT_TRUE(pd::mask_tokens(ids, words, 13).labels.equal(pd::mask_tokens(ids, words_other_span, 13).labels));
+  opt.span_fraction = 0.8;  // 0.25 + 0.8 > 1
+  EXPECT_THROW(pd::mask_tokens(ids, opt, 5), std::invalid_argument);
+}

@@ -41,6 +41,11 @@ class MaskedLmTask : public Task {
     options_.whole_word_fraction = s.get<double>("whole_word_fraction");
     if (!(options_.whole_word_fraction >= 0 && options_.whole_word_fraction <= 1))
       s.fail("whole_word_fraction", "must be a fraction of the examples in [0, 1]");
+    options_.span_fraction = s.get<double>("span_fraction");
+    if (!(options_.span_fraction >= 0 && options_.span_fraction + options_.whole_word_fraction <= 1))
+      s.fail("span_fraction", "must be a fraction of the examples in [0, 1 - whole_word_fraction]");
+    if (options_.whole_word && options_.span_fraction > 0)
+      s.fail("span_fraction", "has no rows left to mask: whole_word_mask masks every example by whole words");
     fill_in_samples_ = s.get<int>("fill_in_samples");
     spans_.count = s.get<int64_t>("fill_in_words");
     if (spans_.count < 0) s.fail("fill_in_words", "must be 0 (off) or a number of held-out documents");
@@ -89,6 +94,7 @@ class MaskedLmTask : public Task {
     auto mask = options_;
     if (!training) {
       mask.whole_word_fraction = 0;
+      mask.span_fraction = 0;
       mask.mask_probability = eval_mask_probability_;
     }
     auto masked = rows.empty() ? datasets::mask_tokens(ids.to(torch::kCPU), mask, generator)
@@ -214,6 +220,9 @@ TaskInfo masked_lm_task_info() {
            {"whole_word_fraction", "float", "0.0",
             "share of training examples (in [0, 1]) masked by whole words, the others by scattered bytes; evaluation "
             "keeps scattered masks"},
+           {"span_fraction", "float", "0.0",
+            "share of training examples masked by spans of consecutive whole words (SpanBERT: 1 to 10 words, 3.9 on "
+            "average), whitespace between them included; whole_word_fraction + span_fraction <= 1"},
            {"fill_in_samples", "int", "3", "evaluation examples logged with the model's fill-in (fill_in_samples.txt)"},
            {"fill_in_words", "int", "8",
             "held-out documents that each get one whole word masked and filled in at every evaluation; 0: off"},
