@@ -891,7 +891,12 @@ TrainResult Trainer::run_training(const std::string& resume_arg) {
     const bool last = s.step == s.max_steps || out_of_time;
     s.maybe_checkpoint(s.maybe_evaluate(loop, last), last);
     if (out_of_time) {
-      spdlog::info("time limit reached after {} steps", s.step);
+      if (s.length.step_seconds > 0 && s.max_steps < kProvisionalSteps)  // max_steps: auto chose a length
+        spdlog::warn("time limit reached after {} of the {} steps max_steps: auto chose: the steps ran slower than "
+                     "measured (a shared or throttled machine), and the schedule did not finish",
+                     s.step, s.max_steps);
+      else
+        spdlog::info("time limit reached after {} steps", s.step);
       break;
     }
   }
