@@ -21,6 +21,14 @@ std::optional<YAML::Node> training_run_file(const std::filesystem::path& source)
   }
 }
 
+std::optional<YAML::Node> training_task_setting(const std::filesystem::path& source, const std::string& key) {
+  const auto run = training_run_file(source);
+  if (!run) return std::nullopt;
+  const auto task = (*run)["task"];
+  if (!task || !task.IsMap() || !task[key]) return std::nullopt;
+  return task[key];
+}
+
 #if PERCEIVER_WITH_OPENCV
 namespace {
 

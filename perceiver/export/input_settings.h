@@ -17,6 +17,8 @@ namespace perceiver {
 // SOURCE/run.yaml when SOURCE is a training checkpoint, else nothing. A run file that is not valid
 // YAML is an error naming it.
 std::optional<YAML::Node> training_run_file(const std::filesystem::path& source);
+// task.<key> of that run file, or nothing where SOURCE has none or the key is not set.
+std::optional<YAML::Node> training_task_setting(const std::filesystem::path& source, const std::string& key);
 
 #if PERCEIVER_WITH_OPENCV
 // The image processor for a model, first found of:

@@ -27,11 +27,9 @@ std::vector<int64_t> tile_starts(int64_t size, int64_t tile, int64_t min_overlap
 
 FlowOptions flow_options_for(const ModelRunner& runner) {
   FlowOptions options;
-  const auto run = training_run_file(runner.source());
-  if (!run) return options;
-  const auto task = (*run)["task"];
+  const auto scale = training_task_setting(runner.source(), "flow_scale");
   try {
-    if (task && task.IsMap() && task["flow_scale"]) options.flow_scale = task["flow_scale"].as<double>();
+    if (scale) options.flow_scale = scale->as<double>();
   } catch (const YAML::Exception& e) {
     throw std::runtime_error((runner.source() / "run.yaml").string() + ": task.flow_scale must be a number (" +
                              e.what() + ")");

@@ -48,16 +48,11 @@ std::vector<int64_t> decode_tags(const torch::Tensor& log_probs, const std::map<
   std::vector<int64_t> out(static_cast<size_t>(n));
   if (n == 0) return out;
   if (k < 1) throw std::invalid_argument("tag decoding: no labels");
-  const auto s = scores.accessor<double, 2>();
-  if (decode == TagDecode::argmax) {
-    for (int64_t i = 0; i < n; ++i) {
-      int64_t best = 0;
-      for (int64_t j = 1; j < k; ++j)
-        if (s[i][j] > s[i][best]) best = j;
-      out[static_cast<size_t>(i)] = best;
-    }
-    return out;
+  if (decode == TagDecode::argmax) {  // numpy's argmax, as HF's pipeline: the first maximum, NaN the largest
+    const auto best = scores.argmax(-1);
+    return {best.data_ptr<int64_t>(), best.data_ptr<int64_t>() + n};
   }
+  const auto s = scores.accessor<double, 2>();
   const Transitions t(id2label, k);
   constexpr double kNever = -std::numeric_limits<double>::infinity();
   // best[j]: the highest score of a valid sequence up to position i ending in j; from[i][j]: its previous label.

@@ -21,10 +21,10 @@ TagDecode parse_tag_decode(const std::string& name);  // throws std::invalid_arg
 const char* to_string(TagDecode decode);
 
 // A label sequence from per-position log-probabilities (N, num_labels), labels named by id2label (an id
-// it lacks, or a label without a B-/I- prefix such as "O", is unconstrained). argmax: ties go to the lower
-// id. viterbi: the sequence of highest total log-probability among the valid IOB2 sequences (ties: the
-// lower ids, earliest first); equal to argmax wherever argmax is itself valid. Throws
-// std::invalid_argument unless log_probs is 2-D.
+// it lacks, or a label without a B-/I- prefix such as "O", is unconstrained). argmax: numpy's (ties go
+// to the lower id, NaN counts as the largest). viterbi: the sequence of highest total log-probability
+// among the valid IOB2 sequences (ties: the lower ids, earliest first); equal to argmax wherever argmax
+// is itself valid. Throws std::invalid_argument unless log_probs is 2-D.
 std::vector<int64_t> decode_tags(const torch::Tensor& log_probs, const std::map<int64_t, std::string>& id2label,
                                  TagDecode decode);
 

@@ -262,11 +262,9 @@ std::vector<TokenEntity> aggregate(const std::string& text, const torch::Tensor&
                                 "'average' chooses a word's from mean probabilities: use none, simple, first or max");
   // Every byte's label (its own best, or its place in the likeliest valid sequence) and its probability.
   std::vector<Item> bytes;
-  const auto viterbi = decode == TagDecode::viterbi && n > 0
-                           ? decode_tags(torch::log(probs), id2label, TagDecode::viterbi)
-                           : std::vector<int64_t>();
+  const auto labels = decode_tags(torch::log(probs), id2label, decode);
   for (int64_t i = 0; i < n; ++i) {
-    const auto label = viterbi.empty() ? argmax(row(i), num_labels) : viterbi[static_cast<size_t>(i)];
+    const auto label = labels[static_cast<size_t>(i)];
     bytes.push_back({label, row(i)[label], i, i + 1});
   }
 
@@ -333,12 +331,10 @@ std::vector<TokenEntity> aggregate(const std::string& text, const torch::Tensor&
 
 TokenClassificationOptions token_classification_options_for(const ModelRunner& runner) {
   TokenClassificationOptions options;
-  const auto run = training_run_file(runner.source());
-  if (!run) return options;
-  const auto task = (*run)["task"];
-  if (!task || !task.IsMap() || !task["decode"]) return options;
+  const auto decode = training_task_setting(runner.source(), "decode");
+  if (!decode) return options;
   try {
-    options.decode = parse_tag_decode(task["decode"].as<std::string>());
+    options.decode = parse_tag_decode(decode->as<std::string>());
   } catch (const std::exception& e) {
     throw std::runtime_error((runner.source() / "run.yaml").string() + ": task.decode: " + e.what());
   }
