@@ -208,8 +208,21 @@ def check(args):
 
 
 def check_in(args, work, config_class, model_class, real):
-    doc = config_dict(d_model=64, d_latents=96, num_latents=16, num_blocks=2, num_self_attends_per_block=2,
-                      num_self_attention_heads=8, num_cross_attention_heads=4, max_position_embeddings=48)
+    sizes = dict(d_model=64, d_latents=96, num_latents=16, num_blocks=2, num_self_attends_per_block=2,
+                 num_self_attention_heads=8, num_cross_attention_heads=4, max_position_embeddings=48)
+    failed, overall = False, 0.0
+    for concat in (False, True):
+        print(f"concat_preprocessed_input={concat}:")
+        doc = config_dict(**sizes, **({"concat_preprocessed_input": True} if concat else {}))
+        folder = work / ("concat" if concat else "plain")
+        folder.mkdir(exist_ok=True)
+        worst, bad = check_config(args, folder, config_class, model_class, real, doc, concat)
+        overall, failed = max(overall, worst), failed or bad
+    print(f"max abs difference over all outputs: {overall:.3g} ({'MISMATCH' if failed else 'ok'})")
+    return 1 if failed else 0
+
+
+def check_config(args, work, config_class, model_class, real, doc, concat):
     model = random_model(config_class, model_class, doc, seed=14971)
 
     # 1. Python writes the model as HF's save_pretrained does (config.json + pytorch_model.bin).
@@ -237,74 +250,95 @@ def check_in(args, work, config_class, model_class, real):
     for i, (title, inputs, everything) in enumerate(cases):
         with torch.no_grad():
             want = flat_outputs(reloaded(**inputs, output_attentions=everything, output_hidden_states=everything))
+        if concat and inputs["inputs"].shape[1] < doc["max_position_embeddings"]:
+            # Python pads such inputs to max_position_embeddings, so its cross-attentions have those columns
+            # (encoder) and rows (decoder); ours have the input's length. Logits, loss and latents compare.
+            want = {k: v for k, v in want.items() if not k.startswith("cross_attentions.")}
         write_safetensors(work / f"in{i}.safetensors", inputs)
         extra = ["--output-attentions", "--output-hidden-states"] if everything else []
         run([args.perceiver, "infer", "--model", converted, "--inputs", work / f"in{i}.safetensors",
              "--output", work / f"out{i}.safetensors"] + extra)
-        problems, worst = compare(want, read_safetensors(work / f"out{i}.safetensors"))
+        got = read_safetensors(work / f"out{i}.safetensors")
+        if concat:
+            got = {k: v for k, v in got.items() if k in want or not k.startswith("cross_attentions.")}
+        problems, worst = compare(want, got)
         overall = max(overall, worst)
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in want.items() if k in ("loss", "logits"))
-        print(f"{title}: {len(want)} outputs ({shapes}), max |ours - python| = {worst:.3g}: "
+        print(f"  {title}: {len(want)} outputs ({shapes}), max |ours - python| = {worst:.3g}: "
               + ("; ".join(problems) if problems else "ok"))
         failed |= bool(problems)
-    print(f"max abs difference over all outputs: {overall:.3g} ({'MISMATCH' if failed else 'ok'})")
-    return 1 if failed else 0
+    return overall, failed
+
+
+# The fixtures make-fixture writes: (folder name, extra config keys, seed, output_attentions). With
+# concat_preprocessed_input the Python class pads inputs shorter than max_position_embeddings, so its
+# cross-attentions have that length where ours have the input's: that fixture compares the rest.
+FIXTURES = [
+    ("PerceiverForTokenClassification", {}, 15103, True),
+    ("PerceiverForTokenClassificationConcatInput", {"concat_preprocessed_input": True}, 15104, False),
+]
 
 
 def make_fixture(args):
     config_class, model_class, real, version, modeling_file = import_classes(args.transformers_src)
-    name = "PerceiverForTokenClassification"
+    architecture = "PerceiverForTokenClassification"
     out = pathlib.Path(args.out)
-    folder = out / name
-    folder.mkdir(parents=True, exist_ok=True)
-    doc = config_dict(d_model=32, d_latents=32, num_latents=8, num_blocks=1, num_self_attends_per_block=2,
-                      num_self_attention_heads=8, num_cross_attention_heads=8, max_position_embeddings=32)
-    seed = 15103
-    model = random_model(config_class, model_class, doc, seed)
-    inputs = token_inputs(2, 24, len(CONLL_LABELS), 1, seed)
-    kwargs = {"inputs": "$inputs", "attention_mask": "$attention_mask", "labels": "$labels",
-              "output_attentions": True, "output_hidden_states": True, "return_dict": True}
-    with torch.no_grad():
-        outputs = flat_outputs(model(**inputs, output_attentions=True, output_hidden_states=True, return_dict=True))
+    entries = []
+    for name, extra, seed, attentions in FIXTURES:
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        doc = config_dict(d_model=32, d_latents=32, num_latents=8, num_blocks=1, num_self_attends_per_block=2,
+                          num_self_attention_heads=8, num_cross_attention_heads=8, max_position_embeddings=32,
+                          **extra)
+        model = random_model(config_class, model_class, doc, seed)
+        inputs = token_inputs(2, 24, len(CONLL_LABELS), 1, seed)
+        kwargs = {"inputs": "$inputs", "attention_mask": "$attention_mask", "labels": "$labels",
+                  "output_attentions": attentions, "output_hidden_states": True, "return_dict": True}
+        with torch.no_grad():
+            outputs = flat_outputs(model(**inputs, output_attentions=attentions, output_hidden_states=True,
+                                         return_dict=True))
 
-    (folder / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
-    state = model.state_dict()
-    write_safetensors(folder / "model.safetensors", state)
-    torch.save(state, folder / "pytorch_model.bin")
-    write_safetensors(folder / "inputs.safetensors", inputs)
-    write_safetensors(folder / "outputs.safetensors", outputs)
-    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
-    meta = {
-        "name": name,
-        "set": "perceiver-cpp",
-        "architecture": name,
-        "seed": seed,
-        "torch_version": torch.__version__,
-        "mode": "eval (dropout off); torch.no_grad()",
-        "hf_source": {"transformers": version, "modeling_perceiver.py sha256": sha(modeling_file),
-                      "note": "transformers has no PerceiverForTokenClassification: the model is "
-                              "python/perceiver_token_classification.py on transformers' Perceiver modules"},
-        "generator": "python/check_token_classification.py make-fixture",
-        "forward_call": "model(**forward_kwargs) with '$name' replaced by tensor 'name' of inputs.safetensors",
-        "forward_kwargs": kwargs,
-        "inputs": {k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape)} for k, v in inputs.items()},
-        "outputs": {k: {"dtype": "float32", "shape": list(v.shape)} for k, v in outputs.items()},
-        "state_dict_keys": list(state),
-        "num_parameters": sum(p.numel() for p in model.parameters()),
-        "weights_note": "HF's _init_weights plus seeded normal noise (std 0.05) on every parameter",
-    }
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        (folder / "config.json").write_text(json.dumps(doc, indent=2) + "\n")
+        state = model.state_dict()
+        write_safetensors(folder / "model.safetensors", state)
+        torch.save(state, folder / "pytorch_model.bin")
+        write_safetensors(folder / "inputs.safetensors", inputs)
+        write_safetensors(folder / "outputs.safetensors", outputs)
+        sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+        meta = {
+            "name": name,
+            "set": "perceiver-cpp",
+            "architecture": architecture,
+            "seed": seed,
+            "torch_version": torch.__version__,
+            "mode": "eval (dropout off); torch.no_grad()",
+            "hf_source": {"transformers": version, "modeling_perceiver.py sha256": sha(modeling_file),
+                          "note": "transformers has no PerceiverForTokenClassification: the model is "
+                                  "python/perceiver_token_classification.py on transformers' Perceiver modules"},
+            "generator": "python/check_token_classification.py make-fixture",
+            "forward_call": "model(**forward_kwargs) with '$name' replaced by tensor 'name' of inputs.safetensors",
+            "forward_kwargs": kwargs,
+            "inputs": {k: {"dtype": str(v.dtype).replace("torch.", ""), "shape": list(v.shape)}
+                       for k, v in inputs.items()},
+            "outputs": {k: {"dtype": "float32", "shape": list(v.shape)} for k, v in outputs.items()},
+            "state_dict_keys": list(state),
+            "num_parameters": sum(p.numel() for p in model.parameters()),
+            "weights_note": "HF's _init_weights plus seeded normal noise (std 0.05) on every parameter",
+        }
+        (folder / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+        entries.append({"name": name, "kind": "model", "architecture": architecture,
+                        "num_parameters": meta["num_parameters"],
+                        "files": ["config.json", "model.safetensors", "inputs.safetensors", "outputs.safetensors",
+                                  "meta.json", "pytorch_model.bin"]})
+        print(f"wrote {folder} ({meta['num_parameters']} parameters, outputs {', '.join(outputs)})")
     index = {
         "set": "perceiver-cpp",
         "note": "fixtures for heads transformers lacks, made with transformers' Perceiver modules by "
                 "python/check_token_classification.py make-fixture; read with ../shared/fixtures/hf by "
                 "tests/perceiver/parity_support.cpp",
-        "fixtures": [{"name": name, "kind": "model", "architecture": name, "num_parameters": meta["num_parameters"],
-                      "files": ["config.json", "model.safetensors", "inputs.safetensors", "outputs.safetensors",
-                                "meta.json", "pytorch_model.bin"]}],
+        "fixtures": entries,
     }
     (out / "index.json").write_text(json.dumps(index, indent=2) + "\n")
-    print(f"wrote {folder} ({meta['num_parameters']} parameters, outputs {', '.join(outputs)})")
     return 0
 
 

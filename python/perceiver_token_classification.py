@@ -79,13 +79,23 @@ class PerceiverForTokenClassification(PerceiverPreTrainedModel):
       the same values.
     - The loss is cross-entropy over the positions whose label is not -100 (as in transformers' current token
       classification heads); the PR also skipped positions whose `attention_mask` is 0.
+
+    With `concat_preprocessed_input=True` in the config (not a field of [`PerceiverConfig`]; False when absent), the
+    decoder's query for each position is its byte embedding concatenated to its position encoding
+    ([`PerceiverBasicDecoder`]'s `concat_preprocessed_input`), with a query residual, so that each byte's label sees
+    the byte itself and not only what the latents kept of it. The decoder's query side and the classifier are then
+    `2 * d_model` wide. The decoder concatenates `max_position_embeddings` rows, so shorter inputs are padded to that
+    length (masked out of the encoder's attention, which then gives them no weight) and the extra rows dropped.
     """
 
     def __init__(self, config):
         super().__init__(config)
 
         self.num_labels = config.num_labels
+        self.concat_preprocessed_input = bool(getattr(config, "concat_preprocessed_input", False))
         text_preprocessor = PerceiverTextPreprocessor(config)
+        # the decoder's query width: the position encoding, and with concat_preprocessed_input the byte embedding
+        num_channels = text_preprocessor.num_channels * (2 if self.concat_preprocessed_input else 1)
 
         trainable_position_encoding_kwargs_decoder = {
             "num_channels": text_preprocessor.num_channels,
@@ -99,16 +109,17 @@ class PerceiverForTokenClassification(PerceiverPreTrainedModel):
                 config,
                 output_num_channels=config.d_latents,
                 output_index_dims=config.max_position_embeddings,  # we need to define the seq_len of the inputs beforehand
-                num_channels=text_preprocessor.num_channels,
+                num_channels=num_channels,
                 qk_channels=8 * 32,
-                v_channels=text_preprocessor.num_channels,
+                v_channels=num_channels,
                 num_heads=8,
-                use_query_residual=False,
+                use_query_residual=self.concat_preprocessed_input,
+                concat_preprocessed_input=self.concat_preprocessed_input,
                 final_project=False,
                 trainable_position_encoding_kwargs=trainable_position_encoding_kwargs_decoder,
             ),
         )
-        self.classifier = nn.Linear(text_preprocessor.num_channels, config.num_labels)
+        self.classifier = nn.Linear(num_channels, config.num_labels)
 
         # Initialize weights and apply final processing
         self.post_init()
@@ -154,6 +165,14 @@ class PerceiverForTokenClassification(PerceiverPreTrainedModel):
 
         return_dict = return_dict if return_dict is not None else self.config.use_return_dict
 
+        seq_len = inputs.shape[1]
+        padding = self.config.max_position_embeddings - seq_len
+        if self.concat_preprocessed_input and padding > 0:
+            if attention_mask is None:
+                attention_mask = torch.ones(inputs.shape, dtype=torch.long, device=inputs.device)
+            inputs = nn.functional.pad(inputs, (0, padding))
+            attention_mask = nn.functional.pad(attention_mask, (0, padding))
+
         outputs = self.perceiver(
             inputs=inputs,
             attention_mask=attention_mask,
@@ -164,7 +183,7 @@ class PerceiverForTokenClassification(PerceiverPreTrainedModel):
         )
 
         # The decoder answers each of its max_position_embeddings queries; query i is input position i.
-        sequence_output = outputs.logits[:, : inputs.shape[1]]
+        sequence_output = outputs.logits[:, :seq_len]
         logits = self.classifier(sequence_output)
 
         loss = None

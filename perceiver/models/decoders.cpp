@@ -97,6 +97,10 @@ torch::Tensor PerceiverBasicDecoderImpl::positions_for(const torch::Tensor& inpu
   }
   if (options_.concat_preprocessed_input) {
     TORCH_CHECK(inputs_without_pos.defined(), "concat_preprocessed_input needs the inputs without positions");
+    // Text shorter than the output positions takes the first ones, as the text preprocessor's own
+    // position embeddings do (HF's cat refuses it; its callers pad to max_position_embeddings).
+    if (pos_emb.dim() == 3 && inputs_without_pos.dim() == 3)
+      pos_emb = dynamic::narrow(pos_emb, 1, 0, DynamicSize::of(inputs_without_pos, 1));
     pos_emb = torch::cat({inputs_without_pos, pos_emb}, -1);
   }
   return pos_emb;

@@ -109,14 +109,28 @@ NamedTensors PerceiverForMaskedLMImpl::forward_named(const NamedTensors& inputs,
   return named::outputs(out.loss, out.logits, {}, out.hidden_states, out.attentions, out.cross_attentions);
 }
 
+BasicDecoderOptions token_classification_decoder_options(const PerceiverConfig& config) {
+  auto d = masked_lm_decoder_options(config);
+  const auto key = config.extra.find("concat_preprocessed_input");
+  if (key == config.extra.end() || key->is_null()) return d;
+  if (!key->is_boolean())
+    throw ConfigError("config key concat_preprocessed_input: expected true or false, found " + key->dump());
+  if (!key->get<bool>()) return d;
+  // Query = [byte embedding, position encoding] (both d_model wide). The query residual carries the
+  // byte to the output; without it the query would only choose which latents to read.
+  d.concat_preprocessed_input = true;
+  d.num_channels = 2 * config.d_model;
+  d.v_channels = d.num_channels;
+  d.use_query_residual = true;
+  return d;
+}
+
 PerceiverForTokenClassificationImpl::PerceiverForTokenClassificationImpl(const PerceiverConfig& config)
     : PerceiverPreTrainedModelImpl(config) {
-  auto text = std::make_shared<PerceiverTextPreprocessorImpl>(config);
+  auto decoder = std::make_shared<PerceiverBasicDecoderImpl>(config, token_classification_decoder_options(config));
   perceiver = register_module(
-      "perceiver",
-      PerceiverModel(config, std::make_shared<PerceiverBasicDecoderImpl>(config, masked_lm_decoder_options(config)),
-                     text));
-  classifier = register_module("classifier", torch::nn::Linear(text->num_channels(), config.num_labels()));
+      "perceiver", PerceiverModel(config, decoder, std::make_shared<PerceiverTextPreprocessorImpl>(config)));
+  classifier = register_module("classifier", torch::nn::Linear(decoder->num_query_channels(), config.num_labels()));
 }
 
 PerceiverTokenClassifierOutput PerceiverForTokenClassificationImpl::forward(const torch::Tensor& inputs,

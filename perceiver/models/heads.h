@@ -54,6 +54,9 @@ MaskedLmLoss masked_lm_loss(PerceiverForMaskedLMImpl& model, const torch::Tensor
 // output channels, no query residual, no final projection. PerceiverForTokenClassification builds the
 // same one, so that a masked-LM checkpoint's decoder loads into it.
 BasicDecoderOptions masked_lm_decoder_options(const PerceiverConfig& config);
+// PerceiverForTokenClassification's decoder: the masked LM's, or with config.json's
+// concat_preprocessed_input the input bytes concatenated to its queries (see below).
+BasicDecoderOptions token_classification_decoder_options(const PerceiverConfig& config);
 
 // Token classification (named-entity recognition, part-of-speech tagging, ...), which HF's Python
 // lacks (transformers issue #14971; PR #15103 was closed unmerged): HF's masked-LM model (text
@@ -63,6 +66,12 @@ BasicDecoderOptions masked_lm_decoder_options(const PerceiverConfig& config);
 // so `model.from` a masked-LM checkpoint (ours, or deepmind/language-perceiver) starts from all of it
 // and only `classifier.*` is new. python/perceiver_token_classification.py is the same class on top of
 // transformers' modules, with the same parameter names.
+//
+// With `"concat_preprocessed_input": true` in config.json (not an HF config field; false by default) the
+// decoder's query for position i is [byte embedding i, position encoding i], HF's
+// concat_preprocessed_input, with a query residual: a byte's label then sees the byte itself and not
+// only what the latents keep of it. The decoder's query side and the classifier are then 2 x d_model
+// wide, so from a masked-LM checkpoint only the encoder side and the decoder's key/value weights load.
 //
 // Where it differs from PR #15103, and why:
 // - logits are (batch, seq_len, num_labels), one row per input position, as every HF

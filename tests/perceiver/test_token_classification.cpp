@@ -262,6 +262,62 @@ TEST(TokenClassification, MaskedLmCheckpointGivesEveryTensorButTheClassifier) {
   }
 }
 
+// config.json's concat_preprocessed_input: the decoder queries are [byte embedding, position encoding],
+// 2 x d_model wide, with a query residual. A text shorter than max_position_embeddings decodes as the
+// first rows of the same text padded to that length (what the Python twin computes), and the key must
+// be a boolean. Parity with the Python class: the fixture PerceiverForTokenClassificationConcatInput.
+TEST(TokenClassification, ConcatenatedInputQueriesAreTwiceAsWideAndShortTextsDecodeAsPaddedOnes) {
+  auto config = small_config();
+  config.extra["concat_preprocessed_input"] = true;
+  torch::manual_seed(5);
+  auto model = std::dynamic_pointer_cast<PerceiverForTokenClassificationImpl>(build_model(config));
+  ASSERT_TRUE(model);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.05);
+  }
+  model->eval();
+  const auto tensors = io::state_dict(*model);
+  const std::string cross = "perceiver.decoder.decoding_cross_attention.";
+  EXPECT_EQ(tensors.at(cross + "attention.self.query.weight").sizes(), (std::vector<int64_t>{256, 64}));
+  EXPECT_EQ(tensors.at(cross + "attention.self.value.weight").sizes(), (std::vector<int64_t>{64, 48}));
+  EXPECT_EQ(tensors.at(cross + "attention.output.dense.weight").sizes(), (std::vector<int64_t>{64, 64}));
+  EXPECT_EQ(tensors.at("classifier.weight").sizes(), (std::vector<int64_t>{kLabels, 64}));
+  EXPECT_EQ(keys_of(tensors), keys_of(io::state_dict(*small_model())));  // the same names, other widths
+  EXPECT_TRUE(model->perceiver->decoder()->as<PerceiverBasicDecoderImpl>()->options().use_query_residual);
+
+  torch::NoGradGuard no_grad;
+  const int64_t seq_len = 20;
+  const auto b = batch(2, seq_len, 12, 3);
+  const auto pad = kMaxPositions - seq_len;
+  namespace F = torch::nn::functional;
+  const auto padded_ids = F::pad(b.ids, F::PadFuncOptions({0, pad}));
+  const auto padded_mask = F::pad(b.mask, F::PadFuncOptions({0, pad}));
+  const auto short_out = model->forward(b.ids, b.mask, b.labels);
+  const auto long_out = model->forward(padded_ids, padded_mask);
+  ASSERT_EQ(short_out.logits.sizes(), (std::vector<int64_t>{2, seq_len, kLabels}));
+  EXPECT_EQ(tensor_mismatch(short_out.logits, long_out.logits.narrow(1, 0, seq_len), 1e-5, 1e-5), "");
+  EXPECT_TRUE(short_out.loss.defined());
+  // The byte at a position reaches its own row through the query, not only through the latents: with
+  // the latents' view of the text unchanged (the byte masked out of the encoder), its row still moves.
+  auto other_ids = b.ids.clone(), mask = b.mask.clone();
+  mask[0][7] = 0;
+  other_ids[0][7] = b.ids[0][7].item<int64_t>() == 100 ? 101 : 100;
+  const auto before = model->forward(b.ids, mask).logits, after = model->forward(other_ids, mask).logits;
+  EXPECT_GT((before[0][7] - after[0][7]).abs().max().item<float>(), 1e-4);
+  EXPECT_EQ(tensor_mismatch(before.narrow(1, 8, seq_len - 8), after.narrow(1, 8, seq_len - 8), 1e-6, 1e-6), "");
+
+  auto bad = small_config();
+  bad.extra["concat_preprocessed_input"] = "yes";
+  const auto error = error_of([&] { build_model(bad); });
+  EXPECT_NE(error.find("concat_preprocessed_input"), std::string::npos) << error;
+  auto off = small_config();
+  off.extra["concat_preprocessed_input"] = false;
+  torch::manual_seed(0);
+  const auto plain = io::state_dict(*build_model(off));
+  EXPECT_EQ(plain.at("classifier.weight").sizes(), (std::vector<int64_t>{kLabels, 32}));
+}
+
 // The fixture the parity, export, Triton and bf16 tests share is in the list they iterate over.
 TEST(TokenClassification, FixtureJoinsTheHeadsEveryPerHeadTestRuns) {
   bool found = false;
