@@ -35,8 +35,8 @@ int run_predict(const std::vector<std::string>& args) {
       "decode", po::value<std::string>()->default_value(defaults.decode),
       "fill-mask: parallel (every [MASK] in one pass, the default), iterative (the surest byte first, the rest "
       "again given it) or beam (iterative, keeping the 8 likeliest partial fillings); token classification: argmax "
-      "(each byte's likeliest label) or viterbi (the likeliest valid IOB2 sequence); default: the checkpoint's "
-      "task.decode, else argmax")(
+      "(each byte's likeliest label), viterbi (the likeliest valid IOB2 sequence) or viterbi_separated (also a B- "
+      "only after an O); default: the checkpoint's task.decode, else argmax")(
       "aggregation", po::value<std::string>()->default_value(defaults.aggregation),
       "token classification: none (every byte), simple (bytes grouped by IOB2 tag), first / max / average "
       "(one label per word, by its first byte, its surest byte or its mean probabilities)")(

@@ -21,8 +21,8 @@ namespace perceiver::trainers {
 struct PredictOptions {
   int64_t top_k = 5;
   int64_t batch_size = 16;            // texts or images per forward pass (flow: tiles)
-  // fill-mask: parallel (one pass, the default), iterative (mask-predict) or beam; token classification: argmax
-  // or viterbi (default: the checkpoint's task.decode, else argmax)
+  // fill-mask: parallel (one pass, the default), iterative (mask-predict) or beam; token classification: argmax,
+  // viterbi or viterbi_separated (default: the checkpoint's task.decode, else argmax)
   std::string decode;
   std::string aggregation = "simple";  // token classification: none, simple, first, max or average
   std::filesystem::path out_dir;      // where flow and multimodal write their files (required for them)

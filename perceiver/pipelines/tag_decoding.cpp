@@ -2,41 +2,79 @@
 
 #include <torch/torch.h>
 
+#include <iterator>
 #include <limits>
 #include <stdexcept>
 
 namespace perceiver {
 namespace {
 
-// Per label: the type an I- label must continue (empty for a label that may follow anything), and the
-// type a label lets an I- continue (B-X and I-X: X; anything else: none).
+struct DecodeEntry {
+  TagDecode decode;
+  const char* name;
+  const char* description;
+};
+constexpr DecodeEntry kDecodes[] = {
+    {TagDecode::argmax, "argmax", "each byte's likeliest label"},
+    {TagDecode::viterbi, "viterbi", "the likeliest valid IOB2 sequence: an I-X only after B-X or I-X"},
+    {TagDecode::viterbi_separated, "viterbi_separated",
+     "as viterbi, and a B- only first or after an O, for labellings where an O always separates two entities"},
+};
+
+// Per label: the type an I- label must continue (empty for a label that may follow anything), the type
+// a label lets an I- continue (B-X and I-X: X; anything else: none), and whether it is a B-.
 struct Transitions {
   std::vector<std::string> needs, opens;
+  std::vector<bool> begins;
+  bool separated = false;  // a B- only after a label without a prefix
 
-  Transitions(const std::map<int64_t, std::string>& id2label, int64_t num_labels) {
+  Transitions(const std::map<int64_t, std::string>& id2label, int64_t num_labels, bool separated)
+      : separated(separated) {
     for (int64_t j = 0; j < num_labels; ++j) {
       const auto it = id2label.find(j);
       const std::string label = it == id2label.end() ? std::string() : it->second;
       const bool b = label.rfind("B-", 0) == 0, i = label.rfind("I-", 0) == 0;
       needs.push_back(i ? label.substr(2) : std::string());
       opens.push_back(b || i ? label.substr(2) : std::string());
+      begins.push_back(b);
     }
   }
   bool may_start(int64_t j) const { return needs[j].empty(); }
-  bool allowed(int64_t from, int64_t to) const { return needs[to].empty() || needs[to] == opens[from]; }
+  bool allowed(int64_t from, int64_t to) const {
+    if (separated && begins[to] && !opens[from].empty()) return false;
+    return needs[to].empty() || needs[to] == opens[from];
+  }
 };
 
 }  // namespace
 
 TagDecode parse_tag_decode(const std::string& name) {
-  for (const auto d : {TagDecode::argmax, TagDecode::viterbi})
-    if (name == to_string(d)) return d;
-  throw std::invalid_argument("unknown tag decoding '" + name +
-                              "' (known: argmax: each position's likeliest label; viterbi: the likeliest valid IOB2 "
-                              "sequence)");
+  for (const auto& d : kDecodes)
+    if (name == d.name) return d.decode;
+  throw std::invalid_argument("unknown tag decoding '" + name + "' (known: " + tag_decode_help() + ")");
 }
 
-const char* to_string(TagDecode decode) { return decode == TagDecode::argmax ? "argmax" : "viterbi"; }
+const char* to_string(TagDecode decode) {
+  for (const auto& d : kDecodes)
+    if (d.decode == decode) return d.name;
+  return "?";
+}
+
+std::vector<std::string> tag_decode_names() {
+  std::vector<std::string> out;
+  for (const auto& d : kDecodes) out.emplace_back(d.name);
+  return out;
+}
+
+std::string tag_decode_help() {
+  std::string out;
+  const size_t n = std::size(kDecodes);
+  for (size_t i = 0; i < n; ++i) {
+    if (i > 0) out += i + 1 == n ? " or " : ", ";
+    out += std::string(kDecodes[i].name) + " (" + kDecodes[i].description + ")";
+  }
+  return out;
+}
 
 std::vector<int64_t> decode_tags(const torch::Tensor& log_probs, const std::map<int64_t, std::string>& id2label,
                                  TagDecode decode) {
@@ -53,7 +91,7 @@ std::vector<int64_t> decode_tags(const torch::Tensor& log_probs, const std::map<
     return {best.data_ptr<int64_t>(), best.data_ptr<int64_t>() + n};
   }
   const auto s = scores.accessor<double, 2>();
-  const Transitions t(id2label, k);
+  const Transitions t(id2label, k, decode == TagDecode::viterbi_separated);
   constexpr double kNever = -std::numeric_limits<double>::infinity();
   // best[j]: the highest score of a valid sequence up to position i ending in j; from[i][j]: its previous label.
   std::vector<double> best(static_cast<size_t>(k)), next(static_cast<size_t>(k));

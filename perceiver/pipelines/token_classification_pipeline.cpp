@@ -257,9 +257,10 @@ std::vector<TokenEntity> aggregate(const std::string& text, const torch::Tensor&
     return std::find(ignore_labels.begin(), ignore_labels.end(), label) != ignore_labels.end();
   };
 
-  if (decode == TagDecode::viterbi && aggregation == Aggregation::average)
-    throw std::invalid_argument("token classification: viterbi decoding chooses each byte's label, and aggregation "
-                                "'average' chooses a word's from mean probabilities: use none, simple, first or max");
+  if (decode != TagDecode::argmax && aggregation == Aggregation::average)
+    throw std::invalid_argument(std::string("token classification: ") + to_string(decode) +
+                                " decoding chooses each byte's label, and aggregation 'average' chooses a word's "
+                                "from mean probabilities: use none, simple, first or max");
   // Every byte's label (its own best, or its place in the likeliest valid sequence) and its probability.
   std::vector<Item> bytes;
   const auto labels = decode_tags(torch::log(probs), id2label, decode);

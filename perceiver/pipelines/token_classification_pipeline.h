@@ -27,8 +27,9 @@
 //   mean of the bytes' probability vectors, score that mean probability.
 // Ties between labels go to the lower id (numpy's argmax).
 //
-// Decoding (not in HF's pipeline). `argmax` above labels each byte on its own. `viterbi` instead labels
-// the bytes with the likeliest valid IOB2 sequence (tag_decoding.h), each byte's score the probability
+// Decoding (not in HF's pipeline). `argmax` above labels each byte on its own. `viterbi` (and
+// `viterbi_separated`) instead label the bytes with the likeliest valid IOB2 sequence (tag_decoding.h),
+// each byte's score the probability
 // of its label; it works with none, simple, first and max, which build on the bytes' labels (first/max
 // take a word's label from its first/surest byte), and not with average, which chooses from mean
 // probabilities.
@@ -112,7 +113,7 @@ std::vector<TokenClassificationResult> classify_tokens(ModelRunner& runner, cons
                                                        const TokenClassificationOptions& options = {});
 
 // The entities of `text` from its per-byte probabilities (bytes, num_labels), labels named by
-// id2label (an id it lacks is named by its number). Throws std::invalid_argument for viterbi with average.
+// id2label (an id it lacks is named by its number). Throws std::invalid_argument for a viterbi decoding with average.
 std::vector<TokenEntity> aggregate(const std::string& text, const torch::Tensor& probabilities,
                                    const std::map<int64_t, std::string>& id2label, Aggregation aggregation,
                                    const std::vector<std::string>& ignore_labels = {"O"},

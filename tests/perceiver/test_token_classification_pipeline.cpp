@@ -4,6 +4,8 @@
 // `perceiver predict` on a saved model.
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include <nlohmann/json.hpp>
 
 #include "perceiver/models/architectures.h"
@@ -298,10 +300,46 @@ bool valid_iob2(const std::vector<int64_t>& tags) {
   return true;
 }
 
+// Whether valid IOB2 `tags` also keep entities apart: every B- first or right after an O.
+bool separated(const std::vector<int64_t>& tags) {
+  for (size_t i = 1; i < tags.size(); ++i)
+    if (kLabels.at(tags[i]).rfind("B-", 0) == 0 && kLabels.at(tags[i - 1]) != "O") return false;
+  return true;
+}
+
 double sequence_score(const torch::Tensor& log_probs, const std::vector<int64_t>& tags) {
   double total = 0;
   for (size_t i = 0; i < tags.size(); ++i) total += log_probs[static_cast<int64_t>(i)][tags[i]].item<double>();
   return total;
+}
+
+// The highest score of the tag sequences (every one of log_probs' rows x labels) that `keep` accepts.
+double best_score(const torch::Tensor& log_probs, const std::function<bool(const std::vector<int64_t>&)>& keep) {
+  const int64_t n = log_probs.size(0), k = log_probs.size(1);
+  int64_t count = 1;
+  for (int64_t i = 0; i < n; ++i) count *= k;
+  double best = -std::numeric_limits<double>::infinity();
+  std::vector<int64_t> tags(static_cast<size_t>(n));
+  for (int64_t code = 0; code < count; ++code) {
+    for (int64_t i = 0, c = code; i < n; ++i, c /= k) tags[static_cast<size_t>(i)] = c % k;
+    if (keep(tags)) best = std::max(best, sequence_score(log_probs, tags));
+  }
+  return best;
+}
+
+TEST(TokenClassificationPipeline, ViterbiSeparatedMergesASegmentThatABeginInsideWouldSplit) {
+  // "ab cd": a B-PER at c, right after PER's b, splits PER in two for viterbi; kept apart, a B- needs an O
+  // before it, and I-PER at c (0.3) is likelier than O at the space (0.1) and B-PER at c.
+  const auto p = probabilities({"B-PER", "I-PER", "I-PER", "B-PER", "I-PER"}, {0.9, 0.9, 0.8, 0.6, 0.9});
+  p[2][kIds.at("O")] = 0.1, p[3][kIds.at("I-PER")] = 0.3;
+  EXPECT_EQ(decode_tags(p.log(), kLabels, TagDecode::viterbi), (std::vector<int64_t>{1, 2, 2, 1, 2}));
+  EXPECT_EQ(decode_tags(p.log(), kLabels, TagDecode::viterbi_separated), (std::vector<int64_t>{1, 2, 2, 2, 2}));
+  expect_entities(aggregate("ab cd", p, kLabels, Aggregation::simple, {"O"}, TagDecode::viterbi_separated),
+                  {{"PER", (0.9 + 0.9 + 0.8 + 0.3 + 0.9) / 5, 0, 5, "ab cd", 0, 5}});
+  EXPECT_EQ(aggregate("ab cd", p, kLabels, Aggregation::simple, {"O"}, TagDecode::viterbi).size(), 2u);
+  // After an O a B- stays: two entities that an O separates are two.
+  const auto q = probabilities({"B-PER", "O", "B-PER"}, {0.9, 0.9, 0.9});
+  EXPECT_EQ(decode_tags(q.log(), kLabels, TagDecode::viterbi_separated), (std::vector<int64_t>{1, 0, 1}));
 }
 
 TEST(TokenClassificationPipeline, ViterbiKeepsASegmentWholeWhereArgmaxFlipsItsMiddle) {
@@ -336,12 +374,7 @@ TEST(TokenClassificationPipeline, ViterbiFindsTheLikeliestValidSequenceOfEveryOn
   int64_t argmax_valid = 0;
   for (int trial = 0; trial < 40; ++trial) {
     const auto log_probs = torch::log_softmax(3 * torch::randn({n, k}, torch::kDouble), -1);
-    double best = -std::numeric_limits<double>::infinity();
-    std::vector<int64_t> tags(n);
-    for (int64_t code = 0; code < 3125; ++code) {
-      for (int64_t i = 0, c = code; i < n; ++i, c /= k) tags[static_cast<size_t>(i)] = c % k;
-      if (valid_iob2(tags)) best = std::max(best, sequence_score(log_probs, tags));
-    }
+    const double best = best_score(log_probs, valid_iob2);
     const auto viterbi = decode_tags(log_probs, kLabels, TagDecode::viterbi);
     ASSERT_EQ(viterbi.size(), static_cast<size_t>(n));
     EXPECT_TRUE(valid_iob2(viterbi)) << "trial " << trial;
@@ -353,6 +386,17 @@ TEST(TokenClassificationPipeline, ViterbiFindsTheLikeliestValidSequenceOfEveryOn
     }
   }
   EXPECT_GT(argmax_valid, 0);  // the last check ran
+  // viterbi_separated: the same search among the valid sequences whose B- labels are first or follow an O.
+  int64_t differs = 0;
+  for (int trial = 0; trial < 40; ++trial) {
+    const auto log_probs = torch::log_softmax(3 * torch::randn({n, k}, torch::kDouble), -1);
+    const double best = best_score(log_probs, [](const auto& tags) { return valid_iob2(tags) && separated(tags); });
+    const auto apart = decode_tags(log_probs, kLabels, TagDecode::viterbi_separated);
+    EXPECT_TRUE(valid_iob2(apart) && separated(apart)) << "trial " << trial;
+    EXPECT_NEAR(sequence_score(log_probs, apart), best, 1e-9) << "trial " << trial;
+    differs += apart != decode_tags(log_probs, kLabels, TagDecode::viterbi);
+  }
+  EXPECT_GT(differs, 0);  // the constraint mattered on some of the random scores
   // Labels without B-/I- prefixes constrain nothing: viterbi is argmax.
   const std::map<int64_t, std::string> plain = {{0, "O"}, {1, "PER"}, {2, "LOC"}};
   const auto scores = torch::randn({50, 3}, torch::kDouble);
@@ -361,7 +405,9 @@ TEST(TokenClassificationPipeline, ViterbiFindsTheLikeliestValidSequenceOfEveryOn
 }
 
 TEST(TokenClassificationPipeline, TagDecodeNamesParseAndOthersAreErrors) {
-  for (const auto d : {TagDecode::argmax, TagDecode::viterbi}) EXPECT_EQ(parse_tag_decode(to_string(d)), d);
+  for (const auto d : {TagDecode::argmax, TagDecode::viterbi, TagDecode::viterbi_separated})
+    EXPECT_EQ(parse_tag_decode(to_string(d)), d);
+  EXPECT_EQ(tag_decode_names(), (std::vector<std::string>{"argmax", "viterbi", "viterbi_separated"}));
   const auto message = error_of([] { parse_tag_decode("crf"); });
   EXPECT_NE(message.find("'crf'"), std::string::npos) << message;
   EXPECT_NE(message.find("viterbi"), std::string::npos) << message;

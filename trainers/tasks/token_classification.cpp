@@ -34,9 +34,9 @@ namespace fs = std::filesystem;
 
 datasets::OptionSpecs task_options() {
   return {{"window_overlap", "int", "32", "bytes shared by consecutive windows of a text longer than seq_len (at most half of seq_len)"},
-          {"decode", "enum[argmax, viterbi]", "argmax",
-           "how evaluation reads each text's tags for the entity scores: argmax (each byte's likeliest label) or "
-           "viterbi (the likeliest valid IOB2 sequence: an I-X only after B-X or I-X)"}};
+          {"decode", "enum[" + join(tag_decode_names(), ", ") + "]", "argmax",
+           "how evaluation (and predict, from the checkpoint) reads each text's tags for the entity scores: " +
+               tag_decode_help()}};
 }
 
 datasets::OptionSpecs data_options() {
