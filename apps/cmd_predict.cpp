@@ -3,6 +3,7 @@
 #include "apps/command.h"
 #include "apps/options.h"
 #include "perceiver/pipelines/open_model.h"
+#include "perceiver/pipelines/tag_decoding.h"
 #include "perceiver/models/runner.h"
 #include "perceiver/runtime/runtime.h"
 #include "trainers/predict.h"
@@ -25,6 +26,10 @@ std::string usage() {
 
 int run_predict(const std::vector<std::string>& args) {
   perceiver::trainers::PredictOptions defaults;
+  const std::string decode_help =
+      "fill-mask: parallel (every [MASK] in one pass, the default), iterative (the surest byte first, the rest "
+      "again given it) or beam (iterative, keeping the 8 likeliest partial fillings); token classification: " +
+      perceiver::tag_decode_help() + "; default: the checkpoint's task.decode, else argmax";
   po::options_description desc(usage());
   desc.add_options()("help,h", "show this help")(
       "model", po::value<std::string>()->required(), "model directory, training checkpoint or exported .pt file")(
@@ -32,11 +37,7 @@ int run_predict(const std::vector<std::string>& args) {
       "list", po::value<std::string>()->default_value(""), "a file of inputs, one per line")(
       "json", po::bool_switch(), "print one JSON array: per input `input`, the answer and its raw `logits`")(
       "top-k", po::value<int64_t>()->default_value(defaults.top_k), "labels, tokens or fillings per answer")(
-      "decode", po::value<std::string>()->default_value(defaults.decode),
-      "fill-mask: parallel (every [MASK] in one pass, the default), iterative (the surest byte first, the rest "
-      "again given it) or beam (iterative, keeping the 8 likeliest partial fillings); token classification: argmax "
-      "(each byte's likeliest label), viterbi (the likeliest valid IOB2 sequence) or viterbi_separated (also a B- "
-      "only after an O); default: the checkpoint's task.decode, else argmax")(
+      "decode", po::value<std::string>()->default_value(defaults.decode), decode_help.c_str())(
       "aggregation", po::value<std::string>()->default_value(defaults.aggregation),
       "token classification: none (every byte), simple (bytes grouped by IOB2 tag), first / max / average "
       "(one label per word, by its first byte, its surest byte or its mean probabilities)")(

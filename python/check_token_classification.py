@@ -250,17 +250,17 @@ def check_config(args, work, config_class, model_class, real, doc, concat):
     for i, (title, inputs, everything) in enumerate(cases):
         with torch.no_grad():
             want = flat_outputs(reloaded(**inputs, output_attentions=everything, output_hidden_states=everything))
-        if concat and inputs["inputs"].shape[1] < doc["max_position_embeddings"]:
-            # Python pads such inputs to max_position_embeddings, so its cross-attentions have those columns
-            # (encoder) and rows (decoder); ours have the input's length. Logits, loss and latents compare.
-            want = {k: v for k, v in want.items() if not k.startswith("cross_attentions.")}
+        # With concat, Python pads inputs shorter than max_position_embeddings to that length, so its
+        # cross-attentions have those columns (encoder) and rows (decoder) where ours have the input's
+        # length: only logits, loss, latents and self-attentions compare there.
+        compared = lambda k: not (concat and inputs["inputs"].shape[1] < doc["max_position_embeddings"]  # noqa: E731
+                                  and k.startswith("cross_attentions."))
+        want = {k: v for k, v in want.items() if compared(k)}
         write_safetensors(work / f"in{i}.safetensors", inputs)
         extra = ["--output-attentions", "--output-hidden-states"] if everything else []
         run([args.perceiver, "infer", "--model", converted, "--inputs", work / f"in{i}.safetensors",
              "--output", work / f"out{i}.safetensors"] + extra)
-        got = read_safetensors(work / f"out{i}.safetensors")
-        if concat:
-            got = {k: v for k, v in got.items() if k in want or not k.startswith("cross_attentions.")}
+        got = {k: v for k, v in read_safetensors(work / f"out{i}.safetensors").items() if compared(k)}
         problems, worst = compare(want, got)
         overall = max(overall, worst)
         shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in want.items() if k in ("loss", "logits"))

@@ -27,12 +27,11 @@
 //   mean of the bytes' probability vectors, score that mean probability.
 // Ties between labels go to the lower id (numpy's argmax).
 //
-// Decoding (not in HF's pipeline). `argmax` above labels each byte on its own. `viterbi` (and
-// `viterbi_separated`) instead label the bytes with the likeliest valid IOB2 sequence (tag_decoding.h),
-// each byte's score the probability
-// of its label; it works with none, simple, first and max, which build on the bytes' labels (first/max
-// take a word's label from its first/surest byte), and not with average, which chooses from mean
-// probabilities.
+// Decoding (not in HF's pipeline). `argmax` above labels each byte on its own. `viterbi` and
+// `viterbi_separated` instead label the bytes with the likeliest valid IOB2 sequence (tag_decoding.h),
+// each byte's score the probability of its label; they work with none, simple, first and max, which
+// build on the bytes' labels (first/max take a word's label from its first/surest byte), and not with
+// average, which chooses from mean probabilities.
 //
 // Offsets. Entities carry byte offsets and CHARACTER offsets: the characters whose bytes the entity's
 // bytes touch (an entity that starts or ends inside a multi-byte character takes all of it), counted in
